@@ -1,0 +1,1877 @@
+//! A sans-IO Reticulum transport node.
+//!
+//! The router takes frames, time and commands in and puts [`Action`]s out; the I/O layer
+//! drains them ([`Router::poll_action`]) and does what they say. It owns:
+//!
+//! - duplicate suppression (a bounded two-generation set of packet hashes);
+//! - the path table (destination → next hop, interface, hops, expiry, recent announce random
+//!   hashes, the announce itself for answering path requests) and the known identities;
+//! - announce validation and rebroadcast: HEADER_2 with this node's transport id, a random
+//!   delay of up to 0.5 s, at most two rebroadcasts (fewer when neighbours are heard
+//!   rebroadcasting it), the per-interface announce cap (queued, not dropped);
+//! - path requests: answered for local destinations and, in transport mode, from the path
+//!   table; searched for on other interfaces when they come from access-point, gateway,
+//!   roaming or boundary interfaces;
+//! - forwarding in transport: HEADER_2 → HEADER_2 with the next hop's transport id, or
+//!   HEADER_1 on the last hop; the link table (link requests and their proofs, then link
+//!   traffic both ways) and the reverse table (proofs back to the sender);
+//! - local SINGLE destinations: decryption, delivery, optional automatic proofs, path
+//!   responses, and links in both roles (a Python RNS program can open a link to us);
+//! - counters of every drop reason.
+//!
+//! Every table has a cap; the oldest entries are evicted first. Call [`Router::tick`]
+//! every 100–250 ms.
+
+mod bounded;
+mod counters;
+mod interface;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use rand::{CryptoRng, RngCore};
+
+use crate::announce::{Announce, RANDOM_HASH_LEN, emitted_at};
+use crate::clock::Timestamp;
+use crate::destination::DestinationName;
+use crate::hashes::{DestinationHash, IdentityHash, LinkId, PacketHash};
+use crate::identity::{Identity, IdentityError, PrivateIdentity, X25519_KEY_LEN};
+use crate::link::{
+    CloseReason, LINK_REQUEST_KEYS_LEN, Link, LinkError, LinkEvent, LinkProof, LinkState, Role,
+    SIGNALLING_LEN, Signalling, link_id,
+};
+use crate::packet::{
+    Context, DestinationType, ENCRYPTED_MDU, MAX_HOPS, MTU, Packet, PacketError, PacketType,
+    TransportType,
+};
+use crate::path_request::{PathRequest, path_request_destination};
+use crate::proof::{ProofData, prove_packet};
+
+use bounded::{BoundedMap, RecentSet};
+pub use counters::{Counters, DropReason};
+use interface::{AnnounceAdmission, InterfaceState};
+pub use interface::{InterfaceConfig, InterfaceId, InterfaceMode};
+
+/// Random window for announce rebroadcast.
+const REBROADCAST_WINDOW_MS: u32 = 500;
+/// Wait before retrying a rebroadcast that no neighbour repeated.
+const REBROADCAST_RETRY: Duration = Duration::from_millis(5_500);
+/// An announce is rebroadcast at most this often (counting path responses' single send).
+const MAX_REBROADCASTS: u8 = 2;
+/// Hearing this many neighbours repeat our rebroadcast ends our retries.
+const LOCAL_REBROADCASTS_MAX: u8 = 2;
+/// Delay before answering a path request from the path table, so that a node directly
+/// connected to the destination can answer first.
+const PATH_REQUEST_GRACE: Duration = Duration::from_millis(400);
+/// Extra delay on roaming interfaces.
+const PATH_REQUEST_ROAMING_GRACE: Duration = Duration::from_millis(1_500);
+/// How long a path request searched for on other interfaces is remembered.
+const PATH_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Per-hop allowance for proofs (link request proofs and delivery proofs).
+const PER_HOP_TIMEOUT: Duration = Duration::from_secs(6);
+/// Interval between table culls.
+const CULL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A random source the router owns.
+pub trait RouterRng: RngCore + CryptoRng + Send {}
+impl<T: RngCore + CryptoRng + Send> RouterRng for T {}
+
+/// Limits and timeouts. Defaults follow Reticulum where it has a value and keep memory
+/// bounded (a few tens of MB at most) where it has none.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouterConfig {
+    /// Forward packets and rebroadcast announces for others (Reticulum's `enable_transport`).
+    pub transport_enabled: bool,
+    /// Lifetime of a path not used or refreshed (Reticulum: one week).
+    pub path_expiry: Duration,
+    /// Lifetime of paths learned on access-point interfaces (one day).
+    pub access_point_path_expiry: Duration,
+    /// Lifetime of paths learned on roaming interfaces (six hours).
+    pub roaming_path_expiry: Duration,
+    /// Lifetime of reverse-table entries (eight minutes).
+    pub reverse_entry_timeout: Duration,
+    /// Lifetime of an idle, validated link-table entry (fifteen minutes).
+    pub link_entry_timeout: Duration,
+    /// How long a queued announce may wait for announce budget (three hours).
+    pub queued_announce_lifetime: Duration,
+    /// Path table size.
+    pub max_paths: usize,
+    /// Known destination identities.
+    pub max_known_destinations: usize,
+    /// Reverse table size.
+    pub max_reverse_entries: usize,
+    /// Link table size (links this node transports).
+    pub max_link_entries: usize,
+    /// Links this node is an end of.
+    pub max_local_links: usize,
+    /// Announces waiting for rebroadcast.
+    pub max_pending_announces: usize,
+    /// Queued announces per interface.
+    pub max_queued_announces: usize,
+    /// Packet hashes remembered for duplicate suppression.
+    pub packet_hash_capacity: usize,
+    /// Path request tags remembered.
+    pub path_request_tag_capacity: usize,
+    /// Delivery receipts awaiting proofs.
+    pub max_receipts: usize,
+    /// Path requests being searched for.
+    pub max_path_discoveries: usize,
+    /// Announce random hashes kept per path.
+    pub max_random_blobs: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            transport_enabled: true,
+            path_expiry: Duration::from_secs(7 * 24 * 3600),
+            access_point_path_expiry: Duration::from_secs(24 * 3600),
+            roaming_path_expiry: Duration::from_secs(6 * 3600),
+            reverse_entry_timeout: Duration::from_secs(8 * 60),
+            link_entry_timeout: Duration::from_secs(900),
+            queued_announce_lifetime: Duration::from_secs(3 * 3600),
+            max_paths: 16_384,
+            max_known_destinations: 16_384,
+            max_reverse_entries: 16_384,
+            max_link_entries: 8_192,
+            max_local_links: 1_024,
+            max_pending_announces: 4_096,
+            max_queued_announces: 1_024,
+            packet_hash_capacity: 200_000,
+            path_request_tag_capacity: 16_000,
+            max_receipts: 1_024,
+            max_path_discoveries: 256,
+            max_random_blobs: 16,
+        }
+    }
+}
+
+/// The mapping from the caller's monotonic clock to wall-clock time, used only for the
+/// emission time written into announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallClock {
+    /// A monotonic timestamp.
+    pub at: Timestamp,
+    /// Unix seconds at that timestamp.
+    pub unix_secs: u64,
+}
+
+/// Whether received packets are proved automatically.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProofStrategy {
+    /// Never; the application may call [`Router::prove_delivery`].
+    #[default]
+    None,
+    /// Every packet that decrypts.
+    All,
+}
+
+/// A SINGLE destination served by this node.
+#[derive(Clone, Debug)]
+pub struct LocalDestination {
+    /// The destination's identity (private).
+    pub identity: PrivateIdentity,
+    /// Its name.
+    pub name: DestinationName,
+    /// App data put in its announces.
+    pub app_data: Vec<u8>,
+    /// Whether link requests are accepted.
+    pub accepts_links: bool,
+    /// Whether received packets are proved automatically.
+    pub proof_strategy: ProofStrategy,
+}
+
+impl LocalDestination {
+    /// A destination that accepts links, has no app data and proves nothing automatically.
+    pub fn new(identity: PrivateIdentity, name: DestinationName) -> Self {
+        Self {
+            identity,
+            name,
+            app_data: Vec::new(),
+            accepts_links: true,
+            proof_strategy: ProofStrategy::None,
+        }
+    }
+
+    /// The destination hash.
+    pub fn hash(&self) -> DestinationHash {
+        self.name.single_hash(self.identity.public())
+    }
+}
+
+/// A destination heard in a valid announce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownDestination {
+    /// Its identity.
+    pub identity: Identity,
+    /// App data of the latest announce.
+    pub app_data: Vec<u8>,
+    /// Ratchet key of the latest announce; packets to the destination are encrypted to it.
+    pub ratchet: Option<[u8; X25519_KEY_LEN]>,
+    /// Random hash of the latest announce.
+    pub random_hash: [u8; RANDOM_HASH_LEN],
+    /// When it was last heard.
+    pub heard_at: Timestamp,
+}
+
+/// A path as the router sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathInfo {
+    /// Destination.
+    pub destination: DestinationHash,
+    /// Transport id of the next hop (the destination hash itself when it is a neighbour).
+    pub next_hop: IdentityHash,
+    /// Hops to the destination.
+    pub hops: u8,
+    /// Interface the path leads out of.
+    pub interface: InterfaceId,
+    /// When the announce that set it was received.
+    pub learned_at: Timestamp,
+}
+
+/// Sizes of the router's tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Paths.
+    pub paths: usize,
+    /// Known destination identities.
+    pub known_destinations: usize,
+    /// Reverse-table entries.
+    pub reverse_entries: usize,
+    /// Link-table entries (links transported).
+    pub link_entries: usize,
+    /// Links this node is an end of.
+    pub local_links: usize,
+    /// Announces waiting for rebroadcast.
+    pub pending_announces: usize,
+    /// Announces queued behind interface caps, all interfaces.
+    pub queued_announces: usize,
+    /// Remembered packet hashes.
+    pub packet_hashes: usize,
+}
+
+/// Transmission priority of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Proofs, link handshakes, keepalives, path requests.
+    Control,
+    /// Payload.
+    Data,
+    /// Announces and path responses.
+    Announce,
+}
+
+/// Something the router reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouterEvent {
+    /// A path was learned or replaced.
+    PathLearned {
+        /// Destination.
+        destination: DestinationHash,
+        /// Hops to it.
+        hops: u8,
+        /// Interface it leads out of.
+        interface: InterfaceId,
+    },
+    /// A valid announce that changed the path table.
+    AnnounceReceived {
+        /// The announce (app_data, identity, ratchet…).
+        announce: Box<Announce>,
+        /// Hops it travelled.
+        hops: u8,
+        /// Interface it arrived on.
+        interface: InterfaceId,
+        /// Whether it answered a path request.
+        path_response: bool,
+    },
+    /// A packet was dropped (routine reasons are only counted).
+    PacketDropped {
+        /// Why.
+        reason: DropReason,
+        /// Where it came from, if from an interface.
+        interface: Option<InterfaceId>,
+    },
+    /// A packet this node sent was proved delivered.
+    DeliveryProved {
+        /// Hash of the sent packet.
+        packet_hash: PacketHash,
+    },
+    /// No proof arrived in time for a packet sent with [`Router::send`].
+    DeliveryTimedOut {
+        /// Hash of the sent packet.
+        packet_hash: PacketHash,
+    },
+    /// A link reached the active state.
+    LinkEstablished {
+        /// Link id.
+        link_id: LinkId,
+        /// Destination it leads to or serves.
+        destination: DestinationHash,
+        /// This node's role.
+        role: Role,
+        /// Round-trip time.
+        rtt: Duration,
+    },
+    /// Data arrived on a link.
+    LinkData {
+        /// Link id.
+        link_id: LinkId,
+        /// Context byte.
+        context: Context,
+        /// Payload.
+        plaintext: Vec<u8>,
+        /// Hash of the carrying packet (for [`Router::prove_link_packet`]).
+        packet_hash: PacketHash,
+    },
+    /// The initiator of a link revealed its identity.
+    LinkIdentified {
+        /// Link id.
+        link_id: LinkId,
+        /// The identity.
+        identity: Box<Identity>,
+    },
+    /// A link closed.
+    LinkClosed {
+        /// Link id.
+        link_id: LinkId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// What the I/O layer must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send `frame` (a packet, unframed) on `interface`.
+    Transmit {
+        /// Interface.
+        interface: InterfaceId,
+        /// The packet bytes; the interface adds its framing.
+        frame: Vec<u8>,
+        /// Priority.
+        priority: Priority,
+    },
+    /// A packet for a local destination, decrypted.
+    Deliver {
+        /// The local destination.
+        destination: DestinationHash,
+        /// The packet as received (data still encrypted).
+        packet: Packet,
+        /// The decrypted data.
+        plaintext: Vec<u8>,
+        /// Interface it arrived on (for [`Router::prove_delivery`]).
+        interface: InterfaceId,
+    },
+    /// Something to report.
+    Event(RouterEvent),
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouterError {
+    /// No announce has been heard for the destination, so its key is unknown.
+    #[error("destination {0} is unknown: no announce heard for it")]
+    UnknownDestination(DestinationHash),
+    /// The destination is not registered here.
+    #[error("destination {0} is not a local destination")]
+    NotLocal(DestinationHash),
+    /// No such link.
+    #[error("link {0} does not exist")]
+    UnknownLink(LinkId),
+    /// The link's interface is not known yet (handshake incomplete).
+    #[error("link {0} is not established")]
+    LinkNotReady(LinkId),
+    /// The local link table is full.
+    #[error("too many links: the limit is {0}")]
+    TooManyLinks(usize),
+    /// No interface is registered.
+    #[error("no interfaces to send on")]
+    NoInterfaces,
+    /// The payload does not fit.
+    #[error("payload of {len} bytes exceeds the {max} bytes one packet carries")]
+    PayloadTooLarge {
+        /// Payload length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// A packet problem.
+    #[error(transparent)]
+    Packet(#[from] PacketError),
+    /// A link problem.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// An encryption problem.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+#[derive(Debug)]
+struct PathEntry {
+    learned_at: Timestamp,
+    last_used: Timestamp,
+    next_hop: IdentityHash,
+    hops: u8,
+    expires: Timestamp,
+    random_blobs: VecDeque<[u8; RANDOM_HASH_LEN]>,
+    interface: InterfaceId,
+    announce: Packet,
+}
+
+impl PathEntry {
+    fn timebase(&self) -> u64 {
+        self.random_blobs.iter().map(emitted_at).max().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PendingAnnounce {
+    retransmit_at: Timestamp,
+    retries: u8,
+    hops: u8,
+    packet: Packet,
+    local_rebroadcasts: u8,
+    path_response: bool,
+    attached: Option<InterfaceId>,
+}
+
+#[derive(Debug)]
+struct ReverseEntry {
+    received_on: InterfaceId,
+    sent_on: InterfaceId,
+    at: Timestamp,
+}
+
+#[derive(Debug)]
+struct LinkEntry {
+    at: Timestamp,
+    next_hop_interface: InterfaceId,
+    remaining_hops: u8,
+    received_on: InterfaceId,
+    taken_hops: u8,
+    destination: DestinationHash,
+    validated: bool,
+    proof_deadline: Timestamp,
+}
+
+#[derive(Debug)]
+struct Discovery {
+    requesting: Vec<InterfaceId>,
+    deadline: Timestamp,
+}
+
+#[derive(Debug)]
+struct Receipt {
+    packet_hash: PacketHash,
+    signer: VerifyingKey,
+    deadline: Timestamp,
+}
+
+#[derive(Debug)]
+struct LocalLink {
+    link: Link,
+    interface: Option<InterfaceId>,
+    prove_all: bool,
+}
+
+/// The transport node.
+pub struct Router {
+    config: RouterConfig,
+    identity: PrivateIdentity,
+    transport_id: IdentityHash,
+    path_request_hash: DestinationHash,
+    rng: Box<dyn RouterRng>,
+    clock: WallClock,
+    interfaces: BTreeMap<InterfaceId, InterfaceState>,
+    destinations: HashMap<DestinationHash, LocalDestination>,
+    known: BoundedMap<DestinationHash, KnownDestination>,
+    paths: BoundedMap<DestinationHash, PathEntry>,
+    pending_announces: BoundedMap<DestinationHash, PendingAnnounce>,
+    held_announces: BoundedMap<DestinationHash, PendingAnnounce>,
+    reverse: BoundedMap<DestinationHash, ReverseEntry>,
+    link_table: BoundedMap<LinkId, LinkEntry>,
+    links: HashMap<LinkId, LocalLink>,
+    packet_hashes: RecentSet<PacketHash>,
+    path_request_tags: RecentSet<Vec<u8>>,
+    discoveries: BoundedMap<DestinationHash, Discovery>,
+    receipts: BoundedMap<DestinationHash, Receipt>,
+    actions: VecDeque<Action>,
+    counters: Counters,
+    next_cull: Timestamp,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("transport_id", &self.transport_id)
+            .field("interfaces", &self.interfaces.len())
+            .field("paths", &self.paths.len())
+            .field("links", &self.links.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router whose transport id is `identity`'s hash. `clock` maps `now` to unix time for
+    /// announce emission times.
+    pub fn new(
+        identity: PrivateIdentity,
+        config: RouterConfig,
+        clock: WallClock,
+        rng: Box<dyn RouterRng>,
+    ) -> Self {
+        Self {
+            transport_id: identity.hash(),
+            path_request_hash: path_request_destination(),
+            identity,
+            rng,
+            clock,
+            interfaces: BTreeMap::new(),
+            destinations: HashMap::new(),
+            known: BoundedMap::new(config.max_known_destinations),
+            paths: BoundedMap::new(config.max_paths),
+            pending_announces: BoundedMap::new(config.max_pending_announces),
+            held_announces: BoundedMap::new(config.max_pending_announces),
+            reverse: BoundedMap::new(config.max_reverse_entries),
+            link_table: BoundedMap::new(config.max_link_entries),
+            links: HashMap::new(),
+            packet_hashes: RecentSet::new(config.packet_hash_capacity),
+            path_request_tags: RecentSet::new(config.path_request_tag_capacity),
+            discoveries: BoundedMap::new(config.max_path_discoveries),
+            receipts: BoundedMap::new(config.max_receipts),
+            actions: VecDeque::new(),
+            counters: Counters::default(),
+            next_cull: Timestamp::ZERO,
+            config,
+        }
+    }
+
+    // ----- inspection -----------------------------------------------------------------
+
+    /// This node's transport id (its transport identity's hash).
+    pub fn transport_id(&self) -> IdentityHash {
+        self.transport_id
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The path to `destination`, if known.
+    pub fn path(&self, destination: &DestinationHash) -> Option<PathInfo> {
+        self.paths
+            .get(destination)
+            .map(|p| path_info(destination, p))
+    }
+
+    /// All known paths.
+    pub fn paths(&self) -> Vec<PathInfo> {
+        self.paths.iter().map(|(d, p)| path_info(d, p)).collect()
+    }
+
+    /// What the latest announce of `destination` said.
+    pub fn known_destination(&self, destination: &DestinationHash) -> Option<&KnownDestination> {
+        self.known.get(destination)
+    }
+
+    /// State of a local link.
+    pub fn link_state(&self, link_id: &LinkId) -> Option<LinkState> {
+        self.links.get(link_id).map(|l| l.link.state())
+    }
+
+    /// The identity whose hash is the transport id.
+    pub fn identity(&self) -> &PrivateIdentity {
+        &self.identity
+    }
+
+    /// Current size of every table, for telemetry and to check the caps hold.
+    pub fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            paths: self.paths.len(),
+            known_destinations: self.known.len(),
+            reverse_entries: self.reverse.len(),
+            link_entries: self.link_table.len(),
+            local_links: self.links.len(),
+            pending_announces: self.pending_announces.len(),
+            queued_announces: self.interfaces.values().map(|i| i.queued_announces()).sum(),
+            packet_hashes: self.packet_hashes.len(),
+        }
+    }
+
+    /// The next action for the I/O layer.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// All pending actions.
+    pub fn drain_actions(&mut self) -> impl Iterator<Item = Action> + '_ {
+        self.actions.drain(..)
+    }
+
+    // ----- configuration --------------------------------------------------------------
+
+    /// Re-anchors wall-clock time (call when the system clock is adjusted).
+    pub fn set_wall_clock(&mut self, clock: WallClock) {
+        self.clock = clock;
+    }
+
+    /// Adds or reconfigures an interface.
+    pub fn add_interface(&mut self, id: InterfaceId, config: InterfaceConfig) {
+        let cap = self.config.max_queued_announces;
+        self.interfaces.insert(id, InterfaceState::new(config, cap));
+    }
+
+    /// Removes an interface and every path and table entry through it.
+    pub fn remove_interface(&mut self, id: InterfaceId) {
+        self.interfaces.remove(&id);
+        self.paths.retain(|_, p| p.interface != id);
+        self.reverse
+            .retain(|_, r| r.received_on != id && r.sent_on != id);
+        self.link_table
+            .retain(|_, l| l.received_on != id && l.next_hop_interface != id);
+        self.pending_announces.retain(|_, a| a.attached != Some(id));
+        for d in self.discoveries.keys() {
+            if let Some(entry) = self.discoveries.get_mut(&d) {
+                entry.requesting.retain(|i| *i != id);
+            }
+        }
+    }
+
+    /// Serves a SINGLE destination here. Returns its hash.
+    pub fn register_destination(&mut self, destination: LocalDestination) -> DestinationHash {
+        let hash = destination.hash();
+        self.destinations.insert(hash, destination);
+        hash
+    }
+
+    /// Stops serving a destination.
+    pub fn deregister_destination(
+        &mut self,
+        destination: &DestinationHash,
+    ) -> Option<LocalDestination> {
+        self.destinations.remove(destination)
+    }
+
+    /// Replaces the app data of a local destination's announces.
+    pub fn set_app_data(
+        &mut self,
+        destination: &DestinationHash,
+        app_data: Vec<u8>,
+    ) -> Result<(), RouterError> {
+        let local = self
+            .destinations
+            .get_mut(destination)
+            .ok_or(RouterError::NotLocal(*destination))?;
+        local.app_data = app_data;
+        Ok(())
+    }
+
+    // ----- commands -------------------------------------------------------------------
+
+    /// Announces a local destination on every interface.
+    pub fn announce(
+        &mut self,
+        destination: &DestinationHash,
+        now: Timestamp,
+    ) -> Result<(), RouterError> {
+        let packet = self.local_announce(destination, false, now)?;
+        packet.check_mtu(MTU)?;
+        self.packet_hashes.insert(packet.hash());
+        self.broadcast_announce(&packet, None, true, now);
+        Ok(())
+    }
+
+    /// Encrypts `plaintext` to a destination known from its announce and sends it along the
+    /// path (or on every interface if no path is known). A [`RouterEvent::DeliveryProved`]
+    /// follows if the destination proves it.
+    pub fn send(
+        &mut self,
+        destination: &DestinationHash,
+        plaintext: &[u8],
+        now: Timestamp,
+    ) -> Result<PacketHash, RouterError> {
+        if plaintext.len() > ENCRYPTED_MDU {
+            return Err(RouterError::PayloadTooLarge {
+                len: plaintext.len(),
+                max: ENCRYPTED_MDU,
+            });
+        }
+        let known = self
+            .known
+            .get(destination)
+            .ok_or(RouterError::UnknownDestination(*destination))?;
+        let signer = *known.identity.signing_key();
+        let ciphertext =
+            known
+                .identity
+                .encrypt(plaintext, known.ratchet.as_ref(), &mut *self.rng)?;
+        let packet = Packet::new(
+            PacketType::Data,
+            DestinationType::Single,
+            *destination,
+            Context::NONE,
+            ciphertext,
+        );
+        let hops = self.paths.get(destination).map_or(1, |p| p.hops);
+        let hash = self.route_outbound(packet, Priority::Data, now)?;
+        let deadline = now.saturating_add(PER_HOP_TIMEOUT * u32::from(hops.max(1)));
+        self.receipts.insert(
+            hash.truncated(),
+            Receipt {
+                packet_hash: hash,
+                signer,
+                deadline,
+            },
+        );
+        Ok(hash)
+    }
+
+    /// Sends a packet built by the caller, routed like [`Router::send`] (no receipt).
+    pub fn send_packet(
+        &mut self,
+        packet: Packet,
+        now: Timestamp,
+    ) -> Result<PacketHash, RouterError> {
+        self.route_outbound(packet, Priority::Data, now)
+    }
+
+    /// Asks the network for a path to `destination` on every interface.
+    pub fn request_path(&mut self, destination: &DestinationHash) -> Result<(), RouterError> {
+        if self.interfaces.is_empty() {
+            return Err(RouterError::NoInterfaces);
+        }
+        let transport = self.config.transport_enabled.then_some(self.transport_id);
+        let request = PathRequest::new(*destination, transport, &mut *self.rng);
+        self.path_request_tags.insert(request.unique_key());
+        let frame = request.to_packet().encode();
+        for id in self.interface_ids() {
+            self.transmit(id, frame.clone(), Priority::Control);
+        }
+        Ok(())
+    }
+
+    /// Opens a link to a destination known from its announce. Completion is reported as
+    /// [`RouterEvent::LinkEstablished`].
+    pub fn open_link(
+        &mut self,
+        destination: &DestinationHash,
+        now: Timestamp,
+    ) -> Result<LinkId, RouterError> {
+        if self.links.len() >= self.config.max_local_links {
+            return Err(RouterError::TooManyLinks(self.config.max_local_links));
+        }
+        let identity = self
+            .known
+            .get(destination)
+            .ok_or(RouterError::UnknownDestination(*destination))?
+            .identity
+            .clone();
+        let (hops, mtu) = match self.paths.get(destination) {
+            Some(p) => (
+                p.hops,
+                self.interfaces
+                    .get(&p.interface)
+                    .and_then(|i| i.config.hw_mtu)
+                    .unwrap_or(MTU as u32),
+            ),
+            None => (MAX_HOPS, MTU as u32),
+        };
+        let (link, request) = Link::initiate(
+            &identity,
+            *destination,
+            Some(mtu),
+            hops,
+            now,
+            &mut *self.rng,
+        );
+        let id = link.id();
+        self.links.insert(
+            id,
+            LocalLink {
+                link,
+                interface: None,
+                prove_all: false,
+            },
+        );
+        self.route_outbound(request, Priority::Control, now)?;
+        Ok(id)
+    }
+
+    /// Sends `data` over an established link.
+    pub fn link_send(
+        &mut self,
+        link_id: &LinkId,
+        context: Context,
+        data: &[u8],
+        now: Timestamp,
+    ) -> Result<PacketHash, RouterError> {
+        let local = self
+            .links
+            .get_mut(link_id)
+            .ok_or(RouterError::UnknownLink(*link_id))?;
+        let interface = local.interface.ok_or(RouterError::LinkNotReady(*link_id))?;
+        let packet = local.link.encrypt(context, data, now, &mut *self.rng)?;
+        let hash = packet.hash();
+        self.packet_hashes.insert(hash);
+        self.transmit(interface, packet.encode(), Priority::Data);
+        Ok(hash)
+    }
+
+    /// Reveals `identity` to the far end of a link this node initiated.
+    pub fn link_identify(
+        &mut self,
+        link_id: &LinkId,
+        identity: &PrivateIdentity,
+        now: Timestamp,
+    ) -> Result<(), RouterError> {
+        let local = self
+            .links
+            .get_mut(link_id)
+            .ok_or(RouterError::UnknownLink(*link_id))?;
+        let interface = local.interface.ok_or(RouterError::LinkNotReady(*link_id))?;
+        let packet = local.link.identify(identity, now, &mut *self.rng)?;
+        self.transmit(interface, packet.encode(), Priority::Control);
+        Ok(())
+    }
+
+    /// Proves a packet received on a link (see [`RouterEvent::LinkData`]).
+    pub fn prove_link_packet(
+        &mut self,
+        link_id: &LinkId,
+        packet_hash: &PacketHash,
+    ) -> Result<(), RouterError> {
+        let local = self
+            .links
+            .get(link_id)
+            .ok_or(RouterError::UnknownLink(*link_id))?;
+        let interface = local.interface.ok_or(RouterError::LinkNotReady(*link_id))?;
+        let proof = local.link.prove_hash(packet_hash);
+        self.transmit(interface, proof.encode(), Priority::Control);
+        Ok(())
+    }
+
+    /// Proves a packet delivered to a local destination (see [`Action::Deliver`]).
+    pub fn prove_delivery(
+        &mut self,
+        destination: &DestinationHash,
+        packet_hash: &PacketHash,
+        interface: InterfaceId,
+    ) -> Result<(), RouterError> {
+        let local = self
+            .destinations
+            .get(destination)
+            .ok_or(RouterError::NotLocal(*destination))?;
+        let proof = prove_packet(packet_hash, &local.identity, false);
+        self.transmit(interface, proof.encode(), Priority::Control);
+        Ok(())
+    }
+
+    /// Closes a local link.
+    pub fn close_link(&mut self, link_id: &LinkId, now: Timestamp) -> Result<(), RouterError> {
+        let mut local = self
+            .links
+            .remove(link_id)
+            .ok_or(RouterError::UnknownLink(*link_id))?;
+        let reason = match local.link.role() {
+            Role::Initiator => CloseReason::InitiatorClosed,
+            Role::Responder => CloseReason::DestinationClosed,
+        };
+        if let (Some(packet), Some(interface)) =
+            (local.link.close(now, &mut *self.rng), local.interface)
+        {
+            self.transmit(interface, packet.encode(), Priority::Control);
+        }
+        self.emit(RouterEvent::LinkClosed {
+            link_id: *link_id,
+            reason,
+        });
+        Ok(())
+    }
+
+    // ----- inbound --------------------------------------------------------------------
+
+    /// Processes one frame (an unframed packet) received on `interface`.
+    pub fn handle_inbound(&mut self, interface: InterfaceId, frame: &[u8], now: Timestamp) {
+        self.counters.received += 1;
+        let Some(state) = self.interfaces.get(&interface) else {
+            return self.drop_packet(DropReason::UnknownInterface, Some(interface));
+        };
+        if frame.len() > state.config.max_frame() {
+            return self.drop_packet(DropReason::FrameTooLarge, Some(interface));
+        }
+        let mut packet = match Packet::parse(frame) {
+            Ok(p) => p,
+            Err(PacketError::HopLimit { .. }) => {
+                return self.drop_packet(DropReason::HopLimit, Some(interface));
+            }
+            Err(_) => return self.drop_packet(DropReason::Malformed, Some(interface)),
+        };
+        let hash = packet.hash();
+        if let Some(reason) = self.filter(&packet, &hash) {
+            return self.drop_packet(reason, Some(interface));
+        }
+        packet.hops += 1;
+
+        let announce = if packet.packet_type == PacketType::Announce {
+            match Announce::from_packet(&packet) {
+                Ok(a) => Some(a),
+                Err(_) => return self.drop_packet(DropReason::InvalidAnnounce, Some(interface)),
+            }
+        } else {
+            None
+        };
+        if packet.packet_type == PacketType::Data && packet.destination == self.path_request_hash {
+            return self.handle_path_request(interface, &packet, now);
+        }
+
+        let link_key = LinkId::from(packet.destination);
+        let in_link_table = self.link_table.contains_key(&link_key);
+        let is_link_proof =
+            packet.packet_type == PacketType::Proof && packet.context == Context::LRPROOF;
+        if !in_link_table && !is_link_proof {
+            self.packet_hashes.insert(hash);
+        }
+
+        if self.config.transport_enabled {
+            if packet.transport_id == Some(self.transport_id)
+                && packet.packet_type != PacketType::Announce
+                && self.forward_in_transport(interface, &packet, &hash, now)
+            {
+                return;
+            }
+            if in_link_table
+                && !matches!(
+                    packet.packet_type,
+                    PacketType::Announce | PacketType::LinkRequest
+                )
+                && !is_link_proof
+            {
+                return self.forward_on_link(interface, &packet, &hash, now);
+            }
+        }
+
+        match (packet.packet_type, announce) {
+            (PacketType::Announce, Some(announce)) => {
+                self.process_announce(interface, packet, announce, now)
+            }
+            (PacketType::LinkRequest, _) => self.accept_link(interface, &packet, now),
+            (PacketType::Data, _) => self.deliver_data(interface, &packet, &hash, now),
+            (PacketType::Proof, _) => self.process_proof(interface, &packet, now),
+            (PacketType::Announce, None) => {
+                self.drop_packet(DropReason::InvalidAnnounce, Some(interface))
+            }
+        }
+    }
+
+    /// Reticulum's packet filter: foreign transport ids, transported PLAIN/GROUP packets,
+    /// duplicates.
+    fn filter(&self, packet: &Packet, hash: &PacketHash) -> Option<DropReason> {
+        if packet.packet_type != PacketType::Announce
+            && packet.transport_id.is_some_and(|t| t != self.transport_id)
+        {
+            return Some(DropReason::OtherTransportId);
+        }
+        // Keepalives and resource/channel traffic legitimately repeat identical bytes.
+        if matches!(
+            packet.context,
+            Context::KEEPALIVE
+                | Context::RESOURCE_REQ
+                | Context::RESOURCE_PRF
+                | Context::RESOURCE
+                | Context::CACHE_REQUEST
+                | Context::CHANNEL
+        ) {
+            return None;
+        }
+        if matches!(
+            packet.destination_type,
+            DestinationType::Plain | DestinationType::Group
+        ) {
+            if packet.packet_type == PacketType::Announce {
+                return Some(DropReason::InvalidAnnounce);
+            }
+            return (packet.hops > 1).then_some(DropReason::TransportedPlainOrGroup);
+        }
+        if !self.packet_hashes.contains(hash) {
+            return None;
+        }
+        // Announces are deduplicated by their random hash instead.
+        if packet.packet_type == PacketType::Announce
+            && packet.destination_type == DestinationType::Single
+        {
+            return None;
+        }
+        Some(DropReason::Duplicate)
+    }
+
+    /// Forwards a packet whose transport id is ours. Returns false if it should be
+    /// processed locally instead (a local destination reached through us).
+    fn forward_in_transport(
+        &mut self,
+        interface: InterfaceId,
+        packet: &Packet,
+        hash: &PacketHash,
+        now: Timestamp,
+    ) -> bool {
+        let Some(path) = self.paths.get_mut(&packet.destination) else {
+            if self.destinations.contains_key(&packet.destination) {
+                return false;
+            }
+            self.drop_packet(DropReason::NoPath, Some(interface));
+            return true;
+        };
+        path.last_used = now;
+        let (next_hop, remaining, out_interface) = (path.next_hop, path.hops, path.interface);
+        let mut out = packet.clone();
+        if remaining > 1 {
+            out.transport_id = Some(next_hop);
+            out.transport_type = TransportType::Transport;
+        } else {
+            out.transport_id = None;
+            out.transport_type = TransportType::Broadcast;
+        }
+        if packet.packet_type == PacketType::LinkRequest {
+            self.clamp_signalling(&mut out, Some(interface), Some(out_interface));
+            let proof_deadline = now.saturating_add(PER_HOP_TIMEOUT * u32::from(remaining.max(1)));
+            self.link_table.insert(
+                link_id(packet),
+                LinkEntry {
+                    at: now,
+                    next_hop_interface: out_interface,
+                    remaining_hops: remaining,
+                    received_on: interface,
+                    taken_hops: packet.hops,
+                    destination: packet.destination,
+                    validated: false,
+                    proof_deadline,
+                },
+            );
+        } else {
+            self.reverse.insert(
+                hash.truncated(),
+                ReverseEntry {
+                    received_on: interface,
+                    sent_on: out_interface,
+                    at: now,
+                },
+            );
+        }
+        self.counters.forwarded += 1;
+        let priority = if packet.packet_type == PacketType::LinkRequest {
+            Priority::Control
+        } else {
+            Priority::Data
+        };
+        self.transmit(out_interface, out.encode(), priority);
+        true
+    }
+
+    /// Forwards traffic of a link this node transports, in whichever direction it goes.
+    fn forward_on_link(
+        &mut self,
+        interface: InterfaceId,
+        packet: &Packet,
+        hash: &PacketHash,
+        now: Timestamp,
+    ) {
+        let Some(entry) = self.link_table.get_mut(&LinkId::from(packet.destination)) else {
+            return;
+        };
+        if !entry.validated {
+            return self.drop_packet(DropReason::LinkRejected, Some(interface));
+        }
+        let out = if entry.next_hop_interface == entry.received_on {
+            (packet.hops == entry.remaining_hops || packet.hops == entry.taken_hops)
+                .then_some(entry.next_hop_interface)
+        } else if interface == entry.next_hop_interface && packet.hops == entry.remaining_hops {
+            Some(entry.received_on)
+        } else if interface == entry.received_on && packet.hops == entry.taken_hops {
+            Some(entry.next_hop_interface)
+        } else {
+            None
+        };
+        let Some(out) = out else {
+            return self.drop_packet(DropReason::LinkRejected, Some(interface));
+        };
+        entry.at = now;
+        self.packet_hashes.insert(*hash);
+        self.counters.forwarded += 1;
+        self.transmit(out, packet.encode(), Priority::Data);
+    }
+
+    /// Clamps or strips a link request's MTU signalling to what the interfaces it crosses
+    /// support, as Reticulum does.
+    fn clamp_signalling(
+        &self,
+        packet: &mut Packet,
+        from: Option<InterfaceId>,
+        to: Option<InterfaceId>,
+    ) {
+        if packet.data.len() != LINK_REQUEST_KEYS_LEN + SIGNALLING_LEN {
+            return;
+        }
+        let mtu_of = |i: Option<InterfaceId>| {
+            i.and_then(|i| self.interfaces.get(&i))
+                .and_then(|s| s.config.hw_mtu)
+        };
+        let Some(out_mtu) = (match to {
+            Some(_) => mtu_of(to),
+            None => mtu_of(from),
+        }) else {
+            packet.data.truncate(LINK_REQUEST_KEYS_LEN);
+            return;
+        };
+        let mut bytes = [0u8; SIGNALLING_LEN];
+        bytes.copy_from_slice(&packet.data[LINK_REQUEST_KEYS_LEN..]);
+        let signalled = Signalling::decode(&bytes);
+        let limit = mtu_of(from).map_or(out_mtu, |m| m.min(out_mtu));
+        if limit < signalled.mtu {
+            let clamped = Signalling {
+                mtu: limit,
+                mode: signalled.mode,
+            };
+            packet.data.truncate(LINK_REQUEST_KEYS_LEN);
+            packet.data.extend_from_slice(&clamped.encode());
+        }
+    }
+
+    fn process_announce(
+        &mut self,
+        interface: InterfaceId,
+        packet: Packet,
+        announce: Announce,
+        now: Timestamp,
+    ) {
+        let destination = announce.destination;
+        if let Some(known) = self.known.get(&destination)
+            && known.identity != announce.identity
+        {
+            return self.drop_packet(DropReason::AnnounceKeyMismatch, Some(interface));
+        }
+        if self.destinations.contains_key(&destination) {
+            return; // our own announce, echoed back
+        }
+        self.note_local_rebroadcast(&packet, now);
+
+        self.known.insert(
+            destination,
+            KnownDestination {
+                identity: announce.identity.clone(),
+                app_data: announce.app_data.clone(),
+                ratchet: announce.ratchet,
+                random_hash: announce.random_hash,
+                heard_at: now,
+            },
+        );
+
+        let blob = announce.random_hash;
+        let emitted = announce.emitted_at();
+        let should_add = match self.paths.get(&destination) {
+            None => true,
+            Some(path) => {
+                let fresh = !path.random_blobs.contains(&blob);
+                if packet.hops <= path.hops {
+                    fresh && emitted > path.timebase()
+                } else if now >= path.expires || emitted > path.timebase() {
+                    fresh
+                } else {
+                    false
+                }
+            }
+        };
+        if !should_add {
+            return;
+        }
+
+        let path_response = packet.context == Context::PATH_RESPONSE;
+        if self.config.transport_enabled && !path_response {
+            let delay =
+                Duration::from_millis(u64::from(self.rng.next_u32() % REBROADCAST_WINDOW_MS));
+            self.pending_announces.insert(
+                destination,
+                PendingAnnounce {
+                    retransmit_at: now.saturating_add(delay),
+                    retries: 0,
+                    hops: packet.hops,
+                    packet: packet.clone(),
+                    local_rebroadcasts: 0,
+                    path_response: false,
+                    attached: None,
+                },
+            );
+        }
+        if let Some(discovery) = self.discoveries.remove(&destination) {
+            let response = self.transported_announce(&packet, packet.hops, true);
+            let frame = response.encode();
+            for id in discovery.requesting {
+                self.transmit(id, frame.clone(), Priority::Announce);
+            }
+        }
+
+        let mode = self
+            .interfaces
+            .get(&interface)
+            .map(|i| i.config.mode)
+            .unwrap_or_default();
+        let expiry = match mode {
+            InterfaceMode::AccessPoint => self.config.access_point_path_expiry,
+            InterfaceMode::Roaming => self.config.roaming_path_expiry,
+            _ => self.config.path_expiry,
+        };
+        let mut random_blobs = self
+            .paths
+            .remove(&destination)
+            .map(|p| p.random_blobs)
+            .unwrap_or_default();
+        random_blobs.push_back(blob);
+        while random_blobs.len() > self.config.max_random_blobs {
+            random_blobs.pop_front();
+        }
+        let hops = packet.hops;
+        self.paths.insert(
+            destination,
+            PathEntry {
+                learned_at: now,
+                last_used: now,
+                next_hop: packet.transport_id.unwrap_or(IdentityHash(destination.0)),
+                hops,
+                expires: now.saturating_add(expiry),
+                random_blobs,
+                interface,
+                announce: packet,
+            },
+        );
+        self.emit(RouterEvent::PathLearned {
+            destination,
+            hops,
+            interface,
+        });
+        self.emit(RouterEvent::AnnounceReceived {
+            announce: Box::new(announce),
+            hops,
+            interface,
+            path_response,
+        });
+    }
+
+    /// Hearing neighbours rebroadcast an announce we are about to repeat makes ours
+    /// unnecessary (Reticulum's passive acknowledgement).
+    fn note_local_rebroadcast(&mut self, packet: &Packet, now: Timestamp) {
+        if !self.config.transport_enabled || packet.transport_id.is_none() {
+            return;
+        }
+        let Some(entry) = self.pending_announces.get_mut(&packet.destination) else {
+            return;
+        };
+        let heard_hops = packet.hops.saturating_sub(1);
+        let mut done = false;
+        if heard_hops == entry.hops {
+            entry.local_rebroadcasts = entry.local_rebroadcasts.saturating_add(1);
+            done = entry.retries > 0 && entry.local_rebroadcasts >= LOCAL_REBROADCASTS_MAX;
+        }
+        if heard_hops == entry.hops.saturating_add(1)
+            && entry.retries > 0
+            && now < entry.retransmit_at
+        {
+            done = true;
+        }
+        if done {
+            self.pending_announces.remove(&packet.destination);
+        }
+    }
+
+    fn handle_path_request(&mut self, interface: InterfaceId, packet: &Packet, now: Timestamp) {
+        let request = match PathRequest::parse(&packet.data) {
+            Ok(r) => r,
+            Err(_) => return self.drop_packet(DropReason::MalformedPathRequest, Some(interface)),
+        };
+        if !self.path_request_tags.insert(request.unique_key()) {
+            return self.drop_packet(DropReason::DuplicatePathRequest, Some(interface));
+        }
+        let destination = request.destination;
+        if self.destinations.contains_key(&destination) {
+            if let Ok(response) = self.local_announce(&destination, true, now) {
+                self.packet_hashes.insert(response.hash());
+                self.transmit(interface, response.encode(), Priority::Announce);
+            }
+            return;
+        }
+        if !self.config.transport_enabled {
+            return;
+        }
+        let mode = self
+            .interfaces
+            .get(&interface)
+            .map(|i| i.config.mode)
+            .unwrap_or_default();
+        if let Some(path) = self.paths.get(&destination) {
+            if request.requesting_transport == Some(path.next_hop)
+                || (mode == InterfaceMode::Roaming && path.interface == interface)
+            {
+                return;
+            }
+            let mut delay = PATH_REQUEST_GRACE;
+            if mode == InterfaceMode::Roaming {
+                delay += PATH_REQUEST_ROAMING_GRACE;
+            }
+            let response = PendingAnnounce {
+                retransmit_at: now.saturating_add(delay),
+                retries: MAX_REBROADCASTS - 1,
+                hops: path.hops,
+                packet: path.announce.clone(),
+                local_rebroadcasts: 0,
+                path_response: true,
+                attached: Some(interface),
+            };
+            if let Some(existing) = self.pending_announces.remove(&destination) {
+                self.held_announces.insert(destination, existing);
+            }
+            self.pending_announces.insert(destination, response);
+            return;
+        }
+        if !mode.discovers_paths() {
+            return;
+        }
+        if let Some(existing) = self.discoveries.get_mut(&destination) {
+            if !existing.requesting.contains(&interface) {
+                existing.requesting.push(interface);
+            }
+            return;
+        }
+        self.discoveries.insert(
+            destination,
+            Discovery {
+                requesting: vec![interface],
+                deadline: now.saturating_add(PATH_DISCOVERY_TIMEOUT),
+            },
+        );
+        let forwarded = PathRequest {
+            destination,
+            requesting_transport: Some(self.transport_id),
+            tag: request.tag,
+        };
+        let frame = forwarded.to_packet().encode();
+        for id in self.interface_ids() {
+            if id != interface {
+                self.transmit(id, frame.clone(), Priority::Control);
+            }
+        }
+    }
+
+    fn accept_link(&mut self, interface: InterfaceId, packet: &Packet, now: Timestamp) {
+        let Some(local) = self.destinations.get(&packet.destination) else {
+            return self.drop_packet(DropReason::NotForUs, Some(interface));
+        };
+        if !local.accepts_links || packet.destination_type != DestinationType::Single {
+            return self.drop_packet(DropReason::InvalidLinkRequest, Some(interface));
+        }
+        if self.links.len() >= self.config.max_local_links {
+            return self.drop_packet(DropReason::InvalidLinkRequest, Some(interface));
+        }
+        let prove_all = local.proof_strategy == ProofStrategy::All;
+        let mut request = packet.clone();
+        self.clamp_signalling(&mut request, Some(interface), None);
+        let Some(local) = self.destinations.get(&packet.destination) else {
+            return;
+        };
+        match Link::accept(&local.identity, &request, now, &mut *self.rng) {
+            Ok((link, proof)) => {
+                let id = link.id();
+                self.links.insert(
+                    id,
+                    LocalLink {
+                        link,
+                        interface: Some(interface),
+                        prove_all,
+                    },
+                );
+                self.transmit(interface, proof.encode(), Priority::Control);
+            }
+            Err(_) => self.drop_packet(DropReason::InvalidLinkRequest, Some(interface)),
+        }
+    }
+
+    fn deliver_data(
+        &mut self,
+        interface: InterfaceId,
+        packet: &Packet,
+        hash: &PacketHash,
+        now: Timestamp,
+    ) {
+        if packet.destination_type == DestinationType::Link {
+            return self.receive_on_link(interface, packet, hash, now);
+        }
+        let Some(local) = self.destinations.get(&packet.destination) else {
+            return self.drop_packet(DropReason::NotForUs, Some(interface));
+        };
+        if packet.destination_type != DestinationType::Single {
+            return self.drop_packet(DropReason::NotForUs, Some(interface));
+        }
+        let plaintext = match local.identity.decrypt(&packet.data) {
+            Ok(p) => p,
+            Err(_) => return self.drop_packet(DropReason::Undecryptable, Some(interface)),
+        };
+        let proof = (local.proof_strategy == ProofStrategy::All)
+            .then(|| prove_packet(hash, &local.identity, false));
+        self.counters.delivered += 1;
+        self.actions.push_back(Action::Deliver {
+            destination: packet.destination,
+            packet: packet.clone(),
+            plaintext,
+            interface,
+        });
+        if let Some(proof) = proof {
+            self.transmit(interface, proof.encode(), Priority::Control);
+        }
+    }
+
+    fn receive_on_link(
+        &mut self,
+        interface: InterfaceId,
+        packet: &Packet,
+        hash: &PacketHash,
+        now: Timestamp,
+    ) {
+        let id = LinkId::from(packet.destination);
+        let Some(local) = self.links.get_mut(&id) else {
+            return self.drop_packet(DropReason::NotForUs, Some(interface));
+        };
+        if local.interface != Some(interface) {
+            // It may still arrive on the right interface.
+            self.packet_hashes.remove(hash);
+            return self.drop_packet(DropReason::LinkRejected, Some(interface));
+        }
+        let outcome = match local.link.receive(packet, now) {
+            Ok(o) => o,
+            Err(_) => return self.drop_packet(DropReason::LinkRejected, Some(interface)),
+        };
+        let destination = local.link.destination();
+        let role = local.link.role();
+        let auto_proof = match &outcome.event {
+            LinkEvent::Data { context, .. } => {
+                *context == Context::CHANNEL || (local.prove_all && *context == Context::NONE)
+            }
+            _ => false,
+        };
+        let proof = auto_proof.then(|| local.link.prove(packet));
+        if let Some(reply) = outcome.reply {
+            self.transmit(interface, reply.encode(), Priority::Control);
+        }
+        if let Some(proof) = proof {
+            self.transmit(interface, proof.encode(), Priority::Control);
+        }
+        let event = match outcome.event {
+            LinkEvent::Established { rtt } => Some(RouterEvent::LinkEstablished {
+                link_id: id,
+                destination,
+                role,
+                rtt,
+            }),
+            LinkEvent::Data { context, plaintext } => {
+                self.counters.delivered += 1;
+                Some(RouterEvent::LinkData {
+                    link_id: id,
+                    context,
+                    plaintext,
+                    packet_hash: *hash,
+                })
+            }
+            LinkEvent::Identified(identity) => Some(RouterEvent::LinkIdentified {
+                link_id: id,
+                identity,
+            }),
+            LinkEvent::Proof { packet_hash } => Some(RouterEvent::DeliveryProved { packet_hash }),
+            LinkEvent::Closed(reason) => {
+                self.links.remove(&id);
+                Some(RouterEvent::LinkClosed {
+                    link_id: id,
+                    reason,
+                })
+            }
+            LinkEvent::Keepalive => None,
+        };
+        if let Some(event) = event {
+            self.emit(event);
+        }
+    }
+
+    fn process_proof(&mut self, interface: InterfaceId, packet: &Packet, now: Timestamp) {
+        if packet.context == Context::LRPROOF {
+            return self.process_link_proof(interface, packet, now);
+        }
+        let mut handled = false;
+        if self.config.transport_enabled
+            && let Some(entry) = self.reverse.remove(&packet.destination)
+        {
+            handled = true;
+            if interface == entry.sent_on {
+                self.counters.forwarded += 1;
+                self.transmit(entry.received_on, packet.encode(), Priority::Control);
+            }
+        }
+        if packet.destination_type == DestinationType::Link
+            && self.links.contains_key(&LinkId::from(packet.destination))
+        {
+            return self.receive_on_link(interface, packet, &packet.hash(), now);
+        }
+        if let Some(receipt) = self.receipts.get(&packet.destination) {
+            let valid = ProofData::parse(&packet.data)
+                .and_then(|p| p.verify(&receipt.packet_hash, &receipt.signer))
+                .is_ok();
+            if valid {
+                let packet_hash = receipt.packet_hash;
+                self.receipts.remove(&packet.destination);
+                return self.emit(RouterEvent::DeliveryProved { packet_hash });
+            }
+            return self.drop_packet(DropReason::InvalidProof, Some(interface));
+        }
+        if !handled {
+            self.drop_packet(DropReason::NotForUs, Some(interface));
+        }
+    }
+
+    fn process_link_proof(&mut self, interface: InterfaceId, packet: &Packet, now: Timestamp) {
+        let id = LinkId::from(packet.destination);
+        if self.config.transport_enabled
+            && let Some(entry) = self.link_table.get(&id)
+        {
+            if packet.hops != entry.remaining_hops || interface != entry.next_hop_interface {
+                return self.drop_packet(DropReason::InvalidLinkProof, Some(interface));
+            }
+            let valid = self.known.get(&entry.destination).is_some_and(|known| {
+                LinkProof::parse(&packet.data)
+                    .and_then(|p| p.verify(&id, &known.identity))
+                    .is_ok()
+            });
+            if !valid {
+                return self.drop_packet(DropReason::InvalidLinkProof, Some(interface));
+            }
+            let back = entry.received_on;
+            if let Some(entry) = self.link_table.get_mut(&id) {
+                entry.validated = true;
+                entry.at = now;
+            }
+            self.counters.forwarded += 1;
+            return self.transmit(back, packet.encode(), Priority::Control);
+        }
+        let Some(local) = self.links.get_mut(&id) else {
+            return self.drop_packet(DropReason::NotForUs, Some(interface));
+        };
+        if local.link.role() != Role::Initiator || local.link.state() != LinkState::Pending {
+            return self.drop_packet(DropReason::InvalidLinkProof, Some(interface));
+        }
+        match local.link.handle_proof(packet, now, &mut *self.rng) {
+            Ok(rtt_packet) => {
+                local.interface = Some(interface);
+                let rtt = local.link.rtt().unwrap_or_default();
+                let destination = local.link.destination();
+                self.transmit(interface, rtt_packet.encode(), Priority::Control);
+                self.emit(RouterEvent::LinkEstablished {
+                    link_id: id,
+                    destination,
+                    role: Role::Initiator,
+                    rtt,
+                });
+            }
+            Err(_) => self.drop_packet(DropReason::InvalidLinkProof, Some(interface)),
+        }
+    }
+
+    // ----- timers ---------------------------------------------------------------------
+
+    /// Runs timers: announce rebroadcasts and queues, link keepalives and timeouts, table
+    /// expiry.
+    pub fn tick(&mut self, now: Timestamp) {
+        self.run_pending_announces(now);
+        self.release_queued_announces(now);
+        self.poll_links(now);
+        if now >= self.next_cull {
+            self.cull(now);
+            self.next_cull = now.saturating_add(CULL_INTERVAL);
+        }
+    }
+
+    fn run_pending_announces(&mut self, now: Timestamp) {
+        for destination in self.pending_announces.keys() {
+            let Some(entry) = self.pending_announces.get_mut(&destination) else {
+                continue;
+            };
+            if entry.retries >= MAX_REBROADCASTS {
+                self.pending_announces.remove(&destination);
+                continue;
+            }
+            if now < entry.retransmit_at {
+                continue;
+            }
+            entry.retransmit_at = now.saturating_add(REBROADCAST_RETRY);
+            entry.retries += 1;
+            let entry = entry.clone();
+            if entry.hops < MAX_HOPS {
+                let packet =
+                    self.transported_announce(&entry.packet, entry.hops, entry.path_response);
+                self.counters.announces_rebroadcast += 1;
+                self.broadcast_announce(&packet, entry.attached, false, now);
+            }
+            if let Some(held) = self.held_announces.remove(&destination) {
+                self.pending_announces.insert(destination, held);
+            }
+        }
+    }
+
+    fn release_queued_announces(&mut self, now: Timestamp) {
+        let max_age = self.config.queued_announce_lifetime;
+        let mut released = Vec::new();
+        for (id, state) in self.interfaces.iter_mut() {
+            if let Some(frame) = state.release_announce(now, max_age) {
+                released.push((*id, frame));
+            }
+        }
+        for (id, frame) in released {
+            self.transmit(id, frame, Priority::Announce);
+        }
+    }
+
+    fn poll_links(&mut self, now: Timestamp) {
+        let ids: Vec<LinkId> = self.links.keys().copied().collect();
+        for id in ids {
+            let Some(local) = self.links.get_mut(&id) else {
+                continue;
+            };
+            let poll = local.link.poll(now, &mut *self.rng);
+            let interface = local.interface;
+            if let (Some(packet), Some(interface)) = (poll.send, interface) {
+                self.transmit(interface, packet.encode(), Priority::Control);
+            }
+            if let Some(reason) = poll.closed {
+                self.links.remove(&id);
+                self.emit(RouterEvent::LinkClosed {
+                    link_id: id,
+                    reason,
+                });
+            }
+        }
+    }
+
+    fn cull(&mut self, now: Timestamp) {
+        let interfaces = &self.interfaces;
+        let config = &self.config;
+        self.reverse.retain(|_, r| {
+            now < r.at.saturating_add(config.reverse_entry_timeout)
+                && interfaces.contains_key(&r.received_on)
+                && interfaces.contains_key(&r.sent_on)
+        });
+        self.link_table.retain(|_, l| {
+            let alive = if l.validated {
+                now < l.at.saturating_add(config.link_entry_timeout)
+            } else {
+                now < l.proof_deadline
+            };
+            alive
+                && interfaces.contains_key(&l.received_on)
+                && interfaces.contains_key(&l.next_hop_interface)
+        });
+        self.paths.retain(|_, p| {
+            let expiry = match interfaces.get(&p.interface).map(|i| i.config.mode) {
+                None => return false,
+                Some(InterfaceMode::AccessPoint) => config.access_point_path_expiry,
+                Some(InterfaceMode::Roaming) => config.roaming_path_expiry,
+                Some(_) => config.path_expiry,
+            };
+            now < p.last_used.max(p.learned_at).saturating_add(expiry)
+        });
+        self.discoveries.retain(|_, d| now < d.deadline);
+        let mut timed_out = Vec::new();
+        self.receipts.retain(|_, r| {
+            let keep = now < r.deadline;
+            if !keep {
+                timed_out.push(r.packet_hash);
+            }
+            keep
+        });
+        for packet_hash in timed_out {
+            self.emit(RouterEvent::DeliveryTimedOut { packet_hash });
+        }
+    }
+
+    // ----- helpers --------------------------------------------------------------------
+
+    fn local_announce(
+        &mut self,
+        destination: &DestinationHash,
+        path_response: bool,
+        now: Timestamp,
+    ) -> Result<Packet, RouterError> {
+        let local = self
+            .destinations
+            .get(destination)
+            .ok_or(RouterError::NotLocal(*destination))?;
+        let unix = self
+            .clock
+            .unix_secs
+            .saturating_add(now.since(self.clock.at).as_secs());
+        let announce = Announce::create_random(
+            &local.identity,
+            &local.name,
+            &local.app_data,
+            None,
+            unix,
+            &mut *self.rng,
+        );
+        Ok(announce.to_packet(path_response))
+    }
+
+    /// An announce as this node rebroadcasts it: HEADER_2 with our transport id.
+    fn transported_announce(&self, received: &Packet, hops: u8, path_response: bool) -> Packet {
+        let mut packet = received.clone();
+        packet.hops = hops;
+        packet.transport_id = Some(self.transport_id);
+        packet.transport_type = TransportType::Transport;
+        packet.context = if path_response {
+            Context::PATH_RESPONSE
+        } else {
+            Context::NONE
+        };
+        packet
+    }
+
+    /// Sends an announce on `attached` (no cap, as Reticulum does for targeted announces),
+    /// or on every interface whose mode allows it, through the announce cap for rebroadcasts.
+    fn broadcast_announce(
+        &mut self,
+        packet: &Packet,
+        attached: Option<InterfaceId>,
+        local: bool,
+        now: Timestamp,
+    ) {
+        let frame = packet.encode();
+        if let Some(id) = attached {
+            return self.transmit(id, frame, Priority::Announce);
+        }
+        let from_mode = self
+            .paths
+            .get(&packet.destination)
+            .and_then(|p| self.interfaces.get(&p.interface))
+            .map(|i| i.config.mode);
+        if !local && from_mode.is_none() {
+            return;
+        }
+        let emitted =
+            Announce::parse_unverified(packet.destination, packet.context_flag, &packet.data)
+                .map(|a| a.emitted_at())
+                .unwrap_or(0);
+        let mut send = Vec::new();
+        let mut full = 0;
+        for (id, state) in self.interfaces.iter_mut() {
+            if !announce_allowed(state.config.mode, from_mode, local) {
+                continue;
+            }
+            if packet.hops == 0 {
+                send.push(*id);
+                continue;
+            }
+            match state.admit_announce(packet.destination, packet.hops, emitted, &frame, now) {
+                AnnounceAdmission::SendNow => send.push(*id),
+                AnnounceAdmission::Queued => {}
+                AnnounceAdmission::QueueFull => full += 1,
+            }
+        }
+        for _ in 0..full {
+            self.drop_packet(DropReason::AnnounceQueueFull, None);
+        }
+        for id in send {
+            self.transmit(id, frame.clone(), Priority::Announce);
+        }
+    }
+
+    /// Routes a locally originated packet: along the known path (HEADER_2 when more than one
+    /// hop away), else on every interface.
+    fn route_outbound(
+        &mut self,
+        mut packet: Packet,
+        priority: Priority,
+        now: Timestamp,
+    ) -> Result<PacketHash, RouterError> {
+        packet.check_mtu(MTU)?;
+        if self.interfaces.is_empty() {
+            return Err(RouterError::NoInterfaces);
+        }
+        let hash = packet.hash();
+        self.packet_hashes.insert(hash);
+        let routable = packet.packet_type != PacketType::Announce
+            && !matches!(
+                packet.destination_type,
+                DestinationType::Plain | DestinationType::Group
+            );
+        if let Some(path) = self.paths.get_mut(&packet.destination).filter(|_| routable) {
+            path.last_used = now;
+            if path.hops > 1 && packet.transport_id.is_none() {
+                packet.transport_id = Some(path.next_hop);
+                packet.transport_type = TransportType::Transport;
+            }
+            let interface = path.interface;
+            self.transmit(interface, packet.encode(), priority);
+        } else {
+            let frame = packet.encode();
+            for id in self.interface_ids() {
+                self.transmit(id, frame.clone(), priority);
+            }
+        }
+        Ok(hash)
+    }
+
+    fn interface_ids(&self) -> Vec<InterfaceId> {
+        self.interfaces.keys().copied().collect()
+    }
+
+    fn transmit(&mut self, interface: InterfaceId, frame: Vec<u8>, priority: Priority) {
+        self.counters.transmitted += 1;
+        self.actions.push_back(Action::Transmit {
+            interface,
+            frame,
+            priority,
+        });
+    }
+
+    fn emit(&mut self, event: RouterEvent) {
+        self.actions.push_back(Action::Event(event));
+    }
+
+    fn drop_packet(&mut self, reason: DropReason, interface: Option<InterfaceId>) {
+        self.counters.count_drop(reason);
+        if !reason.is_routine() {
+            self.emit(RouterEvent::PacketDropped { reason, interface });
+        }
+    }
+}
+
+/// Whether an announce may go out on an interface of mode `to`, given the mode of the
+/// interface its path came from (`None` for unknown) and whether it is our own.
+fn announce_allowed(to: InterfaceMode, from: Option<InterfaceMode>, local: bool) -> bool {
+    match to {
+        InterfaceMode::AccessPoint => false,
+        InterfaceMode::Roaming => {
+            local
+                || !matches!(
+                    from,
+                    Some(InterfaceMode::Roaming | InterfaceMode::Boundary) | None
+                )
+        }
+        InterfaceMode::Boundary => local || !matches!(from, Some(InterfaceMode::Roaming) | None),
+        _ => true,
+    }
+}
+
+fn path_info(destination: &DestinationHash, p: &PathEntry) -> PathInfo {
+    PathInfo {
+        destination: *destination,
+        next_hop: p.next_hop,
+        hops: p.hops,
+        interface: p.interface,
+        learned_at: p.learned_at,
+    }
+}
+
+#[cfg(test)]
+mod tests;

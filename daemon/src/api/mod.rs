@@ -1,0 +1,241 @@
+//! The gRPC API: the one place that assembles the server — services, health, reflection, tower
+//! layers, listeners, access control and graceful shutdown.
+//!
+//! Every listener serves the same routes. The Unix socket is owner-only (file permissions are
+//! its access control); TCP listeners add the bearer-token layer, and listeners off loopback
+//! add TLS. All listeners share one concurrency budget, so load shedding is node-wide.
+
+mod auth;
+pub mod node;
+pub mod tls;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use mehr_proto::v1::node_service_server::NodeServiceServer;
+use tokio::{net::UnixListener, sync::Semaphore, task::JoinHandle};
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    service::RoutesBuilder,
+    transport::{
+        Server, ServerTlsConfig,
+        server::TcpIncoming,
+    },
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+pub use self::node::{Endpoint, NodeApi, NodeFacts};
+use self::{auth::BearerAuthLayer, tls::TlsMaterial};
+use crate::config::{ApiConfig, TlsMode};
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address or socket path.
+        address: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Reflection could not load the descriptors.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The TLS configuration was refused by the server.
+    #[error("cannot configure TLS: {0}")]
+    TlsConfig(tonic::transport::Error),
+}
+
+/// A bound listener, not serving yet.
+struct BoundListener {
+    incoming: Incoming,
+    tls: bool,
+    requires_token: bool,
+}
+
+enum Incoming {
+    Unix(UnixListener),
+    Tcp(TcpIncoming),
+}
+
+/// Listeners bound before the node's services are built, so that the actual addresses (port 0
+/// picks a free port) are known to GetInfo.
+pub struct Listeners {
+    bound: Vec<BoundListener>,
+    socket_path: Option<PathBuf>,
+    endpoints: Vec<Endpoint>,
+}
+
+impl Listeners {
+    /// Binds the Unix socket (replacing a stale socket file: the data dir lock proves no live
+    /// daemon owns it) and the TCP listeners of `config`.
+    pub fn bind(config: &ApiConfig, socket_path: &Path) -> Result<Self, ApiError> {
+        let mut endpoints = Vec::new();
+        let mut bound = Vec::new();
+        let mut unix_path = None;
+        if config.unix_socket {
+            let bind_err = |source| ApiError::Bind { address: socket_path.display().to_string(), source };
+            match std::fs::remove_file(socket_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(bind_err(e)),
+                _ => {}
+            }
+            let listener = UnixListener::bind(socket_path).map_err(bind_err)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(socket_path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+            endpoints.push(Endpoint {
+                kind: mehr_proto::v1::ApiEndpointKind::Unix,
+                address: socket_path.display().to_string(),
+                tls: false,
+                requires_token: false,
+            });
+            bound.push(BoundListener { incoming: Incoming::Unix(listener), tls: false, requires_token: false });
+            unix_path = Some(socket_path.to_path_buf());
+        }
+
+        for addr in &config.listen {
+            let incoming = TcpIncoming::bind(*addr)
+                .map_err(|source| ApiError::Bind { address: addr.to_string(), source })?
+                .with_nodelay(Some(true));
+            let local: SocketAddr = incoming
+                .local_addr()
+                .map_err(|source| ApiError::Bind { address: addr.to_string(), source })?;
+            let tls = match config.tls {
+                TlsMode::Always => true,
+                TlsMode::Auto => !addr.ip().is_loopback(),
+                TlsMode::Never => false,
+            };
+            endpoints.push(Endpoint {
+                kind: mehr_proto::v1::ApiEndpointKind::Tcp,
+                address: local.to_string(),
+                tls,
+                requires_token: true,
+            });
+            bound.push(BoundListener { incoming: Incoming::Tcp(incoming), tls, requires_token: true });
+        }
+        Ok(Listeners { bound, socket_path: unix_path, endpoints })
+    }
+
+    /// Where the API will be served.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// True when some TCP listener needs TLS material.
+    pub fn needs_tls(&self) -> bool {
+        self.bound.iter().any(|l| l.tls)
+    }
+}
+
+/// The services the API serves. Each later service adds a field and one line in `routes`.
+#[derive(Clone)]
+pub struct Services {
+    /// `mehr.v1.NodeService`.
+    pub node: NodeApi,
+}
+
+impl Services {
+    fn register(&self, routes: &mut RoutesBuilder) {
+        routes.add_service(NodeServiceServer::new(self.node.clone()));
+    }
+}
+
+/// The running API servers.
+pub struct RunningApi {
+    health: HealthReporter,
+    servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    socket_path: Option<PathBuf>,
+}
+
+/// Starts serving `services` on `listeners` until `shutdown` is cancelled.
+pub async fn serve(
+    listeners: Listeners,
+    services: Services,
+    config: &ApiConfig,
+    token: &str,
+    tls: Option<TlsMaterial>,
+    shutdown: CancellationToken,
+) -> Result<RunningApi, ApiError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    health.set_serving::<NodeServiceServer<NodeApi>>().await;
+
+    let mut builder = RoutesBuilder::default();
+    builder.add_service(health_service);
+    // Both reflection versions: grpcurl and older tools still ask v1alpha.
+    builder.add_service(reflection().build_v1()?);
+    builder.add_service(reflection().build_v1alpha()?);
+    services.register(&mut builder);
+    let routes = builder.routes();
+
+    let permits = Arc::new(Semaphore::new(config.max_concurrent_requests));
+    let timeout = Duration::from_secs(config.request_timeout_secs);
+    let mut servers = Vec::new();
+    for listener in listeners.bound {
+        let mut server = Server::builder().timeout(timeout);
+        if listener.tls {
+            let material = tls.as_ref().expect("Listeners::needs_tls was checked by the caller");
+            let identity = tonic::transport::Identity::from_pem(&material.cert_pem, &material.key_pem);
+            server = server.tls_config(ServerTlsConfig::new().identity(identity)).map_err(ApiError::TlsConfig)?;
+        }
+        let auth = listener.requires_token.then(|| BearerAuthLayer::new(token));
+        let router = server
+            .layer(TraceLayer::new_for_grpc())
+            .layer(tower::load_shed::LoadShedLayer::new())
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits.clone()))
+            .layer(tower::util::option_layer(auth))
+            .add_routes(routes.clone());
+        let stop = shutdown.clone().cancelled_owned();
+        servers.push(match listener.incoming {
+            Incoming::Unix(unix) => {
+                tokio::spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(unix), stop))
+            }
+            Incoming::Tcp(tcp) => tokio::spawn(router.serve_with_incoming_shutdown(tcp, stop)),
+        });
+    }
+    Ok(RunningApi { health, servers, socket_path: listeners.socket_path })
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mehr_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+impl RunningApi {
+    /// Marks the node NOT_SERVING for health checkers (the first step of shutdown).
+    pub async fn set_not_serving(&self) {
+        self.health.set_service_status("", ServingStatus::NotServing).await;
+        self.health.set_not_serving::<NodeServiceServer<NodeApi>>().await;
+    }
+
+    /// Waits for every server to finish its in-flight requests, at most `grace`; servers still
+    /// busy after that are aborted. Removes the socket file.
+    pub async fn drain(self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        for mut server in self.servers {
+            match tokio::time::timeout_at(deadline, &mut server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "API server ended with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "API server task failed"),
+                Err(_) => {
+                    tracing::warn!("API server still busy after {grace:?}; aborting its requests");
+                    server.abort();
+                }
+            }
+        }
+        if let Some(path) = self.socket_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

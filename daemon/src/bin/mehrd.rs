@@ -1,0 +1,114 @@
+//! `mehrd`: runs a Mehr node until SIGINT or SIGTERM.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use mehrd::{
+    config::{Config, FlagOverrides, LogFormat},
+    node::Node,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Run a Mehr node. With no arguments it starts on embedded defaults.
+#[derive(Debug, Parser)]
+#[command(name = "mehrd", version, about = "Mehr node daemon")]
+struct Args {
+    /// Data directory (identity, store, API token, TLS material).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML config file; `MEHR_*` variables and flags override it.
+    #[arg(long, env = "MEHR_CONFIG")]
+    config: Option<PathBuf>,
+    /// TCP address for the API (repeatable); replaces `api.listen`.
+    #[arg(long = "api-listen", value_name = "ADDR")]
+    api_listen: Vec<SocketAddr>,
+    /// Log filter: error, warn, info, debug, trace, or a `tracing` directive list.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let flags = FlagOverrides {
+        data_dir: args.data_dir,
+        api_listen: args.api_listen,
+        log_level: args.log_level,
+        log_format: args.log_format,
+    };
+    let (config, report) = match Config::load(args.config.as_deref(), std::env::vars(), &flags) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("mehrd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = mehrd::telemetry::init(&config.log) {
+        eprintln!("mehrd: {e}");
+        return ExitCode::from(2);
+    }
+    if let Some(file) = &report.file {
+        tracing::info!(file = %file.display(), "config file loaded");
+    }
+    for var in &report.ignored_env {
+        tracing::warn!(var, "ignoring environment variable: it matches no setting");
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mehrd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mehrd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let node = Node::start(config).await?;
+    print_banner(&node);
+    let reason = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    node.shutdown(reason).await?;
+    Ok(())
+}
+
+/// Tells the operator, on stdout, who the node is and how to talk to it.
+fn print_banner(node: &Node) {
+    let facts = node.facts();
+    let data_dir = facts.data_dir.display();
+    println!("mehrd {} — node {}", env!("CARGO_PKG_VERSION"), hex::encode(facts.identity_hash));
+    println!("  data dir  {data_dir}");
+    for endpoint in &facts.endpoints {
+        if endpoint.requires_token {
+            let scheme = if endpoint.tls { "https" } else { "http" };
+            println!("  api       {scheme}://{}  (bearer token in {data_dir}/api.token)", endpoint.address);
+        } else {
+            println!("  api       unix:{}  (owner only)", endpoint.address);
+        }
+    }
+    println!("  try       mehr --data-dir {data_dir} info");
+    if let Some(tcp) = facts.endpoints.iter().find(|e| !e.tls && e.requires_token) {
+        println!("            grpcurl -plaintext {} list", tcp.address);
+    }
+}

@@ -1,0 +1,88 @@
+//! `mehr info` and `mehr events`.
+
+use futures::StreamExt;
+use mehr_sdk::{Client, proto as pb};
+use serde_json::json;
+
+use super::output::{self, Output};
+
+/// `mehr info`.
+pub(super) async fn info(client: &Client, out: &Output) -> anyhow::Result<()> {
+    let info = client.info().await?;
+    let level = pb::ParticipationLevel::try_from(info.participation_level)
+        .unwrap_or(pb::ParticipationLevel::Unspecified);
+    let (level_short, level_text) = match level {
+        pb::ParticipationLevel::L0Transport => ("L0", "L0 (transport only)"),
+        pb::ParticipationLevel::L1Relay => ("L1", "L1 (relay with economics)"),
+        pb::ParticipationLevel::L2Full => ("L2", "L2 (full node)"),
+        pb::ParticipationLevel::Unspecified => ("unknown", "unknown"),
+    };
+    let endpoints: Vec<String> = info.api_endpoints.iter().map(endpoint_text).collect();
+    out.record(
+        &[
+            ("node id", hex::encode(&info.identity_hash)),
+            ("x25519 key", hex::encode(&info.x25519_public_key)),
+            ("ed25519 key", hex::encode(&info.ed25519_public_key)),
+            ("version", info.version.clone()),
+            ("participation", level_text.to_string()),
+            ("uptime", output::duration(info.uptime_seconds)),
+            ("started", output::timestamp(info.started_at_unix_ms)),
+            ("data dir", info.data_dir.clone()),
+            ("api", endpoints.join("\n")),
+        ],
+        json!({
+            "node_id": hex::encode(&info.identity_hash),
+            "x25519_public_key": hex::encode(&info.x25519_public_key),
+            "ed25519_public_key": hex::encode(&info.ed25519_public_key),
+            "version": info.version,
+            "participation_level": level_short,
+            "uptime_seconds": info.uptime_seconds,
+            "started_at_unix_ms": info.started_at_unix_ms,
+            "data_dir": info.data_dir,
+            "api_endpoints": info.api_endpoints.iter().map(|e| json!({
+                "kind": if e.kind == pb::ApiEndpointKind::Unix as i32 { "unix" } else { "tcp" },
+                "address": e.address,
+                "tls": e.tls,
+                "requires_token": e.requires_token,
+            })).collect::<Vec<_>>(),
+        }),
+    );
+    Ok(())
+}
+
+fn endpoint_text(endpoint: &pb::ApiEndpoint) -> String {
+    if endpoint.kind == pb::ApiEndpointKind::Unix as i32 {
+        format!("unix:{}  (owner only)", endpoint.address)
+    } else {
+        let scheme = if endpoint.tls { "https" } else { "http" };
+        let token = if endpoint.requires_token { "  (bearer token)" } else { "" };
+        format!("{scheme}://{}{token}", endpoint.address)
+    }
+}
+
+/// `mehr events`: prints events until the node stops.
+pub(super) async fn events(client: &Client, out: &Output) -> anyhow::Result<()> {
+    let mut events = client.watch_events().await?;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        let (text, detail) = describe(&event);
+        out.line(
+            &format!("#{:<6} {}  {text}", event.sequence, output::timestamp(event.at_unix_ms)),
+            json!({ "sequence": event.sequence, "at_unix_ms": event.at_unix_ms, "event": detail }),
+        );
+    }
+    Ok(())
+}
+
+fn describe(event: &pb::NodeEvent) -> (String, serde_json::Value) {
+    use pb::node_event::Kind;
+    match &event.kind {
+        Some(Kind::ShuttingDown(e)) => {
+            (format!("shutting down: {}", e.reason), json!({ "type": "shutting_down", "reason": e.reason }))
+        }
+        Some(Kind::Lagged(e)) => {
+            (format!("missed {} events (reading too slowly)", e.missed), json!({ "type": "lagged", "missed": e.missed }))
+        }
+        None => ("unknown event (newer daemon?)".to_string(), json!({ "type": "unknown" })),
+    }
+}

@@ -1,0 +1,440 @@
+//! Daemon configuration: embedded defaults, then a TOML file, then `MEHR_*` environment
+//! variables, then command-line flags — each layer overrides the one before.
+//!
+//! The layers are merged as TOML value trees before the result is deserialized once, so every
+//! layer is checked by the same schema: an unknown key in the file is an error that names the
+//! key. Environment variables are shared with every other program a user runs, so an unknown
+//! `MEHR_*` variable is only reported (see [`ConfigReport::ignored_env`]), never fatal.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Default TCP address of the gRPC API.
+pub const DEFAULT_API_LISTEN: &str = mehr_sdk::layout::DEFAULT_TCP_ENDPOINT;
+
+/// `MEHR_*` variables that are not settings: the config file's path (read by the flag parser)
+/// and what clients (`mehr`, the SDKs) read. Skipped silently so one shell can set them all.
+const NON_SETTING_ENV_VARS: &[&str] =
+    &["MEHR_CONFIG", "MEHR_ENDPOINT", "MEHR_TOKEN", "MEHR_CA_CERT", "MEHR_TLS_DOMAIN"];
+
+/// The whole daemon configuration, as `mehrd --print-config` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the identity, store, API token and TLS material live.
+    pub data_dir: PathBuf,
+    /// How much of the protocol this node runs.
+    pub participation: Participation,
+    /// The gRPC API.
+    pub api: ApiConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Participation level (seed 002): L0 relays only, L1 adds the economics, L2 is everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Participation {
+    /// Transport only.
+    L0,
+    /// Transport, path costs, relay lottery, payment channels.
+    L1,
+    /// The full stack.
+    L2,
+}
+
+/// Where and how the gRPC API is served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve on a Unix socket (`<data_dir>/mehrd.sock`, owner-only).
+    pub unix_socket: bool,
+    /// TCP addresses to serve on. Loopback addresses are plaintext with a bearer token;
+    /// any other address is served with TLS only.
+    pub listen: Vec<SocketAddr>,
+    /// TLS on TCP listeners: `auto` (TLS off loopback only), `always`, or `never` (refused
+    /// when a listener is off loopback).
+    pub tls: TlsMode,
+    /// Extra DNS names and IP addresses for the self-signed certificate; the certificate is
+    /// regenerated when this list changes.
+    pub tls_extra_names: Vec<String>,
+    /// Per-request timeout for unary calls, in seconds.
+    pub request_timeout_secs: u64,
+    /// Requests served at once across all connections; more are refused (load shedding).
+    pub max_concurrent_requests: usize,
+    /// How long a graceful shutdown waits for in-flight requests, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+/// When TCP listeners use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS for listeners off loopback, plaintext on loopback.
+    Auto,
+    /// TLS for every TCP listener.
+    Always,
+    /// Never TLS; the daemon refuses to listen off loopback.
+    Never,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `mehrd=debug,tonic=info`, …
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--api-listen` (may repeat).
+    pub api_listen: Vec<SocketAddr>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// Things noticed while loading that are worth logging once logging is up.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigReport {
+    /// The config file that was read, if any.
+    pub file: Option<PathBuf>,
+    /// `MEHR_*` environment variables that match no setting.
+    pub ignored_env: Vec<String>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or does not fit the schema.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, including the offending key.
+        message: String,
+    },
+    /// An environment variable has a value of the wrong type.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The merged configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// The embedded defaults: data under the user's data directory, API on the Unix socket and
+    /// on loopback TCP.
+    pub fn defaults() -> Self {
+        Config {
+            data_dir: mehr_sdk::layout::default_data_dir(),
+            participation: Participation::L2,
+            api: ApiConfig {
+                unix_socket: true,
+                listen: vec![DEFAULT_API_LISTEN.parse().expect("constant address parses")],
+                tls: TlsMode::Auto,
+                tls_extra_names: Vec::new(),
+                request_timeout_secs: 30,
+                max_concurrent_requests: 512,
+                shutdown_grace_secs: 4,
+            },
+            log: LogConfig { level: "info".into(), format: LogFormat::Text },
+        }
+    }
+
+    /// Loads the configuration: defaults, then `file` (if given), then the `MEHR_*` variables in
+    /// `env`, then `flags`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &FlagOverrides,
+    ) -> Result<(Config, ConfigReport), ConfigError> {
+        let mut report = ConfigReport::default();
+        let mut tree = toml::Value::try_from(Config::defaults())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            let layer: toml::Value = toml::from_str(&text)
+                .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
+            // Check the file on its own first so the error names the file's key, not a merge.
+            check_schema(&tree, &layer)
+                .map_err(|message| ConfigError::File { path: path.to_path_buf(), message })?;
+            merge(&mut tree, layer);
+            report.file = Some(path.to_path_buf());
+        }
+
+        for (var, value) in env {
+            let Some(name) = var.strip_prefix("MEHR_") else { continue };
+            if NON_SETTING_ENV_VARS.contains(&var.as_str()) {
+                continue;
+            }
+            match env_key_path(&tree, name) {
+                Some(path) => {
+                    let parsed = parse_env_value(&tree, &path, &value)
+                        .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+                    set_path(&mut tree, &path, parsed);
+                }
+                None => report.ignored_env.push(var),
+            }
+        }
+
+        let mut config: Config = tree.try_into().map_err(|e: toml::de::Error| {
+            ConfigError::Invalid(e.message().to_string())
+        })?;
+        if let Some(dir) = &flags.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if !flags.api_listen.is_empty() {
+            config.api.listen = flags.api_listen.clone();
+        }
+        if let Some(level) = &flags.log_level {
+            config.log.level = level.clone();
+        }
+        if let Some(format) = flags.log_format {
+            config.log.format = format;
+        }
+        config.validate()?;
+        Ok((config, report))
+    }
+
+    /// Checks rules that the schema alone cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.api.unix_socket && self.api.listen.is_empty() {
+            return Err(ConfigError::Invalid(
+                "the API has no endpoint: enable api.unix_socket or give api.listen".into(),
+            ));
+        }
+        if self.api.tls == TlsMode::Never {
+            if let Some(addr) = self.api.listen.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(ConfigError::Invalid(format!(
+                    "api.listen has {addr}, which is off loopback, but api.tls is \"never\": \
+                     the API is only served off loopback with TLS"
+                )));
+            }
+        }
+        if self.api.request_timeout_secs == 0 || self.api.max_concurrent_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "api.request_timeout_secs and api.max_concurrent_requests must be above zero".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The path of the API's Unix socket.
+    pub fn unix_socket_path(&self) -> PathBuf {
+        self.data_dir.join(mehr_sdk::layout::SOCKET_FILE)
+    }
+
+    /// Renders the configuration as TOML (what `--print-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config always serializes")
+    }
+}
+
+
+/// Finds the first key of `layer` that the defaults do not have, or a table given where a
+/// value is expected (and the reverse).
+fn check_schema(defaults: &toml::Value, layer: &toml::Value) -> Result<(), String> {
+    fn walk(defaults: &toml::Value, layer: &toml::Value, prefix: &str) -> Result<(), String> {
+        let (toml::Value::Table(known), toml::Value::Table(given)) = (defaults, layer) else {
+            return Ok(());
+        };
+        for (key, value) in given {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            match known.get(key) {
+                None => return Err(format!("unknown key `{path}`")),
+                Some(known_value @ toml::Value::Table(_)) => {
+                    if !value.is_table() {
+                        return Err(format!("`{path}` must be a table"));
+                    }
+                    walk(known_value, value, &path)?;
+                }
+                Some(_) if value.is_table() => return Err(format!("`{path}` must not be a table")),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+    walk(defaults, layer, "")
+}
+
+/// Overlays `layer` onto `base`, table by table.
+fn merge(base: &mut toml::Value, layer: toml::Value) {
+    match (base, layer) {
+        (toml::Value::Table(base), toml::Value::Table(layer)) => {
+            for (key, value) in layer {
+                match base.get_mut(&key) {
+                    Some(existing) if existing.is_table() && value.is_table() => merge(existing, value),
+                    _ => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, layer) => *base = layer,
+    }
+}
+
+/// Maps `LOG_LEVEL` to `["log", "level"]` and `DATA_DIR` to `["data_dir"]`: the first word
+/// names a section when one exists with that name, the rest is the key.
+fn env_key_path(tree: &toml::Value, name: &str) -> Option<Vec<String>> {
+    let lower = name.to_ascii_lowercase();
+    let table = tree.as_table()?;
+    if table.get(&lower).is_some_and(|v| !v.is_table()) {
+        return Some(vec![lower]);
+    }
+    let (section, key) = lower.split_once('_')?;
+    let section_table = table.get(section)?.as_table()?;
+    section_table.get(key).filter(|v| !v.is_table())?;
+    Some(vec![section.to_string(), key.to_string()])
+}
+
+/// Parses an environment value with the type of the default at `path`: strings stay strings,
+/// everything else (numbers, booleans, lists) is read as a TOML value, and a list also accepts
+/// comma-separated items.
+fn parse_env_value(tree: &toml::Value, path: &[String], raw: &str) -> Result<toml::Value, String> {
+    let mut current = tree;
+    for key in path {
+        current = current.get(key).ok_or_else(|| format!("no setting {}", path.join(".")))?;
+    }
+    match current {
+        toml::Value::String(_) => Ok(toml::Value::String(raw.to_string())),
+        toml::Value::Array(_) if !raw.trim_start().starts_with('[') => Ok(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        )),
+        _ => {
+            let doc: toml::Table = toml::from_str(&format!("v = {raw}"))
+                .map_err(|_| format!("`{raw}` is not a valid value for {}", path.join(".")))?;
+            doc.get("v").cloned().ok_or_else(|| format!("empty value for {}", path.join(".")))
+        }
+    }
+}
+
+fn set_path(tree: &mut toml::Value, path: &[String], value: toml::Value) {
+    let mut current = tree;
+    for key in &path[..path.len() - 1] {
+        current = current.get_mut(key).expect("env_key_path only returns existing paths");
+    }
+    if let Some(table) = current.as_table_mut() {
+        table.insert(path[path.len() - 1].clone(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)], flags: FlagOverrides) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mehrd.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(file.map(|_| path.as_path()), env, &flags).map(|(c, _)| c)
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_unix_socket() {
+        let config = load(None, &[], FlagOverrides::default()).unwrap();
+        assert!(config.api.unix_socket);
+        assert_eq!(config.api.listen, vec![DEFAULT_API_LISTEN.parse().unwrap()]);
+        assert!(config.data_dir.ends_with("mehr"));
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let file = "data_dir = \"/from/file\"\n[log]\nlevel = \"debug\"\nformat = \"json\"\n";
+        let env = [("MEHR_LOG_LEVEL", "warn"), ("MEHR_DATA_DIR", "/from/env")];
+        let config = load(Some(file), &env, FlagOverrides::default()).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(config.log.level, "warn");
+        assert_eq!(config.log.format, LogFormat::Json, "the file's value stays where env is silent");
+
+        let flags = FlagOverrides { data_dir: Some("/from/flag".into()), ..Default::default() };
+        let config = load(Some(file), &env, flags).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let err = load(Some("[api]\nlisten_on = []\n"), &[], FlagOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("unknown key `api.listen_on`"), "{err}");
+        let err = load(Some("colour = 1\n"), &[], FlagOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("unknown key `colour`"), "{err}");
+    }
+
+    #[test]
+    fn env_values_are_typed() {
+        let env = [("MEHR_API_LISTEN", "127.0.0.1:1, 127.0.0.1:2"), ("MEHR_API_UNIX_SOCKET", "false")];
+        let config = load(None, &env, FlagOverrides::default()).unwrap();
+        assert_eq!(config.api.listen.len(), 2);
+        assert!(!config.api.unix_socket);
+        let err = load(None, &[("MEHR_API_REQUEST_TIMEOUT_SECS", "soon")], FlagOverrides::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("MEHR_API_REQUEST_TIMEOUT_SECS"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = vec![("MEHR_NO_SUCH_THING".to_string(), "1".to_string()), ("MEHR_TOKEN".into(), "x".into())];
+        let flags = FlagOverrides { data_dir: Some(dir.path().into()), ..Default::default() };
+        let (_, report) = Config::load(None, env, &flags).unwrap();
+        assert_eq!(report.ignored_env, vec!["MEHR_NO_SUCH_THING".to_string()]);
+    }
+
+    #[test]
+    fn off_loopback_without_tls_is_refused() {
+        let file = "[api]\nlisten = [\"0.0.0.0:7440\"]\ntls = \"never\"\n";
+        let err = load(Some(file), &[], FlagOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("off loopback"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_loads_back_identically() {
+        let config = load(None, &[], FlagOverrides::default()).unwrap();
+        let reloaded = load(Some(&config.to_toml()), &[], FlagOverrides::default()).unwrap();
+        assert_eq!(config, reloaded);
+    }
+}

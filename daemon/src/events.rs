@@ -1,0 +1,95 @@
+//! The node's event bus: parts publish what happens to them, API subscribers follow it.
+//!
+//! Events carry a sequence number so a subscriber can tell that it missed some (a slow reader
+//! is never allowed to hold the publisher back: the channel is bounded and it gets a
+//! `Lagged` notice instead).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::broadcast;
+
+/// How many events a slow subscriber may fall behind before it starts missing them.
+const EVENT_BUFFER: usize = 1024;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// The daemon began a graceful shutdown.
+    ShuttingDown {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One published event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Position in the node's event sequence, from 1.
+    pub sequence: u64,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// Publishes events to every current subscriber. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct EventBus {
+    // The lock keeps sequence numbers in send order.
+    sender: std::sync::Mutex<(u64, broadcast::Sender<Event>)>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus { sender: std::sync::Mutex::new((0, broadcast::channel(EVENT_BUFFER).0)) }
+    }
+}
+
+impl EventBus {
+    /// Publishes `kind` to every subscriber and returns the event as sent.
+    pub fn publish(&self, kind: EventKind) -> Event {
+        let mut guard = self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.0 += 1;
+        let event = Event { sequence: guard.0, at_unix_ms: unix_ms_now(), kind };
+        // No subscriber is not an error: events are not stored.
+        let _ = guard.1.send(event.clone());
+        event
+    }
+
+    /// Subscribes to events published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).1.subscribe()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscribers_see_events_in_order_with_sequence() {
+        let bus = EventBus::default();
+        let mut rx = bus.subscribe();
+        bus.publish(EventKind::ShuttingDown { reason: "a".into() });
+        bus.publish(EventKind::ShuttingDown { reason: "b".into() });
+        assert_eq!(rx.recv().await.unwrap().sequence, 1);
+        let second = rx.recv().await.unwrap();
+        assert_eq!(second.sequence, 2);
+        assert_eq!(second.kind, EventKind::ShuttingDown { reason: "b".into() });
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_is_told_it_lagged() {
+        let bus = EventBus::default();
+        let mut rx = bus.subscribe();
+        for _ in 0..EVENT_BUFFER + 5 {
+            bus.publish(EventKind::ShuttingDown { reason: String::new() });
+        }
+        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(5))));
+    }
+}

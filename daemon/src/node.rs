@@ -1,0 +1,126 @@
+//! The node: starts its parts in order (data dir, identity, store, API), and stops them in
+//! reverse on shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::{self, ApiError, Listeners, NodeApi, NodeFacts, RunningApi, Services},
+    config::Config,
+    data_dir::{DataDir, DataDirError, STORE_DIR},
+    events::{EventBus, EventKind},
+    identity::{IdentityError, NodeIdentity},
+    store::{META, Store, StoreError},
+};
+
+/// Store key under which the data dir's identity hash is recorded on first start.
+const IDENTITY_HASH_KEY: &str = "identity_hash";
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory is unusable or in use.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The identity could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The API could not be served.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// A running node.
+pub struct Node {
+    facts: Arc<NodeFacts>,
+    events: Arc<EventBus>,
+    store: Store,
+    api: RunningApi,
+    shutdown: CancellationToken,
+    grace: Duration,
+    // Dropped last: the lock outlives everything that writes into the directory.
+    _data_dir: DataDir,
+}
+
+impl Node {
+    /// Starts a node with `config`.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        let data_dir = DataDir::open(&config.data_dir)?;
+        let identity = NodeIdentity::load_or_create(data_dir.path())?;
+        let store = Store::open(&data_dir.path().join(STORE_DIR))?;
+        check_identity(&store, &identity, &data_dir)?;
+        let token = data_dir.api_token()?;
+
+        let listeners = Listeners::bind(&config.api, &data_dir.path().join(mehr_sdk::layout::SOCKET_FILE))?;
+        let tls = if listeners.needs_tls() {
+            let material = api::tls::load_or_generate(data_dir.path(), &config.api.tls_extra_names)
+                .map_err(ApiError::from)?;
+            tracing::info!(cert = %material.cert_path.display(), "API TLS certificate (give it to clients as their CA)");
+            Some(material)
+        } else {
+            None
+        };
+
+        let mut facts = NodeFacts::new(&identity, config.participation, data_dir.path().to_path_buf());
+        facts.endpoints = listeners.endpoints().to_vec();
+        let facts = Arc::new(facts);
+        let events = Arc::new(EventBus::default());
+        let shutdown = CancellationToken::new();
+
+        let services = Services { node: NodeApi::new(facts.clone(), events.clone()) };
+        let api = api::serve(listeners, services, &config.api, &token, tls, shutdown.clone()).await?;
+        let endpoints: Vec<&str> = facts.endpoints.iter().map(|e| e.address.as_str()).collect();
+        tracing::info!(node = %hex::encode(facts.identity_hash), ?endpoints, "node started");
+
+        Ok(Node {
+            facts,
+            events,
+            store,
+            api,
+            shutdown,
+            grace: Duration::from_secs(config.api.shutdown_grace_secs),
+            _data_dir: data_dir,
+        })
+    }
+
+    /// What the node reports about itself.
+    pub fn facts(&self) -> &NodeFacts {
+        &self.facts
+    }
+
+    /// Stops gracefully: tells subscribers, turns health to NOT_SERVING, lets in-flight
+    /// requests finish (at most the configured grace period), flushes the store, releases the
+    /// data dir.
+    pub async fn shutdown(self, reason: &str) -> Result<(), NodeError> {
+        tracing::info!(reason, "shutting down");
+        self.events.publish(EventKind::ShuttingDown { reason: reason.to_string() });
+        self.api.set_not_serving().await;
+        self.shutdown.cancel();
+        self.api.drain(self.grace).await;
+        self.store.flush()?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Records the identity hash on first start; afterwards refuses an identity file that does not
+/// match it (a damaged or replaced key file).
+fn check_identity(store: &Store, identity: &NodeIdentity, data_dir: &DataDir) -> Result<(), NodeError> {
+    match store.get(META, &IDENTITY_HASH_KEY.to_string())? {
+        Some(recorded) => {
+            let recorded: [u8; 16] = recorded.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    table: META.name(),
+                    source: crate::store::CodecError::new("identity hash", "expected 16 bytes"),
+                }
+            })?;
+            identity.check_recorded(data_dir.path(), &recorded)?;
+        }
+        None => store.put(META, &IDENTITY_HASH_KEY.to_string(), &identity.hash().to_vec())?,
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! Test harness: real `mehrd` processes, each with its own temp data dir and free ports,
+//! stopped (SIGTERM, then SIGKILL) when dropped.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use mehr_sdk::{Client, ConnectOptions};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+/// Path of a binary built by this package.
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "mehrd" => PathBuf::from(env!("CARGO_BIN_EXE_mehrd")),
+        "mehr" => PathBuf::from(env!("CARGO_BIN_EXE_mehr")),
+        other => panic!("no binary {other}"),
+    }
+}
+
+/// A free loopback TCP port (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running daemon.
+pub struct TestDaemon {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub api: SocketAddr,
+    _temp: Option<tempfile::TempDir>,
+    stderr_path: PathBuf,
+}
+
+impl TestDaemon {
+    /// Starts a daemon on a fresh data dir and waits until it serves.
+    pub fn start() -> TestDaemon {
+        let temp = tempfile::tempdir().unwrap();
+        let data_dir = temp.path().join("node");
+        let mut daemon = TestDaemon::start_in(&data_dir, &[]);
+        daemon._temp = Some(temp);
+        daemon
+    }
+
+    /// Starts a daemon on `data_dir` with extra arguments and waits until it serves.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> TestDaemon {
+        let port = free_port();
+        let api: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut daemon = TestDaemon::spawn(data_dir, api, extra);
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// Spawns without waiting.
+    pub fn spawn(data_dir: &Path, api: SocketAddr, extra: &[&str]) -> TestDaemon {
+        std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
+        let stderr_path = data_dir.with_extension(format!("stderr.{}", api.port()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = Command::new(bin("mehrd"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--api-listen")
+            .arg(api.to_string())
+            .args(extra)
+            .env_remove("MEHR_CONFIG")
+            .env("MEHR_LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn mehrd");
+        TestDaemon { child: Some(child), data_dir: data_dir.to_path_buf(), api, _temp: None, stderr_path }
+    }
+
+    /// What the daemon wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits until the API answers on the Unix socket (panics with the daemon's log otherwise).
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mehrd exited early ({status}):\n{}", self.stderr());
+            }
+            if runtime.block_on(async { self.client().await.ok()?.info().await.ok() }).is_some() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "mehrd did not become ready:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// An SDK client over the Unix socket.
+    pub async fn client(&self) -> Result<Client, mehr_sdk::Error> {
+        Client::connect_with(ConnectOptions { data_dir: Some(self.data_dir.clone()), ..Default::default() }).await
+    }
+
+    /// The API token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("api.token")).unwrap().trim().to_string()
+    }
+
+    /// Runs the `mehr` CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("mehr"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .env_remove("MEHR_ENDPOINT")
+            .env_remove("MEHR_TOKEN")
+            .output()
+            .expect("run mehr")
+    }
+
+    /// Sends `signal` and waits for the exit, at most `timeout`.
+    pub fn stop_with(&mut self, signal: Signal, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop_with(Signal::SIGTERM, Duration::from_secs(10));
+        }
+    }
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Prepares a fresh machine for building and testing Mehr. Idempotent and quiet when all is there.
+#
+#   deploy/setup.sh build   system packages for the Rust build (libclang for RocksDB's bindgen, a C++ compiler)
+#   deploy/setup.sh test    the above, plus the Python venv the tests use (grpcio witness, rns, pytest)
+#
+# Everything cached lives under $MEHR_CACHE (default ~/.cache/mehr): the shared cargo target dir
+# and the venvs, so repeated runs are fast and the clone stays clean.
+set -euo pipefail
+
+MEHR_CACHE="${MEHR_CACHE:-$HOME/.cache/mehr}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MEHR_CACHE/target}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root to run: $*"; return 1; fi
+}
+
+ensure_system_packages() {
+  local missing=()
+  # bindgen (rocksdb) needs libclang; the C++ build needs a compiler; venvs need python3-venv.
+  ldconfig -p 2>/dev/null | grep -q 'libclang' || [ -n "$(ls /usr/lib/llvm-*/lib/libclang*.so* 2>/dev/null)" ] || missing+=(libclang-dev clang)
+  command -v c++ >/dev/null || missing+=(g++)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing system packages: ${missing[*]}"
+    need_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null; then
+    log "cargo is not installed; install Rust with rustup (https://rustup.rs) and re-run"
+    exit 1
+  fi
+}
+
+# venv NAME REQUIREMENTS: creates $MEHR_CACHE/NAME from REQUIREMENTS when the file changed.
+ensure_venv() {
+  local name="$1" requirements="$2" dir="$MEHR_CACHE/$1"
+  local stamp="$dir/.requirements"
+  if [ -x "$dir/bin/python" ] && cmp -s "$requirements" "$stamp"; then return; fi
+  log "preparing Python venv $dir"
+  python3 -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --upgrade pip
+  "$dir/bin/python" -m pip install -q -r "$requirements"
+  cp "$requirements" "$stamp"
+}
+
+mkdir -p "$MEHR_CACHE"
+case "${1:-build}" in
+  build)
+    ensure_system_packages; ensure_rust ;;
+  test)
+    ensure_system_packages; ensure_rust
+    ensure_venv venv "$ROOT/tests/requirements.txt" ;;
+  *) echo "usage: $0 build|test" >&2; exit 2 ;;
+esac
