@@ -27,7 +27,10 @@ fn main() -> io::Result<()> {
         .file_descriptor_set();
 
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    fs::write(out_dir.join("mehr_descriptor.bin"), descriptors.encode_to_vec())?;
+    fs::write(
+        out_dir.join("mehr_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
 
     tonic_prost_build::configure()
         .build_client(true)

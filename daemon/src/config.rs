@@ -18,8 +18,13 @@ pub const DEFAULT_API_LISTEN: &str = mehr_sdk::layout::DEFAULT_TCP_ENDPOINT;
 
 /// `MEHR_*` variables that are not settings: the config file's path (read by the flag parser)
 /// and what clients (`mehr`, the SDKs) read. Skipped silently so one shell can set them all.
-const NON_SETTING_ENV_VARS: &[&str] =
-    &["MEHR_CONFIG", "MEHR_ENDPOINT", "MEHR_TOKEN", "MEHR_CA_CERT", "MEHR_TLS_DOMAIN"];
+const NON_SETTING_ENV_VARS: &[&str] = &[
+    "MEHR_CONFIG",
+    "MEHR_ENDPOINT",
+    "MEHR_TOKEN",
+    "MEHR_CA_CERT",
+    "MEHR_TLS_DOMAIN",
+];
 
 /// The whole daemon configuration, as `mehrd --print-config` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,7 +177,10 @@ impl Config {
                 max_concurrent_requests: 512,
                 shutdown_grace_secs: 4,
             },
-            log: LogConfig { level: "info".into(), format: LogFormat::Text },
+            log: LogConfig {
+                level: "info".into(),
+                format: LogFormat::Text,
+            },
         }
     }
 
@@ -188,35 +196,47 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
 
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-            let layer: toml::Value = toml::from_str(&text)
-                .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let layer: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
             // Check the file on its own first so the error names the file's key, not a merge.
-            check_schema(&tree, &layer)
-                .map_err(|message| ConfigError::File { path: path.to_path_buf(), message })?;
+            check_schema(&tree, &layer).map_err(|message| ConfigError::File {
+                path: path.to_path_buf(),
+                message,
+            })?;
             merge(&mut tree, layer);
             report.file = Some(path.to_path_buf());
         }
 
         for (var, value) in env {
-            let Some(name) = var.strip_prefix("MEHR_") else { continue };
+            let Some(name) = var.strip_prefix("MEHR_") else {
+                continue;
+            };
             if NON_SETTING_ENV_VARS.contains(&var.as_str()) {
                 continue;
             }
             match env_key_path(&tree, name) {
                 Some(path) => {
-                    let parsed = parse_env_value(&tree, &path, &value)
-                        .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+                    let parsed = parse_env_value(&tree, &path, &value).map_err(|message| {
+                        ConfigError::Env {
+                            var: var.clone(),
+                            message,
+                        }
+                    })?;
                     set_path(&mut tree, &path, parsed);
                 }
                 None => report.ignored_env.push(var),
             }
         }
 
-        let mut config: Config = tree.try_into().map_err(|e: toml::de::Error| {
-            ConfigError::Invalid(e.message().to_string())
-        })?;
+        let mut config: Config = tree
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
         if let Some(dir) = &flags.data_dir {
             config.data_dir = dir.clone();
         }
@@ -240,17 +260,18 @@ impl Config {
                 "the API has no endpoint: enable api.unix_socket or give api.listen".into(),
             ));
         }
-        if self.api.tls == TlsMode::Never {
-            if let Some(addr) = self.api.listen.iter().find(|a| !a.ip().is_loopback()) {
-                return Err(ConfigError::Invalid(format!(
-                    "api.listen has {addr}, which is off loopback, but api.tls is \"never\": \
-                     the API is only served off loopback with TLS"
-                )));
-            }
+        if self.api.tls == TlsMode::Never
+            && let Some(addr) = self.api.listen.iter().find(|a| !a.ip().is_loopback())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "api.listen has {addr}, which is off loopback, but api.tls is \"never\": \
+                 the API is only served off loopback with TLS"
+            )));
         }
         if self.api.request_timeout_secs == 0 || self.api.max_concurrent_requests == 0 {
             return Err(ConfigError::Invalid(
-                "api.request_timeout_secs and api.max_concurrent_requests must be above zero".into(),
+                "api.request_timeout_secs and api.max_concurrent_requests must be above zero"
+                    .into(),
             ));
         }
         Ok(())
@@ -267,7 +288,6 @@ impl Config {
     }
 }
 
-
 /// Finds the first key of `layer` that the defaults do not have, or a table given where a
 /// value is expected (and the reverse).
 fn check_schema(defaults: &toml::Value, layer: &toml::Value) -> Result<(), String> {
@@ -276,7 +296,11 @@ fn check_schema(defaults: &toml::Value, layer: &toml::Value) -> Result<(), Strin
             return Ok(());
         };
         for (key, value) in given {
-            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
             match known.get(key) {
                 None => return Err(format!("unknown key `{path}`")),
                 Some(known_value @ toml::Value::Table(_)) => {
@@ -300,7 +324,9 @@ fn merge(base: &mut toml::Value, layer: toml::Value) {
         (toml::Value::Table(base), toml::Value::Table(layer)) => {
             for (key, value) in layer {
                 match base.get_mut(&key) {
-                    Some(existing) if existing.is_table() && value.is_table() => merge(existing, value),
+                    Some(existing) if existing.is_table() && value.is_table() => {
+                        merge(existing, value)
+                    }
                     _ => {
                         base.insert(key, value);
                     }
@@ -331,7 +357,9 @@ fn env_key_path(tree: &toml::Value, name: &str) -> Option<Vec<String>> {
 fn parse_env_value(tree: &toml::Value, path: &[String], raw: &str) -> Result<toml::Value, String> {
     let mut current = tree;
     for key in path {
-        current = current.get(key).ok_or_else(|| format!("no setting {}", path.join(".")))?;
+        current = current
+            .get(key)
+            .ok_or_else(|| format!("no setting {}", path.join(".")))?;
     }
     match current {
         toml::Value::String(_) => Ok(toml::Value::String(raw.to_string())),
@@ -345,7 +373,9 @@ fn parse_env_value(tree: &toml::Value, path: &[String], raw: &str) -> Result<tom
         _ => {
             let doc: toml::Table = toml::from_str(&format!("v = {raw}"))
                 .map_err(|_| format!("`{raw}` is not a valid value for {}", path.join(".")))?;
-            doc.get("v").cloned().ok_or_else(|| format!("empty value for {}", path.join(".")))
+            doc.get("v")
+                .cloned()
+                .ok_or_else(|| format!("empty value for {}", path.join(".")))
         }
     }
 }
@@ -353,7 +383,9 @@ fn parse_env_value(tree: &toml::Value, path: &[String], raw: &str) -> Result<tom
 fn set_path(tree: &mut toml::Value, path: &[String], value: toml::Value) {
     let mut current = tree;
     for key in &path[..path.len() - 1] {
-        current = current.get_mut(key).expect("env_key_path only returns existing paths");
+        current = current
+            .get_mut(key)
+            .expect("env_key_path only returns existing paths");
     }
     if let Some(table) = current.as_table_mut() {
         table.insert(path[path.len() - 1].clone(), value);
@@ -364,7 +396,11 @@ fn set_path(tree: &mut toml::Value, path: &[String], value: toml::Value) {
 mod tests {
     use super::*;
 
-    fn load(file: Option<&str>, env: &[(&str, &str)], flags: FlagOverrides) -> Result<Config, ConfigError> {
+    fn load(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        flags: FlagOverrides,
+    ) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mehrd.toml");
         if let Some(text) = file {
@@ -389,37 +425,68 @@ mod tests {
         let config = load(Some(file), &env, FlagOverrides::default()).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/from/env"));
         assert_eq!(config.log.level, "warn");
-        assert_eq!(config.log.format, LogFormat::Json, "the file's value stays where env is silent");
+        assert_eq!(
+            config.log.format,
+            LogFormat::Json,
+            "the file's value stays where env is silent"
+        );
 
-        let flags = FlagOverrides { data_dir: Some("/from/flag".into()), ..Default::default() };
+        let flags = FlagOverrides {
+            data_dir: Some("/from/flag".into()),
+            ..Default::default()
+        };
         let config = load(Some(file), &env, flags).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
     }
 
     #[test]
     fn unknown_key_in_file_is_named() {
-        let err = load(Some("[api]\nlisten_on = []\n"), &[], FlagOverrides::default()).unwrap_err();
-        assert!(err.to_string().contains("unknown key `api.listen_on`"), "{err}");
+        let err = load(
+            Some("[api]\nlisten_on = []\n"),
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown key `api.listen_on`"),
+            "{err}"
+        );
         let err = load(Some("colour = 1\n"), &[], FlagOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("unknown key `colour`"), "{err}");
     }
 
     #[test]
     fn env_values_are_typed() {
-        let env = [("MEHR_API_LISTEN", "127.0.0.1:1, 127.0.0.1:2"), ("MEHR_API_UNIX_SOCKET", "false")];
+        let env = [
+            ("MEHR_API_LISTEN", "127.0.0.1:1, 127.0.0.1:2"),
+            ("MEHR_API_UNIX_SOCKET", "false"),
+        ];
         let config = load(None, &env, FlagOverrides::default()).unwrap();
         assert_eq!(config.api.listen.len(), 2);
         assert!(!config.api.unix_socket);
-        let err = load(None, &[("MEHR_API_REQUEST_TIMEOUT_SECS", "soon")], FlagOverrides::default())
-            .unwrap_err();
-        assert!(err.to_string().contains("MEHR_API_REQUEST_TIMEOUT_SECS"), "{err}");
+        let err = load(
+            None,
+            &[("MEHR_API_REQUEST_TIMEOUT_SECS", "soon")],
+            FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("MEHR_API_REQUEST_TIMEOUT_SECS"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_env_is_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        let env = vec![("MEHR_NO_SUCH_THING".to_string(), "1".to_string()), ("MEHR_TOKEN".into(), "x".into())];
-        let flags = FlagOverrides { data_dir: Some(dir.path().into()), ..Default::default() };
+        let env = vec![
+            ("MEHR_NO_SUCH_THING".to_string(), "1".to_string()),
+            ("MEHR_TOKEN".into(), "x".into()),
+        ];
+        let flags = FlagOverrides {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
         let (_, report) = Config::load(None, env, &flags).unwrap();
         assert_eq!(report.ignored_env, vec!["MEHR_NO_SUCH_THING".to_string()]);
     }

@@ -31,7 +31,9 @@ pub enum DataDirError {
         source: io::Error,
     },
     /// Another daemon holds the lock.
-    #[error("data dir {path} is in use by another mehrd{holder} — stop it or pick another --data-dir")]
+    #[error(
+        "data dir {path} is in use by another mehrd{holder} — stop it or pick another --data-dir"
+    )]
     Locked {
         /// The data directory.
         path: PathBuf,
@@ -64,7 +66,10 @@ pub struct DataDir {
 impl DataDir {
     /// Creates `path` (mode 0700) if needed and takes its exclusive lock.
     pub fn open(path: &Path) -> Result<Self, DataDirError> {
-        let io_err = |source| DataDirError::Io { path: path.to_path_buf(), source };
+        let io_err = |source| DataDirError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         fs::create_dir_all(path).map_err(io_err)?;
         let path = path.canonicalize().map_err(io_err)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
@@ -77,20 +82,32 @@ impl DataDir {
             .truncate(false)
             .mode(0o600)
             .open(&lock_path)
-            .map_err(|source| DataDirError::Io { path: lock_path.clone(), source })?;
+            .map_err(|source| DataDirError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
         let mut lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((mut file, _)) => {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
                 let pid = pid.trim();
-                let holder = if pid.is_empty() { String::new() } else { format!(" (pid {pid})") };
+                let holder = if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                };
                 return Err(DataDirError::Locked { path, holder });
             }
         };
-        lock.set_len(0).map_err(|source| DataDirError::Io { path: lock_path.clone(), source })?;
-        write!(&mut *lock, "{}", std::process::id())
-            .map_err(|source| DataDirError::Io { path: lock_path.clone(), source })?;
+        lock.set_len(0).map_err(|source| DataDirError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+        write!(&mut *lock, "{}", std::process::id()).map_err(|source| DataDirError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
         Ok(DataDir { path, _lock: lock })
     }
 
@@ -111,7 +128,8 @@ impl DataDir {
             Err(source) => return Err(DataDirError::Io { path, source }),
         }
         let text = read_secret_file(&path)?;
-        let token = String::from_utf8(text).map_err(|_| DataDirError::BadToken { path: path.clone() })?;
+        let token =
+            String::from_utf8(text).map_err(|_| DataDirError::BadToken { path: path.clone() })?;
         let token = token.trim();
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(DataDirError::BadToken { path });
@@ -123,17 +141,27 @@ impl DataDir {
 /// Writes a new file readable by the owner only. Fails with `AlreadyExists` rather than
 /// replacing a secret.
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents)?;
     file.sync_all()
 }
 
 /// Reads a secret file after checking that no one but the owner can read or write it.
 pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, DataDirError> {
-    let io_err = |source| DataDirError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| DataDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mode = fs::metadata(path).map_err(io_err)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(DataDirError::Permissions { path: path.to_path_buf(), mode });
+        return Err(DataDirError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     fs::read(path).map_err(io_err)
 }
@@ -149,7 +177,10 @@ mod tests {
         let err = DataDir::open(dir.path()).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("in use by another mehrd"), "{message}");
-        assert!(message.contains(&std::process::id().to_string()), "{message}");
+        assert!(
+            message.contains(&std::process::id().to_string()),
+            "{message}"
+        );
         drop(first);
         DataDir::open(dir.path()).expect("the lock is released on drop");
     }
@@ -161,7 +192,10 @@ mod tests {
         let token = data.api_token().unwrap();
         assert_eq!(token.len(), 64);
         assert_eq!(data.api_token().unwrap(), token);
-        let mode = fs::metadata(dir.path().join(mehr_sdk::layout::TOKEN_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(mehr_sdk::layout::TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -172,6 +206,9 @@ mod tests {
         data.api_token().unwrap();
         let path = dir.path().join(mehr_sdk::layout::TOKEN_FILE);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(data.api_token(), Err(DataDirError::Permissions { .. })));
+        assert!(matches!(
+            data.api_token(),
+            Err(DataDirError::Permissions { .. })
+        ));
     }
 }

@@ -41,16 +41,25 @@ pub struct EventBus {
 
 impl Default for EventBus {
     fn default() -> Self {
-        EventBus { sender: std::sync::Mutex::new((0, broadcast::channel(EVENT_BUFFER).0)) }
+        EventBus {
+            sender: std::sync::Mutex::new((0, broadcast::channel(EVENT_BUFFER).0)),
+        }
     }
 }
 
 impl EventBus {
     /// Publishes `kind` to every subscriber and returns the event as sent.
     pub fn publish(&self, kind: EventKind) -> Event {
-        let mut guard = self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self
+            .sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         guard.0 += 1;
-        let event = Event { sequence: guard.0, at_unix_ms: unix_ms_now(), kind };
+        let event = Event {
+            sequence: guard.0,
+            at_unix_ms: unix_ms_now(),
+            kind,
+        };
         // No subscriber is not an error: events are not stored.
         let _ = guard.1.send(event.clone());
         event
@@ -58,13 +67,20 @@ impl EventBus {
 
     /// Subscribes to events published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).1.subscribe()
+        self.sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .1
+            .subscribe()
     }
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -88,8 +104,13 @@ mod tests {
         let bus = EventBus::default();
         let mut rx = bus.subscribe();
         for _ in 0..EVENT_BUFFER + 5 {
-            bus.publish(EventKind::ShuttingDown { reason: String::new() });
+            bus.publish(EventKind::ShuttingDown {
+                reason: String::new(),
+            });
         }
-        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(5))));
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Lagged(5))
+        ));
     }
 }

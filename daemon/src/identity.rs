@@ -32,8 +32,10 @@ pub type IdentityHash = [u8; 16];
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// The key file exists but does not hold a key pair.
-    #[error("identity file {path} is corrupt: expected {IDENTITY_FILE_LEN} bytes, found {found}; \
-             restore it from a backup (the file was left untouched)")]
+    #[error(
+        "identity file {path} is corrupt: expected {IDENTITY_FILE_LEN} bytes, found {found}; \
+             restore it from a backup (the file was left untouched)"
+    )]
     Truncated {
         /// The file.
         path: PathBuf,
@@ -41,8 +43,10 @@ pub enum IdentityError {
         found: usize,
     },
     /// The key file holds a different identity than the one this data dir was created with.
-    #[error("identity file {path} is corrupt or was replaced: it holds identity {found}, but this \
-             data dir belongs to identity {expected}; restore the original file (it was left untouched)")]
+    #[error(
+        "identity file {path} is corrupt or was replaced: it holds identity {found}, but this \
+             data dir belongs to identity {expected}; restore the original file (it was left untouched)"
+    )]
     Mismatch {
         /// The file.
         path: PathBuf,
@@ -64,14 +68,19 @@ pub struct NodeIdentity {
 
 impl std::fmt::Debug for NodeIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeIdentity").field("hash", &hex::encode(self.hash())).finish_non_exhaustive()
+        f.debug_struct("NodeIdentity")
+            .field("hash", &hex::encode(self.hash()))
+            .finish_non_exhaustive()
     }
 }
 
 impl NodeIdentity {
     /// Generates a fresh identity.
     pub fn generate() -> Self {
-        NodeIdentity { x25519: StaticSecret::random_from_rng(OsRng), ed25519: SigningKey::generate(&mut OsRng) }
+        NodeIdentity {
+            x25519: StaticSecret::random_from_rng(OsRng),
+            ed25519: SigningKey::generate(&mut OsRng),
+        }
     }
 
     /// Builds the identity from Reticulum's 64-byte private key layout.
@@ -80,7 +89,10 @@ impl NodeIdentity {
         let mut ed = [0u8; 32];
         x.copy_from_slice(&bytes[..32]);
         ed.copy_from_slice(&bytes[32..]);
-        let identity = NodeIdentity { x25519: StaticSecret::from(x), ed25519: SigningKey::from_bytes(&ed) };
+        let identity = NodeIdentity {
+            x25519: StaticSecret::from(x),
+            ed25519: SigningKey::from_bytes(&ed),
+        };
         zeroize::Zeroize::zeroize(&mut x);
         zeroize::Zeroize::zeroize(&mut ed);
         identity
@@ -104,15 +116,23 @@ impl NodeIdentity {
             Err(source) => return Err(DataDirError::Io { path, source }.into()),
         }
         let bytes = Zeroizing::new(data_dir::read_secret_file(&path)?);
-        let bytes: &[u8; IDENTITY_FILE_LEN] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| IdentityError::Truncated { path: path.clone(), found: bytes.len() })?;
+        let bytes: &[u8; IDENTITY_FILE_LEN] =
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| IdentityError::Truncated {
+                    path: path.clone(),
+                    found: bytes.len(),
+                })?;
         Ok(NodeIdentity::from_private_bytes(bytes))
     }
 
     /// Fails unless this identity has the hash the store recorded for the data dir.
-    pub fn check_recorded(&self, data_dir: &Path, recorded: &IdentityHash) -> Result<(), IdentityError> {
+    pub fn check_recorded(
+        &self,
+        data_dir: &Path,
+        recorded: &IdentityHash,
+    ) -> Result<(), IdentityError> {
         if &self.hash() == recorded {
             return Ok(());
         }
@@ -176,7 +196,10 @@ mod tests {
         bytes.truncate(40);
         std::fs::write(&path, &bytes).unwrap();
         let err = NodeIdentity::load_or_create(dir.path()).unwrap_err();
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
         assert!(err.to_string().contains("found 40"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
@@ -193,7 +216,9 @@ mod tests {
     #[test]
     fn mismatch_names_both_identities() {
         let identity = NodeIdentity::from_private_bytes(&[1u8; 64]);
-        let err = identity.check_recorded(Path::new("/data"), &[0u8; 16]).unwrap_err();
+        let err = identity
+            .check_recorded(Path::new("/data"), &[0u8; 16])
+            .unwrap_err();
         assert!(err.to_string().contains("/data/identity"));
         assert!(err.to_string().contains(&hex::encode([0u8; 16])));
     }

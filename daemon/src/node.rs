@@ -55,7 +55,10 @@ impl Node {
         check_identity(&store, &identity, &data_dir)?;
         let token = data_dir.api_token()?;
 
-        let listeners = Listeners::bind(&config.api, &data_dir.path().join(mehr_sdk::layout::SOCKET_FILE))?;
+        let listeners = Listeners::bind(
+            &config.api,
+            &data_dir.path().join(mehr_sdk::layout::SOCKET_FILE),
+        )?;
         let tls = if listeners.needs_tls() {
             let material = api::tls::load_or_generate(data_dir.path(), &config.api.tls_extra_names)
                 .map_err(ApiError::from)?;
@@ -65,14 +68,28 @@ impl Node {
             None
         };
 
-        let mut facts = NodeFacts::new(&identity, config.participation, data_dir.path().to_path_buf());
+        let mut facts = NodeFacts::new(
+            &identity,
+            config.participation,
+            data_dir.path().to_path_buf(),
+        );
         facts.endpoints = listeners.endpoints().to_vec();
         let facts = Arc::new(facts);
         let events = Arc::new(EventBus::default());
         let shutdown = CancellationToken::new();
 
-        let services = Services { node: NodeApi::new(facts.clone(), events.clone()) };
-        let api = api::serve(listeners, services, &config.api, &token, tls, shutdown.clone()).await?;
+        let services = Services {
+            node: NodeApi::new(facts.clone(), events.clone()),
+        };
+        let api = api::serve(
+            listeners,
+            services,
+            &config.api,
+            &token,
+            tls,
+            shutdown.clone(),
+        )
+        .await?;
         let endpoints: Vec<&str> = facts.endpoints.iter().map(|e| e.address.as_str()).collect();
         tracing::info!(node = %hex::encode(facts.identity_hash), ?endpoints, "node started");
 
@@ -97,7 +114,9 @@ impl Node {
     /// data dir.
     pub async fn shutdown(self, reason: &str) -> Result<(), NodeError> {
         tracing::info!(reason, "shutting down");
-        self.events.publish(EventKind::ShuttingDown { reason: reason.to_string() });
+        self.events.publish(EventKind::ShuttingDown {
+            reason: reason.to_string(),
+        });
         self.api.set_not_serving().await;
         self.shutdown.cancel();
         self.api.drain(self.grace).await;
@@ -109,18 +128,28 @@ impl Node {
 
 /// Records the identity hash on first start; afterwards refuses an identity file that does not
 /// match it (a damaged or replaced key file).
-fn check_identity(store: &Store, identity: &NodeIdentity, data_dir: &DataDir) -> Result<(), NodeError> {
+fn check_identity(
+    store: &Store,
+    identity: &NodeIdentity,
+    data_dir: &DataDir,
+) -> Result<(), NodeError> {
     match store.get(META, &IDENTITY_HASH_KEY.to_string())? {
         Some(recorded) => {
-            let recorded: [u8; 16] = recorded.as_slice().try_into().map_err(|_| {
-                StoreError::Corrupt {
-                    table: META.name(),
-                    source: crate::store::CodecError::new("identity hash", "expected 16 bytes"),
-                }
-            })?;
+            let recorded: [u8; 16] =
+                recorded
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt {
+                        table: META.name(),
+                        source: crate::store::CodecError::new("identity hash", "expected 16 bytes"),
+                    })?;
             identity.check_recorded(data_dir.path(), &recorded)?;
         }
-        None => store.put(META, &IDENTITY_HASH_KEY.to_string(), &identity.hash().to_vec())?,
+        None => store.put(
+            META,
+            &IDENTITY_HASH_KEY.to_string(),
+            &identity.hash().to_vec(),
+        )?,
     }
     Ok(())
 }

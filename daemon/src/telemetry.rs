@@ -12,9 +12,17 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
         .map_err(|e| format!("invalid log level `{}`: {e}", config.level))?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.format {
-        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(false).with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     result.map_err(|e| format!("cannot install the logger: {e}"))

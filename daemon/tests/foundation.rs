@@ -10,10 +10,16 @@ use common::{TestDaemon, bin, free_port};
 use futures::StreamExt;
 use mehr_sdk::{Client, ConnectOptions, proto as pb};
 use nix::sys::signal::Signal;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn tcp_client(daemon: &TestDaemon, token: Option<&str>) -> Result<Client, mehr_sdk::Error> {
@@ -38,8 +44,17 @@ fn starts_serves_health_and_info_through_sdk_and_cli() {
             .unwrap();
         let mut health = HealthClient::new(channel);
         for service in ["", "mehr.v1.NodeService"] {
-            let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap();
-            assert_eq!(status.into_inner().status(), ServingStatus::Serving, "health of {service:?}");
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                status.into_inner().status(),
+                ServingStatus::Serving,
+                "health of {service:?}"
+            );
         }
 
         let info = daemon.client().await.unwrap().info().await.unwrap();
@@ -48,13 +63,30 @@ fn starts_serves_health_and_info_through_sdk_and_cli() {
         assert_eq!(info.ed25519_public_key.len(), 32);
         assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
         assert_eq!(info.participation_level(), pb::ParticipationLevel::L2Full);
-        assert_eq!(std::path::Path::new(&info.data_dir), daemon.data_dir.canonicalize().unwrap());
-        let kinds: Vec<_> = info.api_endpoints.iter().map(|e| (e.kind(), e.requires_token, e.tls)).collect();
-        assert_eq!(kinds, vec![(pb::ApiEndpointKind::Unix, false, false), (pb::ApiEndpointKind::Tcp, true, false)]);
+        assert_eq!(
+            std::path::Path::new(&info.data_dir),
+            daemon.data_dir.canonicalize().unwrap()
+        );
+        let kinds: Vec<_> = info
+            .api_endpoints
+            .iter()
+            .map(|e| (e.kind(), e.requires_token, e.tls))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (pb::ApiEndpointKind::Unix, false, false),
+                (pb::ApiEndpointKind::Tcp, true, false)
+            ]
+        );
         assert_eq!(info.api_endpoints[1].address, daemon.api.to_string());
 
         let output = daemon.cli(&["--json", "info"]);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(json["node_id"], hex::encode(&info.identity_hash));
         assert_eq!(json["participation_level"], "L2");
@@ -62,7 +94,13 @@ fn starts_serves_health_and_info_through_sdk_and_cli() {
 
         let human = daemon.cli(&["info"]);
         let text = String::from_utf8(human.stdout).unwrap();
-        assert!(text.contains(&format!("node id        {}", hex::encode(&info.identity_hash))), "{text}");
+        assert!(
+            text.contains(&format!(
+                "node id        {}",
+                hex::encode(&info.identity_hash)
+            )),
+            "{text}"
+        );
     });
 }
 
@@ -86,23 +124,46 @@ fn tcp_requires_the_token_but_health_and_reflection_do_not() {
     runtime().block_on(async {
         let missing = tcp_client(&daemon, None).await;
         // The SDK refuses to connect over TCP without any token source.
-        assert!(matches!(missing, Err(mehr_sdk::Error::Credentials { .. })), "{missing:?}");
+        assert!(
+            matches!(missing, Err(mehr_sdk::Error::Credentials { .. })),
+            "{missing:?}"
+        );
 
-        let wrong = tcp_client(&daemon, Some("0000")).await.unwrap().info().await.unwrap_err();
+        let wrong = tcp_client(&daemon, Some("0000"))
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap_err();
         assert_eq!(wrong.code(), Some(tonic::Code::Unauthenticated));
-        assert!(wrong.to_string().contains("invalid bearer token"), "{wrong}");
+        assert!(
+            wrong.to_string().contains("invalid bearer token"),
+            "{wrong}"
+        );
 
         // A raw client that sends nothing at all.
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", daemon.api)).unwrap().connect().await.unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", daemon.api))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let bare = pb::node_service_client::NodeServiceClient::new(channel.clone())
             .get_info(pb::GetInfoRequest {})
             .await
             .unwrap_err();
         assert_eq!(bare.code(), tonic::Code::Unauthenticated);
-        assert!(bare.message().contains("missing bearer token"), "{}", bare.message());
+        assert!(
+            bare.message().contains("missing bearer token"),
+            "{}",
+            bare.message()
+        );
 
-        let info = tcp_client(&daemon, Some(&daemon.token())).await.unwrap().info().await.unwrap();
+        let info = tcp_client(&daemon, Some(&daemon.token()))
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap();
         assert_eq!(info.identity_hash.len(), 16);
 
         // The SDK finds the token in the data dir by itself.
@@ -113,11 +174,20 @@ fn tcp_requires_the_token_but_health_and_reflection_do_not() {
         })
         .await
         .unwrap();
-        assert_eq!(discovered.info().await.unwrap().identity_hash, info.identity_hash);
+        assert_eq!(
+            discovered.info().await.unwrap().identity_hash,
+            info.identity_hash
+        );
 
         let services = list_services(channel).await;
-        assert!(services.contains(&"mehr.v1.NodeService".to_string()), "{services:?}");
-        assert!(services.contains(&"grpc.health.v1.Health".to_string()), "{services:?}");
+        assert!(
+            services.contains(&"mehr.v1.NodeService".to_string()),
+            "{services:?}"
+        );
+        assert!(
+            services.contains(&"grpc.health.v1.Health".to_string()),
+            "{services:?}"
+        );
     });
 }
 
@@ -126,14 +196,26 @@ async fn list_services(channel: tonic::transport::Channel) -> Vec<String> {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut responses = ServerReflectionClient::new(channel)
         .server_reflection_info(futures::stream::iter([request]))
         .await
         .unwrap()
         .into_inner();
-    match responses.next().await.unwrap().unwrap().message_response.unwrap() {
-        MessageResponse::ListServicesResponse(list) => list.service.into_iter().map(|s| s.name).collect(),
+    match responses
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap()
+    {
+        MessageResponse::ListServicesResponse(list) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
         other => panic!("unexpected reflection answer {other:?}"),
     }
 }
@@ -145,7 +227,10 @@ fn off_loopback_is_served_with_tls_only() {
     let port = free_port();
     let mut daemon = TestDaemon::spawn(&data_dir, format!("0.0.0.0:{port}").parse().unwrap(), &[]);
     daemon.wait_ready();
-    assert!(daemon.stderr().contains("tls/cert.pem"), "the certificate's path is logged");
+    assert!(
+        daemon.stderr().contains("tls/cert.pem"),
+        "the certificate's path is logged"
+    );
     runtime().block_on(async {
         let secure = Client::connect_with(ConnectOptions {
             endpoint: Some(format!("https://127.0.0.1:{port}")),
@@ -178,18 +263,34 @@ fn sigterm_ends_event_streams_and_exits_cleanly_within_5s() {
     let client = rt.block_on(daemon.client()).unwrap();
     let mut events = rt.block_on(client.watch_events()).unwrap();
 
-    let status = daemon.stop_with(Signal::SIGTERM, Duration::from_secs(5)).expect("exits within 5 s");
+    let status = daemon
+        .stop_with(Signal::SIGTERM, Duration::from_secs(5))
+        .expect("exits within 5 s");
     assert!(status.success(), "exit status {status}");
     rt.block_on(async {
-        let event = tokio::time::timeout(Duration::from_secs(2), events.next()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(2), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         match event.kind {
             Some(pb::node_event::Kind::ShuttingDown(e)) => assert_eq!(e.reason, "SIGTERM"),
             other => panic!("expected ShuttingDown, got {other:?}"),
         }
-        assert!(events.next().await.is_none(), "the stream ends after ShuttingDown");
+        assert!(
+            events.next().await.is_none(),
+            "the stream ends after ShuttingDown"
+        );
     });
-    assert!(!daemon.data_dir.join("mehrd.sock").exists(), "socket removed");
-    assert!(daemon.stderr().contains("stopped cleanly"), "{}", daemon.stderr());
+    assert!(
+        !daemon.data_dir.join("mehrd.sock").exists(),
+        "socket removed"
+    );
+    assert!(
+        daemon.stderr().contains("stopped cleanly"),
+        "{}",
+        daemon.stderr()
+    );
 }
 
 #[test]
@@ -231,8 +332,15 @@ fn damaged_identity_file_is_a_clear_error_and_left_untouched() {
     let output = run();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&key_path.display().to_string()) && stderr.contains("corrupt"), "{stderr}");
-    assert_eq!(std::fs::read(&key_path).unwrap(), truncated, "file untouched");
+    assert!(
+        stderr.contains(&key_path.display().to_string()) && stderr.contains("corrupt"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&key_path).unwrap(),
+        truncated,
+        "file untouched"
+    );
 
     // Right length, wrong bytes: caught by the identity recorded in the store.
     let flipped = vec![0x5a; 64];
@@ -249,10 +357,18 @@ fn config_errors_and_print_config() {
     let temp = tempfile::tempdir().unwrap();
     let file = temp.path().join("mehrd.toml");
     std::fs::write(&file, "[api]\nlisten = [\"127.0.0.1:9\"]\nbogus = 1\n").unwrap();
-    let output = Command::new(bin("mehrd")).arg("--config").arg(&file).arg("--print-config").output().unwrap();
+    let output = Command::new(bin("mehrd"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--print-config")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("unknown key `api.bogus`") && stderr.contains("mehrd.toml"), "{stderr}");
+    assert!(
+        stderr.contains("unknown key `api.bogus`") && stderr.contains("mehrd.toml"),
+        "{stderr}"
+    );
 
     std::fs::write(&file, "[log]\nformat = \"json\"\n").unwrap();
     let output = Command::new(bin("mehrd"))
@@ -275,15 +391,22 @@ fn json_logs_are_json_lines() {
     let daemon = TestDaemon::start_in(&temp.path().join("node"), &["--log-format", "json"]);
     let log = daemon.stderr();
     let first = log.lines().next().expect("some log line");
-    let parsed: serde_json::Value = serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    let parsed: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
     assert!(parsed.get("level").is_some(), "{parsed}");
 }
 
 #[test]
 fn cli_reports_connection_errors_in_one_line() {
-    let output = Command::new(bin("mehr")).args(["--data-dir", "/nonexistent/mehr", "info"]).output().unwrap();
+    let output = Command::new(bin("mehr"))
+        .args(["--data-dir", "/nonexistent/mehr", "info"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("mehr: cannot connect to unix:/nonexistent/mehr/mehrd.sock"), "{stderr}");
+    assert!(
+        stderr.starts_with("mehr: cannot connect to unix:/nonexistent/mehr/mehrd.sock"),
+        "{stderr}"
+    );
 }

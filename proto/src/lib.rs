@@ -12,4 +12,5 @@ pub mod v1 {
 }
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every `mehr.v1` file (with comments).
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mehr_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/mehr_descriptor.bin"));

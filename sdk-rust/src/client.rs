@@ -17,9 +17,14 @@ use crate::{ConnectOptions, Error, Target};
 pub struct BearerToken(Option<AsciiMetadataValue>);
 
 impl Interceptor for BearerToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -40,7 +45,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,13 +63,18 @@ impl Client {
         let (channel, token, target) = options.open().await?;
         let header = token
             .map(|token| {
-                AsciiMetadataValue::try_from(format!("Bearer {token}")).map_err(|_| Error::Credentials {
-                    path: "token".into(),
-                    reason: "the token has characters that cannot go in a header".into(),
+                AsciiMetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                    Error::Credentials {
+                        path: "token".into(),
+                        reason: "the token has characters that cannot go in a header".into(),
+                    }
                 })
             })
             .transpose()?;
-        Ok(Client { channel: InterceptedService::new(channel, BearerToken(header)), target })
+        Ok(Client {
+            channel: InterceptedService::new(channel, BearerToken(header)),
+            target,
+        })
     }
 
     /// Where this client is connected.
@@ -77,12 +89,20 @@ impl Client {
 
     /// The node's identity, version, participation level and endpoints.
     pub async fn info(&self) -> Result<pb::GetInfoResponse, Error> {
-        Ok(self.node().get_info(pb::GetInfoRequest {}).await?.into_inner())
+        Ok(self
+            .node()
+            .get_info(pb::GetInfoRequest {})
+            .await?
+            .into_inner())
     }
 
     /// Follows the node's events until the daemon shuts down or the stream is dropped.
     pub async fn watch_events(&self) -> Result<EventStream<pb::NodeEvent>, Error> {
-        let stream = self.node().watch_events(pb::WatchEventsRequest {}).await?.into_inner();
+        let stream = self
+            .node()
+            .watch_events(pb::WatchEventsRequest {})
+            .await?
+            .into_inner();
         Ok(Box::pin(stream.filter_map(|item| async move {
             match item {
                 Ok(response) => response.event.map(Ok),

@@ -30,7 +30,10 @@ impl Target {
     /// Parses `unix:/path`, `unix:///path`, `http://host:port`, `https://host:port` or a bare
     /// `host:port` (plaintext TCP).
     pub fn parse(endpoint: &str) -> Result<Target, Error> {
-        let invalid = |reason: &str| Error::InvalidEndpoint { endpoint: endpoint.into(), reason: reason.into() };
+        let invalid = |reason: &str| Error::InvalidEndpoint {
+            endpoint: endpoint.into(),
+            reason: reason.into(),
+        };
         if let Some(path) = endpoint.strip_prefix("unix:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
@@ -48,11 +51,16 @@ impl Target {
             (false, endpoint)
         };
         let authority = authority.trim_end_matches('/');
-        let uri: Uri = format!("http://{authority}").parse().map_err(|_| invalid("not host:port"))?;
+        let uri: Uri = format!("http://{authority}")
+            .parse()
+            .map_err(|_| invalid("not host:port"))?;
         if uri.port_u16().is_none() || uri.host().is_none_or(str::is_empty) {
             return Err(invalid("expected host:port"));
         }
-        Ok(Target::Tcp { authority: authority.to_string(), tls })
+        Ok(Target::Tcp {
+            authority: authority.to_string(),
+            tls,
+        })
     }
 }
 
@@ -60,8 +68,14 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Unix(path) => write!(f, "unix:{}", path.display()),
-            Target::Tcp { authority, tls: true } => write!(f, "https://{authority}"),
-            Target::Tcp { authority, tls: false } => write!(f, "http://{authority}"),
+            Target::Tcp {
+                authority,
+                tls: true,
+            } => write!(f, "https://{authority}"),
+            Target::Tcp {
+                authority,
+                tls: false,
+            } => write!(f, "http://{authority}"),
         }
     }
 }
@@ -101,7 +115,9 @@ impl ConnectOptions {
     }
 
     fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(layout::default_data_dir)
+        self.data_dir
+            .clone()
+            .unwrap_or_else(layout::default_data_dir)
     }
 
     /// The target these options point at.
@@ -125,7 +141,9 @@ impl ConnectOptions {
             Ok(token) => Ok(Some(token.trim().to_string())),
             Err(e) => Err(Error::Credentials {
                 path,
-                reason: format!("{e} (TCP endpoints need the node's API token: pass it, or the data dir that holds it)"),
+                reason: format!(
+                    "{e} (TCP endpoints need the node's API token: pass it, or the data dir that holds it)"
+                ),
             }),
         }
     }
@@ -147,7 +165,9 @@ impl ConnectOptions {
                     .connect_timeout(timeout)
                     .connect_with_connector(tower::service_fn(move |_: Uri| {
                         let path = path.clone();
-                        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                        }
                     }))
                     .await
                     .map_err(connect_error)?
@@ -155,11 +175,16 @@ impl ConnectOptions {
             Target::Tcp { authority, tls } => {
                 let scheme = if *tls { "https" } else { "http" };
                 let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
-                    .map_err(|e| Error::InvalidEndpoint { endpoint: authority.clone(), reason: e.to_string() })?
+                    .map_err(|e| Error::InvalidEndpoint {
+                        endpoint: authority.clone(),
+                        reason: e.to_string(),
+                    })?
                     .connect_timeout(timeout)
                     .tcp_nodelay(true);
                 if *tls {
-                    endpoint = endpoint.tls_config(self.tls_config(authority)?).map_err(connect_error)?;
+                    endpoint = endpoint
+                        .tls_config(self.tls_config(authority)?)
+                        .map_err(connect_error)?;
                 }
                 endpoint.connect().await.map_err(connect_error)?
             }
@@ -175,8 +200,10 @@ impl ConnectOptions {
         });
         config = match ca_path {
             Some(path) => {
-                let pem = std::fs::read(&path)
-                    .map_err(|e| Error::Credentials { path: path.clone(), reason: e.to_string() })?;
+                let pem = std::fs::read(&path).map_err(|e| Error::Credentials {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
                 config.ca_certificate(Certificate::from_pem(pem))
             }
             None => config.with_native_roots(),
@@ -191,7 +218,9 @@ impl ConnectOptions {
 
 /// The host part of `host:port` or `[v6]:port`.
 fn host_of(authority: &str) -> &str {
-    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
@@ -219,15 +248,27 @@ mod tests {
 
     #[test]
     fn parses_endpoints() {
-        assert_eq!(Target::parse("unix:/a/b.sock").unwrap(), Target::Unix("/a/b.sock".into()));
-        assert_eq!(Target::parse("unix:///a/b.sock").unwrap(), Target::Unix("/a/b.sock".into()));
+        assert_eq!(
+            Target::parse("unix:/a/b.sock").unwrap(),
+            Target::Unix("/a/b.sock".into())
+        );
+        assert_eq!(
+            Target::parse("unix:///a/b.sock").unwrap(),
+            Target::Unix("/a/b.sock".into())
+        );
         assert_eq!(
             Target::parse("127.0.0.1:7440").unwrap(),
-            Target::Tcp { authority: "127.0.0.1:7440".into(), tls: false }
+            Target::Tcp {
+                authority: "127.0.0.1:7440".into(),
+                tls: false
+            }
         );
         assert_eq!(
             Target::parse("https://node.example:7440/").unwrap(),
-            Target::Tcp { authority: "node.example:7440".into(), tls: true }
+            Target::Tcp {
+                authority: "node.example:7440".into(),
+                tls: true
+            }
         );
         assert!(Target::parse("ftp://x:1").is_err());
         assert!(Target::parse("localhost").is_err());
@@ -236,8 +277,14 @@ mod tests {
 
     #[test]
     fn default_target_is_the_data_dirs_socket() {
-        let options = ConnectOptions { data_dir: Some("/d".into()), ..Default::default() };
-        assert_eq!(options.target().unwrap(), Target::Unix("/d/mehrd.sock".into()));
+        let options = ConnectOptions {
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            options.target().unwrap(),
+            Target::Unix("/d/mehrd.sock".into())
+        );
     }
 
     #[test]
@@ -249,7 +296,10 @@ mod tests {
         };
         let target = options.target().unwrap();
         let err = options.resolve_token(&target).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/mehr/api.token"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/mehr/api.token"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,7 +12,11 @@ use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
 /// Path prefixes that need no token.
-const OPEN_PATHS: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection.v1.", "/grpc.reflection.v1alpha."];
+const OPEN_PATHS: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.",
+    "/grpc.reflection.v1alpha.",
+];
 
 /// Adds [`BearerAuth`] to a service stack.
 #[derive(Clone)]
@@ -23,7 +27,9 @@ pub(super) struct BearerAuthLayer {
 impl BearerAuthLayer {
     /// Requires `authorization: Bearer <token>` on every call but the open ones.
     pub(super) fn new(token: &str) -> Self {
-        BearerAuthLayer { token: token.into() }
+        BearerAuthLayer {
+            token: token.into(),
+        }
     }
 }
 
@@ -31,7 +37,10 @@ impl<S> Layer<S> for BearerAuthLayer {
     type Service = BearerAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerAuth { inner, token: self.token.clone() }
+        BearerAuth {
+            inner,
+            token: self.token.clone(),
+        }
     }
 }
 
@@ -44,14 +53,22 @@ pub(super) struct BearerAuth<S> {
 
 impl<S> BearerAuth<S> {
     fn check(&self, request: &http::Request<impl Sized>) -> Result<(), &'static str> {
-        if OPEN_PATHS.iter().any(|open| request.uri().path().starts_with(open)) {
+        if OPEN_PATHS
+            .iter()
+            .any(|open| request.uri().path().starts_with(open))
+        {
             return Ok(());
         }
         let Some(header) = request.headers().get(http::header::AUTHORIZATION) else {
-            return Err("missing bearer token: send the header `authorization: Bearer <token>`; \
-                        the token is the file api.token in the node's data dir");
+            return Err(
+                "missing bearer token: send the header `authorization: Bearer <token>`; \
+                        the token is the file api.token in the node's data dir",
+            );
         };
-        let presented = header.as_bytes().strip_prefix(b"Bearer ").unwrap_or_default();
+        let presented = header
+            .as_bytes()
+            .strip_prefix(b"Bearer ")
+            .unwrap_or_default();
         if bool::from(presented.ct_eq(self.token.as_bytes())) {
             Ok(())
         } else {
@@ -62,7 +79,10 @@ impl<S> BearerAuth<S> {
 
 impl<S, B> Service<http::Request<B>> for BearerAuth<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -99,14 +119,42 @@ mod tests {
 
     #[test]
     fn token_checks() {
-        let auth = BearerAuth { inner: (), token: "secret".into() };
-        assert!(auth.check(&request("/mehr.v1.NodeService/GetInfo", Some("Bearer secret"))).is_ok());
-        let missing = auth.check(&request("/mehr.v1.NodeService/GetInfo", None)).unwrap_err();
+        let auth = BearerAuth {
+            inner: (),
+            token: "secret".into(),
+        };
+        assert!(
+            auth.check(&request(
+                "/mehr.v1.NodeService/GetInfo",
+                Some("Bearer secret")
+            ))
+            .is_ok()
+        );
+        let missing = auth
+            .check(&request("/mehr.v1.NodeService/GetInfo", None))
+            .unwrap_err();
         assert!(missing.contains("missing bearer token"));
-        let wrong = auth.check(&request("/mehr.v1.NodeService/GetInfo", Some("Bearer nope"))).unwrap_err();
+        let wrong = auth
+            .check(&request(
+                "/mehr.v1.NodeService/GetInfo",
+                Some("Bearer nope"),
+            ))
+            .unwrap_err();
         assert!(wrong.contains("invalid bearer token"));
-        assert!(auth.check(&request("/mehr.v1.NodeService/GetInfo", Some("secret"))).is_err());
-        assert!(auth.check(&request("/grpc.health.v1.Health/Check", None)).is_ok());
-        assert!(auth.check(&request("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", None)).is_ok());
+        assert!(
+            auth.check(&request("/mehr.v1.NodeService/GetInfo", Some("secret")))
+                .is_err()
+        );
+        assert!(
+            auth.check(&request("/grpc.health.v1.Health/Check", None))
+                .is_ok()
+        );
+        assert!(
+            auth.check(&request(
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                None
+            ))
+            .is_ok()
+        );
     }
 }

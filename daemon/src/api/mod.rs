@@ -22,10 +22,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     service::RoutesBuilder,
-    transport::{
-        Server, ServerTlsConfig,
-        server::TcpIncoming,
-    },
+    transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -85,31 +82,43 @@ impl Listeners {
         let mut bound = Vec::new();
         let mut unix_path = None;
         if config.unix_socket {
-            let bind_err = |source| ApiError::Bind { address: socket_path.display().to_string(), source };
+            let bind_err = |source| ApiError::Bind {
+                address: socket_path.display().to_string(),
+                source,
+            };
             match std::fs::remove_file(socket_path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(bind_err(e)),
                 _ => {}
             }
             let listener = UnixListener::bind(socket_path).map_err(bind_err)?;
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(socket_path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+            std::fs::set_permissions(socket_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(bind_err)?;
             endpoints.push(Endpoint {
                 kind: mehr_proto::v1::ApiEndpointKind::Unix,
                 address: socket_path.display().to_string(),
                 tls: false,
                 requires_token: false,
             });
-            bound.push(BoundListener { incoming: Incoming::Unix(listener), tls: false, requires_token: false });
+            bound.push(BoundListener {
+                incoming: Incoming::Unix(listener),
+                tls: false,
+                requires_token: false,
+            });
             unix_path = Some(socket_path.to_path_buf());
         }
 
         for addr in &config.listen {
             let incoming = TcpIncoming::bind(*addr)
-                .map_err(|source| ApiError::Bind { address: addr.to_string(), source })?
+                .map_err(|source| ApiError::Bind {
+                    address: addr.to_string(),
+                    source,
+                })?
                 .with_nodelay(Some(true));
-            let local: SocketAddr = incoming
-                .local_addr()
-                .map_err(|source| ApiError::Bind { address: addr.to_string(), source })?;
+            let local: SocketAddr = incoming.local_addr().map_err(|source| ApiError::Bind {
+                address: addr.to_string(),
+                source,
+            })?;
             let tls = match config.tls {
                 TlsMode::Always => true,
                 TlsMode::Auto => !addr.ip().is_loopback(),
@@ -121,9 +130,17 @@ impl Listeners {
                 tls,
                 requires_token: true,
             });
-            bound.push(BoundListener { incoming: Incoming::Tcp(incoming), tls, requires_token: true });
+            bound.push(BoundListener {
+                incoming: Incoming::Tcp(incoming),
+                tls,
+                requires_token: true,
+            });
         }
-        Ok(Listeners { bound, socket_path: unix_path, endpoints })
+        Ok(Listeners {
+            bound,
+            socket_path: unix_path,
+            endpoints,
+        })
     }
 
     /// Where the API will be served.
@@ -184,9 +201,14 @@ pub async fn serve(
     for listener in listeners.bound {
         let mut server = Server::builder().timeout(timeout);
         if listener.tls {
-            let material = tls.as_ref().expect("Listeners::needs_tls was checked by the caller");
-            let identity = tonic::transport::Identity::from_pem(&material.cert_pem, &material.key_pem);
-            server = server.tls_config(ServerTlsConfig::new().identity(identity)).map_err(ApiError::TlsConfig)?;
+            let material = tls
+                .as_ref()
+                .expect("Listeners::needs_tls was checked by the caller");
+            let identity =
+                tonic::transport::Identity::from_pem(&material.cert_pem, &material.key_pem);
+            server = server
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .map_err(ApiError::TlsConfig)?;
         }
         let auth = listener.requires_token.then(|| BearerAuthLayer::new(token));
         let router = server
@@ -197,13 +219,17 @@ pub async fn serve(
             .add_routes(routes.clone());
         let stop = shutdown.clone().cancelled_owned();
         servers.push(match listener.incoming {
-            Incoming::Unix(unix) => {
-                tokio::spawn(router.serve_with_incoming_shutdown(UnixListenerStream::new(unix), stop))
-            }
+            Incoming::Unix(unix) => tokio::spawn(
+                router.serve_with_incoming_shutdown(UnixListenerStream::new(unix), stop),
+            ),
             Incoming::Tcp(tcp) => tokio::spawn(router.serve_with_incoming_shutdown(tcp, stop)),
         });
     }
-    Ok(RunningApi { health, servers, socket_path: listeners.socket_path })
+    Ok(RunningApi {
+        health,
+        servers,
+        socket_path: listeners.socket_path,
+    })
 }
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {
@@ -215,8 +241,12 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 impl RunningApi {
     /// Marks the node NOT_SERVING for health checkers (the first step of shutdown).
     pub async fn set_not_serving(&self) {
-        self.health.set_service_status("", ServingStatus::NotServing).await;
-        self.health.set_not_serving::<NodeServiceServer<NodeApi>>().await;
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        self.health
+            .set_not_serving::<NodeServiceServer<NodeApi>>()
+            .await;
     }
 
     /// Waits for every server to finish its in-flight requests, at most `grace`; servers still

@@ -85,7 +85,10 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEventsResponse, Status>
 
 #[tonic::async_trait]
 impl NodeService for NodeApi {
-    async fn get_info(&self, _: Request<GetInfoRequest>) -> Result<Response<GetInfoResponse>, Status> {
+    async fn get_info(
+        &self,
+        _: Request<GetInfoRequest>,
+    ) -> Result<Response<GetInfoResponse>, Status> {
         let facts = &self.facts;
         Ok(Response::new(GetInfoResponse {
             identity_hash: facts.identity_hash.to_vec().into(),
@@ -129,7 +132,12 @@ impl NodeService for NodeApi {
                     Err(broadcast::error::RecvError::Lagged(missed)) => (lagged(missed), false),
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
-                if tx.send(Ok(WatchEventsResponse { event: Some(event) })).await.is_err() || last {
+                if tx
+                    .send(Ok(WatchEventsResponse { event: Some(event) }))
+                    .await
+                    .is_err()
+                    || last
+                {
                     return;
                 }
             }
@@ -149,9 +157,15 @@ fn participation_level(level: Participation) -> pb::ParticipationLevel {
 fn to_proto(event: &Event) -> pb::NodeEvent {
     use pb::node_event::Kind;
     let kind = match &event.kind {
-        EventKind::ShuttingDown { reason } => Kind::ShuttingDown(pb::ShuttingDown { reason: reason.clone() }),
+        EventKind::ShuttingDown { reason } => Kind::ShuttingDown(pb::ShuttingDown {
+            reason: reason.clone(),
+        }),
     };
-    pb::NodeEvent { sequence: event.sequence, at_unix_ms: event.at_unix_ms, kind: Some(kind) }
+    pb::NodeEvent {
+        sequence: event.sequence,
+        at_unix_ms: event.at_unix_ms,
+        kind: Some(kind),
+    }
 }
 
 fn lagged(missed: u64) -> pb::NodeEvent {

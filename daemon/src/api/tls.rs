@@ -46,11 +46,17 @@ pub fn load_or_generate(data_dir: &Path, extra_names: &[String]) -> Result<TlsMa
         let path = path.to_path_buf();
         move |source| DataDirError::Io { path, source }
     };
-    if let (Ok(cert_pem), Ok(recorded)) = (fs::read_to_string(&cert_path), fs::read_to_string(&names_path)) {
-        if recorded == wanted {
-            let key_pem = String::from_utf8_lossy(&data_dir::read_secret_file(&key_path)?).into_owned();
-            return Ok(TlsMaterial { cert_path, cert_pem, key_pem });
-        }
+    if let (Ok(cert_pem), Ok(recorded)) = (
+        fs::read_to_string(&cert_path),
+        fs::read_to_string(&names_path),
+    ) && recorded == wanted
+    {
+        let key_pem = String::from_utf8_lossy(&data_dir::read_secret_file(&key_path)?).into_owned();
+        return Ok(TlsMaterial {
+            cert_path,
+            cert_pem,
+            key_pem,
+        });
     }
 
     fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -66,16 +72,23 @@ pub fn load_or_generate(data_dir: &Path, extra_names: &[String]) -> Result<TlsMa
     data_dir::write_secret_file(&key_path, key_pem.as_bytes()).map_err(io(&key_path))?;
     fs::write(&cert_path, &cert_pem).map_err(io(&cert_path))?;
     fs::write(&names_path, &wanted).map_err(io(&names_path))?;
-    Ok(TlsMaterial { cert_path, cert_pem, key_pem })
+    Ok(TlsMaterial {
+        cert_path,
+        cert_pem,
+        key_pem,
+    })
 }
 
 /// The certificate's subject alternative names, sorted and deduplicated.
 fn certificate_names(extra: &[String]) -> Vec<String> {
-    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].iter().map(|s| s.to_string()).collect();
-    if let Ok(host) = nix::unistd::gethostname() {
-        if let Some(host) = host.to_str().filter(|h| !h.is_empty()) {
-            names.push(host.to_string());
-        }
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if let Ok(host) = nix::unistd::gethostname()
+        && let Some(host) = host.to_str().filter(|h| !h.is_empty())
+    {
+        names.push(host.to_string());
     }
     names.extend(extra.iter().cloned());
     names.sort();
@@ -93,7 +106,10 @@ mod tests {
         let first = load_or_generate(dir.path(), &[]).unwrap();
         assert!(first.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         let again = load_or_generate(dir.path(), &[]).unwrap();
-        assert_eq!(first.cert_pem, again.cert_pem, "unchanged names keep the certificate");
+        assert_eq!(
+            first.cert_pem, again.cert_pem,
+            "unchanged names keep the certificate"
+        );
         let renamed = load_or_generate(dir.path(), &["node.example".to_string()]).unwrap();
         assert_ne!(first.cert_pem, renamed.cert_pem);
     }

@@ -63,7 +63,10 @@ fn main() -> ExitCode {
         tracing::warn!(var, "ignoring environment variable: it matches no setting");
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("mehrd: cannot start the async runtime: {e}");
@@ -97,12 +100,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
 fn print_banner(node: &Node) {
     let facts = node.facts();
     let data_dir = facts.data_dir.display();
-    println!("mehrd {} — node {}", env!("CARGO_PKG_VERSION"), hex::encode(facts.identity_hash));
+    println!(
+        "mehrd {} — node {}",
+        env!("CARGO_PKG_VERSION"),
+        hex::encode(facts.identity_hash)
+    );
     println!("  data dir  {data_dir}");
     for endpoint in &facts.endpoints {
         if endpoint.requires_token {
             let scheme = if endpoint.tls { "https" } else { "http" };
-            println!("  api       {scheme}://{}  (bearer token in {data_dir}/api.token)", endpoint.address);
+            println!(
+                "  api       {scheme}://{}  (bearer token in {data_dir}/api.token)",
+                endpoint.address
+            );
         } else {
             println!("  api       unix:{}  (owner only)", endpoint.address);
         }

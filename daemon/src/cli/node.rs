@@ -55,7 +55,11 @@ fn endpoint_text(endpoint: &pb::ApiEndpoint) -> String {
         format!("unix:{}  (owner only)", endpoint.address)
     } else {
         let scheme = if endpoint.tls { "https" } else { "http" };
-        let token = if endpoint.requires_token { "  (bearer token)" } else { "" };
+        let token = if endpoint.requires_token {
+            "  (bearer token)"
+        } else {
+            ""
+        };
         format!("{scheme}://{}{token}", endpoint.address)
     }
 }
@@ -67,7 +71,11 @@ pub(super) async fn events(client: &Client, out: &Output) -> anyhow::Result<()> 
         let event = event?;
         let (text, detail) = describe(&event);
         out.line(
-            &format!("#{:<6} {}  {text}", event.sequence, output::timestamp(event.at_unix_ms)),
+            &format!(
+                "#{:<6} {}  {text}",
+                event.sequence,
+                output::timestamp(event.at_unix_ms)
+            ),
             json!({ "sequence": event.sequence, "at_unix_ms": event.at_unix_ms, "event": detail }),
         );
     }
@@ -77,12 +85,17 @@ pub(super) async fn events(client: &Client, out: &Output) -> anyhow::Result<()> 
 fn describe(event: &pb::NodeEvent) -> (String, serde_json::Value) {
     use pb::node_event::Kind;
     match &event.kind {
-        Some(Kind::ShuttingDown(e)) => {
-            (format!("shutting down: {}", e.reason), json!({ "type": "shutting_down", "reason": e.reason }))
-        }
-        Some(Kind::Lagged(e)) => {
-            (format!("missed {} events (reading too slowly)", e.missed), json!({ "type": "lagged", "missed": e.missed }))
-        }
-        None => ("unknown event (newer daemon?)".to_string(), json!({ "type": "unknown" })),
+        Some(Kind::ShuttingDown(e)) => (
+            format!("shutting down: {}", e.reason),
+            json!({ "type": "shutting_down", "reason": e.reason }),
+        ),
+        Some(Kind::Lagged(e)) => (
+            format!("missed {} events (reading too slowly)", e.missed),
+            json!({ "type": "lagged", "missed": e.missed }),
+        ),
+        None => (
+            "unknown event (newer daemon?)".to_string(),
+            json!({ "type": "unknown" }),
+        ),
     }
 }

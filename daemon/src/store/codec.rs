@@ -14,7 +14,10 @@ pub struct CodecError {
 impl CodecError {
     /// A decoding error for type `what`.
     pub fn new(what: &'static str, reason: impl Into<String>) -> Self {
-        CodecError { what, reason: reason.into() }
+        CodecError {
+            what,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -48,7 +51,8 @@ impl Value for String {
         self.as_bytes().to_vec()
     }
     fn decode_value(bytes: &[u8]) -> Result<Self, CodecError> {
-        String::from_utf8(bytes.to_vec()).map_err(|e| CodecError::new("string value", e.to_string()))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|e| CodecError::new("string value", e.to_string()))
     }
 }
 
@@ -75,7 +79,12 @@ impl<const N: usize> Key for [u8; N] {
         self.to_vec()
     }
     fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
-        bytes.try_into().map_err(|_| CodecError::new("fixed key", format!("expected {N} bytes, found {}", bytes.len())))
+        bytes.try_into().map_err(|_| {
+            CodecError::new(
+                "fixed key",
+                format!("expected {N} bytes, found {}", bytes.len()),
+            )
+        })
     }
 }
 
@@ -84,9 +93,12 @@ impl<const N: usize> Value for [u8; N] {
         self.to_vec()
     }
     fn decode_value(bytes: &[u8]) -> Result<Self, CodecError> {
-        bytes
-            .try_into()
-            .map_err(|_| CodecError::new("fixed value", format!("expected {N} bytes, found {}", bytes.len())))
+        bytes.try_into().map_err(|_| {
+            CodecError::new(
+                "fixed value",
+                format!("expected {N} bytes, found {}", bytes.len()),
+            )
+        })
     }
 }
 
@@ -95,9 +107,12 @@ impl Key for u64 {
         self.to_be_bytes().to_vec()
     }
     fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
-        let array: [u8; 8] = bytes
-            .try_into()
-            .map_err(|_| CodecError::new("u64 key", format!("expected 8 bytes, found {}", bytes.len())))?;
+        let array: [u8; 8] = bytes.try_into().map_err(|_| {
+            CodecError::new(
+                "u64 key",
+                format!("expected 8 bytes, found {}", bytes.len()),
+            )
+        })?;
         Ok(u64::from_be_bytes(array))
     }
 }
@@ -107,9 +122,12 @@ impl Value for u64 {
         self.to_le_bytes().to_vec()
     }
     fn decode_value(bytes: &[u8]) -> Result<Self, CodecError> {
-        let array: [u8; 8] = bytes
-            .try_into()
-            .map_err(|_| CodecError::new("u64 value", format!("expected 8 bytes, found {}", bytes.len())))?;
+        let array: [u8; 8] = bytes.try_into().map_err(|_| {
+            CodecError::new(
+                "u64 value",
+                format!("expected 8 bytes, found {}", bytes.len()),
+            )
+        })?;
         Ok(u64::from_le_bytes(array))
     }
 }
@@ -124,7 +142,10 @@ impl<const N: usize, B: Key> Key for ([u8; N], B) {
     }
     fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
         if bytes.len() < N {
-            return Err(CodecError::new("pair key", format!("shorter than its {N}-byte prefix")));
+            return Err(CodecError::new(
+                "pair key",
+                format!("shorter than its {N}-byte prefix"),
+            ));
         }
         let (head, tail) = bytes.split_at(N);
         Ok((head.try_into().expect("split at N"), B::decode_key(tail)?))

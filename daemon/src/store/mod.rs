@@ -48,7 +48,10 @@ pub struct Table<K, V> {
 impl<K, V> Table<K, V> {
     /// A table over the column family `name`, which must be listed in [`COLUMN_FAMILIES`].
     pub const fn new(name: &'static str) -> Self {
-        Table { name, _types: PhantomData }
+        Table {
+            name,
+            _types: PhantomData,
+        }
     }
 
     /// The column family's name.
@@ -72,7 +75,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.db.path()).finish()
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .finish()
     }
 }
 
@@ -92,11 +97,16 @@ impl Store {
                 }
             }
         }
-        let descriptors = families.iter().map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let descriptors = families
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(|e| {
             let message = e.to_string();
             if message.contains("lock") {
-                StoreError::Locked { path: path.display().to_string(), message }
+                StoreError::Locked {
+                    path: path.display().to_string(),
+                    message,
+                }
             } else {
                 StoreError::Db(e)
             }
@@ -111,15 +121,31 @@ impl Store {
     }
 
     /// Reads one record.
-    pub fn get<K: Key, V: Value>(&self, table: Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
-        let bytes = self.db.get_pinned_cf(self.cf(table.name), key.encode_key())?;
+    pub fn get<K: Key, V: Value>(
+        &self,
+        table: Table<K, V>,
+        key: &K,
+    ) -> Result<Option<V>, StoreError> {
+        let bytes = self
+            .db
+            .get_pinned_cf(self.cf(table.name), key.encode_key())?;
         bytes
-            .map(|b| V::decode_value(&b).map_err(|source| StoreError::Corrupt { table: table.name, source }))
+            .map(|b| {
+                V::decode_value(&b).map_err(|source| StoreError::Corrupt {
+                    table: table.name,
+                    source,
+                })
+            })
             .transpose()
     }
 
     /// Writes one record durably (a batch of one).
-    pub fn put<K: Key, V: Value>(&self, table: Table<K, V>, key: &K, value: &V) -> Result<(), StoreError> {
+    pub fn put<K: Key, V: Value>(
+        &self,
+        table: Table<K, V>,
+        key: &K,
+        value: &V,
+    ) -> Result<(), StoreError> {
         let mut batch = self.batch();
         batch.put(table, key, value);
         self.commit(batch)
@@ -127,7 +153,10 @@ impl Store {
 
     /// Starts an atomic batch of changes.
     pub fn batch(&self) -> Batch<'_> {
-        Batch { store: self, inner: rocksdb::WriteBatch::default() }
+        Batch {
+            store: self,
+            inner: rocksdb::WriteBatch::default(),
+        }
     }
 
     /// Applies `batch` atomically and syncs it to the write-ahead log before returning.
@@ -175,12 +204,21 @@ impl Store {
     ) -> impl Iterator<Item = Result<(K, V), StoreError>> + 'a {
         let prefix = prefix.to_vec();
         self.db
-            .iterator_cf(self.cf(table.name), IteratorMode::From(start, rocksdb::Direction::Forward))
+            .iterator_cf(
+                self.cf(table.name),
+                IteratorMode::From(start, rocksdb::Direction::Forward),
+            )
             .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
             .map(move |item| {
                 let (k, v) = item?;
-                let corrupt = |source| StoreError::Corrupt { table: table.name, source };
-                Ok((K::decode_key(&k).map_err(corrupt)?, V::decode_value(&v).map_err(corrupt)?))
+                let corrupt = |source| StoreError::Corrupt {
+                    table: table.name,
+                    source,
+                };
+                Ok((
+                    K::decode_key(&k).map_err(corrupt)?,
+                    V::decode_value(&v).map_err(corrupt)?,
+                ))
             })
     }
 
@@ -203,12 +241,17 @@ pub struct Batch<'a> {
 impl Batch<'_> {
     /// Adds a write.
     pub fn put<K: Key, V: Value>(&mut self, table: Table<K, V>, key: &K, value: &V) {
-        self.inner.put_cf(self.store.cf(table.name), key.encode_key(), value.encode_value());
+        self.inner.put_cf(
+            self.store.cf(table.name),
+            key.encode_key(),
+            value.encode_value(),
+        );
     }
 
     /// Adds a deletion.
     pub fn delete<K: Key, V: Value>(&mut self, table: Table<K, V>, key: &K) {
-        self.inner.delete_cf(self.store.cf(table.name), key.encode_key());
+        self.inner
+            .delete_cf(self.store.cf(table.name), key.encode_key());
     }
 
     /// Number of changes in the batch.
@@ -232,8 +275,13 @@ mod tests {
     fn typed_round_trip_and_atomic_batch() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.put(META, &"greeting".to_string(), &b"hello".to_vec()).unwrap();
-        assert_eq!(store.get(META, &"greeting".to_string()).unwrap(), Some(b"hello".to_vec()));
+        store
+            .put(META, &"greeting".to_string(), &b"hello".to_vec())
+            .unwrap();
+        assert_eq!(
+            store.get(META, &"greeting".to_string()).unwrap(),
+            Some(b"hello".to_vec())
+        );
         let mut batch = store.batch();
         batch.put(META, &"a".to_string(), &vec![1]);
         batch.put(META, &"b".to_string(), &vec![2]);
@@ -241,8 +289,14 @@ mod tests {
         assert_eq!(batch.len(), 3);
         store.commit(batch).unwrap();
         assert_eq!(store.get(META, &"greeting".to_string()).unwrap(), None);
-        let all: Vec<_> = store.scan_prefix(META, b"").collect::<Result<_, _>>().unwrap();
-        assert_eq!(all, vec![("a".to_string(), vec![1]), ("b".to_string(), vec![2])]);
+        let all: Vec<_> = store
+            .scan_prefix(META, b"")
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            all,
+            vec![("a".to_string(), vec![1]), ("b".to_string(), vec![2])]
+        );
     }
 
     #[test]
@@ -255,16 +309,28 @@ mod tests {
             }
         }
         let store = Store::open(dir.path()).unwrap();
-        let keys: Vec<u64> = store.scan_from(NUMBERS, &[]).map(|r| r.unwrap().0).collect();
-        assert_eq!(keys, vec![1, 30, 200], "u64 keys are big-endian so they sort numerically");
+        let keys: Vec<u64> = store
+            .scan_from(NUMBERS, &[])
+            .map(|r| r.unwrap().0)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![1, 30, 200],
+            "u64 keys are big-endian so they sort numerically"
+        );
     }
 
     #[test]
     fn undecodable_record_is_reported_as_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.put(META, &"n".to_string(), &vec![0xff, 0xfe]).unwrap();
+        store
+            .put(META, &"n".to_string(), &vec![0xff, 0xfe])
+            .unwrap();
         let as_string: Table<String, String> = Table::new(schema::CF_META);
-        assert!(matches!(store.get(as_string, &"n".to_string()), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.get(as_string, &"n".to_string()),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }

@@ -27,7 +27,11 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A free loopback TCP port (bound, read, released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running daemon.
@@ -75,7 +79,13 @@ impl TestDaemon {
             .stderr(stderr)
             .spawn()
             .expect("spawn mehrd");
-        TestDaemon { child: Some(child), data_dir: data_dir.to_path_buf(), api, _temp: None, stderr_path }
+        TestDaemon {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            api,
+            _temp: None,
+            stderr_path,
+        }
     }
 
     /// What the daemon wrote to stderr so far.
@@ -86,27 +96,44 @@ impl TestDaemon {
     /// Waits until the API answers on the Unix socket (panics with the daemon's log otherwise).
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("mehrd exited early ({status}):\n{}", self.stderr());
             }
-            if runtime.block_on(async { self.client().await.ok()?.info().await.ok() }).is_some() {
+            if runtime
+                .block_on(async { self.client().await.ok()?.info().await.ok() })
+                .is_some()
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "mehrd did not become ready:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "mehrd did not become ready:\n{}",
+                self.stderr()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// An SDK client over the Unix socket.
     pub async fn client(&self) -> Result<Client, mehr_sdk::Error> {
-        Client::connect_with(ConnectOptions { data_dir: Some(self.data_dir.clone()), ..Default::default() }).await
+        Client::connect_with(ConnectOptions {
+            data_dir: Some(self.data_dir.clone()),
+            ..Default::default()
+        })
+        .await
     }
 
     /// The API token.
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("api.token")).unwrap().trim().to_string()
+        std::fs::read_to_string(self.data_dir.join("api.token"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// Runs the `mehr` CLI against this daemon.

@@ -2,6 +2,7 @@
 //! in order, time advanced in steps.
 
 use super::*;
+use crate::packet::TransportType;
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
