@@ -6,6 +6,7 @@
 //! add TLS. All listeners share one concurrency budget, so load shedding is node-wide.
 
 mod auth;
+pub mod status;
 pub mod node;
 pub mod tls;
 

@@ -11,6 +11,44 @@
 //! - [`framing`]: HDLC (TCP) and KISS (serial) framing.
 //! - [`router`]: a transport node: duplicate suppression, path table, announce rebroadcast,
 //!   forwarding, local delivery and local links.
+//!
+//! The I/O layer around the router:
+//!
+//! ```
+//! use mehr_transport::framing::hdlc;
+//! use mehr_transport::router::{LocalDestination, WallClock};
+//! use mehr_transport::{
+//!     Action, DestinationName, InterfaceConfig, InterfaceId, PrivateIdentity, Router, RouterConfig,
+//!     Timestamp,
+//! };
+//! use rand::rngs::OsRng;
+//!
+//! let clock = WallClock { at: Timestamp::ZERO, unix_secs: 1_750_000_000 };
+//! let mut router =
+//!     Router::new(PrivateIdentity::generate(&mut OsRng), RouterConfig::default(), clock, Box::new(OsRng));
+//! let tcp = InterfaceId(1);
+//! router.add_interface(tcp, InterfaceConfig::new(10_000_000));
+//! let node = LocalDestination::new(PrivateIdentity::generate(&mut OsRng), DestinationName::mehr_node());
+//! let me = router.register_destination(node);
+//! router.announce(&me, Timestamp::from_millis(5)).unwrap();
+//!
+//! // Bytes from a socket go through the interface's decoder into the router…
+//! let mut decoder = hdlc::Decoder::new(1064);
+//! for frame in decoder.decode(&[/* bytes read from the TCP stream */]) {
+//!     router.handle_inbound(tcp, &frame, Timestamp::from_millis(6));
+//! }
+//! router.tick(Timestamp::from_millis(250));
+//! // …and actions come out.
+//! while let Some(action) = router.poll_action() {
+//!     match action {
+//!         Action::Transmit { interface, frame, .. } => {
+//!             let _bytes_for_socket = hdlc::encode(&frame);
+//!             assert_eq!(interface, tcp);
+//!         }
+//!         Action::Deliver { .. } | Action::Event(_) => {}
+//!     }
+//! }
+//! ```
 
 pub mod announce;
 pub mod clock;
@@ -38,5 +76,8 @@ pub use identity::{Identity, PrivateIdentity};
 pub use link::Link;
 pub use packet::{Context, DestinationType, Packet, PacketType, TransportType};
 pub use path_cost::CompactPathCost;
-pub use router::{Action, InterfaceConfig, InterfaceId, Router, RouterConfig, RouterEvent};
+pub use router::{
+    Action, InterfaceConfig, InterfaceId, LocalDestination, Router, RouterConfig, RouterEvent,
+    WallClock,
+};
 pub use token::Token;
