@@ -38,6 +38,10 @@ pub struct Config {
     pub api: ApiConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The mesh transport.
+    pub transport: crate::transport::TransportConfig,
+    /// Mesh interfaces (`[[interfaces]]` tables); replaces the defaults when given.
+    pub interfaces: Vec<crate::transport::InterfaceSpec>,
 }
 
 /// Participation level (seed 002): L0 relays only, L1 adds the economics, L2 is everything.
@@ -181,6 +185,8 @@ impl Config {
                 level: "info".into(),
                 format: LogFormat::Text,
             },
+            transport: crate::transport::TransportConfig::default(),
+            interfaces: crate::transport::interfaces::spec::default_interfaces(),
         }
     }
 
@@ -268,6 +274,10 @@ impl Config {
                  the API is only served off loopback with TLS"
             )));
         }
+        for spec in &self.interfaces {
+            spec.kind()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if self.api.request_timeout_secs == 0 || self.api.max_concurrent_requests == 0 {
             return Err(ConfigError::Invalid(
                 "api.request_timeout_secs and api.max_concurrent_requests must be above zero"
@@ -310,6 +320,20 @@ fn check_schema(defaults: &toml::Value, layer: &toml::Value) -> Result<(), Strin
                     walk(known_value, value, &path)?;
                 }
                 Some(_) if value.is_table() => return Err(format!("`{path}` must not be a table")),
+                // The one array of tables: check each entry so the error names it.
+                Some(toml::Value::Array(_)) if path == "interfaces" => {
+                    let entries = value
+                        .as_array()
+                        .ok_or_else(|| format!("`{path}` must be an array of tables"))?;
+                    for (i, entry) in entries.iter().enumerate() {
+                        let spec: crate::transport::InterfaceSpec =
+                            entry.clone().try_into().map_err(|e: toml::de::Error| {
+                                format!("`interfaces[{i}]`: {}", e.message())
+                            })?;
+                        spec.kind()
+                            .map_err(|e| format!("`interfaces[{i}]`: {}", e.message))?;
+                    }
+                }
                 Some(_) => {}
             }
         }
@@ -496,6 +520,27 @@ mod tests {
         let file = "[api]\nlisten = [\"0.0.0.0:7440\"]\ntls = \"never\"\n";
         let err = load(Some(file), &[], FlagOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("off loopback"), "{err}");
+    }
+
+    #[test]
+    fn interface_tables_are_checked_with_their_index() {
+        let file = "[[interfaces]]\ntype = \"tcp_server\"\nlisten_port = 4242\n\n[[interfaces]]\ntype = \"udp\"\nlisten_prot = 1\n";
+        let err = load(Some(file), &[], FlagOverrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("`interfaces[1]`") && err.to_string().contains("listen_prot"),
+            "{err}"
+        );
+        let file = "[[interfaces]]\ntype = \"tcp_client\"\ntarget_host = \"h\"\n";
+        let err = load(Some(file), &[], FlagOverrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("`target_port` is required"),
+            "{err}"
+        );
+        let config = load(None, &[("MEHR_INTERFACES", "[]")], FlagOverrides::default()).unwrap();
+        assert!(
+            config.interfaces.is_empty(),
+            "an empty list turns the default interfaces off"
+        );
     }
 
     #[test]

@@ -19,6 +19,38 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// An interface started carrying traffic (configured, added, or an accepted connection).
+    InterfaceUp {
+        /// Its id.
+        id: u32,
+        /// Its name.
+        name: String,
+    },
+    /// An interface stopped.
+    InterfaceDown {
+        /// Its id.
+        id: u32,
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A path to a destination was learned or replaced.
+    PathLearned {
+        /// The destination hash.
+        destination: [u8; 16],
+        /// Hops to it.
+        hops: u8,
+        /// Interface it leads out of.
+        interface: u32,
+    },
+    /// A message arrived for a local app destination.
+    MessageReceived {
+        /// The local destination.
+        destination: [u8; 16],
+        /// Its size.
+        bytes: u64,
+    },
 }
 
 /// One published event.

@@ -12,10 +12,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
+use mehr_transport::identity::PrivateIdentity;
 use rand::rngs::OsRng;
-use sha2::{Digest, Sha256};
-use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::data_dir::{self, DataDirError};
@@ -62,8 +61,7 @@ pub enum IdentityError {
 
 /// The node's key pairs.
 pub struct NodeIdentity {
-    x25519: StaticSecret,
-    ed25519: SigningKey,
+    keys: PrivateIdentity,
 }
 
 impl std::fmt::Debug for NodeIdentity {
@@ -78,32 +76,25 @@ impl NodeIdentity {
     /// Generates a fresh identity.
     pub fn generate() -> Self {
         NodeIdentity {
-            x25519: StaticSecret::random_from_rng(OsRng),
-            ed25519: SigningKey::generate(&mut OsRng),
+            keys: PrivateIdentity::generate(&mut OsRng),
         }
     }
 
     /// Builds the identity from Reticulum's 64-byte private key layout.
     pub fn from_private_bytes(bytes: &[u8; IDENTITY_FILE_LEN]) -> Self {
-        let mut x = [0u8; 32];
-        let mut ed = [0u8; 32];
-        x.copy_from_slice(&bytes[..32]);
-        ed.copy_from_slice(&bytes[32..]);
-        let identity = NodeIdentity {
-            x25519: StaticSecret::from(x),
-            ed25519: SigningKey::from_bytes(&ed),
-        };
-        zeroize::Zeroize::zeroize(&mut x);
-        zeroize::Zeroize::zeroize(&mut ed);
-        identity
+        NodeIdentity {
+            keys: PrivateIdentity::from_private_key(bytes),
+        }
     }
 
     /// Reticulum's 64-byte private key layout.
     pub fn to_private_bytes(&self) -> Zeroizing<[u8; IDENTITY_FILE_LEN]> {
-        let mut out = Zeroizing::new([0u8; IDENTITY_FILE_LEN]);
-        out[..32].copy_from_slice(&self.x25519.to_bytes());
-        out[32..].copy_from_slice(&self.ed25519.to_bytes());
-        out
+        self.keys.to_private_key()
+    }
+
+    /// The key pairs, for the transport.
+    pub fn keys(&self) -> &PrivateIdentity {
+        &self.keys
     }
 
     /// Loads the identity from `<data_dir>/identity`, or creates it there (0600) on first start.
@@ -145,28 +136,22 @@ impl NodeIdentity {
 
     /// The X25519 public key.
     pub fn x25519_public(&self) -> [u8; 32] {
-        X25519Public::from(&self.x25519).to_bytes()
+        self.keys.public().encryption_key().to_bytes()
     }
 
     /// The Ed25519 public key.
     pub fn ed25519_public(&self) -> VerifyingKey {
-        self.ed25519.verifying_key()
+        *self.keys.public().signing_key()
     }
 
     /// The identity hash, as Reticulum computes it.
     pub fn hash(&self) -> IdentityHash {
-        let mut hasher = Sha256::new();
-        hasher.update(self.x25519_public());
-        hasher.update(self.ed25519_public().as_bytes());
-        let digest = hasher.finalize();
-        let mut hash = [0u8; 16];
-        hash.copy_from_slice(&digest[..16]);
-        hash
+        self.keys.hash().0
     }
 
     /// Signs `message` with the Ed25519 key.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
-        self.ed25519.sign(message).to_bytes()
+        self.keys.sign(message)
     }
 }
 
@@ -206,6 +191,7 @@ mod tests {
 
     #[test]
     fn hash_matches_reticulum_definition() {
+        use sha2::{Digest, Sha256};
         let identity = NodeIdentity::from_private_bytes(&[7u8; 64]);
         let mut material = identity.x25519_public().to_vec();
         material.extend_from_slice(identity.ed25519_public().as_bytes());

@@ -14,3 +14,4 @@ pub mod identity;
 pub mod node;
 pub mod store;
 pub mod telemetry;
+pub mod transport;

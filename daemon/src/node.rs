@@ -32,6 +32,9 @@ pub enum NodeError {
     /// The API could not be served.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The mesh transport could not start (an interface failed to open, typically).
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
 }
 
 /// A running node.
@@ -40,6 +43,7 @@ pub struct Node {
     events: Arc<EventBus>,
     store: Store,
     api: RunningApi,
+    transport_task: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
     grace: Duration,
     // Dropped last: the lock outlives everything that writes into the directory.
@@ -77,9 +81,19 @@ impl Node {
         let facts = Arc::new(facts);
         let events = Arc::new(EventBus::default());
         let shutdown = CancellationToken::new();
+        let (transport, transport_task) = crate::transport::start(
+            identity.keys().clone(),
+            config.transport.clone(),
+            config.interfaces.clone(),
+            events.clone(),
+            shutdown.child_token(),
+        )
+        .await?;
 
         let services = Services {
             node: NodeApi::new(facts.clone(), events.clone()),
+            transport: crate::api::transport::TransportApi::new(transport.clone()),
+            messaging: crate::api::messaging::MessagingApi::new(transport.clone()),
         };
         let api = api::serve(
             listeners,
@@ -98,6 +112,7 @@ impl Node {
             events,
             store,
             api,
+            transport_task,
             shutdown,
             grace: Duration::from_secs(config.api.shutdown_grace_secs),
             _data_dir: data_dir,
@@ -120,6 +135,7 @@ impl Node {
         self.api.set_not_serving().await;
         self.shutdown.cancel();
         self.api.drain(self.grace).await;
+        let _ = self.transport_task.await;
         self.store.flush()?;
         tracing::info!("stopped cleanly");
         Ok(())

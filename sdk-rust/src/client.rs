@@ -82,6 +82,11 @@ impl Client {
         &self.target
     }
 
+    /// The authenticated channel, for the raw clients of every service.
+    pub(crate) fn channel(&self) -> AuthedChannel {
+        self.channel.clone()
+    }
+
     /// The raw `NodeService` client.
     pub fn node(&self) -> NodeServiceClient<AuthedChannel> {
         NodeServiceClient::new(self.channel.clone())

@@ -18,9 +18,11 @@ mod client;
 mod connect;
 mod error;
 pub mod layout;
+mod transport;
 
 pub use client::{AuthedChannel, BearerToken, Client, EventStream};
 pub use connect::{ConnectOptions, Target};
 pub use error::Error;
 /// The generated `mehr.v1` messages and clients.
 pub use mehr_proto::v1 as proto;
+pub use transport::Listening;

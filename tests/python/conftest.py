@@ -34,6 +34,8 @@ class Daemon:
             [binary, "--data-dir", str(data_dir), "--api-listen", self.address],
             stdout=subprocess.DEVNULL,
             stderr=self.log,
+            # No mesh interfaces: parallel daemons would fight over the default ports.
+            env={**os.environ, "MEHR_INTERFACES": "[]"},
         )
         self._wait_ready()
 

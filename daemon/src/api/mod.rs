@@ -6,9 +6,12 @@
 //! add TLS. All listeners share one concurrency budget, so load shedding is node-wide.
 
 mod auth;
-pub mod status;
+pub mod messaging;
 pub mod node;
+mod paging;
+pub mod status;
 pub mod tls;
+pub mod transport;
 
 use std::{
     net::SocketAddr,
@@ -17,7 +20,10 @@ use std::{
     time::Duration,
 };
 
-use mehr_proto::v1::node_service_server::NodeServiceServer;
+use mehr_proto::v1::{
+    messaging_service_server::MessagingServiceServer, node_service_server::NodeServiceServer,
+    transport_service_server::TransportServiceServer,
+};
 use tokio::{net::UnixListener, sync::Semaphore, task::JoinHandle};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -155,22 +161,45 @@ impl Listeners {
     }
 }
 
-/// The services the API serves. Each later service adds a field and one line in `routes`.
+/// The services the API serves. Each service is a field here and a line in `register`.
 #[derive(Clone)]
 pub struct Services {
     /// `mehr.v1.NodeService`.
     pub node: NodeApi,
+    /// `mehr.v1.TransportService`.
+    pub transport: transport::TransportApi,
+    /// `mehr.v1.MessagingService`.
+    pub messaging: messaging::MessagingApi,
 }
 
 impl Services {
     fn register(&self, routes: &mut RoutesBuilder) {
         routes.add_service(NodeServiceServer::new(self.node.clone()));
+        routes.add_service(TransportServiceServer::new(self.transport.clone()));
+        routes.add_service(MessagingServiceServer::new(self.messaging.clone()));
+    }
+
+    async fn set_serving(&self, health: &HealthReporter, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in [
+            "",
+            <NodeServiceServer<NodeApi> as tonic::server::NamedService>::NAME,
+            <TransportServiceServer<transport::TransportApi> as tonic::server::NamedService>::NAME,
+            <MessagingServiceServer<messaging::MessagingApi> as tonic::server::NamedService>::NAME,
+        ] {
+            health.set_service_status(name, status).await;
+        }
     }
 }
 
 /// The running API servers.
 pub struct RunningApi {
     health: HealthReporter,
+    services: Services,
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     socket_path: Option<PathBuf>,
 }
@@ -185,8 +214,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<RunningApi, ApiError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", ServingStatus::Serving).await;
-    health.set_serving::<NodeServiceServer<NodeApi>>().await;
+    services.set_serving(&health, true).await;
 
     let mut builder = RoutesBuilder::default();
     builder.add_service(health_service);
@@ -228,6 +256,7 @@ pub async fn serve(
     }
     Ok(RunningApi {
         health,
+        services,
         servers,
         socket_path: listeners.socket_path,
     })
@@ -242,12 +271,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 impl RunningApi {
     /// Marks the node NOT_SERVING for health checkers (the first step of shutdown).
     pub async fn set_not_serving(&self) {
-        self.health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        self.health
-            .set_not_serving::<NodeServiceServer<NodeApi>>()
-            .await;
+        self.services.set_serving(&self.health, false).await;
     }
 
     /// Waits for every server to finish its in-flight requests, at most `grace`; servers still

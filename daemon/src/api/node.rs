@@ -160,6 +160,30 @@ fn to_proto(event: &Event) -> pb::NodeEvent {
         EventKind::ShuttingDown { reason } => Kind::ShuttingDown(pb::ShuttingDown {
             reason: reason.clone(),
         }),
+        EventKind::InterfaceUp { id, name } => Kind::InterfaceUp(pb::InterfaceUp {
+            interface_id: *id,
+            name: name.clone(),
+        }),
+        EventKind::InterfaceDown { id, name, reason } => Kind::InterfaceDown(pb::InterfaceDown {
+            interface_id: *id,
+            name: name.clone(),
+            reason: reason.clone(),
+        }),
+        EventKind::PathLearned {
+            destination,
+            hops,
+            interface,
+        } => Kind::PathLearned(pb::PathLearned {
+            destination: destination.to_vec().into(),
+            hops: u32::from(*hops),
+            interface_id: *interface,
+        }),
+        EventKind::MessageReceived { destination, bytes } => {
+            Kind::MessageReceived(pb::MessageReceived {
+                destination: destination.to_vec().into(),
+                size_bytes: *bytes,
+            })
+        }
     };
     pb::NodeEvent {
         sequence: event.sequence,

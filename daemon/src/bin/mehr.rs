@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     match runtime.block_on(mehrd::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mehr: {e:#}");
+            eprintln!("mehr: {e}");
             ExitCode::FAILURE
         }
     }

@@ -76,8 +76,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("mehrd: {e:#}");
+            tracing::error!("{e}");
+            eprintln!("mehrd: {e}");
             ExitCode::FAILURE
         }
     }

@@ -3,6 +3,7 @@
 
 mod node;
 mod output;
+mod transport;
 
 use std::path::PathBuf;
 
@@ -43,6 +44,33 @@ pub enum Command {
     Info,
     /// Follow the node's events until it stops (Ctrl-C to quit).
     Events,
+    /// List mesh interfaces with their counters, or add/remove one.
+    Interfaces {
+        /// Add or remove (lists when absent).
+        #[command(subcommand)]
+        action: Option<transport::InterfacesAction>,
+    },
+    /// List known paths, or request one.
+    Paths {
+        /// Only paths to Mehr nodes.
+        #[arg(long)]
+        mehr: bool,
+        /// Request a path (lists when absent).
+        #[command(subcommand)]
+        action: Option<transport::PathsAction>,
+    },
+    /// List Mehr nodes one hop away.
+    Neighbours,
+    /// Announce this node now.
+    Announce,
+    /// Show router counters: packets, drops by reason, table sizes.
+    Stats,
+    /// Send an encrypted message to a destination.
+    Send(transport::SendArgs),
+    /// Reply over an inbound link (one packet).
+    Reply(transport::ReplyArgs),
+    /// Listen on an app destination and print the messages that arrive.
+    Listen(transport::ListenArgs),
 }
 
 /// Runs the parsed command line.
@@ -59,5 +87,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info => node::info(&client, &output).await,
         Command::Events => node::events(&client, &output).await,
+        Command::Interfaces { action } => transport::interfaces(&client, &output, action).await,
+        Command::Paths { mehr, action } => transport::paths(&client, &output, mehr, action).await,
+        Command::Neighbours => transport::neighbours(&client, &output).await,
+        Command::Announce => transport::announce(&client, &output).await,
+        Command::Stats => transport::stats(&client, &output).await,
+        Command::Send(args) => transport::send(&client, &output, args).await,
+        Command::Reply(args) => transport::reply(&client, &output, args).await,
+        Command::Listen(args) => transport::listen(&client, &output, args).await,
     }
 }

@@ -93,6 +93,34 @@ fn describe(event: &pb::NodeEvent) -> (String, serde_json::Value) {
             format!("missed {} events (reading too slowly)", e.missed),
             json!({ "type": "lagged", "missed": e.missed }),
         ),
+        Some(Kind::InterfaceUp(e)) => (
+            format!("interface {} up: {}", e.interface_id, e.name),
+            json!({ "type": "interface_up", "interface_id": e.interface_id, "name": e.name }),
+        ),
+        Some(Kind::InterfaceDown(e)) => (
+            format!(
+                "interface {} down: {} ({})",
+                e.interface_id, e.name, e.reason
+            ),
+            json!({ "type": "interface_down", "interface_id": e.interface_id, "name": e.name, "reason": e.reason }),
+        ),
+        Some(Kind::PathLearned(e)) => (
+            format!(
+                "path to {} learned: {} hops via interface {}",
+                hex::encode(&e.destination),
+                e.hops,
+                e.interface_id
+            ),
+            json!({ "type": "path_learned", "destination": hex::encode(&e.destination), "hops": e.hops, "interface_id": e.interface_id }),
+        ),
+        Some(Kind::MessageReceived(e)) => (
+            format!(
+                "message of {} bytes for {}",
+                e.size_bytes,
+                hex::encode(&e.destination)
+            ),
+            json!({ "type": "message_received", "destination": hex::encode(&e.destination), "size_bytes": e.size_bytes }),
+        ),
         None => (
             "unknown event (newer daemon?)".to_string(),
             json!({ "type": "unknown" }),

@@ -67,7 +67,13 @@ impl TestDaemon {
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
         let stderr_path = data_dir.with_extension(format!("stderr.{}", api.port()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let child = Command::new(bin("mehrd"))
+        let mut command = Command::new(bin("mehrd"));
+        if !extra.contains(&"--config") {
+            // No mesh interfaces unless the test configures some: parallel daemons would
+            // fight over the default ports. (The variable would override a config file.)
+            command.env("MEHR_INTERFACES", "[]");
+        }
+        let child = command
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--api-listen")

@@ -1,0 +1,125 @@
+//! `mehr.v1.MessagingService`: app destinations, encrypted messages, replies over links.
+
+use std::{pin::Pin, time::Duration};
+
+use futures::Stream;
+use mehr_proto::v1::{self as pb, messaging_service_server::MessagingService};
+use mehr_transport::hashes::LinkId;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::transport::destination;
+use crate::transport::{MessageVia, SendMethod, TransportHandle};
+
+/// Default wait for a send.
+const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The MessagingService implementation.
+#[derive(Clone)]
+pub struct MessagingApi {
+    transport: TransportHandle,
+}
+
+impl MessagingApi {
+    /// Serves messaging over `transport`.
+    pub fn new(transport: TransportHandle) -> Self {
+        MessagingApi { transport }
+    }
+}
+
+type ListenStream = Pin<Box<dyn Stream<Item = Result<pb::ListenResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl MessagingService for MessagingApi {
+    type ListenStream = ListenStream;
+
+    async fn listen(
+        &self,
+        request: Request<pb::ListenRequest>,
+    ) -> Result<Response<Self::ListenStream>, Status> {
+        let request = request.into_inner();
+        let mut listener = self
+            .transport
+            .listen(&request.name, request.announce)
+            .await?;
+        let (tx, rx) = mpsc::channel(64);
+        let first = pb::ListenResponse {
+            kind: Some(pb::listen_response::Kind::Listening(pb::Listening {
+                destination: listener.destination.0.to_vec().into(),
+            })),
+        };
+        // The listener (and with it the registration) lives as long as this task: it ends
+        // when the client goes away or the transport stops.
+        tokio::spawn(async move {
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    message = listener.messages.recv() => {
+                        let Some(message) = message else { return };
+                        let (link_id, interface_id) = match message.via {
+                            MessageVia::Link(link) => (Some(link.0.to_vec().into()), None),
+                            MessageVia::Packet => (None, message.interface),
+                        };
+                        let response = pb::ListenResponse {
+                            kind: Some(pb::listen_response::Kind::Message(pb::InboundMessage {
+                                payload: message.payload.into(),
+                                link_id,
+                                interface_id,
+                            })),
+                        };
+                        if tx.send(Ok(response)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn send(
+        &self,
+        request: Request<pb::SendRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        let request = request.into_inner();
+        let destination = destination("destination", &request.destination)?;
+        let timeout = match request.timeout_ms {
+            0 => DEFAULT_SEND_TIMEOUT,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let report = self
+            .transport
+            .send(destination, request.payload.to_vec(), timeout)
+            .await?;
+        Ok(Response::new(pb::SendResponse {
+            method: match report.method {
+                SendMethod::Packet => pb::SendMethod::Packet,
+                SendMethod::Link => pb::SendMethod::Link,
+            } as i32,
+            delivered: report.delivered,
+            rtt_ms: report.rtt.map(|rtt| rtt.as_millis() as u64),
+            packet_hash: report.packet_hash.map(|h| h.0.to_vec().into()),
+        }))
+    }
+
+    async fn reply(
+        &self,
+        request: Request<pb::ReplyRequest>,
+    ) -> Result<Response<pb::ReplyResponse>, Status> {
+        let request = request.into_inner();
+        let link = LinkId::from_slice(&request.link_id).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "link_id must be 16 bytes, not {}",
+                request.link_id.len()
+            ))
+        })?;
+        let hash = self.transport.reply(link, request.payload.to_vec()).await?;
+        Ok(Response::new(pb::ReplyResponse {
+            packet_hash: hash.0.to_vec().into(),
+        }))
+    }
+}

@@ -1,0 +1,535 @@
+//! Messages between applications across the mesh: local app destinations and their
+//! subscribers, and outbound messages on their way — waiting for a path, for a link, for a
+//! proof, or travelling as segments over a link. Owned by the transport actor, which calls in
+//! with the router and the time.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use mehr_transport::{
+    destination::DestinationName,
+    hashes::{DestinationHash, LinkId, PacketHash},
+    packet::{Context, ENCRYPTED_MDU, LINK_MDU},
+    router::Router,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    InboundMessage, SendMethod, SendReport, TransportError,
+    segments::{
+        AbortReason, Incoming, Outgoing, SEGMENT_CONTEXT, SEGMENT_PAYLOAD, SegmentPacket, SendStep,
+    },
+};
+
+/// How long a half-received message may sit idle before it is dropped.
+const INCOMING_IDLE: Duration = Duration::from_secs(120);
+/// Messages one inbound link may have in progress at once.
+const MAX_INCOMING_PER_LINK: usize = 8;
+
+/// The caller of a send, waiting for its outcome.
+pub(super) struct PendingSend {
+    pub(super) reply: oneshot::Sender<Result<SendReport, TransportError>>,
+    pub(super) deadline: tokio::time::Instant,
+    pub(super) started: Instant,
+}
+
+impl PendingSend {
+    fn finish(self, result: Result<SendReport, TransportError>) {
+        let _ = self.reply.send(result);
+    }
+}
+
+struct App {
+    announce: bool,
+    subscribers: Vec<(u64, mpsc::Sender<InboundMessage>)>,
+}
+
+enum OutLink {
+    /// Link request sent; these messages wait for it.
+    Opening(Vec<(Vec<u8>, PendingSend)>),
+    /// Established.
+    Ready,
+}
+
+/// Messaging state.
+pub(super) struct Messaging {
+    apps: HashMap<DestinationHash, App>,
+    next_subscriber: u64,
+    awaiting_path: HashMap<DestinationHash, Vec<(Vec<u8>, PendingSend)>>,
+    awaiting_proof: HashMap<PacketHash, PendingSend>,
+    out_links: HashMap<DestinationHash, (LinkId, OutLink)>,
+    out_link_destination: HashMap<LinkId, DestinationHash>,
+    inbound_links: HashMap<LinkId, DestinationHash>,
+    outgoing: HashMap<(LinkId, u32), (Outgoing, PendingSend)>,
+    incoming: HashMap<(LinkId, u32), Incoming>,
+    next_msg: u32,
+    max_message: usize,
+    origin: Instant,
+    /// Messages dropped because a subscriber's queue was full.
+    pub(super) subscriber_drops: u64,
+}
+
+/// A message that completed on an inbound link, for the actor to hand on.
+pub(super) struct Completed {
+    pub(super) destination: DestinationHash,
+    pub(super) payload: Vec<u8>,
+    pub(super) link: LinkId,
+}
+
+impl Messaging {
+    /// Empty state; messages over links are limited to `max_message` bytes.
+    pub(super) fn new(max_message: usize) -> Self {
+        Messaging {
+            apps: HashMap::new(),
+            next_subscriber: 1,
+            awaiting_path: HashMap::new(),
+            awaiting_proof: HashMap::new(),
+            out_links: HashMap::new(),
+            out_link_destination: HashMap::new(),
+            inbound_links: HashMap::new(),
+            outgoing: HashMap::new(),
+            incoming: HashMap::new(),
+            next_msg: 1,
+            max_message,
+            origin: Instant::now(),
+            subscriber_drops: 0,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    // ----- app destinations ---------------------------------------------------------------
+
+    /// Adds a subscriber to the app destination `name` (registering it with the router on
+    /// first use). Returns the destination and the subscriber id.
+    pub(super) fn listen(
+        &mut self,
+        router: &mut Router,
+        identity: &mehr_transport::identity::PrivateIdentity,
+        name: DestinationName,
+        announce: bool,
+        subscriber: mpsc::Sender<InboundMessage>,
+    ) -> (DestinationHash, u64, bool) {
+        let destination = name.single_hash(identity.public());
+        let id = self.next_subscriber;
+        self.next_subscriber += 1;
+        let app = self.apps.entry(destination).or_insert_with(|| {
+            let mut local = mehr_transport::router::LocalDestination::new(identity.clone(), name);
+            local.proof_strategy = mehr_transport::router::ProofStrategy::All;
+            router.register_destination(local);
+            App {
+                announce: false,
+                subscribers: Vec::new(),
+            }
+        });
+        app.announce |= announce;
+        app.subscribers.push((id, subscriber));
+        (destination, id, app.announce)
+    }
+
+    /// Removes a subscriber; the destination is deregistered with its last subscriber.
+    pub(super) fn unlisten(
+        &mut self,
+        router: &mut Router,
+        destination: DestinationHash,
+        subscriber: u64,
+    ) {
+        if let Some(app) = self.apps.get_mut(&destination) {
+            app.subscribers.retain(|(id, _)| *id != subscriber);
+            if app.subscribers.is_empty() {
+                self.apps.remove(&destination);
+                router.deregister_destination(&destination);
+            }
+        }
+    }
+
+    /// App destinations to include in periodic announces.
+    pub(super) fn announced_apps(&self) -> Vec<DestinationHash> {
+        self.apps
+            .iter()
+            .filter(|(_, app)| app.announce)
+            .map(|(dest, _)| *dest)
+            .collect()
+    }
+
+    /// Hands a message to every subscriber of its destination. Returns false if the
+    /// destination is not an app destination.
+    pub(super) fn deliver(&mut self, message: InboundMessage) -> bool {
+        let Some(app) = self.apps.get_mut(&message.destination) else {
+            return false;
+        };
+        app.subscribers.retain(|(_, tx)| !tx.is_closed());
+        for (_, tx) in &app.subscribers {
+            if tx.try_send(message.clone()).is_err() {
+                self.subscriber_drops += 1;
+            }
+        }
+        true
+    }
+
+    // ----- sending ------------------------------------------------------------------------
+
+    /// Starts sending `payload` to `destination`.
+    pub(super) fn send(
+        &mut self,
+        router: &mut Router,
+        destination: DestinationHash,
+        payload: Vec<u8>,
+        pending: PendingSend,
+        now: mehr_transport::clock::Timestamp,
+    ) {
+        if payload.len() > self.max_message {
+            return pending.finish(Err(TransportError::TooLarge {
+                len: payload.len(),
+                max: self.max_message,
+            }));
+        }
+        if router.known_destination(&destination).is_none() {
+            let waiting = self.awaiting_path.entry(destination).or_default();
+            if waiting.is_empty() {
+                let _ = router.request_path(&destination);
+            }
+            waiting.push((payload, pending));
+            return;
+        }
+        if payload.len() <= ENCRYPTED_MDU {
+            match router.send(&destination, &payload, now) {
+                Ok(hash) => {
+                    self.awaiting_proof.insert(hash, pending);
+                }
+                Err(e) => pending.finish(Err(e.into())),
+            }
+            return;
+        }
+        match self.out_links.get_mut(&destination) {
+            Some((link, OutLink::Ready)) => {
+                let link = *link;
+                self.start_transfer(router, link, payload, pending, now);
+            }
+            Some((_, OutLink::Opening(waiting))) => waiting.push((payload, pending)),
+            None => match router.open_link(&destination, now) {
+                Ok(link) => {
+                    self.out_links.insert(
+                        destination,
+                        (link, OutLink::Opening(vec![(payload, pending)])),
+                    );
+                    self.out_link_destination.insert(link, destination);
+                }
+                Err(e) => pending.finish(Err(e.into())),
+            },
+        }
+    }
+
+    /// Retries the sends that waited for a path to `destination`.
+    pub(super) fn path_known(
+        &mut self,
+        router: &mut Router,
+        destination: &DestinationHash,
+        now: mehr_transport::clock::Timestamp,
+    ) {
+        if let Some(waiting) = self.awaiting_path.remove(destination) {
+            for (payload, pending) in waiting {
+                self.send(router, *destination, payload, pending, now);
+            }
+        }
+    }
+
+    /// A packet this node sent was proved.
+    pub(super) fn proved(&mut self, packet_hash: &PacketHash) {
+        if let Some(pending) = self.awaiting_proof.remove(packet_hash) {
+            let rtt = pending.started.elapsed();
+            pending.finish(Ok(SendReport {
+                method: SendMethod::Packet,
+                delivered: true,
+                rtt: Some(rtt),
+                packet_hash: Some(*packet_hash),
+            }));
+        }
+    }
+
+    /// No proof came for a packet this node sent.
+    pub(super) fn proof_timed_out(&mut self, packet_hash: &PacketHash) {
+        if let Some(pending) = self.awaiting_proof.remove(packet_hash) {
+            pending.finish(Ok(SendReport {
+                method: SendMethod::Packet,
+                delivered: false,
+                rtt: None,
+                packet_hash: Some(*packet_hash),
+            }));
+        }
+    }
+
+    fn start_transfer(
+        &mut self,
+        router: &mut Router,
+        link: LinkId,
+        payload: Vec<u8>,
+        pending: PendingSend,
+        now: mehr_transport::clock::Timestamp,
+    ) {
+        let msg = self.next_msg;
+        self.next_msg = self.next_msg.wrapping_add(1).max(1);
+        let outgoing = Outgoing::new(msg, payload, self.now());
+        self.outgoing.insert((link, msg), (outgoing, pending));
+        self.pump(router, link, msg, now);
+    }
+
+    /// Sends whatever segments message `msg` on `link` may send now; finishes it when done.
+    fn pump(
+        &mut self,
+        router: &mut Router,
+        link: LinkId,
+        msg: u32,
+        now: mehr_transport::clock::Timestamp,
+    ) {
+        let elapsed = self.now();
+        let Some((outgoing, _)) = self.outgoing.get_mut(&(link, msg)) else {
+            return;
+        };
+        match outgoing.poll(elapsed) {
+            SendStep::Delivered => {
+                if let Some((_, pending)) = self.outgoing.remove(&(link, msg)) {
+                    let rtt = pending.started.elapsed();
+                    pending.finish(Ok(SendReport {
+                        method: SendMethod::Link,
+                        delivered: true,
+                        rtt: Some(rtt),
+                        packet_hash: None,
+                    }));
+                }
+            }
+            SendStep::Send(packets) => {
+                for packet in packets {
+                    if let Err(e) = router.link_send(&link, SEGMENT_CONTEXT, &packet.encode(), now)
+                    {
+                        if let Some((_, pending)) = self.outgoing.remove(&(link, msg)) {
+                            pending.finish(Err(e.into()));
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- links --------------------------------------------------------------------------
+
+    /// A link reached the active state.
+    pub(super) fn link_established(
+        &mut self,
+        router: &mut Router,
+        link: LinkId,
+        destination: DestinationHash,
+        initiator: bool,
+        now: mehr_transport::clock::Timestamp,
+    ) {
+        if !initiator {
+            self.inbound_links.insert(link, destination);
+            return;
+        }
+        let Some((_, state)) = self.out_links.get_mut(&destination) else {
+            return;
+        };
+        if let OutLink::Opening(waiting) = std::mem::replace(state, OutLink::Ready) {
+            for (payload, pending) in waiting {
+                self.start_transfer(router, link, payload, pending, now);
+            }
+        }
+    }
+
+    /// A link closed (or failed to open).
+    pub(super) fn link_closed(&mut self, link: LinkId, reason: &str) {
+        self.inbound_links.remove(&link);
+        self.incoming.retain(|(l, _), _| *l != link);
+        if let Some(destination) = self.out_link_destination.remove(&link) {
+            if let Some((_, OutLink::Opening(waiting))) = self.out_links.remove(&destination) {
+                for (_, pending) in waiting {
+                    pending.finish(Err(TransportError::LinkFailed {
+                        destination,
+                        reason: reason.to_string(),
+                    }));
+                }
+            }
+            let broken: Vec<_> = self
+                .outgoing
+                .keys()
+                .filter(|(l, _)| *l == link)
+                .copied()
+                .collect();
+            for key in broken {
+                if let Some((_, pending)) = self.outgoing.remove(&key) {
+                    pending.finish(Err(TransportError::LinkFailed {
+                        destination,
+                        reason: reason.to_string(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// The local destination an inbound link serves.
+    pub(super) fn inbound_link_destination(&self, link: &LinkId) -> Option<DestinationHash> {
+        self.inbound_links.get(link).copied()
+    }
+
+    /// Sends one packet back over an inbound link.
+    pub(super) fn reply(
+        &mut self,
+        router: &mut Router,
+        link: LinkId,
+        payload: &[u8],
+        now: mehr_transport::clock::Timestamp,
+    ) -> Result<PacketHash, TransportError> {
+        if !self.inbound_links.contains_key(&link) {
+            return Err(TransportError::UnknownLink(link));
+        }
+        if payload.len() > LINK_MDU {
+            return Err(TransportError::TooLarge {
+                len: payload.len(),
+                max: LINK_MDU,
+            });
+        }
+        Ok(router.link_send(&link, Context::NONE, payload, now)?)
+    }
+
+    /// Segment-protocol traffic arrived on `link`. Returns a message that completed on an
+    /// inbound link.
+    pub(super) fn on_segment_packet(
+        &mut self,
+        router: &mut Router,
+        link: LinkId,
+        bytes: &[u8],
+        now: mehr_transport::clock::Timestamp,
+    ) -> Option<Completed> {
+        let Ok(packet) = SegmentPacket::parse(bytes) else {
+            return None;
+        };
+        let elapsed = self.now();
+        match packet {
+            SegmentPacket::Segment {
+                msg,
+                index,
+                count,
+                bytes,
+            } => {
+                let destination = self.inbound_link_destination(&link)?;
+                if !self.incoming.contains_key(&(link, msg)) {
+                    let refuse =
+                        if count as usize * SEGMENT_PAYLOAD > self.max_message + SEGMENT_PAYLOAD {
+                            Some(AbortReason::TooLarge)
+                        } else if self.incoming.keys().filter(|(l, _)| *l == link).count()
+                            >= MAX_INCOMING_PER_LINK
+                        {
+                            Some(AbortReason::Busy)
+                        } else {
+                            None
+                        };
+                    if let Some(reason) = refuse {
+                        let _ = router.link_send(
+                            &link,
+                            SEGMENT_CONTEXT,
+                            &SegmentPacket::Abort { msg, reason }.encode(),
+                            now,
+                        );
+                        return None;
+                    }
+                    self.incoming
+                        .insert((link, msg), Incoming::new(msg, count, elapsed));
+                }
+                let incoming = self.incoming.get_mut(&(link, msg))?;
+                let received = incoming.on_segment(index, count, bytes, elapsed);
+                if let Some(ack) = received.ack {
+                    let _ = router.link_send(&link, SEGMENT_CONTEXT, &ack.encode(), now);
+                }
+                let payload = received.message?;
+                self.incoming.remove(&(link, msg));
+                Some(Completed {
+                    destination,
+                    payload,
+                    link,
+                })
+            }
+            SegmentPacket::Query { msg } => {
+                match self.incoming.get_mut(&(link, msg)) {
+                    Some(incoming) => {
+                        let ack = incoming.ack();
+                        let _ = router.link_send(&link, SEGMENT_CONTEXT, &ack.encode(), now);
+                    }
+                    // Already complete (the final Ack was lost): say so.
+                    None => {
+                        let ack = SegmentPacket::Ack {
+                            msg,
+                            next: u32::MAX,
+                            missing: Vec::new(),
+                        };
+                        let _ = router.link_send(&link, SEGMENT_CONTEXT, &ack.encode(), now);
+                    }
+                }
+                None
+            }
+            SegmentPacket::Ack { msg, next, missing } => {
+                if let Some((outgoing, _)) = self.outgoing.get_mut(&(link, msg)) {
+                    outgoing.on_ack(next, &missing, elapsed);
+                    self.pump(router, link, msg, now);
+                }
+                None
+            }
+            SegmentPacket::Abort { msg, reason } => {
+                if let Some((_, pending)) = self.outgoing.remove(&(link, msg)) {
+                    pending.finish(Err(TransportError::Refused(reason.describe())));
+                }
+                self.incoming.remove(&(link, msg));
+                None
+            }
+        }
+    }
+
+    /// Periodic work: retransmissions, queries, deadlines, idle transfers.
+    pub(super) fn tick(&mut self, router: &mut Router, now: mehr_transport::clock::Timestamp) {
+        let clock = tokio::time::Instant::now();
+        let keys: Vec<_> = self.outgoing.keys().copied().collect();
+        for (link, msg) in keys {
+            let expired = self
+                .outgoing
+                .get(&(link, msg))
+                .is_some_and(|(_, p)| p.deadline <= clock);
+            if expired {
+                if let Some((_, pending)) = self.outgoing.remove(&(link, msg)) {
+                    let _ = router.link_send(
+                        &link,
+                        SEGMENT_CONTEXT,
+                        &SegmentPacket::Abort {
+                            msg,
+                            reason: AbortReason::Cancelled,
+                        }
+                        .encode(),
+                        now,
+                    );
+                    pending.finish(Err(TransportError::Timeout("the message transfer")));
+                }
+            } else {
+                self.pump(router, link, msg, now);
+            }
+        }
+        let elapsed = self.now();
+        self.incoming
+            .retain(|_, incoming| elapsed.saturating_sub(incoming.last_activity) < INCOMING_IDLE);
+        self.awaiting_proof.retain(|_, p| !p.reply.is_closed());
+        for (destination, waiting) in self.awaiting_path.iter_mut() {
+            let mut kept = Vec::new();
+            for (payload, pending) in waiting.drain(..) {
+                if pending.deadline <= clock {
+                    pending.finish(Err(TransportError::NoPath(*destination)));
+                } else {
+                    kept.push((payload, pending));
+                }
+            }
+            *waiting = kept;
+        }
+        self.awaiting_path.retain(|_, waiting| !waiting.is_empty());
+    }
+}

@@ -1,0 +1,433 @@
+//! The transport part: the Reticulum-compatible mesh node inside `mehrd`.
+//!
+//! One task (the actor, `actor.rs`) owns the sans-IO [`mehr_transport::router::Router`] and
+//! everything that must change with it: interfaces, local destinations, links, messages in
+//! flight. The rest of the daemon talks to it through the cheap, cloneable
+//! [`TransportHandle`]; interface tasks talk to it through a channel of frames. Nothing else
+//! touches the router, so it needs no lock.
+
+mod actor;
+pub mod interfaces;
+mod mehr_node;
+mod messaging;
+pub mod segments;
+
+use std::time::Duration;
+
+pub use interfaces::{InterfaceSpec, InterfaceType, LinkState};
+use mehr_transport::{
+    destination::{DestinationError, DestinationName},
+    hashes::{DestinationHash, IdentityHash, LinkId, PacketHash},
+    path_cost::CompactPathCost,
+    router::{Counters, InterfaceId, RouterError},
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+pub use self::actor::start;
+
+/// Transport settings (`[transport]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Forward packets and rebroadcast announces for others (Reticulum's `enable_transport`).
+    pub enabled: bool,
+    /// Seconds between the node's periodic announces.
+    pub announce_interval_secs: u64,
+    /// This node's relay fee in μMHR per byte, advertised in its path costs.
+    pub cost_per_byte: f64,
+    /// Largest message accepted or sent over a link, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            enabled: true,
+            announce_interval_secs: 1800,
+            cost_per_byte: 0.0,
+            max_message_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Why a transport operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// An interface could not be started.
+    #[error(transparent)]
+    Interface(#[from] interfaces::InterfaceError),
+    /// No interface has this id.
+    #[error("no interface with id {0}")]
+    UnknownInterface(u32),
+    /// A destination name is invalid.
+    #[error("invalid destination name: {0}")]
+    InvalidName(#[from] DestinationError),
+    /// No path to the destination was found in time.
+    #[error("no path to {0} was found (no announce heard, and no answer to a path request)")]
+    NoPath(DestinationHash),
+    /// The message does not fit.
+    #[error("message of {len} bytes is larger than the {max} bytes allowed")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A link could not be established or broke.
+    #[error("link to {destination} failed: {reason}")]
+    LinkFailed {
+        /// The destination.
+        destination: DestinationHash,
+        /// Why.
+        reason: String,
+    },
+    /// The operation did not finish in time.
+    #[error("{0} did not finish in time")]
+    Timeout(&'static str),
+    /// The link is not one this node can reply on.
+    #[error("link {0} is not an open inbound link")]
+    UnknownLink(LinkId),
+    /// The receiver gave up the message.
+    #[error("the receiver refused the message: {0}")]
+    Refused(&'static str),
+    /// The router refused.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// The transport part has stopped.
+    #[error("the transport is shutting down")]
+    Stopped,
+}
+
+/// An interface as `mehr interfaces` shows it.
+#[derive(Debug, Clone)]
+pub struct InterfaceInfo {
+    /// Its id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub kind: InterfaceType,
+    /// The server that spawned it, for accepted TCP connections.
+    pub parent: Option<u32>,
+    /// The remote address of an accepted connection.
+    pub peer: Option<String>,
+    /// Whether it carries traffic.
+    pub state: LinkState,
+    /// Bits per second assumed.
+    pub bitrate: u64,
+    /// Counters.
+    pub rx_frames: u64,
+    /// Counters.
+    pub rx_bytes: u64,
+    /// Counters.
+    pub tx_frames: u64,
+    /// Counters.
+    pub tx_bytes: u64,
+    /// Announce bytes sent.
+    pub tx_announce_bytes: u64,
+    /// Frames dropped on the way out.
+    pub tx_dropped: u64,
+    /// Frames received malformed at the framing level.
+    pub rx_malformed: u64,
+    /// Bytes waiting in its outbound queue.
+    pub queued_bytes: u64,
+    /// The spec it was started from.
+    pub spec: InterfaceSpec,
+}
+
+/// A path in the table.
+#[derive(Debug, Clone)]
+pub struct PathView {
+    /// The destination.
+    pub destination: DestinationHash,
+    /// Transport id of the next hop.
+    pub next_hop: IdentityHash,
+    /// Hops to the destination.
+    pub hops: u8,
+    /// Interface it leads out of.
+    pub interface: u32,
+    /// Seconds since it was learned.
+    pub age_secs: u64,
+    /// Path cost, for Mehr nodes (their `mehr.node` destinations).
+    pub cost: Option<CompactPathCost>,
+    /// Whether the destination is a Mehr node.
+    pub mehr_node: bool,
+}
+
+/// A Mehr node one hop away.
+#[derive(Debug, Clone)]
+pub struct Neighbour {
+    /// Its `mehr.node` destination.
+    pub destination: DestinationHash,
+    /// Its identity hash (node id).
+    pub node_id: IdentityHash,
+    /// Interface it is reached on.
+    pub interface: u32,
+    /// Seconds since its last announce.
+    pub last_heard_secs: u64,
+    /// Its own path cost (origin cost from its announce).
+    pub cost: CompactPathCost,
+}
+
+/// Router counters and table sizes.
+#[derive(Debug, Clone)]
+pub struct TransportStats {
+    /// This node's transport id.
+    pub transport_id: IdentityHash,
+    /// This node's `mehr.node` destination.
+    pub mehr_destination: DestinationHash,
+    /// The app data of this node's announce.
+    pub announce_app_data: Vec<u8>,
+    /// Router counters (received, sent, dropped per reason).
+    pub counters: Counters,
+    /// Paths known.
+    pub paths: usize,
+    /// Links this node is an end of.
+    pub links: usize,
+    /// Messages dropped because a subscriber read too slowly.
+    pub subscriber_drops: u64,
+    /// Control messages dropped as malformed or unauthenticated.
+    pub control_rejected: u64,
+}
+
+/// How an inbound message arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageVia {
+    /// In a single packet.
+    Packet,
+    /// Over an inbound link (reply with [`TransportHandle::reply`]).
+    Link(LinkId),
+}
+
+/// A message for a local app destination.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    /// The local destination it was sent to.
+    pub destination: DestinationHash,
+    /// The bytes.
+    pub payload: Vec<u8>,
+    /// How it came.
+    pub via: MessageVia,
+    /// Interface it arrived on (packets only).
+    pub interface: Option<u32>,
+}
+
+/// How a message was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendMethod {
+    /// One encrypted packet.
+    Packet,
+    /// Segments over a link.
+    Link,
+}
+
+/// The outcome of a send.
+#[derive(Debug, Clone)]
+pub struct SendReport {
+    /// How it went.
+    pub method: SendMethod,
+    /// Whether the receiver proved delivery (packet proof, or acknowledgement of every segment).
+    pub delivered: bool,
+    /// Time from sending to the proof.
+    pub rtt: Option<Duration>,
+    /// Hash of the packet (packet sends).
+    pub packet_hash: Option<PacketHash>,
+}
+
+/// A Mehr control message addressed to this node's `mehr.node` destination.
+#[derive(Debug, Clone)]
+pub struct ControlMessage {
+    /// The message-type byte.
+    pub kind: u8,
+    /// The bytes after it.
+    pub body: Vec<u8>,
+}
+
+/// Inbound messages for one app destination, until dropped.
+pub struct Listener {
+    /// The destination listened on.
+    pub destination: DestinationHash,
+    /// The messages.
+    pub messages: mpsc::Receiver<InboundMessage>,
+    subscriber: u64,
+    commands: mpsc::Sender<actor::Command>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.commands.try_send(actor::Command::Unlisten {
+            destination: self.destination,
+            subscriber: self.subscriber,
+        });
+    }
+}
+
+/// Talks to the transport actor. Cheap to clone.
+#[derive(Clone)]
+pub struct TransportHandle {
+    commands: mpsc::Sender<actor::Command>,
+    transport_id: IdentityHash,
+    mehr_destination: DestinationHash,
+}
+
+impl TransportHandle {
+    /// This node's transport id (its identity hash).
+    pub fn transport_id(&self) -> IdentityHash {
+        self.transport_id
+    }
+
+    /// This node's `mehr.node` destination.
+    pub fn mehr_destination(&self) -> DestinationHash {
+        self.mehr_destination
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> actor::Command,
+    ) -> Result<T, TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(command(tx))
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+
+    /// Every interface with its counters.
+    pub async fn interfaces(&self) -> Result<Vec<InterfaceInfo>, TransportError> {
+        self.ask(actor::Command::Interfaces).await
+    }
+
+    /// Starts an interface at run time.
+    pub async fn add_interface(&self, spec: InterfaceSpec) -> Result<u32, TransportError> {
+        self.ask(|reply| actor::Command::AddInterface { spec, reply })
+            .await?
+    }
+
+    /// Stops and removes an interface.
+    pub async fn remove_interface(&self, id: u32) -> Result<(), TransportError> {
+        self.ask(|reply| actor::Command::RemoveInterface {
+            id: InterfaceId(id),
+            reply,
+        })
+        .await?
+    }
+
+    /// The path table.
+    pub async fn paths(&self) -> Result<Vec<PathView>, TransportError> {
+        self.ask(actor::Command::Paths).await
+    }
+
+    /// Mehr nodes one hop away.
+    pub async fn neighbours(&self) -> Result<Vec<Neighbour>, TransportError> {
+        self.ask(actor::Command::Neighbours).await
+    }
+
+    /// Counters and table sizes.
+    pub async fn stats(&self) -> Result<TransportStats, TransportError> {
+        self.ask(actor::Command::Stats).await
+    }
+
+    /// The path to `destination`, asking the network for it if unknown, waiting at most
+    /// `timeout`.
+    pub async fn request_path(
+        &self,
+        destination: DestinationHash,
+        timeout: Duration,
+    ) -> Result<PathView, TransportError> {
+        let waiter = self
+            .ask(|reply| actor::Command::RequestPath { destination, reply })
+            .await??;
+        match tokio::time::timeout(timeout, waiter).await {
+            Ok(Ok(path)) => Ok(path),
+            Ok(Err(_)) => Err(TransportError::Stopped),
+            Err(_) => Err(TransportError::NoPath(destination)),
+        }
+    }
+
+    /// Announces this node (and every app destination that asked to be announced) now.
+    /// Returns how many destinations were announced.
+    pub async fn announce_now(&self) -> Result<usize, TransportError> {
+        self.ask(actor::Command::AnnounceNow).await?
+    }
+
+    /// Registers the app destination `name` (with this node's identity) and returns its
+    /// inbound messages. The destination stays registered while a listener is alive.
+    pub async fn listen(&self, name: &str, announce: bool) -> Result<Listener, TransportError> {
+        let name = DestinationName::parse(name)?;
+        let (tx, rx) = mpsc::channel(256);
+        let (destination, subscriber) = self
+            .ask(|reply| actor::Command::Listen {
+                name,
+                announce,
+                subscriber: tx,
+                reply,
+            })
+            .await??;
+        Ok(Listener {
+            destination,
+            messages: rx,
+            subscriber,
+            commands: self.commands.clone(),
+        })
+    }
+
+    /// Sends `payload` to `destination`, encrypted to it: as one packet when it fits, over a
+    /// link otherwise. Waits for the proof of delivery at most `timeout`.
+    pub async fn send(
+        &self,
+        destination: DestinationHash,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<SendReport, TransportError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (reply, outcome) = oneshot::channel();
+        let command = actor::Command::Send {
+            destination,
+            payload,
+            deadline,
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        // The actor answers by the deadline; the margin covers a busy actor.
+        match tokio::time::timeout_at(deadline + Duration::from_millis(250), outcome).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(TransportError::Stopped),
+            Err(_) => Err(TransportError::Timeout("the send")),
+        }
+    }
+
+    /// Sends one packet's worth of `payload` back over an inbound link.
+    pub async fn reply(
+        &self,
+        link: LinkId,
+        payload: Vec<u8>,
+    ) -> Result<PacketHash, TransportError> {
+        self.ask(|reply| actor::Command::Reply {
+            link,
+            payload,
+            reply,
+        })
+        .await?
+    }
+
+    /// Receives every control message of type `kind` sent to this node's `mehr.node`
+    /// destination. Used by the parts above the transport (market, ledger, …).
+    pub async fn control_messages(
+        &self,
+        kind: u8,
+    ) -> Result<mpsc::Receiver<ControlMessage>, TransportError> {
+        let (tx, rx) = mpsc::channel(1024);
+        self.ask(|reply| actor::Command::RegisterControl {
+            kind,
+            sender: tx,
+            reply,
+        })
+        .await?;
+        Ok(rx)
+    }
+}
