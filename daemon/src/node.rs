@@ -93,7 +93,10 @@ impl Node {
         let services = Services {
             node: NodeApi::new(facts.clone(), events.clone()),
             transport: crate::api::transport::TransportApi::new(transport.clone()),
-            messaging: crate::api::messaging::MessagingApi::new(transport.clone()),
+            messaging: crate::api::messaging::MessagingApi::new(
+                transport.clone(),
+                config.transport.max_message_bytes,
+            ),
         };
         let api = api::serve(
             listeners,

@@ -19,6 +19,12 @@ pub struct Listening {
     pub messages: EventStream<pb::InboundMessage>,
 }
 
+impl std::fmt::Debug for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listening").field("destination", &hex::encode(&self.destination)).finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// The raw `TransportService` client.
     pub fn transport(&self) -> TransportServiceClient<AuthedChannel> {

@@ -176,7 +176,10 @@ impl Services {
     fn register(&self, routes: &mut RoutesBuilder) {
         routes.add_service(NodeServiceServer::new(self.node.clone()));
         routes.add_service(TransportServiceServer::new(self.transport.clone()));
-        routes.add_service(MessagingServiceServer::new(self.messaging.clone()));
+        routes.add_service(
+            MessagingServiceServer::new(self.messaging.clone())
+                .max_decoding_message_size(self.messaging.max_request_bytes()),
+        );
     }
 
     async fn set_serving(&self, health: &HealthReporter, serving: bool) {

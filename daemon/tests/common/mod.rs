@@ -62,6 +62,16 @@ impl TestDaemon {
         daemon
     }
 
+    /// Starts a daemon on a fresh data dir with `config` (TOML) as its config file.
+    pub fn start_with_config(config: &str) -> TestDaemon {
+        let temp = tempfile::tempdir().unwrap();
+        let file = temp.path().join("mehrd.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut daemon = TestDaemon::start_in(&temp.path().join("node"), &["--config", file.to_str().unwrap()]);
+        daemon._temp = Some(temp);
+        daemon
+    }
+
     /// Spawns without waiting.
     pub fn spawn(data_dir: &Path, api: SocketAddr, extra: &[&str]) -> TestDaemon {
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
@@ -178,5 +188,26 @@ impl Drop for TestDaemon {
         if self.child.is_some() {
             self.stop_with(Signal::SIGTERM, Duration::from_secs(10));
         }
+    }
+}
+
+/// A free loopback UDP port.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, at most `timeout`; panics with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
