@@ -16,27 +16,45 @@ use futures::StreamExt;
 use mehr_sdk::{Client, proto as pb};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn tcp_server(port: u16) -> String {
-    format!("[[interfaces]]\ntype = \"tcp_server\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {port}\n")
+    format!(
+        "[[interfaces]]\ntype = \"tcp_server\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {port}\n"
+    )
 }
 
 fn tcp_client(port: u16) -> String {
-    format!("[[interfaces]]\ntype = \"tcp_client\"\ntarget_host = \"127.0.0.1\"\ntarget_port = {port}\n")
+    format!(
+        "[[interfaces]]\ntype = \"tcp_client\"\ntarget_host = \"127.0.0.1\"\ntarget_port = {port}\n"
+    )
 }
 
 /// Waits until `client` has a path to `destination`.
 async fn path_to(client: &Client, destination: &[u8]) -> pb::Path {
     eventually("a path", Duration::from_secs(20), || async {
-        client.paths(false).await.unwrap().into_iter().find(|p| p.destination == destination)
+        client
+            .paths(false)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| p.destination == destination)
     })
     .await
 }
 
 async fn node_destination(client: &Client) -> Vec<u8> {
-    client.transport_stats().await.unwrap().mehr_destination.to_vec()
+    client
+        .transport_stats()
+        .await
+        .unwrap()
+        .mehr_destination
+        .to_vec()
 }
 
 #[test]
@@ -48,7 +66,11 @@ fn two_nodes_over_tcp_exchange_messages_both_ways_with_proofs() {
         let (a, b) = (a.client().await.unwrap(), b.client().await.unwrap());
         let a_node = node_destination(&a).await;
         let neighbour = eventually("A as B's neighbour", Duration::from_secs(20), || async {
-            b.neighbours().await.unwrap().into_iter().find(|n| n.destination == a_node)
+            b.neighbours()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|n| n.destination == a_node)
         })
         .await;
         assert_eq!(neighbour.node_id, a.info().await.unwrap().identity_hash);
@@ -59,17 +81,54 @@ fn two_nodes_over_tcp_exchange_messages_both_ways_with_proofs() {
         path_to(&a, &inbox_b.destination).await;
 
         // One packet each way.
-        let report = b.send(&inbox_a.destination, b"hello A".to_vec(), Duration::from_secs(20)).await.unwrap();
+        let report = b
+            .send(
+                &inbox_a.destination,
+                b"hello A".to_vec(),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
         assert!(report.delivered, "{report:?}");
         assert_eq!(report.method(), pb::SendMethod::Packet);
-        assert_eq!(inbox_a.messages.next().await.unwrap().unwrap().payload.as_ref(), b"hello A");
-        let report = a.send(&inbox_b.destination, b"hello B".to_vec(), Duration::from_secs(20)).await.unwrap();
+        assert_eq!(
+            inbox_a
+                .messages
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .payload
+                .as_ref(),
+            b"hello A"
+        );
+        let report = a
+            .send(
+                &inbox_b.destination,
+                b"hello B".to_vec(),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
         assert!(report.delivered);
-        assert_eq!(inbox_b.messages.next().await.unwrap().unwrap().payload.as_ref(), b"hello B");
+        assert_eq!(
+            inbox_b
+                .messages
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .payload
+                .as_ref(),
+            b"hello B"
+        );
 
         // A message larger than a packet goes over a link, in segments.
         let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let report = b.send(&inbox_a.destination, big.clone(), Duration::from_secs(60)).await.unwrap();
+        let report = b
+            .send(&inbox_a.destination, big.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(report.method(), pb::SendMethod::Link);
         assert!(report.delivered);
         let message = inbox_a.messages.next().await.unwrap().unwrap();
@@ -84,24 +143,48 @@ fn cli_lists_interfaces_paths_and_sends_with_json() {
     let a = TestDaemon::start_with_config(&tcp_server(port));
     let b = TestDaemon::start_with_config(&tcp_client(port));
     let rt = runtime();
-    let (a_client, b_client) = rt.block_on(async { (a.client().await.unwrap(), b.client().await.unwrap()) });
+    let (a_client, b_client) =
+        rt.block_on(async { (a.client().await.unwrap(), b.client().await.unwrap()) });
     let listening = rt.block_on(a_client.listen("cli.inbox", true)).unwrap();
     rt.block_on(path_to(&b_client, &listening.destination));
 
     let output = a.cli(&["--json", "interfaces"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let interfaces: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let list = interfaces.as_array().unwrap();
-    assert!(list.iter().any(|i| i["type"] == "tcp_server" && i["parent_id"].is_null()), "{interfaces}");
-    assert!(list.iter().any(|i| !i["parent_id"].is_null() && i["state"] == "up"), "an accepted connection: {interfaces}");
+    assert!(
+        list.iter()
+            .any(|i| i["type"] == "tcp_server" && i["parent_id"].is_null()),
+        "{interfaces}"
+    );
+    assert!(
+        list.iter()
+            .any(|i| !i["parent_id"].is_null() && i["state"] == "up"),
+        "an accepted connection: {interfaces}"
+    );
 
     let output = b.cli(&["--json", "paths", "--mehr"]);
     let paths: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(paths.as_array().unwrap().iter().all(|p| p["mehr_node"] == true && p["cost"].is_object()), "{paths}");
+    assert!(
+        paths
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["mehr_node"] == true && p["cost"].is_object()),
+        "{paths}"
+    );
 
     let destination = hex::encode(&listening.destination);
     let output = b.cli(&["--json", "send", &destination, "from the CLI"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let sent: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(sent["delivered"], true);
     assert_eq!(sent["method"], "packet");
@@ -115,27 +198,66 @@ fn cli_lists_interfaces_paths_and_sends_with_json() {
 fn a_relay_forwards_and_path_costs_accumulate_across_it() {
     // A — B — C, B in the middle charging 4 μMHR per byte.
     let port = free_port();
-    let b = TestDaemon::start_with_config(&format!("{}[transport]\ncost_per_byte = 4.0\n", tcp_server(port)));
+    let b = TestDaemon::start_with_config(&format!(
+        "{}[transport]\ncost_per_byte = 4.0\n",
+        tcp_server(port)
+    ));
     let a = TestDaemon::start_with_config(&tcp_client(port));
     let c = TestDaemon::start_with_config(&tcp_client(port));
     runtime().block_on(async {
-        let (a, b, c) = (a.client().await.unwrap(), b.client().await.unwrap(), c.client().await.unwrap());
+        let (a, b, c) = (
+            a.client().await.unwrap(),
+            b.client().await.unwrap(),
+            c.client().await.unwrap(),
+        );
         let c_node = node_destination(&c).await;
-        let path = eventually("A's path to C with B's fee", Duration::from_secs(30), || async {
-            let path = a.paths(true).await.unwrap().into_iter().find(|p| p.destination == c_node)?;
-            path.cost.as_ref().is_some_and(|cost| cost.cost_per_byte >= 4.0).then_some(path)
-        })
+        let path = eventually(
+            "A's path to C with B's fee",
+            Duration::from_secs(30),
+            || async {
+                let path = a
+                    .paths(true)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|p| p.destination == c_node)?;
+                path.cost
+                    .as_ref()
+                    .is_some_and(|cost| cost.cost_per_byte >= 4.0)
+                    .then_some(path)
+            },
+        )
         .await;
         assert_eq!(path.hops, 2);
         let cost = path.cost.unwrap();
-        assert!(cost.cost_per_byte < 4.3, "the fee is B's alone (log-scale rounding up): {cost:?}");
+        assert!(
+            cost.cost_per_byte < 4.3,
+            "the fee is B's alone (log-scale rounding up): {cost:?}"
+        );
         assert_eq!(cost.hops, 1, "one Mehr relay counted");
 
         let mut inbox = c.listen("relay.inbox", true).await.unwrap();
         path_to(&a, &inbox.destination).await;
-        let report = a.send(&inbox.destination, b"through B".to_vec(), Duration::from_secs(20)).await.unwrap();
+        let report = a
+            .send(
+                &inbox.destination,
+                b"through B".to_vec(),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
         assert!(report.delivered);
-        assert_eq!(inbox.messages.next().await.unwrap().unwrap().payload.as_ref(), b"through B");
+        assert_eq!(
+            inbox
+                .messages
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .payload
+                .as_ref(),
+            b"through B"
+        );
         assert!(b.transport_stats().await.unwrap().packets_forwarded > 0);
     });
 }
@@ -144,7 +266,9 @@ fn a_relay_forwards_and_path_costs_accumulate_across_it() {
 fn udp_interfaces_carry_messages() {
     let (pa, pb) = (free_udp_port(), free_udp_port());
     let udp = |listen: u16, forward: u16| {
-        format!("[[interfaces]]\ntype = \"udp\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {listen}\nforward_ip = \"127.0.0.1\"\nforward_port = {forward}\n")
+        format!(
+            "[[interfaces]]\ntype = \"udp\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {listen}\nforward_ip = \"127.0.0.1\"\nforward_port = {forward}\n"
+        )
     };
     let a = TestDaemon::start_with_config(&udp(pa, pb));
     let b = TestDaemon::start_with_config(&udp(pb, pa));
@@ -152,9 +276,26 @@ fn udp_interfaces_carry_messages() {
         let (a, b) = (a.client().await.unwrap(), b.client().await.unwrap());
         let mut inbox = a.listen("udp.inbox", true).await.unwrap();
         path_to(&b, &inbox.destination).await;
-        let report = b.send(&inbox.destination, b"datagram".to_vec(), Duration::from_secs(20)).await.unwrap();
+        let report = b
+            .send(
+                &inbox.destination,
+                b"datagram".to_vec(),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
         assert!(report.delivered);
-        assert_eq!(inbox.messages.next().await.unwrap().unwrap().payload.as_ref(), b"datagram");
+        assert_eq!(
+            inbox
+                .messages
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .payload
+                .as_ref(),
+            b"datagram"
+        );
     });
 }
 
@@ -178,22 +319,45 @@ fn null_modem() -> (String, String, Vec<OwnedFd>) {
     };
     bridge(&first.master, &second.master);
     bridge(&second.master, &first.master);
-    (path_a, path_b, vec![first.master, first.slave, second.master, second.slave])
+    (
+        path_a,
+        path_b,
+        vec![first.master, first.slave, second.master, second.slave],
+    )
 }
 
 #[test]
 fn serial_kiss_interfaces_over_a_pty_null_modem() {
     let (tty_a, tty_b, _keep_open) = null_modem();
-    let serial = |port: &str| format!("[[interfaces]]\ntype = \"serial\"\nport = \"{port}\"\nspeed = 115200\n");
+    let serial = |port: &str| {
+        format!("[[interfaces]]\ntype = \"serial\"\nport = \"{port}\"\nspeed = 115200\n")
+    };
     let a = TestDaemon::start_with_config(&serial(&tty_a));
     let b = TestDaemon::start_with_config(&serial(&tty_b));
     runtime().block_on(async {
         let (a, b) = (a.client().await.unwrap(), b.client().await.unwrap());
         let mut inbox = a.listen("serial.inbox", true).await.unwrap();
         path_to(&b, &inbox.destination).await;
-        let report = b.send(&inbox.destination, b"over KISS".to_vec(), Duration::from_secs(20)).await.unwrap();
+        let report = b
+            .send(
+                &inbox.destination,
+                b"over KISS".to_vec(),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
         assert!(report.delivered);
-        assert_eq!(inbox.messages.next().await.unwrap().unwrap().payload.as_ref(), b"over KISS");
+        assert_eq!(
+            inbox
+                .messages
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .payload
+                .as_ref(),
+            b"over KISS"
+        );
     });
 }
 
@@ -203,21 +367,48 @@ fn slow_half_duplex_link_carries_a_message_and_caps_rebroadcast_announces() {
     // destinations; B may rebroadcast them onto the slow link at 2% of its bitrate only.
     let (pa, pb) = (free_udp_port(), free_udp_port());
     let sim = |listen: u16, peer: u16| {
-        format!("[[interfaces]]\ntype = \"sim\"\nlisten_port = {listen}\npeer_port = {peer}\nbitrate = 1200\nlatency_ms = 50\nhalf_duplex = true\n")
+        format!(
+            "[[interfaces]]\ntype = \"sim\"\nlisten_port = {listen}\npeer_port = {peer}\nbitrate = 1200\nlatency_ms = 50\nhalf_duplex = true\n"
+        )
     };
     let tcp = free_port();
     let a = TestDaemon::start_with_config(&sim(pa, pb));
     let b = TestDaemon::start_with_config(&format!("{}{}", sim(pb, pa), tcp_server(tcp)));
     let c = TestDaemon::start_with_config(&tcp_client(tcp));
     runtime().block_on(async {
-        let (a, b, c) = (a.client().await.unwrap(), b.client().await.unwrap(), c.client().await.unwrap());
+        let (a, b, c) = (
+            a.client().await.unwrap(),
+            b.client().await.unwrap(),
+            c.client().await.unwrap(),
+        );
         let mut inbox = a.listen("lora.inbox", true).await.unwrap();
         path_to(&b, &inbox.destination).await;
-        let report = b.send(&inbox.destination, b"slowly".to_vec(), Duration::from_secs(60)).await.unwrap();
+        let report = b
+            .send(
+                &inbox.destination,
+                b"slowly".to_vec(),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
         assert!(report.delivered, "{report:?}");
-        assert_eq!(inbox.messages.next().await.unwrap().unwrap().payload.as_ref(), b"slowly");
+        assert_eq!(
+            inbox
+                .messages
+                .next()
+                .await
+                .unwrap()
+                .unwrap()
+                .payload
+                .as_ref(),
+            b"slowly"
+        );
 
-        let sim_interface = |list: Vec<pb::Interface>| list.into_iter().find(|i| i.spec.as_ref().unwrap().r#type == "sim").unwrap();
+        let sim_interface = |list: Vec<pb::Interface>| {
+            list.into_iter()
+                .find(|i| i.spec.as_ref().unwrap().r#type == "sim")
+                .unwrap()
+        };
         let mut listeners = Vec::new();
         for n in 0..10 {
             listeners.push(c.listen(&format!("flood.dest{n}"), true).await.unwrap());
@@ -231,9 +422,15 @@ fn slow_half_duplex_link_carries_a_message_and_caps_rebroadcast_announces() {
         let sent = sim_interface(b.interfaces().await.unwrap()).tx_announce_bytes - before;
         // 2% of 1200 bit/s for 20 s is 60 bytes: at most one rebroadcast (≤ 500 bytes) fits,
         // plus the one the budget allowed at the start of the window.
-        assert!(sent <= 1000, "B sent {sent} announce bytes in 20 s on a 1200 bit/s link");
+        assert!(
+            sent <= 1000,
+            "B sent {sent} announce bytes in 20 s on a 1200 bit/s link"
+        );
         let known_on_a = a.paths(false).await.unwrap().len();
-        assert!(known_on_a < 12, "A heard only a few of C's 10 destinations ({known_on_a} paths)");
+        assert!(
+            known_on_a < 12,
+            "A heard only a few of C's 10 destinations ({known_on_a} paths)"
+        );
     });
 }
 
@@ -253,11 +450,25 @@ fn interfaces_are_added_and_removed_at_run_time() {
         };
         let server = ac.add_interface(spec.clone()).await.unwrap();
 
-        let output = b.cli(&["interfaces", "add", "tcp_client", "target_host=127.0.0.1", &format!("target_port={port}")]);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let output = b.cli(&[
+            "interfaces",
+            "add",
+            "tcp_client",
+            "target_host=127.0.0.1",
+            &format!("target_port={port}"),
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let a_node = node_destination(&ac).await;
         eventually("B hears A", Duration::from_secs(20), || async {
-            bc.neighbours().await.unwrap().into_iter().find(|n| n.destination == a_node)
+            bc.neighbours()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|n| n.destination == a_node)
         })
         .await;
 
@@ -265,20 +476,32 @@ fn interfaces_are_added_and_removed_at_run_time() {
         let err = ac.add_interface(spec).await.unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
         assert!(err.to_string().contains("Address already in use"), "{err}");
-        let bad = pb::InterfaceSpec { r#type: "udp".into(), listen_port: Some(1), ..Default::default() };
+        let bad = pb::InterfaceSpec {
+            r#type: "udp".into(),
+            listen_port: Some(1),
+            ..Default::default()
+        };
         let err = ac.add_interface(bad).await.unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
         assert!(err.to_string().contains("forward_ip"), "{err}");
 
         ac.remove_interface(server).await.unwrap();
-        assert!(ac.interfaces().await.unwrap().is_empty(), "the server and its accepted connection are gone");
+        assert!(
+            ac.interfaces().await.unwrap().is_empty(),
+            "the server and its accepted connection are gone"
+        );
         let err = ac.remove_interface(server).await.unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::NotFound));
-        let detail = eventually("B's client reconnecting", Duration::from_secs(10), || async {
-            let list = bc.interfaces().await.unwrap();
-            let client = list.into_iter().next()?;
-            (client.state == pb::InterfaceState::Connecting as i32).then_some(client.state_detail)
-        })
+        let detail = eventually(
+            "B's client reconnecting",
+            Duration::from_secs(10),
+            || async {
+                let list = bc.interfaces().await.unwrap();
+                let client = list.into_iter().next()?;
+                (client.state == pb::InterfaceState::Connecting as i32)
+                    .then_some(client.state_detail)
+            },
+        )
         .await;
         assert!(detail.contains(&port.to_string()), "{detail}");
     });
@@ -296,7 +519,14 @@ fn malformed_and_forged_frames_are_dropped_and_counted() {
     frames.extend([0x7E, 0x01, 0x7D, 0x00, 0x7E]);
     let identity = mehr_transport::PrivateIdentity::generate(&mut rand::rngs::OsRng);
     let name = mehr_transport::DestinationName::parse("forged.announce").unwrap();
-    let announce = mehr_transport::Announce::create_random(&identity, &name, b"x", None, 1_700_000_000, &mut rand::rngs::OsRng);
+    let announce = mehr_transport::Announce::create_random(
+        &identity,
+        &name,
+        b"x",
+        None,
+        1_700_000_000,
+        &mut rand::rngs::OsRng,
+    );
     let mut packet = announce.to_packet(false).encode();
     let last = packet.len() - 2;
     packet[last] ^= 0xFF;
@@ -306,15 +536,28 @@ fn malformed_and_forged_frames_are_dropped_and_counted() {
 
     runtime().block_on(async {
         let client = a.client().await.unwrap();
-        let drops = eventually("the drops to be counted", Duration::from_secs(10), || async {
-            let stats = client.transport_stats().await.unwrap();
-            let count = |reason: &str| stats.drops.iter().find(|d| d.reason == reason).map_or(0, |d| d.count);
-            (count("malformed") >= 2 && count("invalid_announce") >= 1).then_some(stats.drops)
-        })
+        let drops = eventually(
+            "the drops to be counted",
+            Duration::from_secs(10),
+            || async {
+                let stats = client.transport_stats().await.unwrap();
+                let count = |reason: &str| {
+                    stats
+                        .drops
+                        .iter()
+                        .find(|d| d.reason == reason)
+                        .map_or(0, |d| d.count)
+                };
+                (count("malformed") >= 2 && count("invalid_announce") >= 1).then_some(stats.drops)
+            },
+        )
         .await;
         assert!(!drops.is_empty());
         let interfaces = client.interfaces().await.unwrap();
-        assert!(interfaces.iter().any(|i| i.rx_malformed >= 1), "the bad escape is counted at the framing level");
+        assert!(
+            interfaces.iter().any(|i| i.rx_malformed >= 1),
+            "the bad escape is counted at the framing level"
+        );
         // Still healthy.
         client.info().await.unwrap();
     });
@@ -325,14 +568,27 @@ fn messaging_errors_are_clear() {
     let a = TestDaemon::start();
     runtime().block_on(async {
         let client = a.client().await.unwrap();
-        let err = client.send(&[7u8; 16], b"x".to_vec(), Duration::from_millis(500)).await.unwrap_err();
+        let err = client
+            .send(&[7u8; 16], b"x".to_vec(), Duration::from_millis(500))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
         assert!(err.to_string().contains("no path"), "{err}");
-        let err = client.send(&[7u8; 5], b"x".to_vec(), Duration::from_secs(1)).await.unwrap_err();
+        let err = client
+            .send(&[7u8; 5], b"x".to_vec(), Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
-        let err = client.send(&[7u8; 16], vec![0; (16 << 20) + 1], Duration::from_secs(1)).await.unwrap_err();
+        let err = client
+            .send(&[7u8; 16], vec![0; (16 << 20) + 1], Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
-        assert!(err.to_string().contains("larger than the 16777216 bytes allowed"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("larger than the 16777216 bytes allowed"),
+            "{err}"
+        );
         let err = client.reply(&[1u8; 16], b"x".to_vec()).await.unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::NotFound));
         let err = client.listen("", false).await.unwrap_err();

@@ -21,7 +21,9 @@ pub struct Listening {
 
 impl std::fmt::Debug for Listening {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listening").field("destination", &hex::encode(&self.destination)).finish_non_exhaustive()
+        f.debug_struct("Listening")
+            .field("destination", &hex::encode(&self.destination))
+            .finish_non_exhaustive()
     }
 }
 

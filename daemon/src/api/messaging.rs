@@ -25,14 +25,19 @@ pub struct MessagingApi {
 impl MessagingApi {
     /// Serves messaging over `transport`, for messages of at most `max_message_bytes`.
     pub fn new(transport: TransportHandle, max_message_bytes: usize) -> Self {
-        MessagingApi { transport, max_message_bytes }
+        MessagingApi {
+            transport,
+            max_message_bytes,
+        }
     }
 
     /// The largest request the service must decode: a whole message plus its envelope, so
     /// an oversized message is refused by the transport with a clear error rather than by
     /// the gRPC decoder.
     pub fn max_request_bytes(&self) -> usize {
-        self.max_message_bytes.saturating_add(64 * 1024).max(4 << 20)
+        self.max_message_bytes
+            .saturating_add(64 * 1024)
+            .max(4 << 20)
     }
 }
 

@@ -67,7 +67,10 @@ impl TestDaemon {
         let temp = tempfile::tempdir().unwrap();
         let file = temp.path().join("mehrd.toml");
         std::fs::write(&file, config).unwrap();
-        let mut daemon = TestDaemon::start_in(&temp.path().join("node"), &["--config", file.to_str().unwrap()]);
+        let mut daemon = TestDaemon::start_in(
+            &temp.path().join("node"),
+            &["--config", file.to_str().unwrap()],
+        );
         daemon._temp = Some(temp);
         daemon
     }
@@ -193,7 +196,11 @@ impl Drop for TestDaemon {
 
 /// A free loopback UDP port.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, at most `timeout`; panics with `what`.
