@@ -9,6 +9,8 @@ use super::{LinkState, Port};
 /// Largest frame accepted from a stream. Our interfaces take no part in link MTU discovery,
 /// so every frame is at most Reticulum's 500 bytes; the slack tolerates peers that add a few.
 const MAX_FRAME: usize = 1024;
+/// Frames gathered into one write.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// The two framings of byte streams.
 #[derive(Clone, Copy)]
@@ -79,15 +81,25 @@ pub(super) async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let write = async {
-        while let Some(frame) = port.outbound.pop().await {
-            let bytes = match framing {
-                Framing::Hdlc => hdlc::encode(&frame),
-                Framing::Kiss => kiss::encode(&frame),
-            };
+        // Everything queued goes out in one write: one system call for many frames.
+        let mut frames = Vec::new();
+        let mut bytes = Vec::with_capacity(WRITE_BATCH_BYTES + 1024);
+        while let Some(first) = port.outbound.pop().await {
+            frames.push(first);
+            port.outbound.pop_ready(WRITE_BATCH_BYTES, &mut frames);
+            bytes.clear();
+            for frame in &frames {
+                match framing {
+                    Framing::Hdlc => bytes.extend(hdlc::encode(frame)),
+                    Framing::Kiss => bytes.extend(kiss::encode(frame)),
+                }
+            }
             if let Err(e) = writer.write_all(&bytes).await {
                 return Ended::Closed(e.to_string());
             }
-            port.stats.sent(&frame);
+            for frame in frames.drain(..) {
+                port.stats.sent(&frame);
+            }
         }
         Ended::Stopped
     };

@@ -103,6 +103,25 @@ impl OutboundQueue {
         }
     }
 
+    /// Takes frames without waiting, most important first, while their total stays within
+    /// `max_bytes` (at least one frame if any is queued). Lets a stream writer send many
+    /// frames in one system call.
+    pub fn pop_ready(&self, max_bytes: usize, into: &mut Vec<Vec<u8>>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut taken = 0;
+        for l in 0..LEVELS {
+            while let Some(frame) = inner.frames[l].front() {
+                if taken > 0 && taken + frame.len() > max_bytes {
+                    return;
+                }
+                let frame = inner.frames[l].pop_front().expect("front exists");
+                inner.bytes -= frame.len();
+                taken += frame.len();
+                into.push(frame);
+            }
+        }
+    }
+
     /// Drops everything queued (the link went down) and returns how many frames that was.
     pub fn clear(&self) -> usize {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
