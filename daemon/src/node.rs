@@ -1,12 +1,13 @@
-//! The node: starts its parts in order (data dir, identity, store, API), and stops them in
-//! reverse on shutdown.
+//! The node: starts its parts in order (data dir, identity, store, compute, API), and stops
+//! them in reverse on shutdown.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{self, ApiError, Listeners, NodeApi, NodeFacts, RunningApi, Services},
+    api::{self, ApiError, ComputeApi, Listeners, NodeApi, NodeFacts, RunningApi, Services},
+    compute::{self, Compute},
     config::Config,
     data_dir::{DataDir, DataDirError, STORE_DIR},
     events::{EventBus, EventKind},
@@ -32,6 +33,9 @@ pub enum NodeError {
     /// The API could not be served.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The compute part could not start.
+    #[error(transparent)]
+    Compute(#[from] compute::StartError),
 }
 
 /// A running node.
@@ -77,9 +81,22 @@ impl Node {
         let facts = Arc::new(facts);
         let events = Arc::new(EventBus::default());
         let shutdown = CancellationToken::new();
+        let compute = Compute::start(
+            &config.compute,
+            store.clone(),
+            events.clone(),
+            data_dir.path(),
+            shutdown.child_token(),
+        )
+        .await?;
 
         let services = Services {
             node: NodeApi::new(facts.clone(), events.clone()),
+            compute: ComputeApi::new(
+                compute,
+                facts.identity_hash,
+                Duration::from_secs(config.api.request_timeout_secs),
+            ),
         };
         let api = api::serve(
             listeners,

@@ -6,6 +6,7 @@
 //! add TLS. All listeners share one concurrency budget, so load shedding is node-wide.
 
 mod auth;
+pub mod compute;
 pub mod status;
 pub mod node;
 pub mod tls;
@@ -17,7 +18,9 @@ use std::{
     time::Duration,
 };
 
-use mehr_proto::v1::node_service_server::NodeServiceServer;
+use mehr_proto::v1::{
+    compute_service_server::ComputeServiceServer, node_service_server::NodeServiceServer,
+};
 use tokio::{net::UnixListener, sync::Semaphore, task::JoinHandle};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +32,10 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-pub use self::node::{Endpoint, NodeApi, NodeFacts};
+pub use self::{
+    compute::ComputeApi,
+    node::{Endpoint, NodeApi, NodeFacts},
+};
 use self::{auth::BearerAuthLayer, tls::TlsMaterial};
 use crate::config::{ApiConfig, TlsMode};
 
@@ -160,11 +166,14 @@ impl Listeners {
 pub struct Services {
     /// `mehr.v1.NodeService`.
     pub node: NodeApi,
+    /// `mehr.v1.ComputeService`.
+    pub compute: ComputeApi,
 }
 
 impl Services {
     fn register(&self, routes: &mut RoutesBuilder) {
         routes.add_service(NodeServiceServer::new(self.node.clone()));
+        routes.add_service(self.compute.clone().into_server());
     }
 }
 
@@ -187,6 +196,7 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
+    health.set_serving::<ComputeServiceServer<ComputeApi>>().await;
 
     let mut builder = RoutesBuilder::default();
     builder.add_service(health_service);
@@ -247,6 +257,9 @@ impl RunningApi {
             .await;
         self.health
             .set_not_serving::<NodeServiceServer<NodeApi>>()
+            .await;
+        self.health
+            .set_not_serving::<ComputeServiceServer<ComputeApi>>()
             .await;
     }
 

@@ -160,6 +160,21 @@ fn to_proto(event: &Event) -> pb::NodeEvent {
         EventKind::ShuttingDown { reason } => Kind::ShuttingDown(pb::ShuttingDown {
             reason: reason.clone(),
         }),
+        EventKind::FunctionRegistered { function_id, kind } => {
+            Kind::FunctionRegistered(pb::FunctionRegistered {
+                function_id: function_id.clone(),
+                kind: super::compute::kind_to_proto(*kind) as i32,
+            })
+        }
+        EventKind::FunctionUnregistered {
+            function_id,
+            kind,
+            reason,
+        } => Kind::FunctionUnregistered(pb::FunctionUnregistered {
+            function_id: function_id.clone(),
+            kind: super::compute::kind_to_proto(*kind) as i32,
+            reason: reason.clone(),
+        }),
     };
     pb::NodeEvent {
         sequence: event.sequence,

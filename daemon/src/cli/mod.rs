@@ -1,6 +1,7 @@
 //! `mehr`, the operator's command line: one subcommand per task, `--json` everywhere, a
 //! one-line cause and a non-zero exit code on failure.
 
+mod compute;
 mod node;
 mod output;
 
@@ -43,6 +44,14 @@ pub enum Command {
     Info,
     /// Follow the node's events until it stops (Ctrl-C to quit).
     Events,
+    /// Deploy a WebAssembly module (a .wasm binary or WAT text) and offer its functions.
+    Deploy(compute::DeployArgs),
+    /// Remove a deployed module; its functions are no longer offered.
+    Undeploy(compute::UndeployArgs),
+    /// List the functions this node offers: WASM exports and functions served by SDK processes.
+    Functions,
+    /// Call a function. Input comes from --input FILE or stdin; output goes to stdout or -o FILE.
+    Invoke(compute::InvokeArgs),
 }
 
 /// Runs the parsed command line.
@@ -59,5 +68,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info => node::info(&client, &output).await,
         Command::Events => node::events(&client, &output).await,
+        Command::Deploy(args) => compute::deploy(&client, &output, args).await,
+        Command::Undeploy(args) => compute::undeploy(&client, &output, args).await,
+        Command::Functions => compute::functions(&client, &output).await,
+        Command::Invoke(args) => compute::invoke(&client, &output, args).await,
     }
 }
