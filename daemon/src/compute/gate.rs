@@ -16,12 +16,12 @@ use tokio::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GateError {
     /// Every slot is busy and the waiting line is full.
-    #[error("all {slots} slots are busy and {queued} calls are already waiting")]
+    #[error("all {slots} slots are busy and all {max_queued} places in the queue are taken")]
     QueueFull {
         /// Slots of the gate.
         slots: usize,
-        /// Calls waiting when this one arrived.
-        queued: usize,
+        /// Places in the waiting line.
+        max_queued: usize,
     },
     /// The deadline passed while waiting for a slot.
     #[error("the deadline passed while waiting for a free slot")]
@@ -69,7 +69,7 @@ impl Gate {
         if queued >= self.max_queued {
             return Err(GateError::QueueFull {
                 slots: self.slots,
-                queued,
+                max_queued: self.max_queued,
             });
         }
         // Tokio's semaphore hands freed permits to waiters in arrival order.
@@ -135,7 +135,7 @@ mod tests {
             gate.enter(far()).await.unwrap_err(),
             GateError::QueueFull {
                 slots: 2,
-                queued: 1
+                max_queued: 1
             }
         );
         drop(a);
@@ -179,7 +179,7 @@ mod tests {
         let _held = gate.enter(far()).await.unwrap();
         assert!(matches!(
             gate.enter(far()).await,
-            Err(GateError::QueueFull { queued: 0, .. })
+            Err(GateError::QueueFull { max_queued: 0, .. })
         ));
     }
 }
