@@ -157,11 +157,23 @@ impl ComputeConfig {
             ("wasm_fuel", self.wasm_fuel),
             ("wasm_memory_mib", u64::from(self.wasm_memory_mib)),
             ("wasm_deadline_ms", self.wasm_deadline_ms),
-            ("wasm_max_concurrent_calls", u64::from(self.wasm_max_concurrent_calls)),
-            ("served_default_deadline_ms", self.served_default_deadline_ms),
+            (
+                "wasm_max_concurrent_calls",
+                u64::from(self.wasm_max_concurrent_calls),
+            ),
+            (
+                "served_default_deadline_ms",
+                self.served_default_deadline_ms,
+            ),
             ("served_max_deadline_ms", self.served_max_deadline_ms),
-            ("served_max_input_bytes", u64::from(self.served_max_input_bytes)),
-            ("served_max_output_bytes", u64::from(self.served_max_output_bytes)),
+            (
+                "served_max_input_bytes",
+                u64::from(self.served_max_input_bytes),
+            ),
+            (
+                "served_max_output_bytes",
+                u64::from(self.served_max_output_bytes),
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Invalid(format!(
@@ -602,7 +614,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.to_string().contains("compute.wasm_fuel must be above zero"),
+            err.to_string()
+                .contains("compute.wasm_fuel must be above zero"),
             "{err}"
         );
         let err = load(
@@ -611,10 +624,7 @@ mod tests {
             FlagOverrides::default(),
         )
         .unwrap_err();
-        assert!(
-            err.to_string().contains("served_max_deadline_ms"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("served_max_deadline_ms"), "{err}");
         let config = load(
             None,
             &[("MEHR_COMPUTE_MAX_QUEUED_INVOCATIONS", "3")],

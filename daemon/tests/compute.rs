@@ -17,8 +17,7 @@ use std::{
 use common::TestDaemon;
 use futures::StreamExt;
 use mehr_sdk::{
-    InvokeOptions,
-    proto as pb,
+    InvokeOptions, proto as pb,
     serve::{Call, FunctionSpec, HandlerError, OutputSink, blocking_handler_fn, handler_fn},
 };
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -57,10 +56,7 @@ impl Node {
 fn start_daemon(dir: &Path, compute_toml: &str) -> TestDaemon {
     let config = dir.join("mehrd.toml");
     std::fs::write(&config, format!("[compute]\n{compute_toml}")).unwrap();
-    TestDaemon::start_in(
-        &dir.join("node"),
-        &["--config", config.to_str().unwrap()],
-    )
+    TestDaemon::start_in(&dir.join("node"), &["--config", config.to_str().unwrap()])
 }
 
 fn fixture() -> Vec<u8> {
@@ -140,7 +136,10 @@ fn wasm_module_deployed_and_invoked_through_sdk_and_cli() {
         let echo = &functions[0];
         assert_eq!(echo.function_id, "fx/echo");
         assert_eq!(echo.kind(), pb::FunctionKind::Wasm);
-        assert_eq!(echo.function_hash, blake3::hash(b"fx/echo").as_bytes().to_vec());
+        assert_eq!(
+            echo.function_hash,
+            blake3::hash(b"fx/echo").as_bytes().to_vec()
+        );
         assert_eq!(echo.module_id, deployed.module_id);
         assert!(matches!(
             echo.price.as_ref().unwrap().kind,
@@ -157,7 +156,10 @@ fn wasm_module_deployed_and_invoked_through_sdk_and_cli() {
     });
 
     // The CLI: WAT text is converted before upload.
-    let wat = node.file("text.wat", FIXTURE.replace("\"echo\"", "\"say\"").as_bytes());
+    let wat = node.file(
+        "text.wat",
+        FIXTURE.replace("\"echo\"", "\"say\"").as_bytes(),
+    );
     let text = stdout(&daemon.cli(&["deploy", wat.to_str().unwrap(), "--name", "text"]));
     assert!(text.contains("status     deployed"), "{text}");
     assert!(text.contains("text/say"), "{text}");
@@ -201,7 +203,9 @@ fn wasm_module_deployed_and_invoked_through_sdk_and_cli() {
     let header = table.lines().next().unwrap();
     assert!(header.starts_with("FUNCTION"), "{table}");
     assert!(
-        table.lines().any(|l| l.starts_with("text/say") && l.contains("wasm")),
+        table
+            .lines()
+            .any(|l| l.starts_with("text/say") && l.contains("wasm")),
         "{table}"
     );
     let json: serde_json::Value =
@@ -255,7 +259,10 @@ fn wasm_failures_are_clear_errors_and_the_daemon_stays_healthy() {
 
         let (code, message) = code_of(client.invoke("fx/fail", "").await);
         assert_eq!(code, Code::Aborted);
-        assert!(message.starts_with("function `fx/fail`: guest trapped"), "{message}");
+        assert!(
+            message.starts_with("function `fx/fail`: guest trapped"),
+            "{message}"
+        );
         healthy().await;
 
         let (code, message) = code_of(client.invoke("fx/hog", "").await);
@@ -276,7 +283,10 @@ fn wasm_failures_are_clear_errors_and_the_daemon_stays_healthy() {
         let (code, _) = code_of(client.invoke("nobody-serves-this", "").await);
         assert_eq!(code, Code::NotFound);
         let (code, message) = code_of(client.invoke("", "").await);
-        assert_eq!((code, message.as_str()), (Code::InvalidArgument, "function_id must not be empty"));
+        assert_eq!(
+            (code, message.as_str()),
+            (Code::InvalidArgument, "function_id must not be empty")
+        );
 
         let (code, message) = code_of(client.deploy_module(b"\0asm-broken".to_vec(), None).await);
         assert_eq!(code, Code::InvalidArgument, "{message}");
@@ -317,13 +327,20 @@ fn modules_survive_a_restart() {
     let daemon = start_daemon(dir.path(), "");
     let module_id = rt.block_on(async {
         let client = daemon.client().await.unwrap();
-        client.deploy_module(fixture(), Some("fx")).await.unwrap().module_id
+        client
+            .deploy_module(fixture(), Some("fx"))
+            .await
+            .unwrap()
+            .module_id
     });
     drop(daemon);
     let daemon = start_daemon(dir.path(), "");
     rt.block_on(async {
         let client = daemon.client().await.unwrap();
-        assert_eq!(client.invoke("fx/reverse", "ab").await.unwrap().output, "ba");
+        assert_eq!(
+            client.invoke("fx/reverse", "ab").await.unwrap().output,
+            "ba"
+        );
         let functions = client.list_functions().await.unwrap();
         assert_eq!(functions.len(), 5);
         assert!(functions.iter().all(|f| f.module_id == module_id));
@@ -396,14 +413,24 @@ fn served_function_through_sdk_and_cli_with_events() {
         (serving, events)
     });
 
-    assert_eq!(stdout(&cli_with_stdin(daemon, &["invoke", "upper"], b"cli")), "CLI");
     assert_eq!(
-        stdout(&cli_with_stdin(daemon, &["invoke", "upper", "--stream"], b"streamed")),
+        stdout(&cli_with_stdin(daemon, &["invoke", "upper"], b"cli")),
+        "CLI"
+    );
+    assert_eq!(
+        stdout(&cli_with_stdin(
+            daemon,
+            &["invoke", "upper", "--stream"],
+            b"streamed"
+        )),
         "STREAMED"
     );
     let table = stdout(&daemon.cli(&["functions"]));
     let row = table.lines().find(|l| l.starts_with("upper")).unwrap();
-    assert!(row.contains("served") && row.contains("7 μMHR/call") && row.contains("0/3"), "{table}");
+    assert!(
+        row.contains("served") && row.contains("7 μMHR/call") && row.contains("0/3"),
+        "{table}"
+    );
     assert!(row.ends_with("upper-cases UTF-8 text"), "{row}");
 
     let (serving, mut events) = serving;
@@ -492,7 +519,10 @@ fn concurrency_limit_holds_under_50_parallel_calls() {
             }
         });
         let _serving = client
-            .serve(vec![FunctionSpec::new("limited").max_concurrency(4)], handler)
+            .serve(
+                vec![FunctionSpec::new("limited").max_concurrency(4)],
+                handler,
+            )
             .await
             .unwrap();
         let calls: Vec<_> = (0..50)
@@ -518,12 +548,18 @@ fn a_full_queue_is_resource_exhausted() {
         let handler = handler_fn(move |_call: Call, _output| {
             let gate = gate.clone();
             async move {
-                gate.acquire().await.map_err(|e| HandlerError::new(e.to_string()))?.forget();
+                gate.acquire()
+                    .await
+                    .map_err(|e| HandlerError::new(e.to_string()))?
+                    .forget();
                 Ok("done")
             }
         });
         let _serving = client
-            .serve(vec![FunctionSpec::new("narrow").max_concurrency(2)], handler)
+            .serve(
+                vec![FunctionSpec::new("narrow").max_concurrency(2)],
+                handler,
+            )
             .await
             .unwrap();
         let (results, mut finished) = mpsc::unbounded_channel();
@@ -538,7 +574,10 @@ fn a_full_queue_is_resource_exhausted() {
         while refused < 20 {
             let (code, message) = code_of(finished.recv().await.unwrap());
             assert_eq!(code, Code::ResourceExhausted);
-            assert!(message.ends_with("all 8 places in the queue are taken"), "{message}");
+            assert!(
+                message.ends_with("all 8 places in the queue are taken"),
+                "{message}"
+            );
             refused += 1;
         }
         let listed = client.list_functions().await.unwrap();
@@ -573,8 +612,14 @@ fn handler_errors_reach_the_caller_and_serving_continues() {
         assert_eq!(client.invoke("picky", "good").await.unwrap().output, "good");
         let (code, message) = code_of(client.invoke("picky", "panic").await);
         assert_eq!(code, Code::Aborted);
-        assert_eq!(message, "function `picky` failed: handler panicked: model exploded");
-        assert_eq!(client.invoke("picky", "still").await.unwrap().output, "still");
+        assert_eq!(
+            message,
+            "function `picky` failed: handler panicked: model exploded"
+        );
+        assert_eq!(
+            client.invoke("picky", "still").await.unwrap().output,
+            "still"
+        );
         serving
     });
     let failed = cli_with_stdin(&node.daemon, &["invoke", "picky"], b"bad");
@@ -680,7 +725,10 @@ fn deadline_exceeded_reaches_the_caller_and_cancels_the_server() {
             message,
             "function `sleepy`: deadline of 200ms exceeded while running"
         );
-        let remaining = cancelled.recv().await.expect("the server was told to cancel");
+        let remaining = cancelled
+            .recv()
+            .await
+            .expect("the server was told to cancel");
         assert!(remaining <= Duration::from_millis(200), "{remaining:?}");
 
         // Streaming callers get the same error as the stream's last item.
@@ -708,24 +756,39 @@ fn registration_is_validated() {
                 .await,
         );
         assert_eq!(code, Code::InvalidArgument);
-        assert!(message.starts_with("register.functions[0].name: "), "{message}");
+        assert!(
+            message.starts_with("register.functions[0].name: "),
+            "{message}"
+        );
         let (code, message) = code_of(
             client
                 .serve(
-                    vec![FunctionSpec::new("ok"), FunctionSpec::new("zero").max_concurrency(0)],
+                    vec![
+                        FunctionSpec::new("ok"),
+                        FunctionSpec::new("zero").max_concurrency(0),
+                    ],
                     upper(),
                 )
                 .await,
         );
         assert_eq!(code, Code::InvalidArgument);
-        assert_eq!(message, "register.functions[1].max_concurrency: is 0, must be 1 to 1024");
+        assert_eq!(
+            message,
+            "register.functions[1].max_concurrency: is 0, must be 1 to 1024"
+        );
         let (code, message) = code_of(
             client
-                .serve(vec![FunctionSpec::new("big").max_input_bytes(4097)], upper())
+                .serve(
+                    vec![FunctionSpec::new("big").max_input_bytes(4097)],
+                    upper(),
+                )
                 .await,
         );
         assert_eq!(code, Code::InvalidArgument);
-        assert!(message.starts_with("register.functions[0].max_input_bytes: "), "{message}");
+        assert!(
+            message.starts_with("register.functions[0].max_input_bytes: "),
+            "{message}"
+        );
         let (code, _) = code_of(client.serve(vec![], upper()).await);
         assert_eq!(code, Code::InvalidArgument);
 
@@ -742,4 +805,26 @@ fn registration_is_validated() {
         assert_eq!(message, "function `unique` is already served on this node");
         assert_eq!(client.invoke("unique", "a").await.unwrap().output, "A");
     });
+}
+
+#[test]
+fn daemon_shutdown_ends_serving_cleanly() {
+    let mut node = Node::start("");
+    let rt = runtime();
+    let serving = rt.block_on(async {
+        let client = node.daemon.client().await.unwrap();
+        client
+            .serve(vec![FunctionSpec::new("brief")], upper())
+            .await
+            .unwrap()
+    });
+    assert!(!serving.is_finished());
+    let status = node
+        .daemon
+        .stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .expect("the daemon stops within its grace period");
+    assert!(status.success(), "{status}");
+    // Waiting needs no runtime: the way a Python thread waits without the GIL.
+    serving.wait_blocking().unwrap();
+    assert!(serving.is_finished());
 }

@@ -160,7 +160,10 @@ pub struct OutputSink {
 }
 
 impl OutputSink {
-    fn message(&self, output: Bytes) -> Result<(mpsc::Sender<pb::ServeRequest>, pb::ServeRequest), SinkClosed> {
+    fn message(
+        &self,
+        output: Bytes,
+    ) -> Result<(mpsc::Sender<pb::ServeRequest>, pb::ServeRequest), SinkClosed> {
         if self.cancel.is_cancelled() {
             return Err(SinkClosed);
         }
@@ -522,7 +525,8 @@ impl Dispatcher {
                 },
                 None => None,
             };
-            let handled = AssertUnwindSafe(async move { handler.call(call, sink).await }).catch_unwind();
+            let handled =
+                AssertUnwindSafe(async move { handler.call(call, sink).await }).catch_unwind();
             let result = tokio::select! {
                 result = handled => result,
                 _ = cancel.cancelled() => return invocation_id,
@@ -582,7 +586,10 @@ mod tests {
         sink.send("a").await.unwrap();
         assert!(matches!(
             receiver.recv().await.unwrap().kind,
-            Some(serve_request::Kind::Output(pb::InvocationOutput { invocation_id: 9, .. }))
+            Some(serve_request::Kind::Output(pb::InvocationOutput {
+                invocation_id: 9,
+                ..
+            }))
         ));
         cancel.cancel();
         assert_eq!(sink.send("b").await, Err(SinkClosed));
@@ -591,7 +598,11 @@ mod tests {
             cancel: CancellationToken::new(),
             ..sink
         };
-        assert_eq!(reopened.send("c").await, Err(SinkClosed), "the stream is gone");
+        assert_eq!(
+            reopened.send("c").await,
+            Err(SinkClosed),
+            "the stream is gone"
+        );
     }
 
     #[tokio::test]

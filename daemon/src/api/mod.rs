@@ -7,8 +7,8 @@
 
 mod auth;
 pub mod compute;
-pub mod status;
 pub mod node;
+pub mod status;
 pub mod tls;
 
 use std::{
@@ -32,11 +32,11 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
+use self::{auth::BearerAuthLayer, tls::TlsMaterial};
 pub use self::{
     compute::ComputeApi,
     node::{Endpoint, NodeApi, NodeFacts},
 };
-use self::{auth::BearerAuthLayer, tls::TlsMaterial};
 use crate::config::{ApiConfig, TlsMode};
 
 /// Why the API could not start.
@@ -196,7 +196,9 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
-    health.set_serving::<ComputeServiceServer<ComputeApi>>().await;
+    health
+        .set_serving::<ComputeServiceServer<ComputeApi>>()
+        .await;
 
     let mut builder = RoutesBuilder::default();
     builder.add_service(health_service);

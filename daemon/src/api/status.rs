@@ -5,7 +5,9 @@
 use tonic::Status;
 
 use crate::{
-    compute::{DeployError, InvokeFailure, ListError, RegistrationError, RemoveError, SessionViolation},
+    compute::{
+        DeployError, InvokeFailure, ListError, RegistrationError, RemoveError, SessionViolation,
+    },
     store::StoreError,
 };
 

@@ -277,9 +277,7 @@ pub(super) async fn invoke(client: &Client, out: &Output, args: InvokeArgs) -> a
     };
     let mut sink = Sink::open(args.output.as_ref())?;
     if args.stream {
-        let mut stream = client
-            .invoke_stream(&args.function, input, options)
-            .await?;
+        let mut stream = client.invoke_stream(&args.function, input, options).await?;
         let mut total = 0usize;
         while let Some(message) = stream.next().await {
             let message = message?;
@@ -321,7 +319,12 @@ pub(super) async fn invoke(client: &Client, out: &Output, args: InvokeArgs) -> a
         }
         println!("{record}");
     }
-    report_file(out, &sink, response.output.len(), response.metering.as_ref());
+    report_file(
+        out,
+        &sink,
+        response.output.len(),
+        response.metering.as_ref(),
+    );
     Ok(())
 }
 

@@ -231,7 +231,12 @@ impl std::fmt::Debug for Invocation {
 }
 
 impl Invocation {
-    pub(super) fn new(function_id: String, target: Target, input: Bytes, deadline: Duration) -> Self {
+    pub(super) fn new(
+        function_id: String,
+        target: Target,
+        input: Bytes,
+        deadline: Duration,
+    ) -> Self {
         Invocation {
             function_id,
             started: Instant::now(),
@@ -251,13 +256,14 @@ impl Invocation {
         match std::mem::replace(&mut self.step, Step::Done) {
             Step::Done => None,
             Step::Ready {
-                target: Target::Wasm {
-                    runtime,
-                    gate,
-                    module,
-                    export,
-                    limits,
-                },
+                target:
+                    Target::Wasm {
+                        runtime,
+                        gate,
+                        module,
+                        export,
+                        limits,
+                    },
                 input,
             } => {
                 let call = wasm::WasmCall {

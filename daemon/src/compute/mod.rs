@@ -32,6 +32,12 @@ use futures::{Stream, StreamExt};
 use mehr_compute::{Limits, ModuleId, Runtime, RuntimeConfig, RuntimeError};
 use tokio_util::sync::CancellationToken;
 
+use self::{
+    function_id::{FunctionRef, NameError, check_module_name, function_hash, wasm_function_id},
+    gate::Gate,
+    invocation::Target,
+    served::{MAX_FUNCTIONS_PER_SESSION, ServedFunction, Session},
+};
 pub use self::{
     gate::GateError,
     invocation::{Chunk, Completed, Invocation, InvokeFailure, InvokeRequest, Metering},
@@ -40,12 +46,6 @@ pub use self::{
         CancelReason, FromProvider, Outbound, RegistrationError, ServedFunctionSpec,
         SessionViolation, ToProvider,
     },
-};
-use self::{
-    function_id::{FunctionRef, NameError, check_module_name, function_hash, wasm_function_id},
-    gate::Gate,
-    invocation::Target,
-    served::{MAX_FUNCTIONS_PER_SESSION, ServedFunction, Session},
 };
 use crate::{
     config::ComputeConfig,
@@ -164,7 +164,9 @@ pub enum DeployError {
     #[error(transparent)]
     Module(#[from] mehr_compute::DeployError),
     /// Another module has this name.
-    #[error("module name `{name}` is taken by module {module}; remove that module or pick another name")]
+    #[error(
+        "module name `{name}` is taken by module {module}; remove that module or pick another name"
+    )]
     NameTaken {
         /// The name.
         name: String,

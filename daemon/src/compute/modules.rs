@@ -71,10 +71,7 @@ impl Value for ModuleRecord {
         let (name, wasm) = rest.split_at_checked(name_len).ok_or_else(|| {
             CodecError::new(
                 WHAT,
-                format!(
-                    "name of {name_len} bytes, only {} bytes follow",
-                    rest.len()
-                ),
+                format!("name of {name_len} bytes, only {} bytes follow", rest.len()),
             )
         })?;
         let name = std::str::from_utf8(name)
@@ -101,14 +98,19 @@ mod tests {
         };
         assert_eq!(
             record.encode_value(),
-            vec![1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 0, b'a', b'b', 0, 0x61, 0x73, 0x6d]
+            vec![
+                1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 0, b'a', b'b', 0, 0x61, 0x73, 0x6d
+            ]
         );
     }
 
     #[test]
     fn damaged_records_are_errors() {
         assert!(ModuleRecord::decode_value(&[]).is_err());
-        assert!(ModuleRecord::decode_value(&[2; 11]).is_err(), "wrong version");
+        assert!(
+            ModuleRecord::decode_value(&[2; 11]).is_err(),
+            "wrong version"
+        );
         let mut long_name = vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0];
         long_name.extend_from_slice(b"abc");
         let err = ModuleRecord::decode_value(&long_name).unwrap_err();

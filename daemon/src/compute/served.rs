@@ -62,7 +62,9 @@ pub enum RegistrationError {
     #[error("register.functions: at least one function is required")]
     NoFunctions,
     /// The registration lists too many functions.
-    #[error("register.functions: {count} functions, at most {MAX_FUNCTIONS_PER_SESSION} per stream")]
+    #[error(
+        "register.functions: {count} functions, at most {MAX_FUNCTIONS_PER_SESSION} per stream"
+    )]
     TooManyFunctions {
         /// How many were listed.
         count: usize,
@@ -705,10 +707,15 @@ mod tests {
     async fn deadline_cancels_at_the_server() {
         let (session, mut outbound) = Session::new(1, vec!["f".into()]);
         let d = Duration::from_millis(20);
-        let mut call =
-            RunningCall::start(function(&session, 1), "in".into(), d, Instant::now() + d, 1000)
-                .await
-                .unwrap();
+        let mut call = RunningCall::start(
+            function(&session, 1),
+            "in".into(),
+            d,
+            Instant::now() + d,
+            1000,
+        )
+        .await
+        .unwrap();
         let id = dispatched(&mut outbound).await;
         assert!(matches!(
             call.next().await,

@@ -92,7 +92,11 @@ async fn deploy_invoke_by_name_and_by_id_then_remove() {
         .compute
         .start_invocation(InvokeRequest::new(by_id, "x"))
         .unwrap();
-    assert_eq!(invocation.function_id(), "fx/echo", "ids resolve to the canonical id");
+    assert_eq!(
+        invocation.function_id(),
+        "fx/echo",
+        "ids resolve to the canonical id"
+    );
 
     let again = s.compute.deploy_module(fixture(), None).await.unwrap();
     assert!(!again.created);
@@ -120,11 +124,15 @@ async fn names_are_unique_and_fixed() {
         .unwrap();
     let other = mehr_compute::wat_to_wasm(&FIXTURE.replace("\"echo\"", "\"echo2\"")).unwrap();
     assert!(matches!(
-        s.compute.deploy_module(other.clone(), Some("fx".into())).await,
+        s.compute
+            .deploy_module(other.clone(), Some("fx".into()))
+            .await,
         Err(DeployError::NameTaken { .. })
     ));
     assert!(matches!(
-        s.compute.deploy_module(fixture(), Some("other".into())).await,
+        s.compute
+            .deploy_module(fixture(), Some("other".into()))
+            .await,
         Err(DeployError::AlreadyDeployedAs { .. })
     ));
     let err = s
@@ -132,10 +140,15 @@ async fn names_are_unique_and_fixed() {
         .deploy_module(other, Some("no/slash".into()))
         .await
         .unwrap_err();
-    assert!(err.to_string().starts_with("name `no/slash` has '/'"), "{err}");
+    assert!(
+        err.to_string().starts_with("name `no/slash` has '/'"),
+        "{err}"
+    );
     assert!(matches!(
         s.compute.deploy_module(b"not wasm".to_vec(), None).await,
-        Err(DeployError::Module(mehr_compute::DeployError::NotWasmBinary))
+        Err(DeployError::Module(
+            mehr_compute::DeployError::NotWasmBinary
+        ))
     ));
 }
 
@@ -168,7 +181,10 @@ async fn modules_survive_a_restart() {
         .filter(|f| f.module_id == Some(module_id))
         .map(|f| f.function_id.as_str())
         .collect();
-    assert_eq!(fx, ["fx/echo", "fx/fail", "fx/hog", "fx/reverse", "fx/spin"]);
+    assert_eq!(
+        fx,
+        ["fx/echo", "fx/fail", "fx/hog", "fx/reverse", "fx/spin"]
+    );
     let done = compute
         .invoke(InvokeRequest::new("fx/echo", "still here"))
         .await
@@ -185,7 +201,11 @@ async fn listing_pages_in_id_order() {
         .await
         .unwrap();
     let first = s.compute.list_functions("", 2).unwrap();
-    let ids: Vec<_> = first.functions.iter().map(|f| f.function_id.clone()).collect();
+    let ids: Vec<_> = first
+        .functions
+        .iter()
+        .map(|f| f.function_id.clone())
+        .collect();
     assert_eq!(ids, ["fx/echo", "fx/fail"]);
     let token = first.next_page_token.unwrap();
     let second = s.compute.list_functions(&token, 10).unwrap();
@@ -265,7 +285,10 @@ async fn wasm_limits_are_precise_errors() {
     );
 
     let done = s.compute.invoke(call("fx/echo", "fine")).await.unwrap();
-    assert_eq!(done.output, "fine", "the sandbox is healthy after each failure");
+    assert_eq!(
+        done.output, "fine",
+        "the sandbox is healthy after each failure"
+    );
 }
 
 #[tokio::test]
@@ -417,8 +440,17 @@ async fn disconnect_fails_running_calls_and_unregisters() {
             function_id: "slow".into()
         }
     );
-    assert!(s.compute.list_functions("", 0).unwrap().functions.is_empty());
-    assert!(outbound.recv().await.is_none(), "the stream to the server ends");
+    assert!(
+        s.compute
+            .list_functions("", 0)
+            .unwrap()
+            .functions
+            .is_empty()
+    );
+    assert!(
+        outbound.recv().await.is_none(),
+        "the stream to the server ends"
+    );
     assert_eq!(
         next_event(&mut s.events),
         EventKind::FunctionUnregistered {
@@ -473,7 +505,13 @@ async fn a_violation_ends_the_stream_with_an_error() {
         Some(Err(SessionViolation::RegisteredTwice))
     );
     assert!(outbound.recv().await.is_none());
-    assert!(s.compute.list_functions("", 0).unwrap().functions.is_empty());
+    assert!(
+        s.compute
+            .list_functions("", 0)
+            .unwrap()
+            .functions
+            .is_empty()
+    );
 }
 
 #[tokio::test]

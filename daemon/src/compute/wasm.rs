@@ -35,9 +35,7 @@ pub(super) async fn run(
         .enter(call.deadline_at)
         .await
         .map_err(|e| InvokeFailure::from_gate(call.function_id, call.deadline, e))?;
-    let remaining = call
-        .deadline_at
-        .saturating_duration_since(Instant::now());
+    let remaining = call.deadline_at.saturating_duration_since(Instant::now());
     if remaining.is_zero() {
         return Err(InvokeFailure::DeadlineExceeded {
             function_id: call.function_id.to_string(),
