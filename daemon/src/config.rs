@@ -187,6 +187,25 @@ impl ComputeConfig {
                 self.wasm_memory_mib
             )));
         }
+        // Deadlines become instants; a day is far beyond any call and far from overflow.
+        const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+        for (key, value) in [
+            ("wasm_deadline_ms", self.wasm_deadline_ms),
+            ("served_max_deadline_ms", self.served_max_deadline_ms),
+        ] {
+            if value > DAY_MS {
+                return Err(ConfigError::Invalid(format!(
+                    "compute.{key} is {value}, at most {DAY_MS} (one day)"
+                )));
+            }
+        }
+        // Each sandbox slot reserves about 4 GiB of address space.
+        if self.wasm_max_concurrent_calls > 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "compute.wasm_max_concurrent_calls is {}, at most 1024",
+                self.wasm_max_concurrent_calls
+            )));
+        }
         if self.served_default_deadline_ms > self.served_max_deadline_ms {
             return Err(ConfigError::Invalid(format!(
                 "compute.served_default_deadline_ms ({}) is above compute.served_max_deadline_ms ({})",
@@ -625,6 +644,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("served_max_deadline_ms"), "{err}");
+        let err = load(
+            None,
+            &[("MEHR_COMPUTE_WASM_DEADLINE_MS", "86400001")],
+            FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("one day"), "{err}");
         let config = load(
             None,
             &[("MEHR_COMPUTE_MAX_QUEUED_INVOCATIONS", "3")],

@@ -298,6 +298,14 @@ where
     Arc::new(BlockingHandler(Arc::new(function)))
 }
 
+/// `now + remaining`, saturating far in the future instead of overflowing.
+fn deadline_after(remaining: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(remaining)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 60 * 60)))
+        .unwrap_or(now)
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
@@ -511,7 +519,7 @@ impl Dispatcher {
             invocation_id,
             function_id: invocation.function_id,
             input: invocation.input,
-            deadline: Instant::now() + Duration::from_millis(invocation.deadline_ms),
+            deadline: deadline_after(Duration::from_millis(invocation.deadline_ms)),
             cancel: cancel.clone(),
         };
         let handler = self.handler.clone();
@@ -572,6 +580,13 @@ mod tests {
                 max_input_bytes: 1024,
             }
         );
+    }
+
+    #[test]
+    fn absurd_deadlines_do_not_overflow() {
+        assert!(deadline_after(Duration::MAX) > Instant::now());
+        let soon = deadline_after(Duration::from_millis(5));
+        assert!(soon <= Instant::now() + Duration::from_millis(5));
     }
 
     #[tokio::test]
