@@ -425,6 +425,15 @@ fn served_function_through_sdk_and_cli_with_events() {
         )),
         "STREAMED"
     );
+    let lines = stdout(&cli_with_stdin(
+        daemon,
+        &["--json", "invoke", "upper", "--stream"],
+        b"json",
+    ));
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!(last["done"], true);
+    assert_eq!(last["output_text"], "JSON");
+    assert_eq!(last["metering"]["kind"], "served");
     let table = stdout(&daemon.cli(&["functions"]));
     let row = table.lines().find(|l| l.starts_with("upper")).unwrap();
     assert!(
