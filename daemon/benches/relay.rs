@@ -36,13 +36,20 @@ const PAYLOAD: usize = 465;
 const MEASURE: Duration = Duration::from_secs(8);
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "relay did not start listening on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "relay did not start listening on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -59,7 +66,12 @@ fn start_mehrd(port: u16, dir: &std::path::Path) -> Child {
         .arg(dir.join("node"))
         .arg("--config")
         .arg(&config)
-        .args(["--api-listen", &format!("127.0.0.1:{}", free_port()), "--log-level", "warn"])
+        .args([
+            "--api-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--log-level",
+            "warn",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -69,9 +81,12 @@ fn start_mehrd(port: u16, dir: &std::path::Path) -> Child {
 }
 
 fn python() -> PathBuf {
-    std::env::var("MEHR_RNS_PYTHON").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mehr/venv/bin/python")
-    })
+    std::env::var("MEHR_RNS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/mehr/venv/bin/python")
+        })
 }
 
 fn start_rnsd(port: u16, dir: &std::path::Path) -> Child {
@@ -135,12 +150,16 @@ fn measure(port: u16) -> Result_ {
     // The sink announces a destination and counts the packets that reach it.
     let sink_identity = PrivateIdentity::generate(&mut OsRng);
     let name = DestinationName::parse("bench.sink").unwrap();
-    let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let announce = Announce::create_random(&sink_identity, &name, b"", None, unix, &mut OsRng);
     let sink_destination: DestinationHash = announce.destination;
     let mut sink = TcpStream::connect(("127.0.0.1", port)).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    sink.write_all(&hdlc::encode(&announce.to_packet(false).encode())).unwrap();
+    sink.write_all(&hdlc::encode(&announce.to_packet(false).encode()))
+        .unwrap();
     let received = Arc::new(AtomicU64::new(0));
     let sink_reader = sink.try_clone().unwrap();
     let counter = received.clone();
@@ -171,7 +190,9 @@ fn measure(port: u16) -> Result_ {
             true
         })
     });
-    let relay = rx.recv_timeout(Duration::from_secs(30)).expect("the relay rebroadcast the sink's announce");
+    let relay = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the relay rebroadcast the sink's announce");
 
     // Unique packets (the relay drops duplicates), written as fast as the relay takes them.
     let stop = Arc::new(AtomicBool::new(false));
@@ -188,8 +209,13 @@ fn measure(port: u16) -> Result_ {
                 // A counter makes every packet (and its hash) unique.
                 sequence += 1;
                 payload[..8].copy_from_slice(&sequence.to_le_bytes());
-                let mut packet =
-                    Packet::new(PacketType::Data, DestinationType::Single, sink_destination, Context::NONE, payload.clone());
+                let mut packet = Packet::new(
+                    PacketType::Data,
+                    DestinationType::Single,
+                    sink_destination,
+                    Context::NONE,
+                    payload.clone(),
+                );
                 packet.transport_type = TransportType::Transport;
                 packet.transport_id = Some(relay);
                 batch.extend(hdlc::encode(&packet.encode()));
@@ -230,10 +256,24 @@ fn main() {
     let _ = rnsd.kill();
     let _ = rnsd.wait();
 
-    println!("relay throughput, generator → relay → sink on loopback TCP, {PAYLOAD}-byte payloads, {}s each", MEASURE.as_secs());
+    println!(
+        "relay throughput, generator → relay → sink on loopback TCP, {PAYLOAD}-byte payloads, {}s each",
+        MEASURE.as_secs()
+    );
     println!("| relay | packets/s | MB/s |");
     println!("|---|---:|---:|");
-    println!("| mehrd | {:.0} | {:.2} |", ours.packets_per_sec(), ours.mb_per_sec());
-    println!("| rnsd (rns, Python) | {:.0} | {:.2} |", theirs.packets_per_sec(), theirs.mb_per_sec());
-    println!("ratio mehrd / rnsd: {:.1}×", ours.packets_per_sec() / theirs.packets_per_sec().max(1e-9));
+    println!(
+        "| mehrd | {:.0} | {:.2} |",
+        ours.packets_per_sec(),
+        ours.mb_per_sec()
+    );
+    println!(
+        "| rnsd (rns, Python) | {:.0} | {:.2} |",
+        theirs.packets_per_sec(),
+        theirs.mb_per_sec()
+    );
+    println!(
+        "ratio mehrd / rnsd: {:.1}×",
+        ours.packets_per_sec() / theirs.packets_per_sec().max(1e-9)
+    );
 }

@@ -42,6 +42,8 @@ pub struct Config {
     pub transport: crate::transport::TransportConfig,
     /// Mesh interfaces (`[[interfaces]]` tables); replaces the defaults when given.
     pub interfaces: Vec<crate::transport::InterfaceSpec>,
+    /// Running functions: the WASM sandbox and functions served by SDK processes.
+    pub compute: ComputeConfig,
 }
 
 /// Participation level (seed 002): L0 relays only, L1 adds the economics, L2 is everything.
@@ -109,6 +111,113 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// The compute part: limits of the WASM sandbox and of functions served by SDK processes.
+///
+/// The WASM limits are both the default of every call and the most a call may use: a request
+/// may only lower them. Their defaults are the protocol's Light tier; the Full tier is
+/// `wasm_fuel = 10000000000`, `wasm_memory_mib = 256`, `wasm_deadline_ms = 30000`,
+/// `wasm_max_input_bytes = wasm_max_output_bytes = 16777216`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeConfig {
+    /// Largest WASM module accepted by DeployModule, in bytes.
+    pub max_module_bytes: u32,
+    /// Keep compiled modules in `<data_dir>/compute-cache` so restarts load instead of
+    /// recompiling.
+    pub compile_cache: bool,
+    /// Fuel a WASM call may burn (1 fuel ≈ 1 executed instruction).
+    pub wasm_fuel: u64,
+    /// Linear memory a WASM call may use, in MiB.
+    pub wasm_memory_mib: u32,
+    /// Wall-clock time a WASM call may run, in milliseconds.
+    pub wasm_deadline_ms: u64,
+    /// Largest input of a WASM call, in bytes.
+    pub wasm_max_input_bytes: u32,
+    /// Largest output of a WASM call, in bytes.
+    pub wasm_max_output_bytes: u32,
+    /// WASM calls that run at once, node-wide (each holds a sandbox slot); more wait in a queue.
+    pub wasm_max_concurrent_calls: u32,
+    /// Price of WASM calls advertised by this node, in μMHR per million fuel.
+    pub wasm_price_per_million_fuel_umhr: u64,
+    /// Deadline of a call to a served function when the caller names none, in milliseconds.
+    pub served_default_deadline_ms: u64,
+    /// Longest deadline a call to a served function may have, in milliseconds.
+    pub served_max_deadline_ms: u64,
+    /// Largest input a served function may accept, in bytes (the ceiling for registrations).
+    pub served_max_input_bytes: u32,
+    /// Largest total output of one call to a served function, in bytes.
+    pub served_max_output_bytes: u32,
+    /// Calls that may wait for a free slot, per served function and for the WASM sandbox as a
+    /// whole; a call beyond that fails at once with RESOURCE_EXHAUSTED.
+    pub max_queued_invocations: u32,
+}
+
+impl ComputeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_module_bytes", u64::from(self.max_module_bytes)),
+            ("wasm_fuel", self.wasm_fuel),
+            ("wasm_memory_mib", u64::from(self.wasm_memory_mib)),
+            ("wasm_deadline_ms", self.wasm_deadline_ms),
+            (
+                "wasm_max_concurrent_calls",
+                u64::from(self.wasm_max_concurrent_calls),
+            ),
+            (
+                "served_default_deadline_ms",
+                self.served_default_deadline_ms,
+            ),
+            ("served_max_deadline_ms", self.served_max_deadline_ms),
+            (
+                "served_max_input_bytes",
+                u64::from(self.served_max_input_bytes),
+            ),
+            (
+                "served_max_output_bytes",
+                u64::from(self.served_max_output_bytes),
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "compute.{key} must be above zero"
+            )));
+        }
+        // A 32-bit WASM memory holds at most 4 GiB.
+        if self.wasm_memory_mib > 4096 {
+            return Err(ConfigError::Invalid(format!(
+                "compute.wasm_memory_mib is {}, a WASM memory holds at most 4096 MiB",
+                self.wasm_memory_mib
+            )));
+        }
+        // Deadlines become instants; a day is far beyond any call and far from overflow.
+        const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+        for (key, value) in [
+            ("wasm_deadline_ms", self.wasm_deadline_ms),
+            ("served_max_deadline_ms", self.served_max_deadline_ms),
+        ] {
+            if value > DAY_MS {
+                return Err(ConfigError::Invalid(format!(
+                    "compute.{key} is {value}, at most {DAY_MS} (one day)"
+                )));
+            }
+        }
+        // Each sandbox slot reserves about 4 GiB of address space.
+        if self.wasm_max_concurrent_calls > 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "compute.wasm_max_concurrent_calls is {}, at most 1024",
+                self.wasm_max_concurrent_calls
+            )));
+        }
+        if self.served_default_deadline_ms > self.served_max_deadline_ms {
+            return Err(ConfigError::Invalid(format!(
+                "compute.served_default_deadline_ms ({}) is above compute.served_max_deadline_ms ({})",
+                self.served_default_deadline_ms, self.served_max_deadline_ms
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Settings given on the command line; `None` leaves the lower layers' value.
@@ -187,6 +296,22 @@ impl Config {
             },
             transport: crate::transport::TransportConfig::default(),
             interfaces: crate::transport::interfaces::spec::default_interfaces(),
+            compute: ComputeConfig {
+                max_module_bytes: 8 * 1024 * 1024,
+                compile_cache: true,
+                wasm_fuel: 100_000_000,
+                wasm_memory_mib: 16,
+                wasm_deadline_ms: 5_000,
+                wasm_max_input_bytes: 1024 * 1024,
+                wasm_max_output_bytes: 1024 * 1024,
+                wasm_max_concurrent_calls: 64,
+                wasm_price_per_million_fuel_umhr: 1,
+                served_default_deadline_ms: 30_000,
+                served_max_deadline_ms: 600_000,
+                served_max_input_bytes: 16 * 1024 * 1024,
+                served_max_output_bytes: 16 * 1024 * 1024,
+                max_queued_invocations: 64,
+            },
         }
     }
 
@@ -284,6 +409,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.compute.validate()?;
         Ok(())
     }
 
@@ -541,6 +667,42 @@ mod tests {
             config.interfaces.is_empty(),
             "an empty list turns the default interfaces off"
         );
+    }
+
+    #[test]
+    fn compute_settings_are_checked() {
+        let err = load(
+            Some("[compute]\nwasm_fuel = 0\n"),
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("compute.wasm_fuel must be above zero"),
+            "{err}"
+        );
+        let err = load(
+            None,
+            &[("MEHR_COMPUTE_SERVED_DEFAULT_DEADLINE_MS", "700000")],
+            FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("served_max_deadline_ms"), "{err}");
+        let err = load(
+            None,
+            &[("MEHR_COMPUTE_WASM_DEADLINE_MS", "86400001")],
+            FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("one day"), "{err}");
+        let config = load(
+            None,
+            &[("MEHR_COMPUTE_MAX_QUEUED_INVOCATIONS", "3")],
+            FlagOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.compute.max_queued_invocations, 3);
     }
 
     #[test]

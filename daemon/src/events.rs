@@ -8,6 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
+use crate::compute::FunctionKind;
+
 /// How many events a slow subscriber may fall behind before it starts missing them.
 const EVENT_BUFFER: usize = 1024;
 
@@ -50,6 +52,22 @@ pub enum EventKind {
         destination: [u8; 16],
         /// Its size.
         bytes: u64,
+    },
+    /// The node began offering a function.
+    FunctionRegistered {
+        /// The function id.
+        function_id: String,
+        /// WASM or served.
+        kind: FunctionKind,
+    },
+    /// The node stopped offering a function.
+    FunctionUnregistered {
+        /// The function id.
+        function_id: String,
+        /// WASM or served.
+        kind: FunctionKind,
+        /// Why, in words.
+        reason: String,
     },
 }
 

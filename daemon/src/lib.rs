@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod compute;
 pub mod config;
 pub mod data_dir;
 pub mod events;

@@ -1,12 +1,13 @@
-//! The node: starts its parts in order (data dir, identity, store, API), and stops them in
-//! reverse on shutdown.
+//! The node: starts its parts in order (data dir, identity, store, compute, API), and stops
+//! them in reverse on shutdown.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{self, ApiError, Listeners, NodeApi, NodeFacts, RunningApi, Services},
+    api::{self, ApiError, ComputeApi, Listeners, NodeApi, NodeFacts, RunningApi, Services},
+    compute::{self, Compute},
     config::Config,
     data_dir::{DataDir, DataDirError, STORE_DIR},
     events::{EventBus, EventKind},
@@ -35,6 +36,9 @@ pub enum NodeError {
     /// The mesh transport could not start (an interface failed to open, typically).
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
+    /// The compute part could not start.
+    #[error(transparent)]
+    Compute(#[from] compute::StartError),
 }
 
 /// A running node.
@@ -89,6 +93,14 @@ impl Node {
             shutdown.child_token(),
         )
         .await?;
+        let compute = Compute::start(
+            &config.compute,
+            store.clone(),
+            events.clone(),
+            data_dir.path(),
+            shutdown.child_token(),
+        )
+        .await?;
 
         let services = Services {
             node: NodeApi::new(facts.clone(), events.clone()),
@@ -96,6 +108,11 @@ impl Node {
             messaging: crate::api::messaging::MessagingApi::new(
                 transport.clone(),
                 config.transport.max_message_bytes,
+            ),
+            compute: ComputeApi::new(
+                compute,
+                facts.identity_hash,
+                Duration::from_secs(config.api.request_timeout_secs),
             ),
         };
         let api = api::serve(

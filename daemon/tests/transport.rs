@@ -382,7 +382,11 @@ fn slow_half_duplex_link_carries_a_message_and_caps_rebroadcast_announces() {
             c.client().await.unwrap(),
         );
         let mut inbox = a.listen("lora.inbox", true).await.unwrap();
-        path_to(&b, &inbox.destination).await;
+        // The announce may be lost to a collision on the half-duplex link; a path request
+        // asks again.
+        b.request_path(&inbox.destination, Duration::from_secs(60))
+            .await
+            .unwrap();
         let report = b
             .send(
                 &inbox.destination,

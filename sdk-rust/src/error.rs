@@ -30,8 +30,16 @@ pub enum Error {
         reason: String,
     },
     /// The daemon answered with an error status.
+    // Not `#[from]`: that would also make the status the error's `source`, and error chains
+    // (`anyhow`'s `{:#}`) would print the message twice.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Error::Status(status)
+    }
 }
 
 impl Error {
@@ -66,5 +74,17 @@ pub(crate) fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "UNAVAILABLE",
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_prints_once_in_an_error_chain() {
+        let error = Error::from(tonic::Status::not_found("no function `f`"));
+        assert_eq!(error.to_string(), "NOT_FOUND: no function `f`");
+        assert!(std::error::Error::source(&error).is_none());
     }
 }

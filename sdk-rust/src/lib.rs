@@ -9,18 +9,25 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Functions: [`Client::deploy_module`], [`Client::list_functions`], [`Client::invoke`] and
+//! [`Client::invoke_stream`] call them; [`Client::serve`] (see [`serve`]) provides them from
+//! this process.
+//!
 //! [`ConnectOptions`] reaches a daemon elsewhere (TCP with a bearer token, TLS with a CA).
 //! Every call returns [`Error`], whose [`Error::code`] is the gRPC status code the daemon sent.
 //! The generated gRPC types are re-exported as [`proto`]; the raw clients are available for
 //! calls this crate does not wrap yet.
 
 mod client;
+mod compute;
 mod connect;
 mod error;
 pub mod layout;
+pub mod serve;
 mod transport;
 
 pub use client::{AuthedChannel, BearerToken, Client, EventStream};
+pub use compute::InvokeOptions;
 pub use connect::{ConnectOptions, Target};
 pub use error::Error;
 /// The generated `mehr.v1` messages and clients.

@@ -6,6 +6,7 @@
 //! add TLS. All listeners share one concurrency budget, so load shedding is node-wide.
 
 mod auth;
+pub mod compute;
 pub mod messaging;
 pub mod node;
 mod paging;
@@ -21,8 +22,8 @@ use std::{
 };
 
 use mehr_proto::v1::{
-    messaging_service_server::MessagingServiceServer, node_service_server::NodeServiceServer,
-    transport_service_server::TransportServiceServer,
+    compute_service_server::ComputeServiceServer, messaging_service_server::MessagingServiceServer,
+    node_service_server::NodeServiceServer, transport_service_server::TransportServiceServer,
 };
 use tokio::{net::UnixListener, sync::Semaphore, task::JoinHandle};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -35,8 +36,11 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-pub use self::node::{Endpoint, NodeApi, NodeFacts};
 use self::{auth::BearerAuthLayer, tls::TlsMaterial};
+pub use self::{
+    compute::ComputeApi,
+    node::{Endpoint, NodeApi, NodeFacts},
+};
 use crate::config::{ApiConfig, TlsMode};
 
 /// Why the API could not start.
@@ -170,6 +174,8 @@ pub struct Services {
     pub transport: transport::TransportApi,
     /// `mehr.v1.MessagingService`.
     pub messaging: messaging::MessagingApi,
+    /// `mehr.v1.ComputeService`.
+    pub compute: ComputeApi,
 }
 
 impl Services {
@@ -180,6 +186,7 @@ impl Services {
             MessagingServiceServer::new(self.messaging.clone())
                 .max_decoding_message_size(self.messaging.max_request_bytes()),
         );
+        routes.add_service(self.compute.clone().into_server());
     }
 
     async fn set_serving(&self, health: &HealthReporter, serving: bool) {
@@ -193,6 +200,7 @@ impl Services {
             <NodeServiceServer<NodeApi> as tonic::server::NamedService>::NAME,
             <TransportServiceServer<transport::TransportApi> as tonic::server::NamedService>::NAME,
             <MessagingServiceServer<messaging::MessagingApi> as tonic::server::NamedService>::NAME,
+            <ComputeServiceServer<ComputeApi> as tonic::server::NamedService>::NAME,
         ] {
             health.set_service_status(name, status).await;
         }

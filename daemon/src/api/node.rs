@@ -184,6 +184,21 @@ fn to_proto(event: &Event) -> pb::NodeEvent {
                 size_bytes: *bytes,
             })
         }
+        EventKind::FunctionRegistered { function_id, kind } => {
+            Kind::FunctionRegistered(pb::FunctionRegistered {
+                function_id: function_id.clone(),
+                kind: super::compute::kind_to_proto(*kind) as i32,
+            })
+        }
+        EventKind::FunctionUnregistered {
+            function_id,
+            kind,
+            reason,
+        } => Kind::FunctionUnregistered(pb::FunctionUnregistered {
+            function_id: function_id.clone(),
+            kind: super::compute::kind_to_proto(*kind) as i32,
+            reason: reason.clone(),
+        }),
     };
     pb::NodeEvent {
         sequence: event.sequence,

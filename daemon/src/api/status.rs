@@ -4,7 +4,13 @@
 
 use tonic::Status;
 
-use crate::{store::StoreError, transport::TransportError};
+use crate::{
+    compute::{
+        DeployError, InvokeFailure, ListError, RegistrationError, RemoveError, SessionViolation,
+    },
+    store::StoreError,
+    transport::TransportError,
+};
 
 impl From<StoreError> for Status {
     fn from(error: StoreError) -> Status {
@@ -43,6 +49,102 @@ impl From<TransportError> for Status {
             }
             TransportError::Router(_) => Status::internal(message),
             TransportError::Stopped => Status::unavailable(message),
+        }
+    }
+}
+
+impl From<InvokeFailure> for Status {
+    fn from(failure: InvokeFailure) -> Status {
+        use mehr_compute::InvokeError as Sandbox;
+        let message = failure.to_string();
+        match &failure {
+            InvokeFailure::EmptyFunctionId | InvokeFailure::InputTooLarge { .. } => {
+                Status::invalid_argument(message)
+            }
+            InvokeFailure::UnknownFunction { .. } => Status::not_found(message),
+            InvokeFailure::Busy { .. }
+            | InvokeFailure::OutputTooLarge { .. }
+            | InvokeFailure::CallerTooSlow { .. } => Status::resource_exhausted(message),
+            InvokeFailure::DeadlineExceeded { .. } => Status::deadline_exceeded(message),
+            InvokeFailure::ProviderDisconnected { .. } | InvokeFailure::NoLongerServed { .. } => {
+                Status::unavailable(message)
+            }
+            // The function ran and failed: the same code for a handler's error and a trap.
+            InvokeFailure::HandlerFailed { .. } => Status::aborted(message),
+            InvokeFailure::Internal { .. } => Status::internal(message),
+            InvokeFailure::Wasm { source, .. } => match source {
+                // The module was removed between resolution and the call.
+                Sandbox::UnknownModule { .. } | Sandbox::UnknownFunction { .. } => {
+                    Status::not_found(message)
+                }
+                Sandbox::LimitAboveCeiling { .. } | Sandbox::InputTooLarge { .. } => {
+                    Status::invalid_argument(message)
+                }
+                Sandbox::Busy { .. }
+                | Sandbox::OutOfFuel { .. }
+                | Sandbox::MemoryLimit { .. }
+                | Sandbox::OutputTooLarge { .. } => Status::resource_exhausted(message),
+                Sandbox::Deadline { .. } => Status::deadline_exceeded(message),
+                Sandbox::Trap { .. }
+                | Sandbox::BadInputPointer { .. }
+                | Sandbox::BadOutputPointer { .. } => Status::aborted(message),
+                Sandbox::Instantiate { .. } => Status::internal(message),
+            },
+        }
+    }
+}
+
+impl From<DeployError> for Status {
+    fn from(error: DeployError) -> Status {
+        match error {
+            DeployError::InvalidName { .. } | DeployError::Module(_) => {
+                Status::invalid_argument(error.to_string())
+            }
+            DeployError::NameTaken { .. } | DeployError::AlreadyDeployedAs { .. } => {
+                Status::already_exists(error.to_string())
+            }
+            DeployError::Store(e) => e.into(),
+            DeployError::Task(_) => Status::internal(error.to_string()),
+        }
+    }
+}
+
+impl From<RemoveError> for Status {
+    fn from(error: RemoveError) -> Status {
+        match error {
+            RemoveError::NotFound { .. } => Status::not_found(error.to_string()),
+            RemoveError::Store(e) => e.into(),
+            RemoveError::Task(_) => Status::internal(error.to_string()),
+        }
+    }
+}
+
+impl From<ListError> for Status {
+    fn from(error: ListError) -> Status {
+        match error {
+            ListError::BadPageToken => Status::invalid_argument(error.to_string()),
+        }
+    }
+}
+
+impl From<RegistrationError> for Status {
+    fn from(error: RegistrationError) -> Status {
+        match error {
+            RegistrationError::NotRegisterFirst
+            | RegistrationError::NoFunctions
+            | RegistrationError::TooManyFunctions { .. }
+            | RegistrationError::InvalidField { .. } => Status::invalid_argument(error.to_string()),
+            RegistrationError::AlreadyServed { .. } => Status::already_exists(error.to_string()),
+            RegistrationError::ShuttingDown => Status::unavailable(error.to_string()),
+        }
+    }
+}
+
+impl From<SessionViolation> for Status {
+    fn from(violation: SessionViolation) -> Status {
+        match violation {
+            SessionViolation::RegisteredTwice => Status::failed_precondition(violation.to_string()),
+            SessionViolation::Malformed(_) => Status::invalid_argument(violation.to_string()),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `mehr`, the operator's command line: one subcommand per task, `--json` everywhere, a
 //! one-line cause and a non-zero exit code on failure.
 
+mod compute;
 mod node;
 mod output;
 mod transport;
@@ -71,6 +72,14 @@ pub enum Command {
     Reply(transport::ReplyArgs),
     /// Listen on an app destination and print the messages that arrive.
     Listen(transport::ListenArgs),
+    /// Deploy a WebAssembly module (a .wasm binary or WAT text) and offer its functions.
+    Deploy(compute::DeployArgs),
+    /// Remove a deployed module; its functions are no longer offered.
+    Undeploy(compute::UndeployArgs),
+    /// List the functions this node offers: WASM exports and functions served by SDK processes.
+    Functions,
+    /// Call a function. Input comes from --input FILE or stdin; output goes to stdout or -o FILE.
+    Invoke(compute::InvokeArgs),
 }
 
 /// Runs the parsed command line.
@@ -95,5 +104,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => transport::send(&client, &output, args).await,
         Command::Reply(args) => transport::reply(&client, &output, args).await,
         Command::Listen(args) => transport::listen(&client, &output, args).await,
+        Command::Deploy(args) => compute::deploy(&client, &output, args).await,
+        Command::Undeploy(args) => compute::undeploy(&client, &output, args).await,
+        Command::Functions => compute::functions(&client, &output).await,
+        Command::Invoke(args) => compute::invoke(&client, &output, args).await,
     }
 }

@@ -89,6 +89,32 @@ fn describe(event: &pb::NodeEvent) -> (String, serde_json::Value) {
             format!("shutting down: {}", e.reason),
             json!({ "type": "shutting_down", "reason": e.reason }),
         ),
+        Some(Kind::FunctionRegistered(e)) => (
+            format!(
+                "function registered: {} ({})",
+                e.function_id,
+                super::compute::kind_name(e.kind)
+            ),
+            json!({
+                "type": "function_registered",
+                "function_id": e.function_id,
+                "kind": super::compute::kind_name(e.kind),
+            }),
+        ),
+        Some(Kind::FunctionUnregistered(e)) => (
+            format!(
+                "function unregistered: {} ({}): {}",
+                e.function_id,
+                super::compute::kind_name(e.kind),
+                e.reason
+            ),
+            json!({
+                "type": "function_unregistered",
+                "function_id": e.function_id,
+                "kind": super::compute::kind_name(e.kind),
+                "reason": e.reason,
+            }),
+        ),
         Some(Kind::Lagged(e)) => (
             format!("missed {} events (reading too slowly)", e.missed),
             json!({ "type": "lagged", "missed": e.missed }),

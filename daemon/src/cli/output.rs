@@ -28,6 +28,40 @@ impl Output {
         }
     }
 
+    /// Prints `rows` as columns aligned under `headers` for people, or `json` as one JSON
+    /// document. The last column is not padded.
+    pub fn table(&self, headers: &[&str], rows: &[Vec<String>], json: Value) {
+        if self.json {
+            println!("{json}");
+            return;
+        }
+        let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+        for row in rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let last = cells.len().saturating_sub(1);
+            let text: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| {
+                    if i == last {
+                        cell.to_string()
+                    } else {
+                        format!("{cell:<width$}", width = widths[i])
+                    }
+                })
+                .collect();
+            println!("{}", text.join("  ").trim_end());
+        };
+        line(headers.to_vec());
+        for row in rows {
+            line(row.iter().map(String::as_str).collect());
+        }
+    }
+
     /// Prints one line of a stream: `text` for people, `json` as one JSON line.
     pub fn line(&self, text: &str, json: Value) {
         if self.json {

@@ -7,7 +7,11 @@ use super::Table;
 pub(super) const CF_META: &str = "meta";
 
 /// Every column family, opened (and created if missing) by [`super::Store::open`].
-pub const COLUMN_FAMILIES: &[&str] = &[CF_META];
+pub const COLUMN_FAMILIES: &[&str] = &[
+    CF_META,
+    // Deployed WASM modules: `compute::MODULES`.
+    "compute_modules",
+];
 
 /// Node-wide facts, keyed by name.
 pub const META: Table<String, Vec<u8>> = Table::new(CF_META);

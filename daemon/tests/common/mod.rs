@@ -81,9 +81,16 @@ impl TestDaemon {
         let stderr_path = data_dir.with_extension(format!("stderr.{}", api.port()));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut command = Command::new(bin("mehrd"));
-        if !extra.contains(&"--config") {
-            // No mesh interfaces unless the test configures some: parallel daemons would
-            // fight over the default ports. (The variable would override a config file.)
+        // No mesh interfaces unless the test configures some: parallel daemons would fight
+        // over the default ports. (The variable would override a config file's interfaces, so
+        // it is only set when the config file names none.)
+        let config_names_interfaces = extra
+            .iter()
+            .position(|arg| *arg == "--config")
+            .and_then(|i| extra.get(i + 1))
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .is_some_and(|text| text.contains("interfaces"));
+        if !config_names_interfaces {
             command.env("MEHR_INTERFACES", "[]");
         }
         let child = command
@@ -170,7 +177,8 @@ impl TestDaemon {
     /// Sends `signal` and waits for the exit, at most `timeout`.
     pub fn stop_with(&mut self, signal: Signal, timeout: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        // The process may have exited already (ESRCH); waiting below reaps it either way.
+        let _ = kill(Pid::from_raw(child.id() as i32), signal);
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().unwrap() {

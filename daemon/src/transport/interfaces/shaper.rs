@@ -49,6 +49,12 @@ impl Medium {
         Duration::from_nanos((len as u64 * 8).saturating_mul(1_000_000_000) / self.bitrate)
     }
 
+    /// The window a half-duplex sender draws its random backoff from: the airtime of a short
+    /// frame (64 bytes), so that backoffs separate senders by more than a loopback delivery.
+    pub(super) fn backoff_slot(&self) -> Duration {
+        self.airtime(64).max(Duration::from_millis(1))
+    }
+
     /// Earliest time at or after `now` that this end may start sending: after its previous
     /// frame and, in half duplex, after every frame it is hearing.
     pub(super) fn may_send_at(&self, now: Duration) -> Duration {

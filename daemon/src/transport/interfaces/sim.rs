@@ -55,13 +55,25 @@ pub(super) async fn run(socket: UdpSocket, peer: SocketAddr, link: SimLink, port
                 port.stats.dropped(1);
                 continue;
             }
+            // CSMA: wait for a quiet medium, then a random backoff so that two ends that
+            // heard the same frame end do not both start at once; listen again after it.
             loop {
                 let now = origin.elapsed();
                 let at = lock(&medium).may_send_at(now);
-                if at <= now {
+                if at > now {
+                    tokio::time::sleep(at - now).await;
+                    continue;
+                }
+                if !link.half_duplex {
                     break;
                 }
-                tokio::time::sleep(at - now).await;
+                let slot = lock(&medium).backoff_slot();
+                let backoff = slot.mul_f64(rand::thread_rng().gen_range(0.0..1.0));
+                tokio::time::sleep(backoff).await;
+                let now = origin.elapsed();
+                if lock(&medium).may_send_at(now) <= now {
+                    break;
+                }
             }
             let end = lock(&medium).start_sending(origin.elapsed(), frame.len());
             // A lost frame still occupies the air; it just never arrives.

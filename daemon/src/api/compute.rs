@@ -1,0 +1,321 @@
+//! `mehr.v1.ComputeService`: converts between proto messages and the compute part's types, and
+//! delegates to [`Compute`].
+
+use std::{pin::Pin, time::Duration};
+
+use futures::{Stream, StreamExt};
+use mehr_proto::v1::{
+    self as pb, DeployModuleRequest, DeployModuleResponse, InvokeRequest, InvokeResponse,
+    InvokeStreamRequest, InvokeStreamResponse, ListFunctionsRequest, ListFunctionsResponse,
+    RemoveModuleRequest, RemoveModuleResponse, ServeRequest, ServeResponse,
+    compute_service_server::{ComputeService, ComputeServiceServer},
+};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::compute::{
+    CancelReason, Chunk, Compute, FromProvider, FunctionInfo, FunctionKind, Metering, Price,
+    RegistrationError, ServedFunctionSpec, SessionViolation, ToProvider,
+};
+
+/// How much earlier than the API's request timeout a unary Invoke gives up, so the caller gets
+/// the function's DEADLINE_EXCEEDED rather than the transport's CANCELLED.
+const UNARY_MARGIN: Duration = Duration::from_millis(250);
+
+/// The ComputeService implementation.
+#[derive(Clone)]
+pub struct ComputeApi {
+    compute: Compute,
+    node_id: [u8; 16],
+    unary_deadline_cap: Duration,
+}
+
+impl ComputeApi {
+    /// Serves `compute` for the node `node_id`; unary calls must finish within
+    /// `request_timeout` (the API's per-request timeout).
+    pub fn new(compute: Compute, node_id: [u8; 16], request_timeout: Duration) -> Self {
+        ComputeApi {
+            compute,
+            node_id,
+            unary_deadline_cap: request_timeout.saturating_sub(UNARY_MARGIN),
+        }
+    }
+
+    /// The tonic service, accepting messages as large as the compute limits need.
+    pub fn into_server(self) -> ComputeServiceServer<ComputeApi> {
+        let limit = self.compute.max_message_bytes();
+        ComputeServiceServer::new(self)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    fn metering(&self, metering: &Metering) -> pb::InvocationMetering {
+        pb::InvocationMetering {
+            kind: kind_to_proto(metering.kind) as i32,
+            provider_node_id: self.node_id.to_vec().into(),
+            fuel_used: metering.fuel_used,
+            duration_us: u64::try_from(metering.duration.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// A request's fields as the compute part wants them: 0 means "the default".
+fn invoke_request(
+    function_id: String,
+    input: prost::bytes::Bytes,
+    deadline_ms: u64,
+    max_fuel: u64,
+    deadline_cap: Option<Duration>,
+) -> crate::compute::InvokeRequest {
+    crate::compute::InvokeRequest {
+        function_id,
+        input,
+        deadline: (deadline_ms > 0).then(|| Duration::from_millis(deadline_ms)),
+        max_fuel: (max_fuel > 0).then_some(max_fuel),
+        deadline_cap,
+    }
+}
+
+#[tonic::async_trait]
+impl ComputeService for ComputeApi {
+    async fn deploy_module(
+        &self,
+        request: Request<DeployModuleRequest>,
+    ) -> Result<Response<DeployModuleResponse>, Status> {
+        let request = request.into_inner();
+        let name = (!request.name.is_empty()).then_some(request.name);
+        let deployed = self
+            .compute
+            .deploy_module(request.wasm.to_vec(), name)
+            .await?;
+        Ok(Response::new(DeployModuleResponse {
+            module_id: deployed.module_id.as_bytes().to_vec().into(),
+            name: deployed.name.unwrap_or_default(),
+            function_ids: deployed.function_ids,
+            created: deployed.created,
+        }))
+    }
+
+    async fn remove_module(
+        &self,
+        request: Request<RemoveModuleRequest>,
+    ) -> Result<Response<RemoveModuleResponse>, Status> {
+        let module = request.into_inner().module;
+        if module.is_empty() {
+            return Err(Status::invalid_argument(
+                "module: give a module name or a module id in hex",
+            ));
+        }
+        let removed = self.compute.remove_module(&module).await?;
+        Ok(Response::new(RemoveModuleResponse {
+            module_id: removed.module_id.as_bytes().to_vec().into(),
+            function_ids: removed.function_ids,
+        }))
+    }
+
+    async fn list_functions(
+        &self,
+        request: Request<ListFunctionsRequest>,
+    ) -> Result<Response<ListFunctionsResponse>, Status> {
+        let request = request.into_inner();
+        let page = self
+            .compute
+            .list_functions(&request.page_token, request.page_size as usize)?;
+        Ok(Response::new(ListFunctionsResponse {
+            functions: page.functions.iter().map(function_to_proto).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn invoke(
+        &self,
+        request: Request<InvokeRequest>,
+    ) -> Result<Response<InvokeResponse>, Status> {
+        let request = request.into_inner();
+        let completed = self
+            .compute
+            .invoke(invoke_request(
+                request.function_id,
+                request.input,
+                request.deadline_ms,
+                request.max_fuel,
+                Some(self.unary_deadline_cap),
+            ))
+            .await?;
+        Ok(Response::new(InvokeResponse {
+            output: completed.output,
+            metering: Some(self.metering(&completed.metering)),
+        }))
+    }
+
+    type InvokeStreamStream = BoxStream<InvokeStreamResponse>;
+
+    async fn invoke_stream(
+        &self,
+        request: Request<InvokeStreamRequest>,
+    ) -> Result<Response<Self::InvokeStreamStream>, Status> {
+        let request = request.into_inner();
+        let invocation = self.compute.start_invocation(invoke_request(
+            request.function_id,
+            request.input,
+            request.deadline_ms,
+            request.max_fuel,
+            None,
+        ))?;
+        let api = self.clone();
+        // Dropping the stream (the caller went away) drops the invocation, which cancels it.
+        let stream = futures::stream::unfold(Some(invocation), move |invocation| {
+            let api = api.clone();
+            async move {
+                let mut invocation = invocation?;
+                let item = match invocation.next().await? {
+                    Ok(Chunk::Partial(output)) => Ok(InvokeStreamResponse {
+                        output,
+                        done: false,
+                        metering: None,
+                    }),
+                    Ok(Chunk::Final { output, metering }) => Ok(InvokeStreamResponse {
+                        output,
+                        done: true,
+                        metering: Some(api.metering(&metering)),
+                    }),
+                    Err(failure) => Err(Status::from(failure)),
+                };
+                Some((item, Some(invocation)))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type ServeStream = BoxStream<ServeResponse>;
+
+    async fn serve(
+        &self,
+        request: Request<Streaming<ServeRequest>>,
+    ) -> Result<Response<Self::ServeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?;
+        let Some(ServeRequest {
+            kind: Some(pb::serve_request::Kind::Register(register)),
+        }) = first
+        else {
+            return Err(RegistrationError::NotRegisterFirst.into());
+        };
+        let specs = register
+            .functions
+            .into_iter()
+            .map(|spec| ServedFunctionSpec {
+                name: spec.name,
+                description: spec.description,
+                price_per_invocation_umhr: spec.price_per_invocation_umhr,
+                max_concurrency: spec.max_concurrency,
+                max_input_bytes: spec.max_input_bytes,
+            })
+            .collect();
+        // A transport error ends the stream like a disconnection does.
+        let inbound = inbound
+            .take_while(|item| std::future::ready(item.is_ok()))
+            .filter_map(|item| std::future::ready(item.ok().map(from_provider)))
+            .boxed();
+        let outbound = self.compute.serve(specs, inbound)?;
+        let stream = UnboundedReceiverStream::new(outbound).map(|item| match item {
+            Ok(message) => Ok(to_provider(message)),
+            Err(violation) => Err(Status::from(violation)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn from_provider(message: ServeRequest) -> Result<FromProvider, SessionViolation> {
+    use pb::serve_request::Kind;
+    match message.kind {
+        Some(Kind::Output(o)) => Ok(FromProvider::Output {
+            invocation_id: o.invocation_id,
+            output: o.output,
+        }),
+        Some(Kind::Result(r)) => Ok(FromProvider::Result {
+            invocation_id: r.invocation_id,
+            output: r.output,
+        }),
+        Some(Kind::Error(e)) => Ok(FromProvider::Error {
+            invocation_id: e.invocation_id,
+            message: e.message,
+        }),
+        Some(Kind::Drain(_)) => Ok(FromProvider::Drain),
+        Some(Kind::Register(_)) => Ok(FromProvider::Register),
+        None => Err(SessionViolation::Malformed(
+            "a ServeRequest must set one of register, output, result, error, drain".into(),
+        )),
+    }
+}
+
+fn to_provider(message: ToProvider) -> ServeResponse {
+    use pb::serve_response::Kind;
+    let kind = match message {
+        ToProvider::Invocation {
+            invocation_id,
+            function_id,
+            input,
+            deadline,
+        } => Kind::Invocation(pb::Invocation {
+            invocation_id,
+            function_id,
+            input,
+            // Round up: a deadline of 0 would read as "none left".
+            deadline_ms: u64::try_from(deadline.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
+        }),
+        ToProvider::Cancel {
+            invocation_id,
+            reason,
+        } => Kind::Cancel(pb::InvocationCancel {
+            invocation_id,
+            reason: cancel_reason(reason) as i32,
+        }),
+    };
+    ServeResponse { kind: Some(kind) }
+}
+
+fn cancel_reason(reason: CancelReason) -> pb::CancelReason {
+    match reason {
+        CancelReason::DeadlineExceeded => pb::CancelReason::DeadlineExceeded,
+        CancelReason::CallerGone => pb::CancelReason::CallerGone,
+        CancelReason::CallerTooSlow => pb::CancelReason::CallerTooSlow,
+        CancelReason::OutputTooLarge => pb::CancelReason::OutputTooLarge,
+    }
+}
+
+/// The proto form of a function kind (also used by the node's event stream).
+pub fn kind_to_proto(kind: FunctionKind) -> pb::FunctionKind {
+    match kind {
+        FunctionKind::Wasm => pb::FunctionKind::Wasm,
+        FunctionKind::Served => pb::FunctionKind::Served,
+    }
+}
+
+fn function_to_proto(info: &FunctionInfo) -> pb::FunctionInfo {
+    use pb::function_price::Kind;
+    pb::FunctionInfo {
+        function_id: info.function_id.clone(),
+        function_hash: info.function_hash.to_vec().into(),
+        kind: kind_to_proto(info.kind) as i32,
+        description: info.description.clone(),
+        price: Some(pb::FunctionPrice {
+            kind: Some(match info.price {
+                Price::PerInvocation(umhr) => Kind::PerInvocationUmhr(umhr),
+                Price::PerMillionFuel(umhr) => Kind::PerMillionFuelUmhr(umhr),
+            }),
+        }),
+        max_concurrency: info.max_concurrency,
+        max_input_bytes: info.max_input_bytes,
+        in_flight: info.in_flight,
+        queued: info.queued,
+        module_id: info
+            .module_id
+            .map(|id| id.as_bytes().to_vec())
+            .unwrap_or_default()
+            .into(),
+        available_since_unix_ms: info.available_since_unix_ms,
+    }
+}
