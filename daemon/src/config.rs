@@ -38,6 +38,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The local object store.
+    pub storage: StorageConfig,
 }
 
 /// Participation level (seed 002): L0 relays only, L1 adds the economics, L2 is everything.
@@ -85,6 +87,17 @@ pub enum TlsMode {
     Always,
     /// Never TLS; the daemon refuses to listen off loopback.
     Never,
+}
+
+/// The local object store's limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Bytes of object data the node stores in total (what it will advertise to the network).
+    /// A Put that would go over it fails with RESOURCE_EXHAUSTED.
+    pub available_bytes: u64,
+    /// The largest object a Put may store, in bytes.
+    pub max_object_size: u64,
 }
 
 /// Log output.
@@ -180,6 +193,10 @@ impl Config {
             log: LogConfig {
                 level: "info".into(),
                 format: LogFormat::Text,
+            },
+            storage: StorageConfig {
+                available_bytes: 10 << 30,
+                max_object_size: 4 << 30,
             },
         }
     }
@@ -496,6 +513,15 @@ mod tests {
         let file = "[api]\nlisten = [\"0.0.0.0:7440\"]\ntls = \"never\"\n";
         let err = load(Some(file), &[], FlagOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("off loopback"), "{err}");
+    }
+
+    #[test]
+    fn storage_limits_come_from_file_and_env() {
+        let file = "[storage]\navailable_bytes = 1000\nmax_object_size = 10\n";
+        let env = [("MEHR_STORAGE_MAX_OBJECT_SIZE", "20")];
+        let config = load(Some(file), &env, FlagOverrides::default()).unwrap();
+        assert_eq!(config.storage.available_bytes, 1000);
+        assert_eq!(config.storage.max_object_size, 20);
     }
 
     #[test]

@@ -6,11 +6,12 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{self, ApiError, Listeners, NodeApi, NodeFacts, RunningApi, Services},
+    api::{self, ApiError, Listeners, NodeApi, NodeFacts, RunningApi, Services, StorageApi},
     config::Config,
     data_dir::{DataDir, DataDirError, STORE_DIR},
     events::{EventBus, EventKind},
     identity::{IdentityError, NodeIdentity},
+    storage::{ObjectStore, StorageError, StorageLimits},
     store::{META, Store, StoreError},
 };
 
@@ -29,6 +30,9 @@ pub enum NodeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The object store could not be opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// The API could not be served.
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -77,9 +81,18 @@ impl Node {
         let facts = Arc::new(facts);
         let events = Arc::new(EventBus::default());
         let shutdown = CancellationToken::new();
+        let limits = StorageLimits {
+            available_bytes: config.storage.available_bytes,
+            max_object_size: config.storage.max_object_size,
+        };
+        let (objects, _) = ObjectStore::open(store.clone(), limits, events.clone())?;
 
         let services = Services {
             node: NodeApi::new(facts.clone(), events.clone()),
+            storage: StorageApi::new(
+                objects,
+                Duration::from_secs(config.api.request_timeout_secs),
+            ),
         };
         let api = api::serve(
             listeners,

@@ -6,8 +6,10 @@
 //! add TLS. All listeners share one concurrency budget, so load shedding is node-wide.
 
 mod auth;
-pub mod status;
+mod deadline;
 pub mod node;
+pub mod status;
+pub mod storage;
 pub mod tls;
 
 use std::{
@@ -17,7 +19,9 @@ use std::{
     time::Duration,
 };
 
-use mehr_proto::v1::node_service_server::NodeServiceServer;
+use mehr_proto::v1::{
+    node_service_server::NodeServiceServer, storage_service_server::StorageServiceServer,
+};
 use tokio::{net::UnixListener, sync::Semaphore, task::JoinHandle};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +34,8 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 pub use self::node::{Endpoint, NodeApi, NodeFacts};
-use self::{auth::BearerAuthLayer, tls::TlsMaterial};
+pub use self::storage::StorageApi;
+use self::{auth::BearerAuthLayer, deadline::DeadlineLayer, tls::TlsMaterial};
 use crate::config::{ApiConfig, TlsMode};
 
 /// Why the API could not start.
@@ -160,11 +165,14 @@ impl Listeners {
 pub struct Services {
     /// `mehr.v1.NodeService`.
     pub node: NodeApi,
+    /// `mehr.v1.StorageService`.
+    pub storage: StorageApi,
 }
 
 impl Services {
     fn register(&self, routes: &mut RoutesBuilder) {
         routes.add_service(NodeServiceServer::new(self.node.clone()));
+        routes.add_service(StorageServiceServer::new(self.storage.clone()));
     }
 }
 
@@ -187,6 +195,9 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
+    health
+        .set_serving::<StorageServiceServer<StorageApi>>()
+        .await;
 
     let mut builder = RoutesBuilder::default();
     builder.add_service(health_service);
@@ -200,7 +211,7 @@ pub async fn serve(
     let timeout = Duration::from_secs(config.request_timeout_secs);
     let mut servers = Vec::new();
     for listener in listeners.bound {
-        let mut server = Server::builder().timeout(timeout);
+        let mut server = Server::builder();
         if listener.tls {
             let material = tls
                 .as_ref()
@@ -217,6 +228,7 @@ pub async fn serve(
             .layer(tower::load_shed::LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits.clone()))
             .layer(tower::util::option_layer(auth))
+            .layer(DeadlineLayer::new(timeout))
             .add_routes(routes.clone());
         let stop = shutdown.clone().cancelled_owned();
         servers.push(match listener.incoming {
@@ -247,6 +259,9 @@ impl RunningApi {
             .await;
         self.health
             .set_not_serving::<NodeServiceServer<NodeApi>>()
+            .await;
+        self.health
+            .set_not_serving::<StorageServiceServer<StorageApi>>()
             .await;
     }
 

@@ -160,6 +160,15 @@ fn to_proto(event: &Event) -> pb::NodeEvent {
         EventKind::ShuttingDown { reason } => Kind::ShuttingDown(pb::ShuttingDown {
             reason: reason.clone(),
         }),
+        EventKind::ObjectStored { id, length, name } => Kind::ObjectStored(pb::ObjectStored {
+            id: id.as_bytes().to_vec().into(),
+            length: *length,
+            name: name.clone(),
+        }),
+        EventKind::ObjectDeleted { id, length } => Kind::ObjectDeleted(pb::ObjectDeleted {
+            id: id.as_bytes().to_vec().into(),
+            length: *length,
+        }),
     };
     pb::NodeEvent {
         sequence: event.sequence,

@@ -6,8 +6,25 @@ use super::Table;
 /// Small node-wide facts: the identity hash the data dir belongs to, the schema version.
 pub(super) const CF_META: &str = "meta";
 
+// The storage part's records (`crate::storage::records`).
+/// Committed objects by id.
+pub(crate) const CF_STORAGE_OBJECTS: &str = "storage_objects";
+/// The objects in creation order (an index of `storage_objects`).
+pub(crate) const CF_STORAGE_OBJECTS_BY_CREATED: &str = "storage_objects_by_created";
+/// Chunk bytes by (upload id, chunk index).
+pub(crate) const CF_STORAGE_CHUNKS: &str = "storage_chunks";
+/// Chunk hashes by (upload id, chunk index): apart from the bytes, so that proofs and
+/// verification read 32 bytes per chunk, not 4 KiB.
+pub(crate) const CF_STORAGE_CHUNK_HASHES: &str = "storage_chunk_hashes";
+
 /// Every column family, opened (and created if missing) by [`super::Store::open`].
-pub const COLUMN_FAMILIES: &[&str] = &[CF_META];
+pub const COLUMN_FAMILIES: &[&str] = &[
+    CF_META,
+    CF_STORAGE_OBJECTS,
+    CF_STORAGE_OBJECTS_BY_CREATED,
+    CF_STORAGE_CHUNKS,
+    CF_STORAGE_CHUNK_HASHES,
+];
 
 /// Node-wide facts, keyed by name.
 pub const META: Table<String, Vec<u8>> = Table::new(CF_META);
