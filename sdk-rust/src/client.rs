@@ -39,7 +39,7 @@ pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Error>> + Send>>;
 /// A connection to a Mehr daemon. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Client {
-    channel: AuthedChannel,
+    pub(crate) channel: AuthedChannel,
     target: Target,
 }
 

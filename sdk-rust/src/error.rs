@@ -29,9 +29,28 @@ pub enum Error {
         /// The root cause, and a hint.
         reason: String,
     },
+    /// Reading the data to send, or writing the data received, failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The daemon's answer does not fit the API (a daemon of another version, or a bug).
+    #[error("unexpected answer from the daemon: {0}")]
+    InvalidResponse(String),
     /// The daemon answered with an error status.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
+}
+
+// Not `#[from]`: that would make the status the error's source too, and error reporters that
+// print the chain (`{:#}`) would repeat the message.
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Error::Status(status)
+    }
 }
 
 impl Error {

@@ -18,6 +18,7 @@ mod client;
 mod connect;
 mod error;
 pub mod layout;
+pub mod storage;
 
 pub use client::{AuthedChannel, BearerToken, Client, EventStream};
 pub use connect::{ConnectOptions, Target};

@@ -69,7 +69,10 @@ impl StorageApi {
 /// What the Put handler tells the writer task.
 enum PutCommand {
     Data(Bytes),
-    Finish,
+    /// The client's end message, with the number of data bytes it sent.
+    Finish {
+        length: u64,
+    },
 }
 
 /// Feeds `upload` from `commands`; `None` when the queue closed without `Finish` (the call
@@ -77,15 +80,23 @@ enum PutCommand {
 fn write_upload(
     mut upload: Upload,
     mut commands: mpsc::Receiver<PutCommand>,
-) -> Option<Result<StoredObject, StorageError>> {
+) -> Option<Result<StoredObject, Status>> {
     while let Some(command) = commands.blocking_recv() {
         match command {
             PutCommand::Data(data) => {
                 if let Err(e) = upload.write(&data) {
-                    return Some(Err(e));
+                    return Some(Err(e.into()));
                 }
             }
-            PutCommand::Finish => return Some(upload.finish(unix_ms_now())),
+            PutCommand::Finish { length } if length != upload.received() => {
+                return Some(Err(Status::invalid_argument(format!(
+                    "end.length is {length}, but the stream carried {} data bytes",
+                    upload.received()
+                ))));
+            }
+            PutCommand::Finish { .. } => {
+                return Some(upload.finish(unix_ms_now()).map_err(Status::from));
+            }
         }
     }
     None
@@ -133,7 +144,7 @@ impl StorageService for StorageApi {
         let mut stream = request.into_inner();
         let metadata = match self.next_put_message(&mut stream).await? {
             Some(Part::Metadata(metadata)) => metadata,
-            Some(Part::Data(_)) => {
+            Some(Part::Data(_) | Part::End(_)) => {
                 return Err(Status::invalid_argument(
                     "the first Put message must carry the metadata",
                 ));
@@ -155,15 +166,22 @@ impl StorageService for StorageApi {
         let failure = loop {
             let command = match self.next_put_message(&mut stream).await {
                 Ok(Some(Part::Data(data))) => PutCommand::Data(data),
+                Ok(Some(Part::End(end))) => PutCommand::Finish { length: end.length },
                 Ok(Some(Part::Metadata(_))) => {
                     break Some(Status::invalid_argument(
                         "only the first Put message may carry metadata",
                     ));
                 }
-                Ok(None) => PutCommand::Finish,
+                // tonic reports a client's cancellation as the end of its stream, so only the
+                // end message commits.
+                Ok(None) => {
+                    break Some(Status::invalid_argument(
+                        "the Put stream ended without its end message; nothing was stored",
+                    ));
+                }
                 Err(status) => break Some(status),
             };
-            let last = matches!(command, PutCommand::Finish);
+            let last = matches!(command, PutCommand::Finish { .. });
             // A send fails when the writer stopped on an error; it reports it below.
             if commands.send(command).await.is_err() || last {
                 break None;

@@ -3,13 +3,14 @@
 
 mod node;
 mod output;
+mod store;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use mehr_sdk::{Client, ConnectOptions};
 
-pub use self::output::Output;
+pub use self::{output::Output, store::StoreCommand};
 
 /// Talk to a running mehrd.
 #[derive(Debug, Parser)]
@@ -43,6 +44,12 @@ pub enum Command {
     Info,
     /// Follow the node's events until it stops (Ctrl-C to quit).
     Events,
+    /// Store and fetch objects in the node's local object store.
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
 }
 
 /// Runs the parsed command line.
@@ -59,5 +66,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info => node::info(&client, &output).await,
         Command::Events => node::events(&client, &output).await,
+        Command::Store { command } => store::run(&client, &output, command).await,
     }
 }
