@@ -92,6 +92,11 @@ impl Store {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_keep_log_file_num(4);
+        // A write-ahead log file is deleted only once every column family with data in it has
+        // been flushed. Without a cap, a column family that fills slowly (chunk hashes beside
+        // chunk bytes) would keep gigabytes of log alive after a bulk upload; past the cap
+        // RocksDB flushes the column families holding the oldest log.
+        options.set_max_total_wal_size(256 << 20);
         let mut families: Vec<String> = COLUMN_FAMILIES.iter().map(|s| s.to_string()).collect();
         if let Ok(existing) = DB::list_cf(&options, path) {
             for name in existing {
@@ -102,7 +107,7 @@ impl Store {
         }
         let descriptors = families
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(name, schema::column_family_options(name)));
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(|e| {
             let message = e.to_string();
             if message.contains("lock") {

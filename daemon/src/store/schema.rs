@@ -1,6 +1,8 @@
 //! Every column family the daemon uses. A part that needs a new kind of record adds its column
 //! family here and declares its typed [`Table`] next to the code that owns the records.
 
+use rocksdb::{DBCompressionType, Options};
+
 use super::Table;
 
 /// Small node-wide facts: the identity hash the data dir belongs to, the schema version.
@@ -28,3 +30,20 @@ pub const COLUMN_FAMILIES: &[&str] = &[
 
 /// Node-wide facts, keyed by name.
 pub const META: Table<String, Vec<u8>> = Table::new(CF_META);
+
+/// The RocksDB options of column family `name`. Most use the defaults; bulk data gets its own.
+pub(super) fn column_family_options(name: &str) -> Options {
+    let mut options = Options::default();
+    if name == CF_STORAGE_CHUNKS {
+        // Chunk bytes are written once, read whole and are often incompressible: keep them in
+        // blob files, so compactions move 16-byte keys instead of rewriting the data, and
+        // do not spend CPU compressing them.
+        options.set_enable_blob_files(true);
+        options.set_min_blob_size(0);
+        options.set_blob_compression_type(DBCompressionType::None);
+        options.set_compression_type(DBCompressionType::None);
+        // Blob files whose chunks were deleted are reclaimed by compaction.
+        options.set_enable_blob_gc(true);
+    }
+    options
+}
