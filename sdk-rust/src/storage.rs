@@ -440,3 +440,50 @@ impl Client {
         object_of(response.object)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_info_checks_the_id_the_daemon_sent() {
+        let info = pb::ObjectInfo {
+            id: Bytes::from(vec![7; 32]),
+            length: 5,
+            chunk_count: 1,
+            created_at_unix_ms: 9,
+            name: String::new(),
+        };
+        let converted = ObjectInfo::try_from(info.clone()).unwrap();
+        assert_eq!(converted.id, ObjectId::from_bytes([7; 32]));
+        assert_eq!(converted.name, None, "an empty name is no name");
+        let short = pb::ObjectInfo {
+            id: Bytes::from(vec![7; 31]),
+            ..info
+        };
+        let err = ObjectInfo::try_from(short).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unexpected answer from the daemon: an object id has 32 bytes, the daemon sent 31"
+        );
+    }
+
+    #[test]
+    fn byte_ranges_say_what_they_cover() {
+        assert_eq!(
+            ByteRange::all(),
+            ByteRange {
+                offset: 0,
+                length: None
+            }
+        );
+        assert_eq!(
+            ByteRange::new(4096, 10),
+            ByteRange {
+                offset: 4096,
+                length: Some(10)
+            }
+        );
+        assert_eq!(ByteRange::from_offset(3).length, None);
+    }
+}
