@@ -333,7 +333,12 @@ impl ChunkSetUpload {
             // folded with it reaching the id proves the whole hash list (see `read`).
             let store = self.slot.objects.store();
             let path = authenticated_path(store, &self.id, self.length, self.slot.upload, 0)
-                .map_err(|_| StorageError::ContentMismatch { expected: self.id })?;
+                .map_err(|e| match e {
+                    StorageError::Corrupt { .. } => {
+                        StorageError::ContentMismatch { expected: self.id }
+                    }
+                    other => other,
+                })?;
             let first = store
                 .get(
                     CHUNKS,
