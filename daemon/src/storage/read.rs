@@ -7,7 +7,10 @@
 //! the id proves every stored hash. Every later chunk is then checked against its stored hash
 //! before it is released. A damaged chunk or hash ends the read with [`StorageError::Corrupt`].
 
-use std::ops::{ControlFlow, Range};
+use std::{
+    ops::{ControlFlow, Range},
+    sync::mpsc,
+};
 
 use mehr_storage::{
     CHUNK_SIZE, Challenge, ChunkHash, ChunkPathBuilder, MerklePath, ObjectId, StorageProof,
@@ -19,6 +22,17 @@ use super::{
     records::{CHUNK_HASHES, CHUNKS, ChunkKey, UploadId},
 };
 use crate::store::{Key, Store};
+
+/// Chunks a long read fetches ahead of verification, per batch (256 KiB); reads of at most this
+/// many chunks stay on one thread.
+const READ_AHEAD_CHUNKS: u64 = 64;
+
+/// A chunk as stored, not yet checked.
+struct StoredChunk {
+    index: u64,
+    bytes: Vec<u8>,
+    hash: [u8; 32],
+}
 
 fn corrupt(id: &ObjectId, detail: impl Into<String>) -> StorageError {
     StorageError::Corrupt {
@@ -196,7 +210,8 @@ impl ObjectRead {
     }
 
     /// Hands the range's bytes to `sink` in order, one verified chunk (or the part of it in the
-    /// range) at a time; stops early when `sink` breaks.
+    /// range) at a time; stops early when `sink` breaks. Long reads fetch chunks from the
+    /// database on a second thread while this one verifies, as both cost about as much.
     pub fn for_each(
         self,
         mut sink: impl FnMut(&[u8]) -> ControlFlow<()>,
@@ -205,51 +220,127 @@ impl ObjectRead {
         if start == end || self.emit(start, &self.first, &mut sink).is_break() {
             return Ok(());
         }
+        let rest = start + 1..end;
+        if rest.end - rest.start <= READ_AHEAD_CHUNKS {
+            let mut result = Ok(());
+            self.fetch(rest, |chunk| {
+                match chunk.and_then(|chunk| self.check_and_emit(chunk, &mut sink)) {
+                    Ok(flow) => flow,
+                    Err(e) => {
+                        result = Err(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            });
+            return result;
+        }
+        let this = &self;
+        std::thread::scope(|scope| {
+            let (batches, received) = mpsc::sync_channel(2);
+            scope.spawn(move || {
+                let mut batch = Vec::with_capacity(READ_AHEAD_CHUNKS as usize);
+                this.fetch(rest, |chunk| {
+                    let failed = chunk.is_err();
+                    batch.push(chunk);
+                    if !failed && batch.len() < READ_AHEAD_CHUNKS as usize {
+                        return ControlFlow::Continue(());
+                    }
+                    let full = std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(READ_AHEAD_CHUNKS as usize),
+                    );
+                    // A failed send means the verifier stopped: stop reading.
+                    match batches.send(full) {
+                        Ok(()) if !failed => ControlFlow::Continue(()),
+                        _ => ControlFlow::Break(()),
+                    }
+                });
+                if !batch.is_empty() {
+                    let _ = batches.send(batch);
+                }
+            });
+            // Returning drops `received`, which stops the reader before the scope joins it.
+            for batch in received {
+                for chunk in batch {
+                    if self.check_and_emit(chunk?, &mut sink)?.is_break() {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Reads the chunks `indices` with their stored hashes, in order, into `each`, until it
+    /// breaks; a missing chunk or hash is handed over as an error, and ends the reading.
+    fn fetch(
+        &self,
+        indices: Range<u64>,
+        mut each: impl FnMut(Result<StoredChunk, StorageError>) -> ControlFlow<()>,
+    ) {
         let id = self.info.id;
         let store = self.objects.store();
         let prefix = self.upload.0.to_be_bytes();
         let from = ChunkKey {
             upload: self.upload,
-            index: start + 1,
+            index: indices.start,
         }
         .encode_key();
         let mut data = store.scan_prefix_from(CHUNKS, &prefix, &from);
         let mut hashes = store.scan_prefix_from(CHUNK_HASHES, &prefix, &from);
-        for index in start + 1..end {
-            let bytes = match data.next().transpose()? {
-                Some((key, bytes)) if key.index == index => bytes,
-                _ => return Err(self.objects.missing_chunk(&id, index)),
+        for index in indices {
+            let bytes = match data.next().transpose() {
+                Ok(Some((key, bytes))) if key.index == index => Ok(bytes),
+                Ok(_) => Err(self.objects.missing_chunk(&id, index)),
+                Err(e) => Err(e.into()),
             };
-            let hash = match hashes.next().transpose()? {
-                Some((key, hash)) if key.index == index => hash,
-                _ => {
-                    return Err(corrupt(
-                        &id,
-                        format!("the hash of chunk {index} is missing"),
-                    ));
-                }
+            let hash = match hashes.next().transpose() {
+                Ok(Some((key, hash))) if key.index == index => Ok(hash),
+                Ok(_) => Err(corrupt(
+                    &id,
+                    format!("the hash of chunk {index} is missing"),
+                )),
+                Err(e) => Err(e.into()),
             };
-            let expected = chunk_len(self.info.length, index).unwrap_or(0);
-            if bytes.len() != expected {
-                return Err(corrupt(
-                    &id,
-                    format!(
-                        "chunk {index} has {} bytes, expected {expected}",
-                        bytes.len()
-                    ),
-                ));
-            }
-            if chunk_hash(&bytes) != Some(ChunkHash::from_bytes(hash)) {
-                return Err(corrupt(
-                    &id,
-                    format!("chunk {index} does not match its hash"),
-                ));
-            }
-            if self.emit(index, &bytes, &mut sink).is_break() {
-                return Ok(());
+            let chunk = bytes.and_then(|bytes| {
+                Ok(StoredChunk {
+                    index,
+                    bytes,
+                    hash: hash?,
+                })
+            });
+            let failed = chunk.is_err();
+            if each(chunk).is_break() || failed {
+                return;
             }
         }
-        Ok(())
+    }
+
+    /// Checks a chunk against its stored hash, then hands its part of the range to `sink`.
+    fn check_and_emit(
+        &self,
+        chunk: StoredChunk,
+        sink: &mut impl FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, StorageError> {
+        let StoredChunk { index, bytes, hash } = chunk;
+        let id = &self.info.id;
+        let expected = chunk_len(self.info.length, index).unwrap_or(0);
+        if bytes.len() != expected {
+            return Err(corrupt(
+                id,
+                format!(
+                    "chunk {index} has {} bytes, expected {expected}",
+                    bytes.len()
+                ),
+            ));
+        }
+        if chunk_hash(&bytes) != Some(ChunkHash::from_bytes(hash)) {
+            return Err(corrupt(
+                id,
+                format!("chunk {index} does not match its hash"),
+            ));
+        }
+        Ok(self.emit(index, &bytes, sink))
     }
 
     /// Hands `sink` the part of chunk `index` inside the range.

@@ -141,6 +141,42 @@ fn range_reads_at_chunk_boundaries() {
 }
 
 #[test]
+fn long_range_reads_match_with_read_ahead() {
+    let f = roomy();
+    let data = pattern(300 * CHUNK_SIZE + 17, 14);
+    let id = put(&f.objects, &data, "", 1).info.id;
+    let c = CHUNK_SIZE as u64;
+    for (offset, len) in [
+        (0, 300 * c + 17),
+        (100, 200 * c),
+        (64 * c + 5, 70 * c),
+        (c - 1, 66 * c + 2),
+        (299 * c, c + 17),
+    ] {
+        let got = read(&f.objects, &id, offset, Some(len)).unwrap();
+        assert!(
+            got == data[offset as usize..(offset + len) as usize],
+            "{offset}+{len}"
+        );
+    }
+    // A reader that stops early stops the read-ahead too.
+    let mut taken = 0;
+    f.objects
+        .open_read(&id, 0, None)
+        .unwrap()
+        .for_each(|part| {
+            taken += part.len();
+            if taken >= 10 * CHUNK_SIZE {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!(taken, 10 * CHUNK_SIZE);
+}
+
+#[test]
 fn identical_content_is_stored_once_and_keeps_its_first_name() {
     let f = roomy();
     let mut events = f.events.subscribe();
@@ -167,10 +203,12 @@ fn dropped_or_failed_uploads_leave_nothing() {
     let f = roomy();
     let mut upload = f.objects.begin_upload(UploadOptions::default()).unwrap();
     upload.write(&pattern(5 << 20, 3)).unwrap();
-    assert!(
-        chunk_records(&f.store).0 > 0,
-        "batches are written as data arrives"
-    );
+    // Full batches go to disk as data arrives (on the upload's writer thread), not at finish.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while chunk_records(&f.store).0 == 0 {
+        assert!(std::time::Instant::now() < deadline, "no batch was written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert_eq!(f.objects.usage().reserved_bytes, 5 << 20);
     drop(upload);
     assert_eq!(chunk_records(&f.store), (0, 0));
@@ -325,8 +363,14 @@ fn reopening_removes_orphaned_uploads_and_keeps_objects() {
 
 #[test]
 fn damaged_chunks_and_hashes_are_reported_never_served() {
+    // Short reads verify on one thread, long ones with a reader thread beside the verifier.
+    check_damage(5, 3, 4, 2, 1);
+    check_damage(200, 150, 160, 120, 100);
+}
+
+fn check_damage(chunks: usize, damaged: u64, bad_hash: u64, missing: u64, missing_hash: u64) {
     let f = roomy();
-    let data = pattern(5 * CHUNK_SIZE, 10);
+    let data = pattern(chunks * CHUNK_SIZE, 10);
     let id = put(&f.objects, &data, "", 1).info.id;
     let upload = f
         .store
@@ -336,59 +380,76 @@ fn damaged_chunks_and_hashes_are_reported_never_served() {
         .upload;
     let key = |index| records::ChunkKey { upload, index };
 
-    // A flipped byte in chunk 3: bytes before it are served, then the read fails.
-    let mut chunk = f.store.get(records::CHUNKS, &key(3)).unwrap().unwrap();
+    // A flipped byte: bytes before the chunk are served, then the read fails.
+    let mut chunk = f
+        .store
+        .get(records::CHUNKS, &key(damaged))
+        .unwrap()
+        .unwrap();
     chunk[100] ^= 1;
-    f.store.put(records::CHUNKS, &key(3), &chunk).unwrap();
+    f.store.put(records::CHUNKS, &key(damaged), &chunk).unwrap();
     let read_all = f.objects.open_read(&id, 0, None).unwrap();
-    let mut served = 0;
+    let mut served = Vec::new();
     let err = read_all
         .for_each(|part| {
-            served += part.len();
+            served.extend_from_slice(part);
             ControlFlow::Continue(())
         })
         .unwrap_err();
-    assert_eq!(served, 3 * CHUNK_SIZE);
+    assert_eq!(served, &data[..damaged as usize * CHUNK_SIZE]);
     assert!(
-        err.to_string().contains("chunk 3 does not match its hash"),
+        err.to_string()
+            .contains(&format!("chunk {damaged} does not match its hash")),
         "{err}"
     );
     // As the first chunk of a range it fails before any byte.
     let err = f
         .objects
-        .open_read(&id, 3 * CHUNK_SIZE as u64, Some(1))
+        .open_read(&id, damaged * CHUNK_SIZE as u64, Some(1))
         .unwrap_err();
     assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
     chunk[100] ^= 1;
-    f.store.put(records::CHUNKS, &key(3), &chunk).unwrap();
+    f.store.put(records::CHUNKS, &key(damaged), &chunk).unwrap();
     assert_eq!(read(&f.objects, &id, 0, None).unwrap(), data);
 
     // A damaged hash fails the whole read up front.
     let mut hash = f
         .store
-        .get(records::CHUNK_HASHES, &key(4))
+        .get(records::CHUNK_HASHES, &key(bad_hash))
         .unwrap()
         .unwrap();
     hash[0] ^= 1;
-    f.store.put(records::CHUNK_HASHES, &key(4), &hash).unwrap();
+    f.store
+        .put(records::CHUNK_HASHES, &key(bad_hash), &hash)
+        .unwrap();
     assert!(matches!(
         f.objects.open_read(&id, 0, None),
         Err(StorageError::Corrupt { .. })
     ));
     hash[0] ^= 1;
-    f.store.put(records::CHUNK_HASHES, &key(4), &hash).unwrap();
+    f.store
+        .put(records::CHUNK_HASHES, &key(bad_hash), &hash)
+        .unwrap();
 
     // So does a missing one, and a chunk that is gone ends the read.
     let mut batch = f.store.batch();
-    batch.delete(records::CHUNKS, &key(2));
+    batch.delete(records::CHUNKS, &key(missing));
     f.store.commit(batch).unwrap();
     let err = read(&f.objects, &id, 0, None).unwrap_err();
-    assert!(err.to_string().contains("chunk 2 is missing"), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("chunk {missing} is missing")),
+        "{err}"
+    );
     let mut batch = f.store.batch();
-    batch.delete(records::CHUNK_HASHES, &key(1));
+    batch.delete(records::CHUNK_HASHES, &key(missing_hash));
     f.store.commit(batch).unwrap();
     let err = f.objects.open_read(&id, 0, None).unwrap_err();
-    assert!(err.to_string().contains("jump from 1 to 2"), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("jump from {missing_hash} to {}", missing_hash + 1)),
+        "{err}"
+    );
 }
 
 #[test]

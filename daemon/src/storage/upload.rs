@@ -6,6 +6,8 @@
 //! upload that did not commit removes what it wrote and gives the reservation back, so a failed
 //! or cancelled upload leaves nothing behind (and if the process dies first, start-up does it).
 
+use std::{sync::mpsc, thread};
+
 use mehr_storage::{
     ChunkHash, ObjectBuilder, ObjectId, chunk_count, chunk_hash, chunk_len, verify_chunk,
 };
@@ -123,6 +125,85 @@ impl PendingChunks {
     }
 }
 
+/// Writes an upload's full batches on a thread of its own, so hashing the next megabyte
+/// overlaps writing the last one (both cost about as much). Emptied batches come back for
+/// reuse, so a long upload allocates its buffers once. At most three batches exist: one being
+/// filled, one queued, one being written.
+struct BatchWriter {
+    objects: ObjectStore,
+    upload: UploadId,
+    full: Option<mpsc::SyncSender<PendingChunks>>,
+    empty: mpsc::Receiver<PendingChunks>,
+    thread: Option<thread::JoinHandle<Result<(), StorageError>>>,
+}
+
+impl BatchWriter {
+    fn start(objects: &ObjectStore, upload: UploadId) -> Self {
+        let (full, batches) = mpsc::sync_channel::<PendingChunks>(1);
+        let (spare, empty) = mpsc::channel();
+        let writer_objects = objects.clone();
+        let spawned = thread::Builder::new()
+            .name("mehrd-upload".into())
+            .spawn(move || {
+                for mut batch in batches {
+                    batch.write(&writer_objects, upload)?;
+                    // The uploader may be gone already; then the buffer is simply freed.
+                    let _ = spare.send(batch);
+                }
+                Ok(())
+            });
+        let (full, thread) = match spawned {
+            Ok(thread) => (Some(full), Some(thread)),
+            Err(e) => {
+                // Without a thread the batches are written in line: slower, still correct.
+                tracing::warn!(error = %e, "cannot start an upload writer thread");
+                (None, None)
+            }
+        };
+        BatchWriter {
+            objects: objects.clone(),
+            upload,
+            full,
+            empty,
+            thread,
+        }
+    }
+
+    /// Hands `batch` over to be written; returns an empty batch to fill next.
+    fn send(&mut self, mut batch: PendingChunks) -> Result<PendingChunks, StorageError> {
+        if let Some(full) = &self.full {
+            match full.send(batch) {
+                Ok(()) => return Ok(self.empty.try_recv().unwrap_or_default()),
+                // The thread stopped on an error, which `stop` returns.
+                Err(mpsc::SendError(returned)) => {
+                    self.stop()?;
+                    batch = returned;
+                }
+            }
+        }
+        batch.write(&self.objects, self.upload)?;
+        Ok(batch)
+    }
+
+    /// Waits until every batch handed over is written; the first write error, if any.
+    fn stop(&mut self) -> Result<(), StorageError> {
+        self.full = None;
+        match self.thread.take().map(thread::JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(result)) => result,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Waits for the thread without looking at its result (the upload is being abandoned).
+    fn abandon(&mut self) {
+        self.full = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// An object being written from a byte stream. Feed it with [`Upload::write`], then
 /// [`Upload::finish`]; drop it to cancel.
 pub struct Upload {
@@ -130,6 +211,17 @@ pub struct Upload {
     options: UploadOptions,
     builder: ObjectBuilder,
     pending: PendingChunks,
+    /// Started with the first full batch; small objects never need it.
+    writer: Option<BatchWriter>,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // Before the slot removes the upload's chunks, so no write lands after the removal.
+        if let Some(writer) = &mut self.writer {
+            writer.abandon();
+        }
+    }
 }
 
 impl std::fmt::Debug for Upload {
@@ -155,6 +247,7 @@ impl ObjectStore {
             options,
             builder: ObjectBuilder::new(),
             pending: PendingChunks::default(),
+            writer: None,
         })
     }
 
@@ -210,7 +303,11 @@ impl Upload {
             Ok::<_, StorageError>(())
         })?;
         if self.pending.bytes.len() >= BATCH_BYTES {
-            self.pending.write(&self.slot.objects, self.slot.upload)?;
+            let (objects, upload) = (&self.slot.objects, self.slot.upload);
+            let writer = self
+                .writer
+                .get_or_insert_with(|| BatchWriter::start(objects, upload));
+            self.pending = writer.send(std::mem::take(&mut self.pending))?;
         }
         Ok(())
     }
@@ -231,6 +328,9 @@ impl Upload {
                 received: built.length,
                 ended: true,
             });
+        }
+        if let Some(writer) = &mut self.writer {
+            writer.stop()?;
         }
         self.pending.write(&self.slot.objects, self.slot.upload)?;
         self.slot
