@@ -26,7 +26,7 @@ use crate::{
 /// Put messages queued for the writer: with messages of up to 4 MiB, at most 16 MiB in flight.
 const PUT_QUEUE: usize = 4;
 /// Bytes per Get message.
-const GET_MESSAGE_BYTES: usize = 64 << 10;
+const GET_MESSAGE_BYTES: usize = 256 << 10;
 /// Get messages read ahead of the client.
 const GET_QUEUE: usize = 4;
 
