@@ -44,6 +44,8 @@ pub struct Config {
     pub interfaces: Vec<crate::transport::InterfaceSpec>,
     /// Running functions: the WASM sandbox and functions served by SDK processes.
     pub compute: ComputeConfig,
+    /// The local object store.
+    pub storage: StorageConfig,
 }
 
 /// Participation level (seed 002): L0 relays only, L1 adds the economics, L2 is everything.
@@ -91,6 +93,17 @@ pub enum TlsMode {
     Always,
     /// Never TLS; the daemon refuses to listen off loopback.
     Never,
+}
+
+/// The local object store's limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Bytes of object data the node stores in total (what it will advertise to the network).
+    /// A Put that would go over it fails with RESOURCE_EXHAUSTED.
+    pub available_bytes: u64,
+    /// The largest object a Put may store, in bytes.
+    pub max_object_size: u64,
 }
 
 /// Log output.
@@ -311,6 +324,10 @@ impl Config {
                 served_max_input_bytes: 16 * 1024 * 1024,
                 served_max_output_bytes: 16 * 1024 * 1024,
                 max_queued_invocations: 64,
+            },
+            storage: StorageConfig {
+                available_bytes: 10 << 30,
+                max_object_size: 4 << 30,
             },
         }
     }
@@ -703,6 +720,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.compute.max_queued_invocations, 3);
+    }
+
+    #[test]
+    fn storage_limits_come_from_file_and_env() {
+        let file = "[storage]\navailable_bytes = 1000\nmax_object_size = 10\n";
+        let env = [("MEHR_STORAGE_MAX_OBJECT_SIZE", "20")];
+        let config = load(Some(file), &env, FlagOverrides::default()).unwrap();
+        assert_eq!(config.storage.available_bytes, 1000);
+        assert_eq!(config.storage.max_object_size, 20);
     }
 
     #[test]

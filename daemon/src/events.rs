@@ -6,6 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use mehr_storage::ObjectId;
 use tokio::sync::broadcast;
 
 use crate::compute::FunctionKind;
@@ -68,6 +69,22 @@ pub enum EventKind {
         kind: FunctionKind,
         /// Why, in words.
         reason: String,
+    },
+    /// A new object was committed to the local store.
+    ObjectStored {
+        /// The object id.
+        id: ObjectId,
+        /// Size in bytes.
+        length: u64,
+        /// The label given at Put; empty for none.
+        name: String,
+    },
+    /// An object was removed from the local store.
+    ObjectDeleted {
+        /// The object id.
+        id: ObjectId,
+        /// Size in bytes.
+        length: u64,
     },
 }
 

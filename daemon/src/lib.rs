@@ -13,6 +13,7 @@ pub mod data_dir;
 pub mod events;
 pub mod identity;
 pub mod node;
+pub mod storage;
 pub mod store;
 pub mod telemetry;
 pub mod transport;

@@ -6,12 +6,15 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{self, ApiError, ComputeApi, Listeners, NodeApi, NodeFacts, RunningApi, Services},
+    api::{
+        self, ApiError, ComputeApi, Listeners, NodeApi, NodeFacts, RunningApi, Services, StorageApi,
+    },
     compute::{self, Compute},
     config::Config,
     data_dir::{DataDir, DataDirError, STORE_DIR},
     events::{EventBus, EventKind},
     identity::{IdentityError, NodeIdentity},
+    storage::{ObjectStore, StorageError, StorageLimits},
     store::{META, Store, StoreError},
 };
 
@@ -30,6 +33,9 @@ pub enum NodeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The object store could not be opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// The API could not be served.
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -101,6 +107,11 @@ impl Node {
             shutdown.child_token(),
         )
         .await?;
+        let limits = StorageLimits {
+            available_bytes: config.storage.available_bytes,
+            max_object_size: config.storage.max_object_size,
+        };
+        let (objects, _) = ObjectStore::open(store.clone(), limits, events.clone())?;
 
         let services = Services {
             node: NodeApi::new(facts.clone(), events.clone()),
@@ -108,6 +119,10 @@ impl Node {
             messaging: crate::api::messaging::MessagingApi::new(
                 transport.clone(),
                 config.transport.max_message_bytes,
+            ),
+            storage: StorageApi::new(
+                objects,
+                Duration::from_secs(config.api.request_timeout_secs),
             ),
             compute: ComputeApi::new(
                 compute,

@@ -29,6 +29,17 @@ pub enum Error {
         /// The root cause, and a hint.
         reason: String,
     },
+    /// Reading the data to send, or writing the data received, failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The daemon's answer does not fit the API (a daemon of another version, or a bug).
+    #[error("unexpected answer from the daemon: {0}")]
+    InvalidResponse(String),
     /// The daemon answered with an error status.
     // Not `#[from]`: that would also make the status the error's `source`, and error chains
     // (`anyhow`'s `{:#}`) would print the message twice.

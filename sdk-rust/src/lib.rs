@@ -24,6 +24,7 @@ mod connect;
 mod error;
 pub mod layout;
 pub mod serve;
+pub mod storage;
 mod transport;
 
 pub use client::{AuthedChannel, BearerToken, Client, EventStream};

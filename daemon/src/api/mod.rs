@@ -7,10 +7,12 @@
 
 mod auth;
 pub mod compute;
+mod deadline;
 pub mod messaging;
 pub mod node;
 mod paging;
 pub mod status;
+pub mod storage;
 pub mod tls;
 pub mod transport;
 
@@ -23,7 +25,8 @@ use std::{
 
 use mehr_proto::v1::{
     compute_service_server::ComputeServiceServer, messaging_service_server::MessagingServiceServer,
-    node_service_server::NodeServiceServer, transport_service_server::TransportServiceServer,
+    node_service_server::NodeServiceServer, storage_service_server::StorageServiceServer,
+    transport_service_server::TransportServiceServer,
 };
 use tokio::{net::UnixListener, sync::Semaphore, task::JoinHandle};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -36,10 +39,11 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use self::{auth::BearerAuthLayer, tls::TlsMaterial};
+use self::{auth::BearerAuthLayer, deadline::DeadlineLayer, tls::TlsMaterial};
 pub use self::{
     compute::ComputeApi,
     node::{Endpoint, NodeApi, NodeFacts},
+    storage::StorageApi,
 };
 use crate::config::{ApiConfig, TlsMode};
 
@@ -176,6 +180,8 @@ pub struct Services {
     pub messaging: messaging::MessagingApi,
     /// `mehr.v1.ComputeService`.
     pub compute: ComputeApi,
+    /// `mehr.v1.StorageService`.
+    pub storage: StorageApi,
 }
 
 impl Services {
@@ -187,6 +193,7 @@ impl Services {
                 .max_decoding_message_size(self.messaging.max_request_bytes()),
         );
         routes.add_service(self.compute.clone().into_server());
+        routes.add_service(StorageServiceServer::new(self.storage.clone()));
     }
 
     async fn set_serving(&self, health: &HealthReporter, serving: bool) {
@@ -201,6 +208,7 @@ impl Services {
             <TransportServiceServer<transport::TransportApi> as tonic::server::NamedService>::NAME,
             <MessagingServiceServer<messaging::MessagingApi> as tonic::server::NamedService>::NAME,
             <ComputeServiceServer<ComputeApi> as tonic::server::NamedService>::NAME,
+            <StorageServiceServer<StorageApi> as tonic::server::NamedService>::NAME,
         ] {
             health.set_service_status(name, status).await;
         }
@@ -239,7 +247,7 @@ pub async fn serve(
     let timeout = Duration::from_secs(config.request_timeout_secs);
     let mut servers = Vec::new();
     for listener in listeners.bound {
-        let mut server = Server::builder().timeout(timeout);
+        let mut server = Server::builder();
         if listener.tls {
             let material = tls
                 .as_ref()
@@ -256,6 +264,7 @@ pub async fn serve(
             .layer(tower::load_shed::LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits.clone()))
             .layer(tower::util::option_layer(auth))
+            .layer(DeadlineLayer::new(timeout))
             .add_routes(routes.clone());
         let stop = shutdown.clone().cancelled_owned();
         servers.push(match listener.incoming {

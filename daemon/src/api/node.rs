@@ -199,6 +199,15 @@ fn to_proto(event: &Event) -> pb::NodeEvent {
             kind: super::compute::kind_to_proto(*kind) as i32,
             reason: reason.clone(),
         }),
+        EventKind::ObjectStored { id, length, name } => Kind::ObjectStored(pb::ObjectStored {
+            id: id.as_bytes().to_vec().into(),
+            length: *length,
+            name: name.clone(),
+        }),
+        EventKind::ObjectDeleted { id, length } => Kind::ObjectDeleted(pb::ObjectDeleted {
+            id: id.as_bytes().to_vec().into(),
+            length: *length,
+        }),
     };
     pb::NodeEvent {
         sequence: event.sequence,

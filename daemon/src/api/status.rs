@@ -8,6 +8,7 @@ use crate::{
     compute::{
         DeployError, InvokeFailure, ListError, RegistrationError, RemoveError, SessionViolation,
     },
+    storage::StorageError,
     store::StoreError,
     transport::TransportError,
 };
@@ -145,6 +146,31 @@ impl From<SessionViolation> for Status {
         match violation {
             SessionViolation::RegisteredTwice => Status::failed_precondition(violation.to_string()),
             SessionViolation::Malformed(_) => Status::invalid_argument(violation.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for Status {
+    fn from(error: StorageError) -> Status {
+        let message = error.to_string();
+        match error {
+            StorageError::NotFound { .. } => Status::not_found(message),
+            StorageError::ObjectTooLarge { .. } | StorageError::OutOfSpace { .. } => {
+                Status::resource_exhausted(message)
+            }
+            StorageError::SizeMismatch { .. }
+            | StorageError::NameTooLong { .. }
+            | StorageError::ChunkIndexOutOfRange { .. }
+            | StorageError::ChunkLength { .. }
+            | StorageError::ContentMismatch { .. }
+            | StorageError::InvalidPageToken { .. } => Status::invalid_argument(message),
+            // gRPC's code for reading past the end of a file.
+            StorageError::RangeOutOfBounds { .. } => Status::out_of_range(message),
+            StorageError::Corrupt { .. } => Status::data_loss(message),
+            StorageError::IncompleteChunkSet { .. } | StorageError::EmptyObject { .. } => {
+                Status::failed_precondition(message)
+            }
+            StorageError::Store(e) => Status::from(e),
         }
     }
 }

@@ -19,7 +19,8 @@ fn main() -> ExitCode {
     match runtime.block_on(mehrd::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mehr: {e}");
+            // `{:#}` prints the context chain ("cannot read X: No such file…").
+            eprintln!("mehr: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -4,6 +4,7 @@
 mod compute;
 mod node;
 mod output;
+mod store;
 mod transport;
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use mehr_sdk::{Client, ConnectOptions};
 
-pub use self::output::Output;
+pub use self::{output::Output, store::StoreCommand};
 
 /// Talk to a running mehrd.
 #[derive(Debug, Parser)]
@@ -80,6 +81,12 @@ pub enum Command {
     Functions,
     /// Call a function. Input comes from --input FILE or stdin; output goes to stdout or -o FILE.
     Invoke(compute::InvokeArgs),
+    /// Store and fetch objects in the node's local object store.
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
 }
 
 /// Runs the parsed command line.
@@ -108,5 +115,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Undeploy(args) => compute::undeploy(&client, &output, args).await,
         Command::Functions => compute::functions(&client, &output).await,
         Command::Invoke(args) => compute::invoke(&client, &output, args).await,
+        Command::Store { command } => store::run(&client, &output, command).await,
     }
 }

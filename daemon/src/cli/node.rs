@@ -115,6 +115,27 @@ fn describe(event: &pb::NodeEvent) -> (String, serde_json::Value) {
                 "reason": e.reason,
             }),
         ),
+        Some(Kind::ObjectStored(e)) => (
+            format!(
+                "object stored: {} ({} bytes){}",
+                hex::encode(&e.id),
+                e.length,
+                if e.name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {:?}", e.name)
+                }
+            ),
+            json!({ "type": "object_stored", "id": hex::encode(&e.id), "length": e.length, "name": e.name }),
+        ),
+        Some(Kind::ObjectDeleted(e)) => (
+            format!(
+                "object deleted: {} ({} bytes)",
+                hex::encode(&e.id),
+                e.length
+            ),
+            json!({ "type": "object_deleted", "id": hex::encode(&e.id), "length": e.length }),
+        ),
         Some(Kind::Lagged(e)) => (
             format!("missed {} events (reading too slowly)", e.missed),
             json!({ "type": "lagged", "missed": e.missed }),

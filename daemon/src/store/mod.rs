@@ -13,6 +13,9 @@ use std::{marker::PhantomData, path::Path, sync::Arc};
 
 pub use codec::{CodecError, Key, Value};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteOptions};
+pub(crate) use schema::{
+    CF_STORAGE_CHUNK_HASHES, CF_STORAGE_CHUNKS, CF_STORAGE_OBJECTS, CF_STORAGE_OBJECTS_BY_CREATED,
+};
 pub use schema::{COLUMN_FAMILIES, META};
 
 /// Why a store operation failed.
@@ -89,6 +92,11 @@ impl Store {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_keep_log_file_num(4);
+        // A write-ahead log file is deleted only once every column family with data in it has
+        // been flushed. Without a cap, a column family that fills slowly (chunk hashes beside
+        // chunk bytes) would keep gigabytes of log alive after a bulk upload; past the cap
+        // RocksDB flushes the column families holding the oldest log.
+        options.set_max_total_wal_size(256 << 20);
         let mut families: Vec<String> = COLUMN_FAMILIES.iter().map(|s| s.to_string()).collect();
         if let Ok(existing) = DB::list_cf(&options, path) {
             for name in existing {
@@ -99,7 +107,7 @@ impl Store {
         }
         let descriptors = families
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(name, schema::column_family_options(name)));
         let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(|e| {
             let message = e.to_string();
             if message.contains("lock") {
@@ -222,6 +230,17 @@ impl Store {
             })
     }
 
+    /// Compacts the records of `table` whose encoded keys are in `from..to`, so that the space
+    /// of records deleted there goes back to the file system now rather than at some later
+    /// compaction.
+    pub fn compact_range<K: Key, V: Value>(&self, table: Table<K, V>, from: &K, to: &K) {
+        self.db.compact_range_cf(
+            self.cf(table.name),
+            Some(from.encode_key()),
+            Some(to.encode_key()),
+        );
+    }
+
     /// Flushes memtables and the write-ahead log to disk (used at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true)?;
@@ -252,6 +271,16 @@ impl Batch<'_> {
     pub fn delete<K: Key, V: Value>(&mut self, table: Table<K, V>, key: &K) {
         self.inner
             .delete_cf(self.store.cf(table.name), key.encode_key());
+    }
+
+    /// Adds a deletion of every record whose encoded key is in `from..to` (`to` excluded): one
+    /// range tombstone, whatever the number of records it covers.
+    pub fn delete_range<K: Key, V: Value>(&mut self, table: Table<K, V>, from: &K, to: &K) {
+        self.inner.delete_range_cf(
+            self.store.cf(table.name),
+            from.encode_key(),
+            to.encode_key(),
+        );
     }
 
     /// Number of changes in the batch.

@@ -1,17 +1,51 @@
 //! Every column family the daemon uses. A part that needs a new kind of record adds its column
 //! family here and declares its typed [`Table`] next to the code that owns the records.
 
+use rocksdb::{DBCompressionType, Options};
+
 use super::Table;
 
 /// Small node-wide facts: the identity hash the data dir belongs to, the schema version.
 pub(super) const CF_META: &str = "meta";
+
+// The storage part's records (`crate::storage::records`).
+/// Committed objects by id.
+pub(crate) const CF_STORAGE_OBJECTS: &str = "storage_objects";
+/// The objects in creation order (an index of `storage_objects`).
+pub(crate) const CF_STORAGE_OBJECTS_BY_CREATED: &str = "storage_objects_by_created";
+/// Chunk bytes by (upload id, chunk index).
+pub(crate) const CF_STORAGE_CHUNKS: &str = "storage_chunks";
+/// Chunk hashes by (upload id, chunk index): apart from the bytes, so that proofs and
+/// verification read 32 bytes per chunk, not 4 KiB.
+pub(crate) const CF_STORAGE_CHUNK_HASHES: &str = "storage_chunk_hashes";
 
 /// Every column family, opened (and created if missing) by [`super::Store::open`].
 pub const COLUMN_FAMILIES: &[&str] = &[
     CF_META,
     // Deployed WASM modules: `compute::MODULES`.
     "compute_modules",
+    CF_STORAGE_OBJECTS,
+    CF_STORAGE_OBJECTS_BY_CREATED,
+    CF_STORAGE_CHUNKS,
+    CF_STORAGE_CHUNK_HASHES,
 ];
 
 /// Node-wide facts, keyed by name.
 pub const META: Table<String, Vec<u8>> = Table::new(CF_META);
+
+/// The RocksDB options of column family `name`. Most use the defaults; bulk data gets its own.
+pub(super) fn column_family_options(name: &str) -> Options {
+    let mut options = Options::default();
+    if name == CF_STORAGE_CHUNKS {
+        // Chunk bytes are written once, read whole and are often incompressible: keep them in
+        // blob files, so compactions move 16-byte keys instead of rewriting the data, and
+        // do not spend CPU compressing them.
+        options.set_enable_blob_files(true);
+        options.set_min_blob_size(0);
+        options.set_blob_compression_type(DBCompressionType::None);
+        options.set_compression_type(DBCompressionType::None);
+        // Blob files whose chunks were deleted are reclaimed by compaction.
+        options.set_enable_blob_gc(true);
+    }
+    options
+}

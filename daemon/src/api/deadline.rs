@@ -1,0 +1,164 @@
+//! The per-call deadline: `api.request_timeout_secs`, or the client's `grpc-timeout` when it is
+//! shorter, as tonic's `Server::timeout` applies it — except that calls whose duration grows
+//! with the data they carry ([`UNTIMED_METHODS`]) only get the client's deadline; their handlers
+//! cancel them when they go idle instead.
+//!
+//! The deadline covers the call until its response starts, so server streams are exempt once
+//! they started, while a client stream (an upload) is covered until its last message.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::HeaderMap;
+use tower::{Layer, Service};
+
+/// Methods without the server's deadline.
+pub(super) const UNTIMED_METHODS: &[&str] = &["/mehr.v1.StorageService/Put"];
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Adds [`Deadline`] to a service.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DeadlineLayer {
+    timeout: Duration,
+}
+
+impl DeadlineLayer {
+    /// The server's deadline is `timeout`.
+    pub(super) fn new(timeout: Duration) -> Self {
+        DeadlineLayer { timeout }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Deadline<S> {
+        Deadline {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Fails a call with tonic's `TimeoutExpired` (status CANCELLED, "Timeout expired") when its
+/// deadline passes.
+#[derive(Debug, Clone)]
+pub(super) struct Deadline<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S, B> Service<http::Request<B>> for Deadline<S>
+where
+    S: Service<http::Request<B>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let client = client_deadline(request.headers());
+        let server = (!UNTIMED_METHODS.contains(&request.uri().path())).then_some(self.timeout);
+        let deadline = match (client, server) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            match deadline {
+                None => response.await.map_err(Into::into),
+                Some(deadline) => match tokio::time::timeout(deadline, response).await {
+                    Ok(result) => result.map_err(Into::into),
+                    Err(_) => Err(tonic::TimeoutExpired(()).into()),
+                },
+            }
+        })
+    }
+}
+
+/// The `grpc-timeout` header: 1 to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`). A header
+/// that does not parse is ignored, as tonic does.
+fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let unit_at = value.len().checked_sub(1)?;
+    let (digits, unit) = (value.get(..unit_at)?, value.get(unit_at..)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-timeout", value.parse().unwrap());
+        client_deadline(&headers)
+    }
+
+    #[test]
+    fn grpc_timeout_header_parses_every_unit_and_refuses_the_rest() {
+        assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse("30S"), Some(Duration::from_secs(30)));
+        assert_eq!(parse("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S", "é"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(client_deadline(&HeaderMap::new()), None);
+    }
+
+    #[tokio::test]
+    async fn untimed_methods_only_get_the_client_deadline() {
+        let slow = tower::service_fn(|_: http::Request<()>| async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok::<_, BoxError>(())
+        });
+        let mut service = DeadlineLayer::new(Duration::from_millis(20)).layer(slow);
+        let timed = http::Request::builder()
+            .uri("/mehr.v1.NodeService/GetInfo")
+            .body(())
+            .unwrap();
+        let err = service.call(timed).await.unwrap_err();
+        assert!(err.is::<tonic::TimeoutExpired>());
+
+        let untimed = http::Request::builder()
+            .uri(UNTIMED_METHODS[0])
+            .body(())
+            .unwrap();
+        service.call(untimed).await.unwrap();
+
+        let client_limited = http::Request::builder()
+            .uri(UNTIMED_METHODS[0])
+            .header("grpc-timeout", "10m")
+            .body(())
+            .unwrap();
+        let err = service.call(client_limited).await.unwrap_err();
+        assert!(err.is::<tonic::TimeoutExpired>());
+    }
+}

@@ -1,0 +1,305 @@
+//! `mehr.v1.StorageService`: the local object store over gRPC.
+//!
+//! The store's calls block (RocksDB, hashing), so they run on the blocking pool. A Put hands
+//! its data to one blocking task through a short queue, so receiving the next message overlaps
+//! hashing and writing the last one, and a slow disk slows the client down (HTTP/2 flow
+//! control) instead of filling memory. A Get works the other way round: a blocking task reads
+//! and verifies chunks into a short queue that the response stream drains.
+
+use std::{ops::ControlFlow, pin::Pin, time::Duration};
+
+use futures::Stream;
+use mehr_proto::v1::{self as pb, put_request::Part, storage_service_server::StorageService};
+use prost::bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    events::unix_ms_now,
+    storage::{
+        ListOrder, ObjectId, ObjectInfo, ObjectStore, StorageError, StoredObject, Upload,
+        UploadOptions,
+    },
+};
+
+/// Put messages queued for the writer: with messages of up to 4 MiB, at most 16 MiB in flight.
+const PUT_QUEUE: usize = 4;
+/// Bytes per Get message.
+const GET_MESSAGE_BYTES: usize = 256 << 10;
+/// Get messages read ahead of the client.
+const GET_QUEUE: usize = 4;
+
+/// The StorageService implementation.
+#[derive(Clone)]
+pub struct StorageApi {
+    objects: ObjectStore,
+    idle_timeout: Duration,
+}
+
+impl StorageApi {
+    /// Serves `objects`. A Put that sends nothing for `idle_timeout` is cancelled (Put has no
+    /// overall deadline: its duration grows with its size).
+    pub fn new(objects: ObjectStore, idle_timeout: Duration) -> Self {
+        StorageApi {
+            objects,
+            idle_timeout,
+        }
+    }
+
+    async fn next_put_message(
+        &self,
+        stream: &mut Streaming<pb::PutRequest>,
+    ) -> Result<Option<Part>, Status> {
+        match tokio::time::timeout(self.idle_timeout, stream.message()).await {
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the Put stream sent nothing for {} s (api.request_timeout_secs)",
+                self.idle_timeout.as_secs()
+            ))),
+            Ok(Ok(Some(pb::PutRequest { part: Some(part) }))) => Ok(Some(part)),
+            Ok(Ok(Some(pb::PutRequest { part: None }))) => Err(Status::invalid_argument(
+                "a Put message carries neither metadata nor data",
+            )),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(status)) => Err(status),
+        }
+    }
+}
+
+/// What the Put handler tells the writer task.
+enum PutCommand {
+    Data(Bytes),
+    /// The client's end message, with the number of data bytes it sent.
+    Finish {
+        length: u64,
+    },
+}
+
+/// Feeds `upload` from `commands`; `None` when the queue closed without `Finish` (the call
+/// failed or was cancelled). Dropping the upload then removes what it wrote.
+fn write_upload(
+    mut upload: Upload,
+    mut commands: mpsc::Receiver<PutCommand>,
+) -> Option<Result<StoredObject, Status>> {
+    while let Some(command) = commands.blocking_recv() {
+        match command {
+            PutCommand::Data(data) => {
+                if let Err(e) = upload.write(&data) {
+                    return Some(Err(e.into()));
+                }
+            }
+            PutCommand::Finish { length } if length != upload.received() => {
+                return Some(Err(Status::invalid_argument(format!(
+                    "end.length is {length}, but the stream carried {} data bytes",
+                    upload.received()
+                ))));
+            }
+            PutCommand::Finish { .. } => {
+                return Some(upload.finish(unix_ms_now()).map_err(Status::from));
+            }
+        }
+    }
+    None
+}
+
+fn parse_id(bytes: &[u8]) -> Result<ObjectId, Status> {
+    <[u8; 32]>::try_from(bytes)
+        .map(ObjectId::from_bytes)
+        .map_err(|_| {
+            Status::invalid_argument(format!(
+                "id: an object id has 32 bytes, got {}",
+                bytes.len()
+            ))
+        })
+}
+
+fn info_to_proto(info: &ObjectInfo) -> pb::ObjectInfo {
+    pb::ObjectInfo {
+        id: Bytes::copy_from_slice(info.id.as_bytes()),
+        length: info.length,
+        chunk_count: info.chunk_count,
+        created_at_unix_ms: info.created_unix_ms,
+        name: info.name.clone(),
+    }
+}
+
+/// Runs a blocking store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| Status::internal(format!("storage task failed: {e}")))?
+        .map_err(Status::from)
+}
+
+type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl StorageService for StorageApi {
+    async fn put(
+        &self,
+        request: Request<Streaming<pb::PutRequest>>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let mut stream = request.into_inner();
+        let metadata = match self.next_put_message(&mut stream).await? {
+            Some(Part::Metadata(metadata)) => metadata,
+            Some(Part::Data(_) | Part::End(_)) => {
+                return Err(Status::invalid_argument(
+                    "the first Put message must carry the metadata",
+                ));
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "the Put stream ended before its metadata",
+                ));
+            }
+        };
+        let options = UploadOptions {
+            name: metadata.name,
+            expected_size: metadata.expected_size,
+        };
+        let upload = self.objects.begin_upload(options)?;
+        let (commands, queue) = mpsc::channel(PUT_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || write_upload(upload, queue));
+
+        let failure = loop {
+            let command = match self.next_put_message(&mut stream).await {
+                Ok(Some(Part::Data(data))) => PutCommand::Data(data),
+                Ok(Some(Part::End(end))) => PutCommand::Finish { length: end.length },
+                Ok(Some(Part::Metadata(_))) => {
+                    break Some(Status::invalid_argument(
+                        "only the first Put message may carry metadata",
+                    ));
+                }
+                // tonic reports a client's cancellation as the end of its stream, so only the
+                // end message commits.
+                Ok(None) => {
+                    break Some(Status::invalid_argument(
+                        "the Put stream ended without its end message; nothing was stored",
+                    ));
+                }
+                Err(status) => break Some(status),
+            };
+            let last = matches!(command, PutCommand::Finish { .. });
+            // A send fails when the writer stopped on an error; it reports it below.
+            if commands.send(command).await.is_err() || last {
+                break None;
+            }
+        };
+        drop(commands);
+        // Waiting for the writer also waits for the clean-up of a failed upload, so a client
+        // that sees the error never sees its leftovers.
+        let written = writer
+            .await
+            .map_err(|e| Status::internal(format!("storage task failed: {e}")))?;
+        if let Some(status) = failure {
+            return Err(status);
+        }
+        let stored = written.ok_or_else(|| Status::cancelled("the Put was cancelled"))??;
+        Ok(Response::new(pb::PutResponse {
+            object: Some(info_to_proto(&stored.info)),
+            already_stored: stored.already_stored,
+        }))
+    }
+
+    type GetStream = GetStream;
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<Self::GetStream>, Status> {
+        let request = request.into_inner();
+        let id = parse_id(&request.id)?;
+        let objects = self.objects.clone();
+        let (opened_tx, opened) = oneshot::channel();
+        let (messages, queue) = mpsc::channel(GET_QUEUE);
+        tokio::task::spawn_blocking(move || {
+            let read = match objects.open_read(&id, request.offset, request.length) {
+                Ok(read) => {
+                    let _ = opened_tx.send(Ok(()));
+                    read
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut buffer = Vec::with_capacity(GET_MESSAGE_BYTES);
+            let result = read.for_each(|part| {
+                buffer.extend_from_slice(part);
+                if buffer.len() < GET_MESSAGE_BYTES {
+                    return ControlFlow::Continue(());
+                }
+                let data = std::mem::replace(&mut buffer, Vec::with_capacity(GET_MESSAGE_BYTES));
+                // A failed send means the client has gone: stop reading.
+                match messages.blocking_send(Ok(pb::GetResponse { data: data.into() })) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                }
+            });
+            // Bytes already verified go out before an error that ends the stream.
+            if !buffer.is_empty() {
+                let _ = messages.blocking_send(Ok(pb::GetResponse {
+                    data: buffer.into(),
+                }));
+            }
+            if let Err(e) = result {
+                let _ = messages.blocking_send(Err(Status::from(e)));
+            }
+        });
+        opened
+            .await
+            .map_err(|_| Status::internal("storage read task ended early"))??;
+        Ok(Response::new(Box::pin(ReceiverStream::new(queue))))
+    }
+
+    async fn stat(
+        &self,
+        request: Request<pb::StatRequest>,
+    ) -> Result<Response<pb::StatResponse>, Status> {
+        let id = parse_id(&request.into_inner().id)?;
+        let objects = self.objects.clone();
+        let info = blocking(move || objects.stat(&id)).await?;
+        Ok(Response::new(pb::StatResponse {
+            object: Some(info_to_proto(&info)),
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let request = request.into_inner();
+        let order = match pb::ListOrder::try_from(request.order) {
+            Ok(pb::ListOrder::Unspecified | pb::ListOrder::Created) => ListOrder::Created,
+            Ok(pb::ListOrder::Id) => ListOrder::Id,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "order: unknown value {}",
+                    request.order
+                )));
+            }
+        };
+        let objects = self.objects.clone();
+        let page =
+            blocking(move || objects.list(order, &request.page_token, request.page_size as usize))
+                .await?;
+        Ok(Response::new(pb::ListResponse {
+            objects: page.objects.iter().map(info_to_proto).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let id = parse_id(&request.into_inner().id)?;
+        let objects = self.objects.clone();
+        let info = blocking(move || objects.delete(&id)).await?;
+        Ok(Response::new(pb::DeleteResponse {
+            object: Some(info_to_proto(&info)),
+        }))
+    }
+}

@@ -1,0 +1,489 @@
+//! The node's local object store (`mehr.v1.StorageService`).
+//!
+//! ```no_run
+//! # async fn demo(client: mehr_sdk::Client) -> Result<(), mehr_sdk::Error> {
+//! use mehr_sdk::storage::{ByteRange, PutOptions};
+//! let stored = client.put_bytes(b"hello".to_vec(), PutOptions::named("greeting")).await?;
+//! assert_eq!(stored.object.id, mehr_sdk::storage::ObjectId::for_bytes(b"hello"));
+//! let file = tokio::fs::File::open("video.mp4").await.map_err(|e| mehr_sdk::Error::Io {
+//!     context: "video.mp4".into(),
+//!     source: e,
+//! })?;
+//! let video = client.put(file, PutOptions::default()).await?;
+//! let head = client.get_bytes(&video.object.id, ByteRange::new(0, 4096)).await?;
+//! # Ok(()) }
+//! ```
+
+use std::{fmt, io, sync::Arc};
+
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+pub use mehr_proto::v1::storage_service_client::StorageServiceClient;
+use mehr_proto::v1::{self as pb, put_request::Part};
+pub use mehr_storage::ObjectId;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    sync::mpsc,
+};
+use tonic::codegen::Bytes;
+
+use crate::{AuthedChannel, Client, Error, EventStream};
+
+/// Bytes per Put message: large enough to keep per-message costs small, well under the 4 MiB
+/// message limit.
+const PUT_MESSAGE_BYTES: usize = 256 << 10;
+/// Put messages queued ahead of the connection.
+const PUT_QUEUE: usize = 4;
+
+/// A stored object, as the node describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The object id: the root of the object's Merkle commitment
+    /// ([`ObjectId::for_bytes`] computes it locally).
+    pub id: ObjectId,
+    /// Size in bytes.
+    pub length: u64,
+    /// Number of 4 KiB chunks.
+    pub chunk_count: u64,
+    /// When the node stored it, milliseconds since the Unix epoch.
+    pub created_at_unix_ms: u64,
+    /// The label given when it was stored.
+    pub name: Option<String>,
+}
+
+impl TryFrom<pb::ObjectInfo> for ObjectInfo {
+    type Error = Error;
+
+    fn try_from(info: pb::ObjectInfo) -> Result<Self, Error> {
+        let id = <[u8; 32]>::try_from(info.id.as_ref()).map_err(|_| {
+            Error::InvalidResponse(format!(
+                "an object id has 32 bytes, the daemon sent {}",
+                info.id.len()
+            ))
+        })?;
+        Ok(ObjectInfo {
+            id: ObjectId::from_bytes(id),
+            length: info.length,
+            chunk_count: info.chunk_count,
+            created_at_unix_ms: info.created_at_unix_ms,
+            name: Some(info.name).filter(|name| !name.is_empty()),
+        })
+    }
+}
+
+fn object_of(info: Option<pb::ObjectInfo>) -> Result<ObjectInfo, Error> {
+    info.ok_or_else(|| Error::InvalidResponse("the answer has no object".into()))?
+        .try_into()
+}
+
+/// The result of a put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The stored object.
+    pub object: ObjectInfo,
+    /// True when the node already had these bytes: nothing new was stored, and `object` is the
+    /// existing object (with its original name).
+    pub already_stored: bool,
+}
+
+/// Called with the number of bytes sent so far.
+pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// How to store an object.
+#[derive(Clone, Default)]
+pub struct PutOptions {
+    /// A label for people (at most 256 bytes).
+    pub name: Option<String>,
+    /// The size, when known: the node refuses an object over its limits before any byte is
+    /// sent, and fails the put if the data has another length.
+    pub expected_size: Option<u64>,
+    /// Progress reports, after each message handed to the connection.
+    pub progress: Option<ProgressFn>,
+}
+
+impl fmt::Debug for PutOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PutOptions")
+            .field("name", &self.name)
+            .field("expected_size", &self.expected_size)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl PutOptions {
+    /// Options with a name.
+    pub fn named(name: impl Into<String>) -> Self {
+        PutOptions {
+            name: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Announces the size.
+    pub fn with_expected_size(mut self, size: u64) -> Self {
+        self.expected_size = Some(size);
+        self
+    }
+
+    /// Reports progress to `progress` (bytes sent so far).
+    pub fn with_progress(mut self, progress: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(progress));
+        self
+    }
+}
+
+/// Which bytes of an object to get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ByteRange {
+    /// The first byte.
+    pub offset: u64,
+    /// How many bytes; `None` for everything from `offset` on.
+    pub length: Option<u64>,
+}
+
+impl ByteRange {
+    /// The whole object.
+    pub fn all() -> Self {
+        ByteRange::default()
+    }
+
+    /// `length` bytes from `offset`.
+    pub fn new(offset: u64, length: u64) -> Self {
+        ByteRange {
+            offset,
+            length: Some(length),
+        }
+    }
+
+    /// Everything from `offset` to the end.
+    pub fn from_offset(offset: u64) -> Self {
+        ByteRange {
+            offset,
+            length: None,
+        }
+    }
+}
+
+/// The order of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListOrder {
+    /// Oldest first.
+    #[default]
+    Created,
+    /// By object id.
+    Id,
+}
+
+/// Which page of the object list to get.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Objects per page (the node's default, 100, when 0; at most 1000).
+    pub page_size: u32,
+    /// The previous page's `next_page_token`; empty for the first page.
+    pub page_token: String,
+    /// The order.
+    pub order: ListOrder,
+}
+
+/// One page of the object list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectPage {
+    /// The objects.
+    pub objects: Vec<ObjectInfo>,
+    /// The token of the next page; `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// The bytes of a get, in order. The node checks every chunk against the object id before
+/// sending it; damaged data ends the stream with an error whose code is `DATA_LOSS`.
+pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+
+/// What the put feeder hands the request stream. The stream ends only on `End`, after the
+/// protocol's end message: if the feeder fails (the data source broke), the stream stays open
+/// while the call is dropped, so the node sees a cancelled call, and never the end message it
+/// needs to commit.
+enum Feed {
+    Message(pb::PutRequest),
+    End,
+}
+
+impl Client {
+    /// The raw `StorageService` client.
+    pub fn storage(&self) -> StorageServiceClient<AuthedChannel> {
+        StorageServiceClient::new(self.channel.clone())
+    }
+
+    /// Stores everything `reader` yields as one object; returns once it is durable on the node.
+    pub async fn put<R>(&self, reader: R, options: PutOptions) -> Result<PutOutcome, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let chunks = stream::try_unfold(reader, |mut reader| async move {
+            let mut buffer = Vec::with_capacity(PUT_MESSAGE_BYTES);
+            while buffer.len() < PUT_MESSAGE_BYTES {
+                let read = (&mut reader)
+                    .take((PUT_MESSAGE_BYTES - buffer.len()) as u64)
+                    .read_to_end(&mut buffer)
+                    .await?;
+                if read == 0 {
+                    break;
+                }
+            }
+            Ok::<_, io::Error>((!buffer.is_empty()).then(|| (Bytes::from(buffer), reader)))
+        });
+        self.put_stream(chunks, options).await
+    }
+
+    /// Stores the concatenation of the byte chunks `data` yields (of any sizes) as one object.
+    /// An error from `data` cancels the put: nothing is stored.
+    pub async fn put_stream<S>(&self, data: S, options: PutOptions) -> Result<PutOutcome, Error>
+    where
+        S: Stream<Item = Result<Bytes, io::Error>> + Send + 'static,
+    {
+        let (feed, queue) = mpsc::channel(PUT_QUEUE);
+        let requests = stream::unfold(queue, |mut queue| async move {
+            match queue.recv().await {
+                Some(Feed::Message(message)) => Some((message, queue)),
+                Some(Feed::End) => None,
+                None => futures::future::pending().await,
+            }
+        });
+        let mut storage = self.storage();
+        let call = storage.put(requests);
+        let metadata = pb::PutRequest {
+            part: Some(Part::Metadata(pb::PutMetadata {
+                name: options.name.unwrap_or_default(),
+                expected_size: options.expected_size,
+            })),
+        };
+        let progress = options.progress;
+        let send = async move {
+            feed.send(Feed::Message(metadata)).await.ok();
+            let mut sent = 0u64;
+            let mut data = std::pin::pin!(data);
+            while let Some(piece) = data.next().await {
+                let piece = piece.map_err(|source| Error::Io {
+                    context: "reading the data to store".into(),
+                    source,
+                })?;
+                // Split pieces larger than a message; `slice` shares the buffer.
+                let mut rest = piece;
+                while !rest.is_empty() {
+                    let part = rest.split_to(rest.len().min(PUT_MESSAGE_BYTES));
+                    sent += part.len() as u64;
+                    let message = pb::PutRequest {
+                        part: Some(Part::Data(part)),
+                    };
+                    if feed.send(Feed::Message(message)).await.is_err() {
+                        // The call has ended; its result says why.
+                        return Ok(feed);
+                    }
+                    if let Some(progress) = &progress {
+                        progress(sent);
+                    }
+                }
+            }
+            // The end message commits the object; a stream that stops without it stores nothing.
+            let end = pb::PutRequest {
+                part: Some(Part::End(pb::PutEnd { length: sent })),
+            };
+            if feed.send(Feed::Message(end)).await.is_ok() {
+                feed.send(Feed::End).await.ok();
+            }
+            Ok(feed)
+        };
+        let mut call = std::pin::pin!(call);
+        let mut send = std::pin::pin!(send);
+        let response = tokio::select! {
+            // The node answered before the data was all sent: an error (a limit, a bad name).
+            response = &mut call => response,
+            fed = &mut send => match fed {
+                Ok(_feed) => call.await,
+                // Returning drops the call (the node sees it cancelled) before the feed.
+                Err(e) => return Err(e),
+            },
+        };
+        let response = response?.into_inner();
+        Ok(PutOutcome {
+            object: object_of(response.object)?,
+            already_stored: response.already_stored,
+        })
+    }
+
+    /// Stores `data` as one object (its size is announced to the node first).
+    pub async fn put_bytes(
+        &self,
+        data: impl Into<Bytes>,
+        mut options: PutOptions,
+    ) -> Result<PutOutcome, Error> {
+        let data = data.into();
+        options.expected_size.get_or_insert(data.len() as u64);
+        self.put_stream(stream::iter([Ok(data)]), options).await
+    }
+
+    /// Streams `range` of object `id`.
+    pub async fn get(&self, id: &ObjectId, range: ByteRange) -> Result<ByteStream, Error> {
+        let stream = self
+            .storage()
+            .get(pb::GetRequest {
+                id: Bytes::copy_from_slice(id.as_bytes()),
+                offset: range.offset,
+                length: range.length,
+            })
+            .await?
+            .into_inner();
+        Ok(Box::pin(stream.map(|item| {
+            item.map(|message| message.data).map_err(Error::from)
+        })))
+    }
+
+    /// Writes `range` of object `id` to `writer`; returns the number of bytes written.
+    pub async fn get_to<W>(
+        &self,
+        id: &ObjectId,
+        range: ByteRange,
+        writer: &mut W,
+    ) -> Result<u64, Error>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let mut stream = self.get(id, range).await?;
+        let mut written = 0u64;
+        let io = |source| Error::Io {
+            context: "writing the object's bytes".into(),
+            source,
+        };
+        while let Some(data) = stream.try_next().await? {
+            writer.write_all(&data).await.map_err(io)?;
+            written += data.len() as u64;
+        }
+        writer.flush().await.map_err(io)?;
+        Ok(written)
+    }
+
+    /// `range` of object `id`, in memory.
+    pub async fn get_bytes(&self, id: &ObjectId, range: ByteRange) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        self.get_to(id, range, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Describes object `id`.
+    pub async fn stat(&self, id: &ObjectId) -> Result<ObjectInfo, Error> {
+        let response = self
+            .storage()
+            .stat(pb::StatRequest {
+                id: Bytes::copy_from_slice(id.as_bytes()),
+            })
+            .await?
+            .into_inner();
+        object_of(response.object)
+    }
+
+    /// One page of the stored objects.
+    pub async fn list(&self, options: ListOptions) -> Result<ObjectPage, Error> {
+        let order = match options.order {
+            ListOrder::Created => pb::ListOrder::Created,
+            ListOrder::Id => pb::ListOrder::Id,
+        };
+        let response = self
+            .storage()
+            .list(pb::ListRequest {
+                page_size: options.page_size,
+                page_token: options.page_token,
+                order: order as i32,
+            })
+            .await?
+            .into_inner();
+        Ok(ObjectPage {
+            objects: response
+                .objects
+                .into_iter()
+                .map(ObjectInfo::try_from)
+                .collect::<Result<_, _>>()?,
+            next_page_token: Some(response.next_page_token).filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// Every stored object, fetching pages as the stream is read.
+    pub fn list_all(&self, order: ListOrder) -> EventStream<ObjectInfo> {
+        let client = self.clone();
+        let pages = stream::try_unfold(Some(String::new()), move |token| {
+            let client = client.clone();
+            async move {
+                let Some(page_token) = token else {
+                    return Ok(None);
+                };
+                let page = client
+                    .list(ListOptions {
+                        page_size: 0,
+                        page_token,
+                        order,
+                    })
+                    .await?;
+                let objects = stream::iter(page.objects.into_iter().map(Ok));
+                Ok::<_, Error>(Some((objects, page.next_page_token)))
+            }
+        });
+        Box::pin(pages.try_flatten())
+    }
+
+    /// Removes object `id`; returns what it was.
+    pub async fn delete(&self, id: &ObjectId) -> Result<ObjectInfo, Error> {
+        let response = self
+            .storage()
+            .delete(pb::DeleteRequest {
+                id: Bytes::copy_from_slice(id.as_bytes()),
+            })
+            .await?
+            .into_inner();
+        object_of(response.object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_info_checks_the_id_the_daemon_sent() {
+        let info = pb::ObjectInfo {
+            id: Bytes::from(vec![7; 32]),
+            length: 5,
+            chunk_count: 1,
+            created_at_unix_ms: 9,
+            name: String::new(),
+        };
+        let converted = ObjectInfo::try_from(info.clone()).unwrap();
+        assert_eq!(converted.id, ObjectId::from_bytes([7; 32]));
+        assert_eq!(converted.name, None, "an empty name is no name");
+        let short = pb::ObjectInfo {
+            id: Bytes::from(vec![7; 31]),
+            ..info
+        };
+        let err = ObjectInfo::try_from(short).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unexpected answer from the daemon: an object id has 32 bytes, the daemon sent 31"
+        );
+    }
+
+    #[test]
+    fn byte_ranges_say_what_they_cover() {
+        assert_eq!(
+            ByteRange::all(),
+            ByteRange {
+                offset: 0,
+                length: None
+            }
+        );
+        assert_eq!(
+            ByteRange::new(4096, 10),
+            ByteRange {
+                offset: 4096,
+                length: Some(10)
+            }
+        );
+        assert_eq!(ByteRange::from_offset(3).length, None);
+    }
+}
