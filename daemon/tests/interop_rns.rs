@@ -288,7 +288,7 @@ fn two_mehr_nodes_find_each_other_and_talk_through_rnsd() {
                     .await
                     .unwrap()
                     .into_iter()
-                    .find(|p| &p.destination == inbox)
+                    .find(|p| p.destination == *inbox)
             })
             .await;
         }

@@ -35,7 +35,7 @@ use super::{
     interfaces::{
         self, InterfaceMessage, InterfaceStats, OutboundQueue, Port, queue::DEFAULT_QUEUE_BYTES,
     },
-    mehr_node::{CONTROL_PATH_COST, MehrNode},
+    mehr_node::{CONTROL_PATH_COST, HeardAnnounce, MehrNode},
     messaging::{Messaging, PendingSend},
     segments::SEGMENT_CONTEXT,
 };
@@ -481,11 +481,13 @@ impl Actor {
                         .map_or(0, |e| e.spec.effective_bitrate());
                     for packet in self.mehr.on_announce(
                         &self.router,
-                        &announce,
-                        hops,
-                        interface,
-                        path.next_hop,
-                        bitrate,
+                        &HeardAnnounce {
+                            announce: &announce,
+                            hops,
+                            interface,
+                            next_hop: path.next_hop,
+                            bitrate,
+                        },
                         now,
                     ) {
                         let _ = self.router.send_packet(packet, now);

@@ -49,6 +49,21 @@ pub(super) struct NeighbourEntry {
     pub(super) cost: CompactPathCost,
 }
 
+/// A `mehr.node` announce as the router delivered it.
+#[derive(Clone, Copy)]
+pub(super) struct HeardAnnounce<'a> {
+    /// The validated announce.
+    pub(super) announce: &'a Announce,
+    /// Hops it travelled.
+    pub(super) hops: u8,
+    /// Interface it arrived on.
+    pub(super) interface: InterfaceId,
+    /// Transport id of the node that handed it to us.
+    pub(super) next_hop: IdentityHash,
+    /// Bitrate of that interface.
+    pub(super) bitrate: u64,
+}
+
 /// State of the `mehr.node` destination.
 pub(super) struct MehrNode {
     destination: DestinationHash,
@@ -106,19 +121,21 @@ impl MehrNode {
         announce.name_hash == DestinationName::mehr_node().name_hash()
     }
 
-    /// Takes a valid `mehr.node` announce that arrived over `hops` hops on `interface` (which
-    /// runs at `bitrate`), via the node `next_hop`. Returns the annotations to send, as
-    /// (neighbour destination, encrypted packet) pairs.
+    /// Takes a valid `mehr.node` announce and returns the annotations to send to the other
+    /// Mehr neighbours (encrypted packets).
     pub(super) fn on_announce(
         &mut self,
         router: &Router,
-        announce: &Announce,
-        hops: u8,
-        interface: InterfaceId,
-        next_hop: IdentityHash,
-        bitrate: u64,
+        heard: &HeardAnnounce<'_>,
         now: Timestamp,
     ) -> Vec<Packet> {
+        let HeardAnnounce {
+            announce,
+            hops,
+            interface,
+            next_hop,
+            bitrate,
+        } = *heard;
         let Some(Ok(extension)) = announce.mehr_extension() else {
             return Vec::new();
         };
