@@ -26,7 +26,7 @@ use mehr_transport::{
 use rand::rngs::OsRng;
 
 /// Control message type: a path-cost annotation.
-pub(super) const CONTROL_PATH_COST: u8 = 0x01;
+pub(super) const CONTROL_PATH_COST: u8 = super::control_kinds::PATH_COST;
 /// Annotations remembered (they may arrive before the announce they describe).
 const MAX_ANNOTATIONS: usize = 4096;
 /// Mehr paths remembered.
@@ -82,7 +82,7 @@ impl MehrNode {
     /// The `mehr.node` destination of `identity`; `relays` when this node forwards for others.
     pub(super) fn new(identity: PrivateIdentity, cost_per_byte: f64, relays: bool) -> Self {
         MehrNode {
-            destination: DestinationName::mehr_node().single_hash(identity.public()),
+            destination: super::mehr_node_destination(&identity.hash()),
             identity,
             cost_per_byte,
             relays,

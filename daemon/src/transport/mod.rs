@@ -235,6 +235,32 @@ pub struct SendReport {
     pub packet_hash: Option<PacketHash>,
 }
 
+/// The control message types: the first byte of every message to a `mehr.node` destination.
+/// Each part above the transport owns a range and registers its types with
+/// [`TransportHandle::control_messages`].
+pub mod control_kinds {
+    /// Path-cost annotation (the transport itself).
+    pub const PATH_COST: u8 = 0x01;
+    /// First type owned by the ledger (payment channels, tickets, settlements): 0x10–0x1F.
+    pub const LEDGER_FIRST: u8 = 0x10;
+    /// First type owned by the marketplace (adverts, queries, agreements): 0x20–0x2F.
+    pub const MARKET_FIRST: u8 = 0x20;
+    /// First type owned by remote compute: 0x30–0x3F.
+    pub const COMPUTE_FIRST: u8 = 0x30;
+    /// First type owned by remote storage: 0x40–0x4F.
+    pub const STORAGE_FIRST: u8 = 0x40;
+}
+
+/// The `mehr.node` destination of the node whose identity hash (node id) is `node_id`:
+/// computable from the id alone, so a node can be addressed before its announce is heard
+/// (sending then asks the network for the path).
+pub fn mehr_node_destination(node_id: &IdentityHash) -> DestinationHash {
+    mehr_transport::destination::destination_hash(
+        &DestinationName::mehr_node().name_hash(),
+        Some(node_id),
+    )
+}
+
 /// A Mehr control message addressed to this node's `mehr.node` destination.
 #[derive(Debug, Clone)]
 pub struct ControlMessage {
@@ -415,6 +441,23 @@ impl TransportHandle {
         .await?
     }
 
+    /// Sends the control message `kind ‖ body` to the node `node_id` (its `mehr.node`
+    /// destination), as [`TransportHandle::send`] does. Packets carry no sender, so a body that
+    /// needs one names it in a signed record.
+    pub async fn send_control(
+        &self,
+        node_id: IdentityHash,
+        kind: u8,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<SendReport, TransportError> {
+        let mut payload = Vec::with_capacity(body.len() + 1);
+        payload.push(kind);
+        payload.extend_from_slice(body);
+        self.send(mehr_node_destination(&node_id), payload, timeout)
+            .await
+    }
+
     /// Receives every control message of type `kind` sent to this node's `mehr.node`
     /// destination. Used by the parts above the transport (market, ledger, …).
     pub async fn control_messages(
@@ -429,5 +472,21 @@ impl TransportHandle {
         })
         .await?;
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mehr_transport::identity::PrivateIdentity;
+
+    use super::*;
+
+    #[test]
+    fn node_destination_follows_from_the_node_id_alone() {
+        let identity = PrivateIdentity::generate(&mut rand::rngs::OsRng);
+        assert_eq!(
+            mehr_node_destination(&identity.hash()),
+            DestinationName::mehr_node().single_hash(identity.public())
+        );
     }
 }
