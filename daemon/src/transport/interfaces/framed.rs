@@ -90,7 +90,7 @@ pub(super) async fn run<IO: AsyncRead + AsyncWrite + Unpin>(
             bytes.clear();
             for frame in &frames {
                 match framing {
-                    Framing::Hdlc => bytes.extend(hdlc::encode(frame)),
+                    Framing::Hdlc => hdlc::encode_into(frame, &mut bytes),
                     Framing::Kiss => bytes.extend(kiss::encode(frame)),
                 }
             }

@@ -14,17 +14,24 @@ pub const ESC_MASK: u8 = 0x20;
 /// Frames `packet` for a stream.
 pub fn encode(packet: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(packet.len() + packet.len() / 16 + 2);
-    out.push(FLAG);
-    for &b in packet {
-        if b == FLAG || b == ESC {
-            out.push(ESC);
-            out.push(b ^ ESC_MASK);
-        } else {
-            out.push(b);
-        }
-    }
-    out.push(FLAG);
+    encode_into(packet, &mut out);
     out
+}
+
+/// Appends the framed `packet` to `out` (lets a writer frame many packets into one buffer).
+/// Runs of bytes that need no escape are copied whole.
+pub fn encode_into(packet: &[u8], out: &mut Vec<u8>) {
+    out.reserve(packet.len() + 2);
+    out.push(FLAG);
+    let mut rest = packet;
+    while let Some(at) = memchr::memchr2(FLAG, ESC, rest) {
+        out.extend_from_slice(&rest[..at]);
+        out.push(ESC);
+        out.push(rest[at] ^ ESC_MASK);
+        rest = &rest[at + 1..];
+    }
+    out.extend_from_slice(rest);
+    out.push(FLAG);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +71,30 @@ impl Decoder {
 
     /// Feeds stream bytes; calls `on_frame` for each complete, non-empty frame.
     pub fn push(&mut self, bytes: &[u8], mut on_frame: impl FnMut(&[u8])) {
-        for &b in bytes {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            // Inside a frame, copy the run up to the next FLAG or ESC in one go.
+            if self.state == State::InFrame {
+                let run = memchr::memchr2(FLAG, ESC, rest).unwrap_or(rest.len());
+                if self.buf.len() + run > self.max_frame {
+                    self.stats.oversize += 1;
+                    self.discard();
+                } else {
+                    self.buf.extend_from_slice(&rest[..run]);
+                }
+                rest = &rest[run..];
+                if rest.is_empty() {
+                    return;
+                }
+            } else if matches!(self.state, State::Hunting | State::Discarding) {
+                // Skip to the next FLAG.
+                match memchr::memchr(FLAG, rest) {
+                    Some(at) => rest = &rest[at..],
+                    None => return,
+                }
+            }
+            let b = rest[0];
+            rest = &rest[1..];
             match (self.state, b) {
                 (State::Hunting, FLAG) | (State::Discarding, FLAG) => self.start(),
                 (State::Hunting, _) | (State::Discarding, _) => {}
@@ -185,6 +215,27 @@ mod tests {
                 stream.extend_from_slice(&encode(f));
             }
             prop_assert_eq!(Decoder::new(600).decode(&stream), frames);
+        }
+
+        #[test]
+        fn any_split_of_the_stream_gives_the_same_frames(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 1..5),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut stream = Vec::new();
+            for frame in &frames {
+                encode_into(frame, &mut stream);
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut decoder = Decoder::new(1024);
+            let mut got = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                got.extend(decoder.decode(&stream[from..cut]));
+                from = cut;
+            }
+            prop_assert_eq!(got, frames);
         }
 
         #[test]

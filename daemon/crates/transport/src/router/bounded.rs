@@ -1,13 +1,18 @@
 //! A hash map with a hard size cap that evicts the entry inserted (or refreshed) longest ago.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
+
+/// The hasher of the router's tables: foldhash, seeded per process. Keys are mostly hashes
+/// already (packet, destination, link ids), which SipHash would only make slower; the random
+/// seed keeps collisions out of an attacker's reach all the same.
+pub(crate) type FastHash = foldhash::fast::RandomState;
 
 /// A map holding at most `cap` entries; inserting into a full map evicts the oldest entry.
 /// Re-inserting a key refreshes its age.
 #[derive(Debug)]
 pub(crate) struct BoundedMap<K, V> {
-    map: HashMap<K, (V, u64)>,
+    map: HashMap<K, (V, u64), FastHash>,
     order: VecDeque<(K, u64)>,
     cap: usize,
     seq: u64,
@@ -16,7 +21,7 @@ pub(crate) struct BoundedMap<K, V> {
 impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
     pub(crate) fn new(cap: usize) -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             cap: cap.max(1),
             seq: 0,
@@ -89,8 +94,8 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
 /// check both, so a key is remembered for at least `cap / 2` insertions.
 #[derive(Debug)]
 pub(crate) struct RecentSet<K> {
-    current: std::collections::HashSet<K>,
-    previous: std::collections::HashSet<K>,
+    current: HashSet<K, FastHash>,
+    previous: HashSet<K, FastHash>,
     cap: usize,
 }
 
