@@ -408,6 +408,8 @@ pub(crate) struct LedgerCore {
     pub(super) traffic: TrafficCounters,
     /// The time of the step being handled, Unix ms.
     pub(super) last_now_ms: u64,
+    /// A neighbour was needed that the ledger's copy of the list lacks.
+    pub(super) neighbours_stale: bool,
     poisoned: bool,
 }
 
@@ -471,6 +473,7 @@ impl LedgerCore {
             rejects: RejectCounters::default(),
             traffic: TrafficCounters::default(),
             last_now_ms: 0,
+            neighbours_stale: false,
             poisoned: false,
         };
         core.load_state()?;
@@ -594,6 +597,12 @@ impl LedgerCore {
     /// This node's id.
     pub(crate) fn node_id(&self) -> NodeId {
         self.me
+    }
+
+    /// Whether a neighbour was looked for and missing since the last call: the caller should
+    /// refresh the list from the transport.
+    pub(crate) fn take_neighbours_stale(&mut self) -> bool {
+        std::mem::take(&mut self.neighbours_stale)
     }
 
     /// Whether an earlier store failure stopped the core.

@@ -61,7 +61,9 @@ impl LedgerCore {
         // at most once per half interval each, so a forged digest cannot turn this node into
         // an amplifier.
         if !self.neighbours.contains_key(&digest.sender) {
-            self.rejects.unknown += 1;
+            // Perhaps a neighbour the ledger has not been told about yet; its next digest
+            // will find it.
+            self.neighbours_stale = true;
             return;
         }
         let mine = self.digest();

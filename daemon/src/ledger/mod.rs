@@ -61,6 +61,8 @@ const BATCH: usize = 512;
 const TICK: Duration = Duration::from_millis(200);
 /// How often the neighbour list is refreshed from the transport.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
+/// Soonest refresh when the core missed a neighbour.
+const STALE_NEIGHBOURS_REFRESH: Duration = Duration::from_millis(100);
 /// How long a control message send may wait for its delivery proof.
 const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -426,6 +428,7 @@ impl Actor {
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_refresh = tokio::time::Instant::now();
         let mut neighbours = tokio::time::interval(NEIGHBOUR_REFRESH);
         neighbours.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -446,6 +449,10 @@ impl Actor {
                     continue;
                 }
             };
+            if matches!(first, Input::Command(Command::Open { .. })) {
+                // Channels are opened with neighbours: start from the transport's latest list.
+                self.refresh_neighbours().await;
+            }
             self.handle(first);
             // Take what else is ready, then commit once for all of it.
             for _ in 1..BATCH {
@@ -461,6 +468,13 @@ impl Actor {
                 self.handle(next);
             }
             self.flush();
+            if self.core.take_neighbours_stale()
+                && last_refresh.elapsed() >= STALE_NEIGHBOURS_REFRESH
+            {
+                last_refresh = tokio::time::Instant::now();
+                self.refresh_neighbours().await;
+                self.flush();
+            }
         }
         self.fail_waiters();
     }

@@ -153,6 +153,8 @@ impl LedgerCore {
             return;
         }
         let Some(neighbour) = self.neighbours.get(&peer).map(|n| n.identity.clone()) else {
+            // Heard from the transport before the ledger's copy of the neighbour list.
+            self.neighbours_stale = true;
             return;
         };
         self.open_backoff.insert(
