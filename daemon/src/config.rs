@@ -46,6 +46,92 @@ pub struct Config {
     pub compute: ComputeConfig,
     /// The local object store.
     pub storage: StorageConfig,
+    /// Economics: genesis allocation, payment channels, relay lottery, ledger gossip.
+    pub ledger: LedgerConfig,
+}
+
+/// The economics part (`[ledger]`): payment channels, the relay lottery and the CRDT ledger.
+///
+/// The relay price is `transport.cost_per_byte`, the fee the node advertises in its announces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// The network's disclosed genesis allocation (`[[ledger.genesis]]` tables with `node`,
+    /// 32 hex characters, and `amount_umhr`). Every node of a network must list the same
+    /// allocation: it is the ledger's epoch-0 snapshot.
+    pub genesis: Vec<GenesisAllocation>,
+    /// Deposit, in μMHR, a relay offers and asks of its neighbour when it opens a channel on
+    /// demand (the first paid packet from a neighbour without a channel).
+    pub channel_deposit_umhr: u64,
+    /// The largest deposit, in μMHR, this node commits when a neighbour's channel proposal
+    /// asks it for one; larger requests are refused.
+    pub max_requested_deposit_umhr: u64,
+    /// Length of a gossip round in milliseconds; settlement timeouts (120 rounds) and dispute
+    /// windows (2880 rounds) are counted in rounds.
+    pub round_millis: u64,
+    /// How often an unanswered channel proposal is sent again, in milliseconds.
+    pub retry_millis: u64,
+    /// How long a channel open waits for the peer's answer, in milliseconds.
+    pub open_timeout_millis: u64,
+    /// How often a relay reconsiders its win probability (one lottery period), in seconds.
+    pub lottery_period_secs: u64,
+    /// How often the node tells its neighbours a digest of its ledger, in seconds.
+    pub gossip_interval_secs: u64,
+    /// How often open channels whose state moved are checkpointed into the ledger, in seconds.
+    pub checkpoint_interval_secs: u64,
+    /// Forwarded-packet reports queued for the lottery; more are dropped (and counted), so
+    /// relaying never waits for the ledger.
+    pub relay_report_queue: usize,
+}
+
+/// One account of the genesis allocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAllocation {
+    /// The node id (identity hash), 32 hex characters.
+    pub node: mehr_ledger::NodeId,
+    /// Its allocation in μMHR.
+    pub amount_umhr: u64,
+}
+
+impl LedgerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("round_millis", self.round_millis),
+            ("retry_millis", self.retry_millis),
+            ("open_timeout_millis", self.open_timeout_millis),
+            ("lottery_period_secs", self.lottery_period_secs),
+            ("gossip_interval_secs", self.gossip_interval_secs),
+            ("checkpoint_interval_secs", self.checkpoint_interval_secs),
+            ("relay_report_queue", self.relay_report_queue as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "ledger.{key} must be above zero"
+                )));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for allocation in &self.genesis {
+            if !seen.insert(allocation.node) {
+                return Err(ConfigError::Invalid(format!(
+                    "ledger.genesis lists node {} twice",
+                    allocation.node
+                )));
+            }
+        }
+        let total: u128 = self
+            .genesis
+            .iter()
+            .map(|a| u128::from(a.amount_umhr))
+            .sum();
+        if total > u128::from(u64::MAX) {
+            return Err(ConfigError::Invalid(
+                "ledger.genesis allocates more than 2^64 μMHR in total".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Participation level (seed 002): L0 relays only, L1 adds the economics, L2 is everything.
@@ -329,6 +415,18 @@ impl Config {
                 available_bytes: 10 << 30,
                 max_object_size: 4 << 30,
             },
+            ledger: LedgerConfig {
+                genesis: Vec::new(),
+                channel_deposit_umhr: 1_000_000,
+                max_requested_deposit_umhr: 1_000_000,
+                round_millis: 60_000,
+                retry_millis: 2_000,
+                open_timeout_millis: 30_000,
+                lottery_period_secs: 300,
+                gossip_interval_secs: 30,
+                checkpoint_interval_secs: 600,
+                relay_report_queue: 8_192,
+            },
         }
     }
 
@@ -427,6 +525,7 @@ impl Config {
             ));
         }
         self.compute.validate()?;
+        self.ledger.validate()?;
         Ok(())
     }
 

@@ -86,6 +86,56 @@ pub enum EventKind {
         /// Size in bytes.
         length: u64,
     },
+    /// A payment channel opened (both parties signed its first state).
+    ChannelOpened {
+        /// The channel id.
+        channel: [u8; 16],
+        /// The other party.
+        peer: [u8; 16],
+    },
+    /// A new channel state was co-signed (a payment, or new lottery terms).
+    ChannelUpdated {
+        /// The channel id.
+        channel: [u8; 16],
+        /// The state's sequence number.
+        seq: u64,
+    },
+    /// A settlement record of one of this node's channels was completed.
+    SettlementRecorded {
+        /// The channel id.
+        channel: [u8; 16],
+        /// The settled state's sequence number.
+        seq: u64,
+        /// Checkpoint, cooperative close or unilateral close.
+        kind: mehr_ledger::ledger::SettlementKind,
+    },
+    /// A unilateral settlement opened a dispute window on a channel.
+    ChannelDisputed {
+        /// The channel id.
+        channel: [u8; 16],
+        /// The round at which the dispute resolves.
+        closes_at_round: u64,
+    },
+    /// This node paid a relay's winning lottery ticket.
+    TicketRedeemed {
+        /// The channel it was paid through.
+        channel: [u8; 16],
+        /// The relay.
+        relay: [u8; 16],
+        /// The ticket (148 bytes), verifiable by anyone with the relay's key.
+        ticket: Vec<u8>,
+        /// Gross payout, μMHR.
+        payout: u64,
+    },
+    /// This node won a relay lottery ticket and sent it to the neighbour that pays it.
+    TicketWon {
+        /// The channel it is paid through.
+        channel: [u8; 16],
+        /// The payer.
+        payer: [u8; 16],
+        /// Gross payout, μMHR.
+        payout: u64,
+    },
 }
 
 /// One published event.

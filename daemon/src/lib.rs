@@ -12,6 +12,7 @@ pub mod config;
 pub mod data_dir;
 pub mod events;
 pub mod identity;
+pub mod ledger;
 pub mod node;
 pub mod storage;
 pub mod store;

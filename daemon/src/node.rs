@@ -45,6 +45,9 @@ pub enum NodeError {
     /// The compute part could not start.
     #[error(transparent)]
     Compute(#[from] compute::StartError),
+    /// The ledger part could not start.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
 }
 
 /// A running node.
@@ -54,6 +57,7 @@ pub struct Node {
     store: Store,
     api: RunningApi,
     transport_task: tokio::task::JoinHandle<()>,
+    ledger_task: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
     grace: Duration,
     // Dropped last: the lock outlives everything that writes into the directory.
@@ -99,6 +103,17 @@ impl Node {
             shutdown.child_token(),
         )
         .await?;
+        let (ledger, ledger_task) = crate::ledger::start(crate::ledger::LedgerStart {
+            store: store.clone(),
+            identity: identity.keys().clone(),
+            config: config.ledger.clone(),
+            price_per_byte: config.transport.cost_per_byte,
+            charge_relays: config.participation != crate::config::Participation::L0,
+            transport: transport.clone(),
+            events: events.clone(),
+            stop: shutdown.child_token(),
+        })
+        .await?;
         let compute = Compute::start(
             &config.compute,
             store.clone(),
@@ -129,6 +144,7 @@ impl Node {
                 facts.identity_hash,
                 Duration::from_secs(config.api.request_timeout_secs),
             ),
+            ledger: crate::api::ledger::LedgerApi::new(ledger),
         };
         let api = api::serve(
             listeners,
@@ -148,6 +164,7 @@ impl Node {
             store,
             api,
             transport_task,
+            ledger_task,
             shutdown,
             grace: Duration::from_secs(config.api.shutdown_grace_secs),
             _data_dir: data_dir,
@@ -170,6 +187,7 @@ impl Node {
         self.api.set_not_serving().await;
         self.shutdown.cancel();
         self.api.drain(self.grace).await;
+        let _ = self.ledger_task.await;
         let _ = self.transport_task.await;
         self.store.flush()?;
         tracing::info!("stopped cleanly");

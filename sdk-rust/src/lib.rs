@@ -13,6 +13,10 @@
 //! [`Client::invoke_stream`] call them; [`Client::serve`] (see [`serve`]) provides them from
 //! this process.
 //!
+//! Economics: [`Client::balance`], [`Client::channels`], [`Client::open_channel`],
+//! [`Client::pay`], [`Client::settle_channel`], [`Client::trust`], [`Client::ledger_summary`]
+//! and [`Client::verify_ticket`].
+//!
 //! [`ConnectOptions`] reaches a daemon elsewhere (TCP with a bearer token, TLS with a CA).
 //! Every call returns [`Error`], whose [`Error::code`] is the gRPC status code the daemon sent.
 //! The generated gRPC types are re-exported as [`proto`]; the raw clients are available for
@@ -23,6 +27,7 @@ mod compute;
 mod connect;
 mod error;
 pub mod layout;
+mod ledger;
 pub mod serve;
 pub mod storage;
 mod transport;
@@ -31,6 +36,7 @@ pub use client::{AuthedChannel, BearerToken, Client, EventStream};
 pub use compute::InvokeOptions;
 pub use connect::{ConnectOptions, Target};
 pub use error::Error;
+pub use ledger::{SettleResult, Settlement};
 /// The generated `mehr.v1` messages and clients.
 pub use mehr_proto::v1 as proto;
 pub use transport::Listening;

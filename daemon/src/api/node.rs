@@ -208,6 +208,48 @@ fn to_proto(event: &Event) -> pb::NodeEvent {
             id: id.as_bytes().to_vec().into(),
             length: *length,
         }),
+        EventKind::ChannelOpened { channel, peer } => Kind::ChannelOpened(pb::ChannelOpened {
+            channel_id: channel.to_vec().into(),
+            peer: peer.to_vec().into(),
+        }),
+        EventKind::ChannelUpdated { channel, seq } => Kind::ChannelUpdated(pb::ChannelUpdated {
+            channel_id: channel.to_vec().into(),
+            seq: *seq,
+        }),
+        EventKind::SettlementRecorded { channel, seq, kind } => {
+            Kind::SettlementRecorded(pb::SettlementRecorded {
+                channel_id: channel.to_vec().into(),
+                seq: *seq,
+                kind: super::ledger::kind_to_proto(*kind) as i32,
+            })
+        }
+        EventKind::ChannelDisputed {
+            channel,
+            closes_at_round,
+        } => Kind::ChannelDisputed(pb::ChannelDisputed {
+            channel_id: channel.to_vec().into(),
+            closes_at_round: *closes_at_round,
+        }),
+        EventKind::TicketRedeemed {
+            channel,
+            relay,
+            ticket,
+            payout,
+        } => Kind::TicketRedeemed(pb::TicketRedeemed {
+            channel_id: channel.to_vec().into(),
+            relay: relay.to_vec().into(),
+            ticket: ticket.clone().into(),
+            payout_umhr: *payout,
+        }),
+        EventKind::TicketWon {
+            channel,
+            payer,
+            payout,
+        } => Kind::TicketWon(pb::TicketWon {
+            channel_id: channel.to_vec().into(),
+            payer: payer.to_vec().into(),
+            payout_umhr: *payout,
+        }),
     };
     pb::NodeEvent {
         sequence: event.sequence,

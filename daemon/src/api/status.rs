@@ -8,6 +8,7 @@ use crate::{
     compute::{
         DeployError, InvokeFailure, ListError, RegistrationError, RemoveError, SessionViolation,
     },
+    ledger::LedgerError,
     storage::StorageError,
     store::StoreError,
     transport::TransportError,
@@ -171,6 +172,29 @@ impl From<StorageError> for Status {
                 Status::failed_precondition(message)
             }
             StorageError::Store(e) => Status::from(e),
+        }
+    }
+}
+
+impl From<LedgerError> for Status {
+    fn from(error: LedgerError) -> Status {
+        let message = error.to_string();
+        match error {
+            LedgerError::NotNeighbour(_)
+            | LedgerError::NoChannel(_)
+            | LedgerError::UnknownChannel(_) => Status::not_found(message),
+            LedgerError::SelfChannel | LedgerError::ZeroAmount(_) | LedgerError::Ticket(_) => {
+                Status::invalid_argument(message)
+            }
+            LedgerError::ChannelExists { .. } => Status::already_exists(message),
+            LedgerError::InsufficientFunds { .. }
+            | LedgerError::Overdraft { .. }
+            | LedgerError::OpenRefused { .. }
+            | LedgerError::Channel { .. } => Status::failed_precondition(message),
+            LedgerError::Timeout(_) => Status::deadline_exceeded(message),
+            LedgerError::Store(e) => e.into(),
+            LedgerError::Restore { .. } => Status::data_loss(message),
+            LedgerError::Stopped => Status::unavailable(message),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! one-line cause and a non-zero exit code on failure.
 
 mod compute;
+mod ledger;
 mod node;
 mod output;
 mod store;
@@ -87,6 +88,30 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Show this node's balance: in the ledger, escrowed, free, and in channels.
+    Balance,
+    /// List this node's payment channels with their latest co-signed state.
+    Channels,
+    /// Open, pay through, or settle a payment channel with a neighbour.
+    Channel {
+        /// What to do.
+        #[command(subcommand)]
+        command: ledger::ChannelCommand,
+    },
+    /// Mark peers trusted (relayed free, never charged), or list them.
+    Trust {
+        /// What to do.
+        #[command(subcommand)]
+        command: ledger::TrustCommand,
+    },
+    /// Summarise the CRDT settlement ledger this node holds.
+    Ledger,
+    /// Check a relay lottery ticket.
+    Ticket {
+        /// What to do.
+        #[command(subcommand)]
+        command: ledger::TicketCommand,
+    },
 }
 
 /// Runs the parsed command line.
@@ -116,5 +141,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Functions => compute::functions(&client, &output).await,
         Command::Invoke(args) => compute::invoke(&client, &output, args).await,
         Command::Store { command } => store::run(&client, &output, command).await,
+        Command::Balance => ledger::balance(&client, &output).await,
+        Command::Channels => ledger::channels(&client, &output).await,
+        Command::Channel { command } => ledger::channel(&client, &output, command).await,
+        Command::Trust { command } => ledger::trust(&client, &output, command).await,
+        Command::Ledger => ledger::ledger(&client, &output).await,
+        Command::Ticket { command } => ledger::ticket(&client, &output, command).await,
     }
 }

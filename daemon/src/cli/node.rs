@@ -136,6 +136,73 @@ fn describe(event: &pb::NodeEvent) -> (String, serde_json::Value) {
             ),
             json!({ "type": "object_deleted", "id": hex::encode(&e.id), "length": e.length }),
         ),
+        Some(Kind::ChannelOpened(e)) => (
+            format!(
+                "channel {} opened with {}",
+                hex::encode(&e.channel_id),
+                hex::encode(&e.peer)
+            ),
+            json!({ "type": "channel_opened", "channel_id": hex::encode(&e.channel_id), "peer": hex::encode(&e.peer) }),
+        ),
+        Some(Kind::ChannelUpdated(e)) => (
+            format!(
+                "channel {} co-signed seq {}",
+                hex::encode(&e.channel_id),
+                e.seq
+            ),
+            json!({ "type": "channel_updated", "channel_id": hex::encode(&e.channel_id), "seq": e.seq }),
+        ),
+        Some(Kind::SettlementRecorded(e)) => (
+            format!(
+                "channel {} settled at seq {} ({})",
+                hex::encode(&e.channel_id),
+                e.seq,
+                super::ledger::settlement_kind_name(e.kind)
+            ),
+            json!({
+                "type": "settlement_recorded",
+                "channel_id": hex::encode(&e.channel_id),
+                "seq": e.seq,
+                "kind": super::ledger::settlement_kind_name(e.kind),
+            }),
+        ),
+        Some(Kind::ChannelDisputed(e)) => (
+            format!(
+                "channel {} disputed until round {}",
+                hex::encode(&e.channel_id),
+                e.closes_at_round
+            ),
+            json!({ "type": "channel_disputed", "channel_id": hex::encode(&e.channel_id), "closes_at_round": e.closes_at_round }),
+        ),
+        Some(Kind::TicketRedeemed(e)) => (
+            format!(
+                "paid a ticket of relay {} on channel {}: {} μMHR",
+                hex::encode(&e.relay),
+                hex::encode(&e.channel_id),
+                e.payout_umhr
+            ),
+            json!({
+                "type": "ticket_redeemed",
+                "channel_id": hex::encode(&e.channel_id),
+                "relay": hex::encode(&e.relay),
+                "ticket": hex::encode(&e.ticket),
+                "payout_umhr": e.payout_umhr,
+            }),
+        ),
+        Some(Kind::TicketWon(e)) => (
+            format!(
+                "won a relay ticket on channel {}, paid by {}: {} μMHR",
+                hex::encode(&e.channel_id),
+                hex::encode(&e.payer),
+                e.payout_umhr
+            ),
+            json!({
+                "type": "ticket_won",
+                "channel_id": hex::encode(&e.channel_id),
+                "payer": hex::encode(&e.payer),
+                "payout_umhr": e.payout_umhr,
+            }),
+        ),
         Some(Kind::Lagged(e)) => (
             format!("missed {} events (reading too slowly)", e.missed),
             json!({ "type": "lagged", "missed": e.missed }),

@@ -14,6 +14,7 @@ use std::{marker::PhantomData, path::Path, sync::Arc};
 pub use codec::{CodecError, Key, Value};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteOptions};
 pub(crate) use schema::{
+    CF_LEDGER_CHANNELS, CF_LEDGER_OPENS, CF_LEDGER_RECORDS, CF_LEDGER_REDEEMED, CF_LEDGER_TRUST,
     CF_STORAGE_CHUNK_HASHES, CF_STORAGE_CHUNKS, CF_STORAGE_OBJECTS, CF_STORAGE_OBJECTS_BY_CREATED,
 };
 pub use schema::{COLUMN_FAMILIES, META};

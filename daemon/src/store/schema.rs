@@ -19,6 +19,18 @@ pub(crate) const CF_STORAGE_CHUNKS: &str = "storage_chunks";
 /// verification read 32 bytes per chunk, not 4 KiB.
 pub(crate) const CF_STORAGE_CHUNK_HASHES: &str = "storage_chunk_hashes";
 
+// The ledger part's records (`crate::ledger::records`).
+/// Payment channels this node is a party of.
+pub(crate) const CF_LEDGER_CHANNELS: &str = "ledger_channels";
+/// Channel opens this node proposed, not answered yet.
+pub(crate) const CF_LEDGER_OPENS: &str = "ledger_opens";
+/// Settlement records of the CRDT ledger.
+pub(crate) const CF_LEDGER_RECORDS: &str = "ledger_records";
+/// Relay tickets this node paid.
+pub(crate) const CF_LEDGER_REDEEMED: &str = "ledger_redeemed";
+/// Peers this node trusts.
+pub(crate) const CF_LEDGER_TRUST: &str = "ledger_trust";
+
 /// Every column family, opened (and created if missing) by [`super::Store::open`].
 pub const COLUMN_FAMILIES: &[&str] = &[
     CF_META,
@@ -28,6 +40,11 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_STORAGE_OBJECTS_BY_CREATED,
     CF_STORAGE_CHUNKS,
     CF_STORAGE_CHUNK_HASHES,
+    CF_LEDGER_CHANNELS,
+    CF_LEDGER_OPENS,
+    CF_LEDGER_RECORDS,
+    CF_LEDGER_REDEEMED,
+    CF_LEDGER_TRUST,
 ];
 
 /// Node-wide facts, keyed by name.

@@ -8,14 +8,17 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use mehr_transport::{
     clock::Timestamp,
     destination::DestinationName,
-    hashes::{DestinationHash, LinkId, PacketHash},
+    hashes::{DestinationHash, IdentityHash, LinkId, PacketHash},
     identity::PrivateIdentity,
     link::Role,
     packet::Context,
@@ -29,7 +32,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ControlMessage, InboundMessage, InterfaceInfo, InterfaceSpec, InterfaceType, MessageVia,
+    ControlMessage, ForwardedPacket, InboundMessage, InterfaceInfo, InterfaceSpec, InterfaceType, MessageVia,
     Neighbour, PathView, SendReport, TransportConfig, TransportError, TransportHandle,
     TransportStats,
     interfaces::{
@@ -91,6 +94,11 @@ pub(super) enum Command {
         sender: mpsc::Sender<ControlMessage>,
         reply: oneshot::Sender<()>,
     },
+    ForwardReports {
+        sender: mpsc::Sender<ForwardedPacket>,
+        dropped: Arc<AtomicU64>,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// One interface as the actor keeps it.
@@ -117,6 +125,7 @@ struct Actor {
     events: Arc<EventBus>,
     stop: CancellationToken,
     unsolicited_link_data: u64,
+    forward_reports: Option<(mpsc::Sender<ForwardedPacket>, Arc<AtomicU64>)>,
 }
 
 /// Starts the transport: binds every enabled interface of `interfaces` (a bind failure is an
@@ -175,6 +184,7 @@ pub async fn start(
         events,
         stop,
         unsolicited_link_data: 0,
+        forward_reports: None,
     };
     for spec in interfaces.into_iter().filter(|s| s.enabled) {
         if let Err(e) = actor.add_interface(spec).await {
@@ -553,7 +563,64 @@ impl Actor {
                 );
             }
             RouterEvent::LinkIdentified { .. } => {}
+            RouterEvent::Forwarded {
+                relay_hash,
+                from,
+                to,
+                bytes,
+            } => self.report_forwarded(relay_hash, from, to, bytes),
         }
+    }
+
+    /// Passes a forwarding report on without ever waiting: a full queue drops it.
+    fn report_forwarded(
+        &mut self,
+        relay_hash: [u8; 32],
+        from: Option<InterfaceId>,
+        to: InterfaceId,
+        bytes: u32,
+    ) {
+        let Some((sender, dropped)) = &self.forward_reports else {
+            return;
+        };
+        let report = ForwardedPacket {
+            relay_hash,
+            bytes,
+            originated: from.is_none(),
+            upstream: from.and_then(|i| self.sole_neighbour(i)),
+            downstream: self.sole_neighbour(to),
+        };
+        match sender.try_send(report) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.forward_reports = None;
+                self.router.set_forwarding_reports(false);
+            }
+        }
+    }
+
+    /// The one Mehr neighbour on a point-to-point interface; `None` on shared media (UDP),
+    /// where who handed a packet over cannot be known, or when the neighbour is not known.
+    fn sole_neighbour(&self, interface: InterfaceId) -> Option<IdentityHash> {
+        let entry = self.interfaces.get(&interface)?;
+        let point_to_point = match entry.spec.kind {
+            InterfaceType::TcpClient | InterfaceType::Serial | InterfaceType::Sim => true,
+            // A server's accepted connections are interfaces of their own.
+            InterfaceType::TcpServer => entry.parent.is_some(),
+            InterfaceType::Udp => false,
+        };
+        if !point_to_point {
+            return None;
+        }
+        let mut on_interface = self
+            .mehr
+            .neighbours()
+            .filter(|(_, n)| n.interface == interface);
+        let first = on_interface.next()?;
+        on_interface.next().is_none().then(|| first.1.identity.hash())
     }
 
     fn resolve_path_waiters(&mut self, destination: &DestinationHash) {
@@ -641,6 +708,7 @@ impl Actor {
                         interface: n.interface.0,
                         last_heard_secs: now.since(n.heard).as_secs(),
                         cost: n.cost,
+                        identity: n.identity.clone(),
                     })
                     .collect();
                 let _ = reply.send(neighbours);
@@ -729,6 +797,15 @@ impl Actor {
                 reply,
             } => {
                 self.control.insert(kind, sender);
+                let _ = reply.send(());
+            }
+            Command::ForwardReports {
+                sender,
+                dropped,
+                reply,
+            } => {
+                self.forward_reports = Some((sender, dropped));
+                self.router.set_forwarding_reports(true);
                 let _ = reply.send(());
             }
         }

@@ -168,6 +168,8 @@ pub struct Neighbour {
     pub last_heard_secs: u64,
     /// Its own path cost (origin cost from its announce).
     pub cost: CompactPathCost,
+    /// Its public identity (from its announce).
+    pub identity: mehr_transport::identity::Identity,
 }
 
 /// Router counters and table sizes.
@@ -259,6 +261,36 @@ pub fn mehr_node_destination(node_id: &IdentityHash) -> DestinationHash {
         &DestinationName::mehr_node().name_hash(),
         Some(node_id),
     )
+}
+
+/// A data packet that left this node on a path, as the economics layer sees it: forwarded
+/// for another node (`upstream` handed it over) or originated here (`upstream` is `None` and
+/// `originated` is true).
+///
+/// A neighbour is named only where it is known for sure who handed a packet over or who
+/// received it: on point-to-point interfaces (TCP connections, serial, simulated links) with
+/// exactly one Mehr neighbour. On shared media (UDP) both are `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardedPacket {
+    /// `Blake3(destination ‖ context ‖ data)`: the same at every hop (decision 4).
+    pub relay_hash: [u8; 32],
+    /// Encoded size in bytes.
+    pub bytes: u32,
+    /// True when this node sent it, false when it relayed it.
+    pub originated: bool,
+    /// The Mehr neighbour that handed it over (relayed packets only).
+    pub upstream: Option<IdentityHash>,
+    /// The Mehr neighbour it was handed to.
+    pub downstream: Option<IdentityHash>,
+}
+
+/// The stream of [`ForwardedPacket`] reports, with the count of reports dropped because the
+/// receiver was slow (the relay path never waits for it).
+pub struct ForwardReports {
+    /// The reports.
+    pub packets: mpsc::Receiver<ForwardedPacket>,
+    /// Reports dropped because the queue was full.
+    pub dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A Mehr control message addressed to this node's `mehr.node` destination.
@@ -456,6 +488,24 @@ impl TransportHandle {
         payload.extend_from_slice(body);
         self.send(mehr_node_destination(&node_id), payload, timeout)
             .await
+    }
+
+    /// Turns on reports of every data packet that leaves on a path (see [`ForwardedPacket`]);
+    /// at most `capacity` wait in the queue, more are dropped and counted. One receiver at a
+    /// time: a second call replaces the first.
+    pub async fn forward_reports(&self, capacity: usize) -> Result<ForwardReports, TransportError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.ask(|reply| actor::Command::ForwardReports {
+            sender: tx,
+            dropped: dropped.clone(),
+            reply,
+        })
+        .await?;
+        Ok(ForwardReports {
+            packets: rx,
+            dropped,
+        })
     }
 
     /// Receives every control message of type `kind` sent to this node's `mehr.node`

@@ -319,6 +319,17 @@ impl Packet {
         out
     }
 
+    /// `Blake3(destination ‖ context ‖ data)`: a hash that is the same at every hop (the
+    /// header's hop count and transport id are left out), so the relays of one packet and its
+    /// sender name it alike — the key of relay receipts and of the relay lottery (decision 4).
+    pub fn relay_hash(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(self.destination.as_bytes());
+        hasher.update(&[self.context.0]);
+        hasher.update(&self.data);
+        *hasher.finalize().as_bytes()
+    }
+
     /// SHA-256 of the hashable part.
     pub fn hash(&self) -> PacketHash {
         let digest = Sha256::new()

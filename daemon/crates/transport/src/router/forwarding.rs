@@ -68,6 +68,7 @@ impl Router {
             );
         }
         self.counters.forwarded += 1;
+        self.report_forwarded(&out, Some(interface), out_interface);
         let priority = if packet.packet_type == PacketType::LinkRequest {
             Priority::Control
         } else {
@@ -107,6 +108,7 @@ impl Router {
         entry.at = now;
         self.packet_hashes.insert(*hash);
         self.counters.forwarded += 1;
+        self.report_forwarded(packet, Some(interface), out);
         self.transmit(out, packet.encode(), Priority::Data);
     }
 
@@ -264,6 +266,7 @@ impl Router {
                 packet.transport_type = TransportType::Transport;
             }
             let interface = path.interface;
+            self.report_forwarded(&packet, None, interface);
             self.transmit(interface, packet.encode(), priority);
         } else {
             let frame = packet.encode();

@@ -337,6 +337,20 @@ pub enum RouterEvent {
         /// Why.
         reason: CloseReason,
     },
+    /// A data or link-request packet left on a path: forwarded for another node, or sent by
+    /// this node. Only reported after [`Router::set_forwarding_reports`] turned it on (the
+    /// economics layer uses it to charge the upstream neighbour and to check the tickets of
+    /// the downstream one).
+    Forwarded {
+        /// [`Packet::relay_hash`]: the same at every hop.
+        relay_hash: [u8; 32],
+        /// Interface it arrived on; `None` when this node originated it.
+        from: Option<InterfaceId>,
+        /// Interface it left on.
+        to: InterfaceId,
+        /// Its encoded size.
+        bytes: u32,
+    },
 }
 
 /// What the I/O layer must do.
@@ -498,6 +512,7 @@ pub struct Router {
     actions: VecDeque<Action>,
     counters: Counters,
     next_cull: Timestamp,
+    report_forwarding: bool,
 }
 
 impl std::fmt::Debug for Router {
@@ -542,6 +557,7 @@ impl Router {
             actions: VecDeque::new(),
             counters: Counters::default(),
             next_cull: Timestamp::ZERO,
+            report_forwarding: false,
             config,
         }
     }
@@ -610,6 +626,12 @@ impl Router {
     }
 
     // ----- configuration --------------------------------------------------------------
+
+    /// Turns [`RouterEvent::Forwarded`] reports on or off (off by default: they cost a hash
+    /// per packet).
+    pub fn set_forwarding_reports(&mut self, on: bool) {
+        self.report_forwarding = on;
+    }
 
     /// Re-anchors wall-clock time (call when the system clock is adjusted).
     pub fn set_wall_clock(&mut self, clock: WallClock) {
@@ -814,6 +836,7 @@ impl Router {
         let packet = local.link.encrypt(context, data, now, &mut *self.rng)?;
         let hash = packet.hash();
         self.packet_hashes.insert(hash);
+        self.report_forwarded(&packet, None, interface);
         self.transmit(interface, packet.encode(), Priority::Data);
         Ok(hash)
     }
@@ -1072,6 +1095,24 @@ impl Router {
             interface,
             frame,
             priority,
+        });
+    }
+
+    /// Reports a data or link-request packet leaving on `to`, when reports are on.
+    fn report_forwarded(&mut self, packet: &Packet, from: Option<InterfaceId>, to: InterfaceId) {
+        if !self.report_forwarding
+            || !matches!(
+                packet.packet_type,
+                PacketType::Data | PacketType::LinkRequest
+            )
+        {
+            return;
+        }
+        self.emit(RouterEvent::Forwarded {
+            relay_hash: packet.relay_hash(),
+            from,
+            to,
+            bytes: u32::try_from(packet.encoded_len()).unwrap_or(u32::MAX),
         });
     }
 

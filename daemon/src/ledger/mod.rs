@@ -1,0 +1,779 @@
+//! The ledger part: economics in the daemon — the trust graph, payment channels with the
+//! node's Mehr neighbours, the relay lottery, and the CRDT settlement ledger.
+//!
+//! The rules are the `mehr-ledger` crate's; this part persists, transports and exposes them.
+//! One task (the actor) owns a [`core::LedgerCore`]: it feeds it control messages (types
+//! 0x10–0x1F), reports of forwarded packets from the transport, operator requests and timer
+//! ticks, in batches; after each batch the core commits every change in one synced RocksDB
+//! write, and only then are the resulting messages sent. So the latest co-signed state is
+//! always durable before this node acknowledges it, and many updates share one disk sync.
+
+mod core;
+mod gossip;
+mod inbound;
+pub mod records;
+mod relay;
+#[cfg(test)]
+mod tests;
+mod timers;
+mod wire;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use mehr_ledger::{
+    ChannelId, NodeId,
+    ledger::{SettlementKind, SettlementRecord},
+    lottery::RelayTicket,
+};
+use mehr_transport::{
+    identity::{Identity, PrivateIdentity},
+    path_cost::decode_cost,
+};
+use rand::{SeedableRng, rngs::StdRng};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+pub use self::core::LedgerError;
+pub(crate) use self::core::{
+    BalanceView, ChannelView, CoreConfig, LedgerCore, LedgerSummary, NeighbourInfo, Notice, Now,
+    TicketVerdict,
+};
+use crate::{
+    config::LedgerConfig,
+    events::{EventBus, EventKind},
+    store::Store,
+    transport::{ControlMessage, TransportHandle},
+};
+
+/// Inputs handled per batch before the batch is committed.
+const BATCH: usize = 512;
+/// Timer resolution.
+const TICK: Duration = Duration::from_millis(200);
+/// How often the neighbour list is refreshed from the transport.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
+/// Soonest refresh when the core missed a neighbour.
+const STALE_NEIGHBOURS_REFRESH: Duration = Duration::from_millis(100);
+/// How long a control message send may wait for its delivery proof.
+const SEND_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How a channel should be settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleMode {
+    /// Record the latest state in the ledger; the channel stays open.
+    Checkpoint,
+    /// Record the latest state and close the channel (the peer co-signs).
+    Close,
+    /// Close without the peer: file the latest co-signed state and open a dispute window in
+    /// which a newer state wins (allowed after 3 failed cooperative settlements or 4 idle
+    /// epochs).
+    Unilateral,
+}
+
+/// What a settlement produced.
+#[derive(Debug, Clone)]
+pub enum SettleOutcome {
+    /// The co-signed record, now in the ledger.
+    Recorded(SettlementRecord),
+    /// A dispute window runs until this round.
+    Disputing {
+        /// The first round at which the dispute resolves.
+        closes_at_round: u64,
+    },
+}
+
+/// Everything the ledger part needs to start.
+pub struct LedgerStart {
+    /// The node's store.
+    pub store: Store,
+    /// The node's identity.
+    pub identity: PrivateIdentity,
+    /// `[ledger]`.
+    pub config: LedgerConfig,
+    /// The relay price advertised by the transport, μ per byte.
+    pub price_per_byte: f64,
+    /// Whether this node charges for relaying (participation L1 and up).
+    pub charge_relays: bool,
+    /// The transport.
+    pub transport: TransportHandle,
+    /// The event bus.
+    pub events: Arc<EventBus>,
+    /// Cancelled at shutdown.
+    pub stop: CancellationToken,
+}
+
+enum Command {
+    Balance(oneshot::Sender<BalanceView>),
+    Channels(oneshot::Sender<Vec<ChannelView>>),
+    Open {
+        peer: NodeId,
+        deposit: u64,
+        peer_deposit: u64,
+        reply: oneshot::Sender<Result<ChannelView, LedgerError>>,
+    },
+    Pay {
+        peer: NodeId,
+        amount: u64,
+        reply: oneshot::Sender<Result<ChannelView, LedgerError>>,
+    },
+    Settle {
+        channel: ChannelId,
+        mode: SettleMode,
+        reply: oneshot::Sender<Result<SettleOutcome, LedgerError>>,
+    },
+    SetTrust {
+        peer: NodeId,
+        trusted: bool,
+        credit_limit: u64,
+        reply: oneshot::Sender<Result<bool, LedgerError>>,
+    },
+    Trusted(oneshot::Sender<Vec<(NodeId, u64)>>),
+    Summary(oneshot::Sender<LedgerSummary>),
+    VerifyTicket {
+        ticket: RelayTicket,
+        relay_key: ed25519_dalek::VerifyingKey,
+        reply: oneshot::Sender<TicketVerdict>,
+    },
+}
+
+/// Talks to the ledger part. Cheap to clone.
+#[derive(Clone)]
+pub struct LedgerHandle {
+    commands: mpsc::Sender<Command>,
+    node: NodeId,
+    relay_reports_dropped: Arc<AtomicU64>,
+}
+
+/// The relay key a ticket is checked against.
+#[derive(Debug, Clone)]
+pub enum RelayKey {
+    /// The relay's 64-byte public identity (X25519 ‖ Ed25519).
+    Identity(Box<Identity>),
+    /// The relay's 32-byte Ed25519 key.
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl LedgerHandle {
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    /// Forwarded-packet reports the transport dropped because the ledger was behind.
+    pub fn relay_reports_dropped(&self) -> u64 {
+        self.relay_reports_dropped.load(Ordering::Relaxed)
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(command(tx))
+            .await
+            .map_err(|_| LedgerError::Stopped)?;
+        rx.await.map_err(|_| LedgerError::Stopped)
+    }
+
+    async fn ask_within<T>(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        command: impl FnOnce(oneshot::Sender<Result<T, LedgerError>>) -> Command,
+    ) -> Result<T, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(command(tx))
+            .await
+            .map_err(|_| LedgerError::Stopped)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(LedgerError::Stopped),
+            Err(_) => Err(LedgerError::Timeout(what)),
+        }
+    }
+
+    /// This node's balance.
+    pub(crate) async fn balance(&self) -> Result<BalanceView, LedgerError> {
+        self.ask(Command::Balance).await
+    }
+
+    /// Every channel this node is a party of.
+    pub(crate) async fn channels(&self) -> Result<Vec<ChannelView>, LedgerError> {
+        self.ask(Command::Channels).await
+    }
+
+    /// Opens a channel with the neighbour `peer` and waits (at most `timeout`) until both
+    /// signed it.
+    pub(crate) async fn open_channel(
+        &self,
+        peer: NodeId,
+        deposit: u64,
+        peer_deposit: u64,
+        timeout: Duration,
+    ) -> Result<ChannelView, LedgerError> {
+        self.ask_within("the channel open", timeout, |reply| Command::Open {
+            peer,
+            deposit,
+            peer_deposit,
+            reply,
+        })
+        .await
+    }
+
+    /// Pays `amount` μ to `peer` over the open channel and waits (at most `timeout`) until
+    /// the payment is co-signed.
+    pub(crate) async fn pay(
+        &self,
+        peer: NodeId,
+        amount: u64,
+        timeout: Duration,
+    ) -> Result<ChannelView, LedgerError> {
+        self.ask_within("the payment", timeout, |reply| Command::Pay {
+            peer,
+            amount,
+            reply,
+        })
+        .await
+    }
+
+    /// Settles a channel and waits (at most `timeout`) for the record.
+    pub(crate) async fn settle(
+        &self,
+        channel: ChannelId,
+        mode: SettleMode,
+        timeout: Duration,
+    ) -> Result<SettleOutcome, LedgerError> {
+        self.ask_within("the settlement", timeout, |reply| Command::Settle {
+            channel,
+            mode,
+            reply,
+        })
+        .await
+    }
+
+    /// Trusts or stops trusting `peer`; returns whether anything changed.
+    pub(crate) async fn set_trust(
+        &self,
+        peer: NodeId,
+        trusted: bool,
+        credit_limit: u64,
+    ) -> Result<bool, LedgerError> {
+        self.ask(|reply| Command::SetTrust {
+            peer,
+            trusted,
+            credit_limit,
+            reply,
+        })
+        .await?
+    }
+
+    /// The trusted peers with their credit limits.
+    pub(crate) async fn trusted(&self) -> Result<Vec<(NodeId, u64)>, LedgerError> {
+        self.ask(Command::Trusted).await
+    }
+
+    /// The CRDT ledger's summary.
+    pub(crate) async fn summary(&self) -> Result<LedgerSummary, LedgerError> {
+        self.ask(Command::Summary).await
+    }
+
+    /// Checks a relay ticket.
+    pub(crate) async fn verify_ticket(
+        &self,
+        ticket: RelayTicket,
+        relay: RelayKey,
+    ) -> Result<TicketVerdict, LedgerError> {
+        let relay_key = match relay {
+            RelayKey::Identity(identity) => *identity.signing_key(),
+            RelayKey::Ed25519(key) => key,
+        };
+        self.ask(|reply| Command::VerifyTicket {
+            ticket,
+            relay_key,
+            reply,
+        })
+        .await
+    }
+}
+
+/// Requests waiting for something to happen.
+#[derive(Default)]
+struct Waiters {
+    opens: HashMap<ChannelId, Vec<oneshot::Sender<Result<ChannelView, LedgerError>>>>,
+    payments: Vec<(ChannelId, u64, oneshot::Sender<Result<ChannelView, LedgerError>>)>,
+    settlements: HashMap<ChannelId, Vec<oneshot::Sender<Result<SettleOutcome, LedgerError>>>>,
+}
+
+struct Actor {
+    core: LedgerCore,
+    transport: TransportHandle,
+    events: Arc<EventBus>,
+    waiters: Waiters,
+}
+
+/// Loads the ledger state and starts the ledger part.
+pub async fn start(start: LedgerStart) -> Result<(LedgerHandle, JoinHandle<()>), LedgerError> {
+    let LedgerStart {
+        store,
+        identity,
+        config,
+        price_per_byte,
+        charge_relays,
+        transport,
+        events,
+        stop,
+    } = start;
+    let core_config = CoreConfig {
+        genesis: config
+            .genesis
+            .iter()
+            .map(|a| (a.node, a.amount_umhr))
+            .collect::<BTreeMap<_, _>>(),
+        price_per_byte,
+        charge_relays,
+        channel_deposit: config.channel_deposit_umhr,
+        max_requested_deposit: config.max_requested_deposit_umhr,
+        round_ms: config.round_millis,
+        retry_ms: config.retry_millis,
+        open_timeout_ms: config.open_timeout_millis,
+        lottery_period_ms: config.lottery_period_secs.saturating_mul(1000),
+        gossip_interval_ms: config.gossip_interval_secs.saturating_mul(1000),
+        checkpoint_interval_ms: config.checkpoint_interval_secs.saturating_mul(1000),
+    };
+    let core = tokio::task::block_in_place(|| {
+        LedgerCore::load(
+            store,
+            &identity,
+            core_config,
+            StdRng::from_entropy(),
+        )
+    })?;
+    let node = core.node_id();
+
+    let (merged_tx, merged_rx) = mpsc::channel::<ControlMessage>(4096);
+    for kind in wire::kinds::ALL {
+        let mut rx = transport
+            .control_messages(kind)
+            .await
+            .map_err(|_| LedgerError::Stopped)?;
+        let tx = merged_tx.clone();
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                if tx.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(merged_tx);
+    let (reports, relay_reports_dropped) = if charge_relays {
+        let reports = transport
+            .forward_reports(config.relay_report_queue)
+            .await
+            .map_err(|_| LedgerError::Stopped)?;
+        (Some(reports.packets), reports.dropped)
+    } else {
+        (None, Arc::new(AtomicU64::new(0)))
+    };
+    let (commands_tx, commands_rx) = mpsc::channel(256);
+    let actor = Actor {
+        core,
+        transport,
+        events,
+        waiters: Waiters::default(),
+    };
+    let task = tokio::spawn(actor.run(commands_rx, merged_rx, reports, stop));
+    Ok((
+        LedgerHandle {
+            commands: commands_tx,
+            node,
+            relay_reports_dropped,
+        },
+        task,
+    ))
+}
+
+/// Wall-clock now.
+fn now() -> Now {
+    Now {
+        unix_ms: crate::events::unix_ms_now(),
+    }
+}
+
+/// One input to the core.
+enum Input {
+    Command(Command),
+    Control(ControlMessage),
+    Forwarded(crate::transport::ForwardedPacket),
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut control: mpsc::Receiver<ControlMessage>,
+        mut reports: Option<mpsc::Receiver<crate::transport::ForwardedPacket>>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_refresh = tokio::time::Instant::now();
+        let mut neighbours = tokio::time::interval(NEIGHBOUR_REFRESH);
+        neighbours.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(command) = commands.recv() => Input::Command(command),
+                Some(message) = control.recv() => Input::Control(message),
+                Some(packet) = recv_report(&mut reports) => Input::Forwarded(packet),
+                _ = tick.tick() => {
+                    self.core.tick(now());
+                    self.flush();
+                    continue;
+                }
+                _ = neighbours.tick() => {
+                    self.refresh_neighbours().await;
+                    self.flush();
+                    continue;
+                }
+            };
+            if matches!(first, Input::Command(Command::Open { .. })) {
+                // Channels are opened with neighbours: start from the transport's latest list.
+                self.refresh_neighbours().await;
+            }
+            self.handle(first);
+            // Take what else is ready, then commit once for all of it.
+            for _ in 1..BATCH {
+                let next = if let Ok(c) = commands.try_recv() {
+                    Input::Command(c)
+                } else if let Ok(m) = control.try_recv() {
+                    Input::Control(m)
+                } else if let Some(Ok(p)) = reports.as_mut().map(|r| r.try_recv()) {
+                    Input::Forwarded(p)
+                } else {
+                    break;
+                };
+                self.handle(next);
+            }
+            self.flush();
+            if self.core.take_neighbours_stale()
+                && last_refresh.elapsed() >= STALE_NEIGHBOURS_REFRESH
+            {
+                last_refresh = tokio::time::Instant::now();
+                self.refresh_neighbours().await;
+                self.flush();
+            }
+        }
+        self.fail_waiters();
+    }
+
+    async fn refresh_neighbours(&mut self) {
+        let Ok(list) = self.transport.neighbours().await else {
+            return;
+        };
+        let neighbours = list
+            .into_iter()
+            .map(|n| {
+                (
+                    NodeId(n.node_id.0),
+                    NeighbourInfo {
+                        identity: n.identity,
+                        // One cost code up: the announce rounds the price to the nearest code.
+                        max_price_per_byte: decode_cost(n.cost.cost.saturating_add(1)),
+                    },
+                )
+            })
+            .collect();
+        self.core.set_neighbours(neighbours, now());
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = now();
+        match input {
+            Input::Control(message) => self.core.handle_control(message.kind, &message.body, now),
+            Input::Forwarded(packet) => self.core.handle_forwarded(packet, now),
+            Input::Command(command) => self.command(command, now),
+        }
+    }
+
+    fn command(&mut self, command: Command, now: Now) {
+        let core = &mut self.core;
+        match command {
+            Command::Balance(reply) => {
+                let _ = reply.send(core.balance());
+            }
+            Command::Channels(reply) => {
+                let _ = reply.send(core.channel_views());
+            }
+            Command::Open {
+                peer,
+                deposit,
+                peer_deposit,
+                reply,
+            } => match core.open_channel(peer, deposit, peer_deposit, now) {
+                Ok(id) => self.waiters.opens.entry(id).or_default().push(reply),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Pay {
+                peer,
+                amount,
+                reply,
+            } => match core.pay(peer, amount, now) {
+                Ok((id, target)) => self.waiters.payments.push((id, target, reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Settle {
+                channel,
+                mode,
+                reply,
+            } => {
+                let kind = match mode {
+                    SettleMode::Checkpoint => SettlementKind::Checkpoint,
+                    SettleMode::Close => SettlementKind::CooperativeClose,
+                    SettleMode::Unilateral => SettlementKind::UnilateralClose,
+                };
+                match core.settle(channel, kind, now) {
+                    Ok(Some(closes_at_round)) => {
+                        let _ = reply.send(Ok(SettleOutcome::Disputing { closes_at_round }));
+                    }
+                    Ok(None) => self
+                        .waiters
+                        .settlements
+                        .entry(channel)
+                        .or_default()
+                        .push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::SetTrust {
+                peer,
+                trusted,
+                credit_limit,
+                reply,
+            } => {
+                let changed = core.set_trust(peer, trusted, credit_limit);
+                // Answered after the flush: the change is durable once the reply is seen.
+                let result = match core.flush() {
+                    Ok(flushed) => {
+                        self.dispatch(flushed);
+                        Ok(changed)
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Trusted(reply) => {
+                let _ = reply.send(core.trusted());
+            }
+            Command::Summary(reply) => {
+                let _ = reply.send(core.summary());
+            }
+            Command::VerifyTicket {
+                ticket,
+                relay_key,
+                reply,
+            } => {
+                let _ = reply.send(core.verify_ticket(&ticket, &relay_key));
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        match self.core.flush() {
+            Ok(flushed) => self.dispatch(flushed),
+            Err(e) => {
+                tracing::error!(error = %e, "the ledger cannot write its state; it stops here");
+                self.fail_waiters();
+            }
+        }
+    }
+
+    /// Sends the messages of a committed batch and acts on its notices.
+    fn dispatch(&mut self, flushed: core::Flushed) {
+        for outgoing in flushed.outgoing {
+            let (kind, body) = outgoing.message.encode();
+            let transport = self.transport.clone();
+            let to = mehr_transport::hashes::IdentityHash(outgoing.to.0);
+            tokio::spawn(async move {
+                if let Err(e) = transport.send_control(to, kind, &body, SEND_TIMEOUT).await {
+                    tracing::debug!(to = %hex::encode(to.0), kind, error = %e, "ledger message not delivered");
+                }
+            });
+        }
+        for notice in flushed.notices {
+            self.on_notice(notice);
+        }
+        // Requests whose callers gave up (timed out).
+        self.waiters.payments.retain(|(_, _, w)| !w.is_closed());
+        self.waiters.opens.retain(|_, list| {
+            list.retain(|w| !w.is_closed());
+            !list.is_empty()
+        });
+        self.waiters.settlements.retain(|_, list| {
+            list.retain(|w| !w.is_closed());
+            !list.is_empty()
+        });
+    }
+
+    fn on_notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Opened { channel, peer } => {
+                self.events.publish(EventKind::ChannelOpened {
+                    channel: channel.0,
+                    peer: peer.0,
+                });
+                if let Some(waiters) = self.waiters.opens.remove(&channel) {
+                    let view = self.core.channel_view(&channel);
+                    for waiter in waiters {
+                        let _ = waiter.send(
+                            view.clone()
+                                .ok_or(LedgerError::UnknownChannel(channel)),
+                        );
+                    }
+                }
+            }
+            Notice::OpenFailed {
+                channel,
+                peer,
+                reason,
+                instead,
+            } => {
+                if let Some(waiters) = self.waiters.opens.remove(&channel) {
+                    for waiter in waiters {
+                        match instead {
+                            // The peer's concurrent proposal won: answer with that channel
+                            // once it is open (it is being accepted in this same batch).
+                            Some(other) => {
+                                self.waiters.opens.entry(other).or_default().push(waiter)
+                            }
+                            None => {
+                                let _ = waiter.send(Err(LedgerError::OpenRefused {
+                                    peer,
+                                    channel,
+                                    reason,
+                                }));
+                            }
+                        }
+                    }
+                }
+            }
+            Notice::CoSigned { channel, seq } => {
+                self.events.publish(EventKind::ChannelUpdated {
+                    channel: channel.0,
+                    seq,
+                });
+                let Some(view) = self.core.channel_view(&channel) else {
+                    return;
+                };
+                let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters.payments)
+                    .into_iter()
+                    .partition(|(id, target, _)| *id == channel && view.paid >= *target);
+                self.waiters.payments = waiting;
+                for (_, _, waiter) in done {
+                    let _ = waiter.send(Ok(view.clone()));
+                }
+            }
+            Notice::Settled { channel, record } => {
+                self.events.publish(EventKind::SettlementRecorded {
+                    channel: channel.0,
+                    seq: record.body.seq,
+                    kind: record.kind,
+                });
+                if let Some(waiters) = self.waiters.settlements.remove(&channel) {
+                    for waiter in waiters {
+                        let _ = waiter.send(Ok(SettleOutcome::Recorded(record)));
+                    }
+                }
+                if record.kind.closes() {
+                    // Payments that can no longer complete.
+                    let (gone, waiting): (Vec<_>, Vec<_>) =
+                        std::mem::take(&mut self.waiters.payments)
+                            .into_iter()
+                            .partition(|(id, _, _)| *id == channel);
+                    self.waiters.payments = waiting;
+                    for (_, _, waiter) in gone {
+                        let _ = waiter.send(Err(LedgerError::UnknownChannel(channel)));
+                    }
+                }
+            }
+            Notice::DisputeStarted {
+                channel,
+                closes_at_round,
+            } => {
+                self.events.publish(EventKind::ChannelDisputed {
+                    channel: channel.0,
+                    closes_at_round,
+                });
+            }
+            Notice::TicketRedeemed {
+                channel,
+                relay,
+                ticket,
+                payout,
+            } => {
+                self.events.publish(EventKind::TicketRedeemed {
+                    channel: channel.0,
+                    relay: relay.0,
+                    ticket: ticket.encode().to_vec(),
+                    payout,
+                });
+            }
+            Notice::TicketWon {
+                channel,
+                payer,
+                payout,
+            } => {
+                self.events.publish(EventKind::TicketWon {
+                    channel: channel.0,
+                    payer: payer.0,
+                    payout,
+                });
+            }
+        }
+    }
+
+    fn fail_waiters(&mut self) {
+        let waiters = std::mem::take(&mut self.waiters);
+        for (_, list) in waiters.opens {
+            for w in list {
+                let _ = w.send(Err(LedgerError::Stopped));
+            }
+        }
+        for (_, _, w) in waiters.payments {
+            let _ = w.send(Err(LedgerError::Stopped));
+        }
+        for (_, list) in waiters.settlements {
+            for w in list {
+                let _ = w.send(Err(LedgerError::Stopped));
+            }
+        }
+    }
+}
+
+async fn recv_report(
+    reports: &mut Option<mpsc::Receiver<crate::transport::ForwardedPacket>>,
+) -> Option<crate::transport::ForwardedPacket> {
+    match reports {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+

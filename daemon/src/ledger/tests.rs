@@ -1,0 +1,699 @@
+//! The ledger core between nodes in memory: every message goes through its wire encoding,
+//! every node has its own RocksDB store, time is a parameter.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mehr_ledger::{
+    ChannelId, NodeId,
+    burn::net_of,
+    channel::{ChannelMessage, ChannelPhase},
+    ledger::SettlementKind,
+    lottery::RelayTicket,
+};
+use mehr_transport::{hashes::IdentityHash, identity::PrivateIdentity};
+use rand::{SeedableRng, rngs::StdRng};
+
+use super::{
+    core::{CoreConfig, LedgerCore, LedgerError, NeighbourInfo, Notice, Now, Outgoing},
+    wire::{LedgerMessage, kinds},
+};
+use crate::{store::Store, transport::ForwardedPacket};
+
+const GENESIS: u64 = 10_000_000;
+const DEPOSIT: u64 = 1_000_000;
+const PRICE: f64 = 4.0;
+
+fn config(genesis: &[NodeId]) -> CoreConfig {
+    CoreConfig {
+        genesis: genesis.iter().map(|id| (*id, GENESIS)).collect(),
+        price_per_byte: PRICE,
+        charge_relays: true,
+        channel_deposit: DEPOSIT,
+        max_requested_deposit: DEPOSIT,
+        round_ms: 10,
+        retry_ms: 1_000,
+        open_timeout_ms: 30_000,
+        lottery_period_ms: 300_000,
+        gossip_interval_ms: 5_000,
+        checkpoint_interval_ms: 600_000,
+    }
+}
+
+struct Node {
+    identity: PrivateIdentity,
+    dir: tempfile::TempDir,
+    core: Option<LedgerCore>,
+    notices: Vec<Notice>,
+}
+
+impl Node {
+    fn id(&self) -> NodeId {
+        NodeId(self.identity.hash().0)
+    }
+
+    fn core(&mut self) -> &mut LedgerCore {
+        self.core.as_mut().expect("node is running")
+    }
+}
+
+/// Nodes joined by lossless in-memory wires; `links` says who neighbours whom.
+struct Net {
+    nodes: Vec<Node>,
+    genesis: Vec<NodeId>,
+    links: Vec<(usize, usize)>,
+    now: Now,
+    /// Messages in flight, per recipient index.
+    in_flight: Vec<(usize, Outgoing)>,
+    /// Recipients whose messages are dropped.
+    cut: Vec<usize>,
+}
+
+impl Net {
+    fn new(n: usize) -> Self {
+        let identities: Vec<PrivateIdentity> = (0..n)
+            .map(|i| PrivateIdentity::from_private_key(&[i as u8 + 1; 64]))
+            .collect();
+        let genesis: Vec<NodeId> = identities.iter().map(|i| NodeId(i.hash().0)).collect();
+        let nodes = identities
+            .into_iter()
+            .map(|identity| Node {
+                identity,
+                dir: tempfile::tempdir().unwrap(),
+                core: None,
+                notices: Vec::new(),
+            })
+            .collect();
+        let mut net = Net {
+            nodes,
+            genesis,
+            links: Vec::new(),
+            now: Now {
+                unix_ms: 1_000_000,
+            },
+            in_flight: Vec::new(),
+            cut: Vec::new(),
+        };
+        for i in 0..n {
+            net.start(i);
+        }
+        net
+    }
+
+    fn start(&mut self, i: usize) {
+        let store = Store::open(self.nodes[i].dir.path()).unwrap();
+        let core = LedgerCore::load(
+            store,
+            &self.nodes[i].identity,
+            config(&self.genesis),
+            StdRng::seed_from_u64(i as u64),
+        )
+        .unwrap();
+        self.nodes[i].core = Some(core);
+        self.refresh_neighbours(i);
+    }
+
+    /// Stops a node without a goodbye: whatever it did not flush is lost.
+    fn crash(&mut self, i: usize) {
+        self.nodes[i].core = None;
+        self.in_flight.retain(|(to, _)| *to != i);
+    }
+
+    fn link(&mut self, a: usize, b: usize) {
+        self.links.push((a, b));
+        self.refresh_neighbours(a);
+        self.refresh_neighbours(b);
+    }
+
+    fn unlink_all(&mut self) {
+        self.links.clear();
+        for i in 0..self.nodes.len() {
+            self.refresh_neighbours(i);
+        }
+    }
+
+    fn refresh_neighbours(&mut self, i: usize) {
+        let neighbours: HashMap<NodeId, NeighbourInfo> = self
+            .links
+            .iter()
+            .filter_map(|&(a, b)| {
+                if a == i {
+                    Some(b)
+                } else if b == i {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
+            .map(|j| {
+                let identity = self.nodes[j].identity.public().clone();
+                (
+                    self.nodes[j].id(),
+                    NeighbourInfo {
+                        identity,
+                        max_price_per_byte: PRICE * 1.03,
+                    },
+                )
+            })
+            .collect();
+        let now = self.now;
+        if let Some(core) = self.nodes[i].core.as_mut() {
+            core.set_neighbours(neighbours, now);
+        }
+    }
+
+    fn index_of(&self, id: NodeId) -> usize {
+        self.nodes.iter().position(|n| n.id() == id).unwrap()
+    }
+
+    /// Flushes every node and queues what it sends.
+    fn flush(&mut self) {
+        for i in 0..self.nodes.len() {
+            let Some(core) = self.nodes[i].core.as_mut() else {
+                continue;
+            };
+            let flushed = core.flush().unwrap();
+            self.nodes[i].notices.extend(flushed.notices);
+            for out in flushed.outgoing {
+                let to = self.index_of(out.to);
+                self.in_flight.push((to, out));
+            }
+        }
+    }
+
+    /// Delivers one round of queued messages.
+    fn deliver(&mut self) -> usize {
+        let batch = std::mem::take(&mut self.in_flight);
+        let n = batch.len();
+        for (to, out) in batch {
+            if self.cut.contains(&to) {
+                continue;
+            }
+            let (kind, body) = out.message.encode();
+            let now = self.now;
+            if let Some(core) = self.nodes[to].core.as_mut() {
+                core.handle_control(kind, &body, now);
+            }
+        }
+        n
+    }
+
+    /// Runs until no message is in flight.
+    fn settle(&mut self) {
+        for _ in 0..100 {
+            self.flush();
+            if self.deliver() == 0 {
+                return;
+            }
+        }
+        panic!("the network did not settle");
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now.unix_ms += ms;
+        for node in &mut self.nodes {
+            if let Some(core) = node.core.as_mut() {
+                core.tick(self.now);
+            }
+        }
+    }
+
+    fn open(&mut self, a: usize, b: usize, deposit: u64, peer_deposit: u64) -> ChannelId {
+        let peer = self.nodes[b].id();
+        let now = self.now;
+        let id = self.nodes[a]
+            .core()
+            .open_channel(peer, deposit, peer_deposit, now)
+            .unwrap();
+        self.settle();
+        id
+    }
+
+    fn pay(&mut self, a: usize, b: usize, amount: u64) -> Result<(), LedgerError> {
+        let peer = self.nodes[b].id();
+        let now = self.now;
+        self.nodes[a].core().pay(peer, amount, now)?;
+        self.settle();
+        Ok(())
+    }
+
+    fn view(&mut self, i: usize, id: ChannelId) -> super::ChannelView {
+        self.nodes[i].core().channel_view(&id).unwrap()
+    }
+}
+
+/// Sends a raw control message to node `to`.
+fn inject(net: &mut Net, to: usize, kind: u8, body: &[u8]) {
+    let now = net.now;
+    net.nodes[to].core().handle_control(kind, body, now);
+}
+
+#[test]
+fn a_channel_opens_with_both_signatures_and_its_deposits_are_escrowed() {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let id = net.open(0, 1, DEPOSIT, 500_000);
+    let a = net.view(0, id);
+    let b = net.view(1, id);
+    assert_eq!((a.phase, b.phase), (ChannelPhase::Open, ChannelPhase::Open));
+    assert_eq!((a.my_balance, a.peer_balance), (DEPOSIT, 500_000));
+    assert_eq!((b.my_balance, b.peer_balance), (500_000, DEPOSIT));
+    assert_eq!(a.checkpointed_seq, Some(0), "the seq-0 checkpoint escrows");
+    assert_eq!(b.checkpointed_seq, Some(0));
+    let balance = net.nodes[0].core().balance();
+    assert_eq!(balance.settled, i128::from(GENESIS));
+    assert_eq!(balance.escrowed, i128::from(DEPOSIT));
+    assert_eq!(balance.free, i128::from(GENESIS - DEPOSIT));
+    assert!(
+        net.nodes[1]
+            .notices
+            .iter()
+            .any(|n| matches!(n, Notice::Opened { channel, .. } if *channel == id))
+    );
+
+    // One channel per pair.
+    let peer = net.nodes[1].id();
+    let now = net.now;
+    assert!(matches!(
+        net.nodes[0].core().open_channel(peer, 1, 0, now),
+        Err(LedgerError::ChannelExists { .. })
+    ));
+}
+
+#[test]
+fn opens_beyond_the_limits_are_refused_with_a_signed_reason() {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let peer = net.nodes[1].id();
+    let now = net.now;
+    assert!(matches!(
+        net.nodes[0].core().open_channel(peer, GENESIS + 1, 0, now),
+        Err(LedgerError::InsufficientFunds { .. })
+    ));
+    let id = net.open(0, 1, DEPOSIT, DEPOSIT + 1);
+    let failure = net.nodes[0].notices.iter().find_map(|n| match n {
+        Notice::OpenFailed {
+            channel, reason, ..
+        } if *channel == id => Some(*reason),
+        _ => None,
+    });
+    assert!(
+        failure.is_some_and(|r| r.contains("deposit asked of it")),
+        "{failure:?}"
+    );
+    assert!(net.nodes[0].core().channel_view(&id).is_none());
+    assert_eq!(net.nodes[1].core().summary().rejects.refused, 1);
+}
+
+#[test]
+fn payments_move_balances_with_the_burn_and_replays_and_forgeries_are_counted() {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let id = net.open(0, 1, DEPOSIT, 0);
+    let peer = net.nodes[1].id();
+    let now = net.now;
+    net.nodes[0].core().pay(peer, 10_000, now).unwrap();
+    let updates = flush_capturing_updates(&mut net, 0);
+    assert_eq!(updates.len(), 1);
+    net.settle();
+    net.pay(0, 1, 40_000).unwrap();
+    let a = net.view(0, id);
+    let b = net.view(1, id);
+    assert_eq!(a.seq, 2);
+    assert_eq!(a.paid, 50_000);
+    assert_eq!(b.received, 50_000);
+    assert_eq!(b.my_balance, net_of(50_000), "the payee gets 98%");
+    assert_eq!(a.burned, 1_000);
+    assert_eq!(a.my_balance, DEPOSIT - 50_000);
+
+    // The first update again: stale, counted, nothing changes.
+    let (kind, body) = updates[0].clone();
+    inject(&mut net, 1, kind, &body);
+    // A next state signed by someone else: forged.
+    let latest = net.nodes[1].core().channels[&id].channel.latest().body;
+    let next = latest.pay(mehr_ledger::Party::A, 1).unwrap();
+    let wrong_key = super::core::signing_key(&PrivateIdentity::from_private_key(&[98; 64]));
+    let forged = LedgerMessage::Channel {
+        sender: net.nodes[0].identity.public().clone(),
+        message: ChannelMessage::Update(mehr_ledger::channel::UpdateProposal {
+            proposer: mehr_ledger::Party::A,
+            body: next,
+            signature: next.sign(&wrong_key),
+        }),
+    };
+    let (kind, forged) = forged.encode();
+    inject(&mut net, 1, kind, &forged);
+    // Garbage: malformed.
+    inject(&mut net, 1, kinds::CHANNEL, &[1, 2, 3]);
+    // A valid update from a node that is not a party: forged.
+    let mut stranger = body.clone();
+    stranger[..64].copy_from_slice(&PrivateIdentity::from_private_key(&[99; 64]).public().public_key());
+    inject(&mut net, 1, kind, &stranger);
+    let rejects = net.nodes[1].core().summary().rejects;
+    assert_eq!(rejects.stale, 1, "{rejects:?}");
+    assert_eq!(rejects.forged, 2, "{rejects:?}");
+    assert_eq!(rejects.malformed, 1, "{rejects:?}");
+    assert_eq!(net.view(1, id).seq, 2);
+    assert_eq!(net.view(1, id).received, 50_000);
+
+    // More than the balance: refused before anything is signed.
+    assert!(matches!(
+        net.pay(0, 1, DEPOSIT),
+        Err(LedgerError::Overdraft { .. })
+    ));
+    // The payee cannot pay more than it holds.
+    assert!(matches!(
+        net.pay(1, 0, net_of(50_000) + 1),
+        Err(LedgerError::Overdraft { .. })
+    ));
+}
+
+/// Flushes node `i` by hand, queues what it sends, and returns its channel updates encoded.
+fn flush_capturing_updates(net: &mut Net, i: usize) -> Vec<(u8, Vec<u8>)> {
+    let flushed = net.nodes[i].core().flush().unwrap();
+    net.nodes[i].notices.extend(flushed.notices);
+    let mut updates = Vec::new();
+    for out in flushed.outgoing {
+        if let LedgerMessage::Channel {
+            message: ChannelMessage::Update(_),
+            ..
+        } = &out.message
+        {
+            updates.push(out.message.encode());
+        }
+        let to = net.index_of(out.to);
+        net.in_flight.push((to, out));
+    }
+    updates
+}
+
+#[test]
+fn a_crash_between_update_and_ack_loses_no_cosigned_state_and_pays_nothing_twice() {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let id = net.open(0, 1, DEPOSIT, 0);
+    net.pay(0, 1, 1_000).unwrap();
+
+    // The payee accepts and stores the update; its ack is lost with the crash of the payer.
+    let peer = net.nodes[1].id();
+    let now = net.now;
+    net.nodes[0].core().pay(peer, 2_000, now).unwrap();
+    net.flush();
+    net.deliver(); // update reaches B, which commits and queues its ack
+    net.flush();
+    net.crash(0); // the ack is dropped with A
+    assert_eq!(net.view(1, id).seq, 2, "B stored the co-signed state");
+    net.start(0);
+    let a = net.view(0, id);
+    assert_eq!(a.seq, 1, "A never saw the ack");
+    assert!(a.proposal_outstanding, "A kept its signed proposal");
+
+    // A sends it again; B answers with the same acknowledgement.
+    net.advance(1_500);
+    net.settle();
+    let a = net.view(0, id);
+    let b = net.view(1, id);
+    assert_eq!((a.seq, b.seq), (2, 2));
+    assert_eq!(a.paid, 3_000);
+    assert_eq!(b.received, 3_000, "paid once, not twice");
+    assert!(!a.proposal_outstanding);
+
+    // Now B crashes after acknowledging: the state it acknowledged survives.
+    net.nodes[0].core().pay(peer, 4_000, now).unwrap();
+    net.settle();
+    net.crash(1);
+    net.start(1);
+    assert_eq!(net.view(1, id).seq, 3);
+    assert_eq!(net.view(1, id).received, 7_000);
+}
+
+#[test]
+fn relays_win_tickets_that_payers_check_and_pay_and_trusted_neighbours_pay_nothing() {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let id = net.open(1, 0, DEPOSIT, DEPOSIT);
+    let (payer, relay) = (net.nodes[0].id(), net.nodes[1].id());
+    let mut won = 0;
+    for i in 0u32..200 {
+        let hash = *blake3::hash(&i.to_le_bytes()).as_bytes();
+        let now = net.now;
+        net.nodes[0].core().handle_forwarded(
+            ForwardedPacket {
+                relay_hash: hash,
+                bytes: 100,
+                originated: true,
+                upstream: None,
+                downstream: Some(IdentityHash(relay.0)),
+            },
+            now,
+        );
+        net.nodes[1].core().handle_forwarded(
+            ForwardedPacket {
+                relay_hash: hash,
+                bytes: 100,
+                originated: false,
+                upstream: Some(IdentityHash(payer.0)),
+                downstream: None,
+            },
+            now,
+        );
+        net.settle();
+        won = net.nodes[1].core().summary().traffic.tickets_won;
+    }
+    // p = 1/5 at an idle link's start: about 40 of 200 win.
+    assert!((15..=80).contains(&won), "{won} tickets");
+    let relay_view = net.view(1, id);
+    let payer_view = net.view(0, id);
+    assert_eq!(net.nodes[0].core().summary().traffic.tickets_paid, won);
+    // Each ticket pays cost / p = 400 μ / 0.2.
+    assert_eq!(payer_view.paid, won * 2_000);
+    assert_eq!(relay_view.received, won * 2_000);
+    assert_eq!(
+        relay_view.my_balance,
+        DEPOSIT + net_of(won * 2_000),
+        "2% burned"
+    );
+
+    // A ticket for a packet the payer never sent is refused.
+    let prover =
+        mehr_ledger::lottery::VrfProver::new(&super::core::signing_key(&net.nodes[1].identity))
+            .unwrap();
+    let ticket = (1000u32..)
+        .find_map(|i| {
+            RelayTicket::draw(
+                &prover,
+                id,
+                0,
+                mehr_ledger::lottery::WinProbability::MAX,
+                *blake3::hash(&i.to_le_bytes()).as_bytes(),
+                400,
+            )
+            .unwrap()
+        })
+        .unwrap();
+    let before = net.nodes[0].core().summary().rejects.refused;
+    let message = LedgerMessage::Ticket {
+        relay: net.nodes[1].identity.public().clone(),
+        ticket,
+    };
+    let (kind, body) = message.encode();
+    inject(&mut net, 0, kind, &body);
+    assert_eq!(net.nodes[0].core().summary().rejects.refused, before + 1);
+
+    // Once the relay trusts the payer, its packets are free.
+    net.nodes[1].core().set_trust(payer, true, 0);
+    let seq = net.view(1, id).seq;
+    for i in 5000u32..5100 {
+        let now = net.now;
+        net.nodes[1].core().handle_forwarded(
+            ForwardedPacket {
+                relay_hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
+                bytes: 100,
+                originated: false,
+                upstream: Some(IdentityHash(payer.0)),
+                downstream: None,
+            },
+            now,
+        );
+    }
+    net.settle();
+    let traffic = net.nodes[1].core().summary().traffic;
+    assert_eq!(traffic.relayed_free, 100);
+    assert_eq!(traffic.tickets_won, won);
+    assert_eq!(net.view(1, id).seq, seq, "no channel update");
+}
+
+#[test]
+fn a_relay_opens_a_channel_on_demand_for_an_untrusted_neighbour() {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let payer = net.nodes[0].id();
+    let now = net.now;
+    net.nodes[1].core().handle_forwarded(
+        ForwardedPacket {
+            relay_hash: [7; 32],
+            bytes: 100,
+            originated: false,
+            upstream: Some(IdentityHash(payer.0)),
+            downstream: None,
+        },
+        now,
+    );
+    net.settle();
+    let channels = net.nodes[1].core().channel_views();
+    assert_eq!(channels.len(), 1);
+    assert_eq!(channels[0].peer, payer);
+    assert_eq!(channels[0].peer_deposit, DEPOSIT);
+    assert_eq!(net.nodes[1].core().summary().traffic.relayed_unpaid, 1);
+}
+
+#[test]
+fn partitions_that_transact_apart_converge_whatever_the_order() {
+    let mut net = Net::new(4);
+    net.link(0, 1);
+    net.link(2, 3);
+    let left = net.open(0, 1, DEPOSIT, 0);
+    let right = net.open(2, 3, DEPOSIT, 0);
+    net.pay(0, 1, 30_000).unwrap();
+    net.pay(2, 3, 70_000).unwrap();
+    for (i, id) in [(0, left), (2, right)] {
+        let now = net.now;
+        net.nodes[i]
+            .core()
+            .settle(id, SettlementKind::Checkpoint, now)
+            .unwrap();
+        net.settle();
+    }
+    let digest = |net: &mut Net, i: usize| {
+        let s = net.nodes[i].core().summary();
+        (s.snapshot_root, s.records_digest, s.record_count, s.accounts)
+    };
+    assert_eq!(digest(&mut net, 0), digest(&mut net, 1));
+    assert_eq!(digest(&mut net, 2), digest(&mut net, 3));
+    assert_ne!(digest(&mut net, 0), digest(&mut net, 2));
+
+    // Heal: 1 and 2 become neighbours; digests travel, records follow.
+    net.link(1, 2);
+    net.settle();
+    net.advance(6_000);
+    net.settle();
+    let healed = digest(&mut net, 0);
+    for i in 1..4 {
+        assert_eq!(digest(&mut net, i), healed, "node {i}");
+    }
+    assert_eq!(healed.2, 2, "the latest checkpoint of each channel");
+    let accounts: BTreeMap<NodeId, i128> =
+        healed.3.iter().map(|(id, b, _)| (*id, *b)).collect();
+    assert_eq!(accounts[&net.nodes[1].id()], i128::from(GENESIS + net_of(30_000)));
+    assert_eq!(accounts[&net.nodes[2].id()], i128::from(GENESIS - 70_000));
+
+    // A fresh node that gets the same records in reverse order holds the same ledger.
+    let mut other = Net::new(4);
+    let records: Vec<_> = {
+        let core = net.nodes[0].core();
+        core.ledger
+            .records()
+            .map(|r| {
+                (
+                    *r,
+                    core.parties[&r.body.party_a].clone(),
+                    core.parties[&r.body.party_b].clone(),
+                )
+            })
+            .collect()
+    };
+    for (record, a, b) in records.into_iter().rev() {
+        other.nodes[3]
+            .core()
+            .record_settlement(record, a, b)
+            .unwrap();
+    }
+    let s = other.nodes[3].core().summary();
+    assert_eq!((s.records_digest, s.record_count), (healed.1, healed.2));
+    net.unlink_all();
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_unilateral_close_on_an_old_state_loses_to_the_newer_state_the_other_party_holds() {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let id = net.open(0, 1, DEPOSIT, 0);
+    net.pay(0, 1, 5_000).unwrap();
+    // B keeps a copy of its store at seq 1 (say, a backup)…
+    net.crash(1);
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(net.nodes[1].dir.path(), backup.path());
+    net.start(1);
+    net.pay(0, 1, 6_000).unwrap();
+    assert_eq!(net.view(1, id).seq, 2);
+    // …and comes back from it, having forgotten seq 2.
+    net.crash(1);
+    let dir = net.nodes[1].dir.path().to_path_buf();
+    std::fs::remove_dir_all(&dir).unwrap();
+    copy_dir(backup.path(), &dir);
+    net.start(1);
+    assert_eq!(net.view(1, id).seq, 1);
+
+    // B cannot close alone before three cooperative attempts failed.
+    let now = net.now;
+    assert!(matches!(
+        net.nodes[1]
+            .core()
+            .settle(id, SettlementKind::UnilateralClose, now),
+        Err(LedgerError::Channel { .. })
+    ));
+    // A refuses B's settlements of the old state (stale); each attempt times out after 120
+    // rounds (10 ms each here).
+    for attempt in 0..3 {
+        let now = net.now;
+        net.nodes[1]
+            .core()
+            .settle(id, SettlementKind::Checkpoint, now)
+            .unwrap();
+        net.settle();
+        net.advance(1_300);
+        net.settle();
+        assert_eq!(net.view(1, id).seq, 1, "attempt {attempt}");
+    }
+    assert!(net.nodes[0].core().summary().rejects.stale >= 3);
+
+    let now = net.now;
+    let closes_at = net.nodes[1]
+        .core()
+        .settle(id, SettlementKind::UnilateralClose, now)
+        .unwrap()
+        .expect("a dispute window");
+    net.settle();
+    // A answered with its newer co-signed state; B adopted it.
+    assert_eq!(net.view(0, id).phase, ChannelPhase::Disputing);
+    assert_eq!(net.view(1, id).seq, 2, "the newer state wins the dispute");
+
+    // After the window (2880 rounds) both close on seq 2 and record it.
+    net.now.unix_ms = closes_at * 10 + 10;
+    net.advance(0);
+    net.settle();
+    for i in 0..2 {
+        let view = net.view(i, id);
+        assert_eq!(view.phase, ChannelPhase::Closed, "node {i}");
+        assert_eq!(view.checkpointed_seq, Some(2), "node {i}");
+    }
+    let s0 = net.nodes[0].core().summary();
+    let s1 = net.nodes[1].core().summary();
+    assert_eq!(s0.records_digest, s1.records_digest);
+    let b = net.nodes[1].core().balance();
+    assert_eq!(b.settled, i128::from(GENESIS + net_of(11_000)));
+    assert_eq!(
+        b.escrowed,
+        i128::from(net_of(11_000)),
+        "a unilateral close keeps its escrow until an epoch after the one that folds it"
+    );
+}

@@ -1,0 +1,662 @@
+//! Economics between real daemons over the real transport: a relay paid through its channel
+//! with the sender (tickets, the 2% burn), trusted neighbours relayed free, payments that
+//! survive `kill -9`, partitions whose ledgers converge after healing, and forged messages
+//! counted.
+
+mod common;
+
+use std::{os::unix::fs::PermissionsExt, path::PathBuf, time::Duration};
+
+use common::{TestDaemon, eventually, free_port, free_udp_port};
+use futures::StreamExt;
+use mehr_sdk::{Client, Settlement, SettleResult, proto as pb};
+use mehr_transport::identity::PrivateIdentity;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const GENESIS: u64 = 10_000_000;
+const DEPOSIT: u64 = 1_000_000;
+const WAIT: Duration = Duration::from_secs(30);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A node whose identity is known before it starts, so every node's config can list the
+/// same genesis allocation.
+struct Planned {
+    _temp: tempfile::TempDir,
+    data_dir: PathBuf,
+    config: PathBuf,
+    id: [u8; 16],
+    identity: PrivateIdentity,
+}
+
+fn plan(n: usize) -> Vec<Planned> {
+    (0..n)
+        .map(|_| {
+            let temp = tempfile::tempdir().unwrap();
+            let data_dir = temp.path().join("node");
+            std::fs::create_dir_all(&data_dir).unwrap();
+            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            let identity = PrivateIdentity::generate(&mut rand::rngs::OsRng);
+            let file = data_dir.join("identity");
+            std::fs::write(&file, identity.to_private_key().as_slice()).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            Planned {
+                config: temp.path().join("mehrd.toml"),
+                _temp: temp,
+                data_dir,
+                id: identity.hash().0,
+                identity,
+            }
+        })
+        .collect()
+}
+
+fn ledger_toml(nodes: &[Planned]) -> String {
+    let mut toml = "[ledger]\ngossip_interval_secs = 1\nretry_millis = 500\n".to_string();
+    for node in nodes {
+        toml.push_str(&format!(
+            "[[ledger.genesis]]\nnode = \"{}\"\namount_umhr = {GENESIS}\n",
+            hex::encode(node.id)
+        ));
+    }
+    toml
+}
+
+fn tcp_server(port: u16) -> String {
+    format!(
+        "[[interfaces]]\ntype = \"tcp_server\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {port}\n"
+    )
+}
+
+fn tcp_client(port: u16) -> String {
+    format!(
+        "[[interfaces]]\ntype = \"tcp_client\"\ntarget_host = \"127.0.0.1\"\ntarget_port = {port}\n"
+    )
+}
+
+fn sim(listen: u16, peer: u16) -> String {
+    format!("[[interfaces]]\ntype = \"sim\"\nlisten_port = {listen}\npeer_port = {peer}\n")
+}
+
+fn sim_spec(listen: u16, peer: u16) -> pb::InterfaceSpec {
+    pb::InterfaceSpec {
+        r#type: "sim".into(),
+        listen_port: Some(u32::from(listen)),
+        peer_port: Some(u32::from(peer)),
+        ..Default::default()
+    }
+}
+
+/// Writes the node's config (transport, interfaces and `ledger` sections first, so the
+/// genesis tables come last) and starts it.
+fn start(node: &Planned, config: &str) -> TestDaemon {
+    std::fs::write(&node.config, config).unwrap();
+    TestDaemon::start_in(&node.data_dir, &["--config", node.config.to_str().unwrap(), "--log-level", "mehrd::ledger=debug,info"])
+}
+
+fn restart(node: &Planned) -> TestDaemon {
+    TestDaemon::start_in(&node.data_dir, &["--config", node.config.to_str().unwrap()])
+}
+
+async fn wait_neighbour(client: &Client, id: &[u8; 16]) {
+    eventually("a Mehr neighbour", WAIT, || async {
+        client
+            .neighbours()
+            .await
+            .ok()?
+            .into_iter()
+            .any(|n| n.node_id.as_ref() == id)
+            .then_some(())
+    })
+    .await;
+}
+
+async fn channel_with(client: &Client, peer: &[u8; 16]) -> Option<pb::Channel> {
+    client
+        .channels()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|c| c.peer.as_ref() == peer && c.phase() == pb::ChannelPhase::Open)
+}
+
+fn json(output: std::process::Output) -> Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn burn_of(gross: u64) -> u64 {
+    (gross * 2).div_ceil(100)
+}
+
+#[test]
+fn a_relay_is_paid_through_its_channel_with_the_sender_and_the_burn_shows() {
+    let nodes = plan(3);
+    let port = free_port();
+    let genesis = ledger_toml(&nodes);
+    // B relays between A and C and charges 4 μMHR per byte.
+    let b = start(
+        &nodes[1],
+        &format!("{}[transport]\ncost_per_byte = 4.0\n{genesis}", tcp_server(port)),
+    );
+    let a = start(&nodes[0], &format!("{}{genesis}", tcp_client(port)));
+    let c = start(&nodes[2], &format!("{}{genesis}", tcp_client(port)));
+    let (a_id, b_id) = (nodes[0].id, nodes[1].id);
+    runtime().block_on(async {
+        let (ac, bc, cc) = (
+            a.client().await.unwrap(),
+            b.client().await.unwrap(),
+            c.client().await.unwrap(),
+        );
+        wait_neighbour(&bc, &a_id).await;
+        wait_neighbour(&ac, &b_id).await;
+        let mut events = ac.watch_events().await.unwrap();
+        let inbox = cc.listen("paid.inbox", true).await.unwrap();
+        eventually("A's path to C", WAIT, || async {
+            ac.paths(false)
+                .await
+                .ok()?
+                .into_iter()
+                .any(|p| p.destination == inbox.destination)
+                .then_some(())
+        })
+        .await;
+        let send = |i: u32| {
+            let (ac, destination) = (ac.clone(), inbox.destination.clone());
+            async move {
+                let report = ac
+                    .send(&destination, format!("message {i}").into_bytes(), WAIT)
+                    .await
+                    .unwrap();
+                assert!(report.delivered);
+            }
+        };
+        // The first packet through B makes it ask A for a channel; until A accepts, B relays
+        // unpaid.
+        send(0).await;
+        eventually("B's channel with A", WAIT, || async {
+            channel_with(&bc, &a_id).await.map(|_| ())
+        })
+        .await;
+        for i in 1..=60u32 {
+            send(i).await;
+        }
+
+        // B opened a channel with A on demand; its tickets were paid, each once.
+        let (relay, payer) = eventually("the tickets paid", WAIT, || async {
+            let relay = channel_with(&bc, &a_id).await?;
+            let payer = channel_with(&ac, &b_id).await?;
+            (relay.tickets_won > 0
+                && payer.tickets_paid == relay.tickets_won
+                && !payer.proposal_outstanding
+                && payer.owed_umhr == 0
+                && payer.seq == relay.seq)
+                .then_some((relay, payer))
+        })
+        .await;
+        assert_eq!(relay.role(), pb::ChannelRole::Opener, "the relay opened it");
+        assert_eq!(relay.peer_deposit_umhr, DEPOSIT);
+        assert_eq!(payer.paid_umhr, relay.received_umhr);
+        assert!(relay.received_umhr > 0);
+        // Each ticket pays cost / p, p = 1/5 on a fresh channel.
+        assert_eq!(relay.win_ppm, 200_000);
+        assert_eq!(
+            relay.balance_umhr,
+            relay.deposit_umhr + relay.received_umhr - burn_of(relay.received_umhr),
+            "the relay keeps 98%"
+        );
+        assert_eq!(relay.burned_umhr, burn_of(relay.received_umhr));
+        assert_eq!(payer.balance_umhr, DEPOSIT - payer.paid_umhr);
+
+        let ledger = bc.ledger_summary().await.unwrap();
+        let counters = ledger.relay.unwrap();
+        assert!(counters.relayed_paid >= 60, "{counters:?}");
+        assert!(counters.relayed_unpaid >= 1, "{counters:?}");
+        assert_eq!(counters.tickets_won, relay.tickets_won);
+        assert_eq!(counters.relayed_free, 0);
+
+        // The CLI shows the same, and a checkpoint carries the burn into the ledger.
+        let channels = json(b.cli(&["--json", "channels"]));
+        assert_eq!(channels[0]["burned_umhr"], relay.burned_umhr);
+        let settled = json(b.cli(&[
+            "--json",
+            "channel",
+            "settle",
+            &hex::encode(&relay.channel_id),
+        ]));
+        assert_eq!(settled["kind"], "checkpoint");
+        let summary = eventually("the checkpoint at A", WAIT, || async {
+            let s = ac.ledger_summary().await.ok()?;
+            (s.burned_unfolded_umhr == relay.burned_umhr).then_some(s)
+        })
+        .await;
+        let account = |id: &[u8; 16]| {
+            summary
+                .accounts
+                .iter()
+                .find(|acc| acc.node_id.as_ref() == id)
+                .unwrap()
+                .balance_umhr
+        };
+        assert_eq!(
+            account(&b_id),
+            (GENESIS + relay.received_umhr - relay.burned_umhr) as i64
+        );
+        assert_eq!(account(&a_id), (GENESIS - payer.paid_umhr) as i64);
+
+        // Anyone can check a ticket: A saw them in its events.
+        let ticket = loop {
+            let event = tokio::time::timeout(WAIT, events.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let Some(pb::node_event::Kind::TicketRedeemed(t)) = event.kind {
+                break t;
+            }
+        };
+        let relay_key = hex::encode(bc.info().await.unwrap().ed25519_public_key);
+        let verdict = json(c.cli(&[
+            "--json",
+            "ticket",
+            "verify",
+            &hex::encode(&ticket.ticket),
+            "--relay",
+            &relay_key,
+        ]));
+        assert_eq!(verdict["valid"], true);
+        assert_eq!(verdict["committed_checked"], false, "C is not a party");
+        assert_eq!(verdict["payout_umhr"], ticket.payout_umhr);
+        let at_payer = ac
+            .verify_ticket(&ticket.ticket, &nodes[1].identity.public().public_key())
+            .await
+            .unwrap();
+        assert!(at_payer.valid && at_payer.committed_checked, "{at_payer:?}");
+        let mut forged = ticket.ticket.to_vec();
+        forged[100] ^= 1;
+        let output = c.cli(&[
+            "ticket",
+            "verify",
+            &hex::encode(&forged),
+            "--relay",
+            &relay_key,
+        ]);
+        assert_eq!(output.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("not valid"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+}
+
+#[test]
+fn a_trusted_pair_relays_free_without_tickets_or_channels() {
+    let nodes = plan(3);
+    let port = free_port();
+    let genesis = ledger_toml(&nodes);
+    let b = start(
+        &nodes[1],
+        &format!("{}[transport]\ncost_per_byte = 4.0\n{genesis}", tcp_server(port)),
+    );
+    let a = start(&nodes[0], &format!("{}{genesis}", tcp_client(port)));
+    let c = start(&nodes[2], &format!("{}{genesis}", tcp_client(port)));
+    let (a_hex, b_hex) = (hex::encode(nodes[0].id), hex::encode(nodes[1].id));
+    // Trust is set before any traffic, through the CLI, on both sides.
+    let added = json(b.cli(&["--json", "trust", "add", &a_hex]));
+    assert_eq!(added["changed"], true);
+    json(a.cli(&["--json", "trust", "add", &b_hex, "--credit-limit", "1mhr"]));
+    let list = json(a.cli(&["--json", "trust", "list"]));
+    assert_eq!(list[0]["node_id"], b_hex.as_str());
+    assert_eq!(list[0]["credit_limit_umhr"], 1_000_000);
+    runtime().block_on(async {
+        let (ac, bc, cc) = (
+            a.client().await.unwrap(),
+            b.client().await.unwrap(),
+            c.client().await.unwrap(),
+        );
+        wait_neighbour(&bc, &nodes[0].id).await;
+        let inbox = cc.listen("free.inbox", true).await.unwrap();
+        eventually("A's path to C", WAIT, || async {
+            ac.paths(false)
+                .await
+                .ok()?
+                .into_iter()
+                .any(|p| p.destination == inbox.destination)
+                .then_some(())
+        })
+        .await;
+        for i in 0..30u32 {
+            let report = ac
+                .send(&inbox.destination, format!("free {i}").into_bytes(), WAIT)
+                .await
+                .unwrap();
+            assert!(report.delivered);
+        }
+        let relay = bc.ledger_summary().await.unwrap().relay.unwrap();
+        assert!(relay.relayed_free >= 30, "{relay:?}");
+        assert_eq!(relay.relayed_paid, 0);
+        assert_eq!(relay.tickets_won, 0);
+        assert!(ac.channels().await.unwrap().is_empty());
+        assert!(bc.channels().await.unwrap().is_empty());
+        assert_eq!(ac.ledger_summary().await.unwrap().relay.unwrap().tickets_paid, 0);
+        // Revoking is reported, and a second revocation changes nothing.
+        assert!(bc.untrust(&nodes[0].id).await.unwrap());
+        assert!(!bc.untrust(&nodes[0].id).await.unwrap());
+        let err = bc.trust(&nodes[1].id, 0).await.unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
+    });
+}
+
+/// What a run of payments asked for: `certain` was taken on for sure (answered, or timed
+/// out waiting for the peer: the payment is then owed and completes later); `possible` adds
+/// the call that was cut off when the payer died (it may or may not have been stored).
+#[derive(Default, Clone, Copy, Debug)]
+struct Asked {
+    certain: u64,
+    possible: u64,
+}
+
+/// Pays `count` × `amount` from `payer` to `peer` one call at a time, until done or until the
+/// payer's daemon goes away.
+async fn pay_many(payer: &Client, peer: &[u8; 16], count: u32, amount: u64) -> Asked {
+    let mut asked = Asked::default();
+    for _ in 0..count {
+        match payer.pay(peer, amount, Duration::from_millis(700)).await {
+            Ok(_) => asked.certain += amount,
+            Err(e) if e.code() == Some(tonic::Code::DeadlineExceeded) => asked.certain += amount,
+            Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) => {
+                panic!("payment refused: {e}")
+            }
+            // The payer died under the call.
+            Err(_) => {
+                asked.possible = asked.certain + amount;
+                return asked;
+            }
+        }
+    }
+    asked.possible = asked.certain;
+    asked
+}
+
+#[test]
+fn kill_9_between_update_and_ack_loses_no_cosigned_state_and_spends_nothing_twice() {
+    let nodes = plan(2);
+    let port = free_port();
+    let genesis = ledger_toml(&nodes);
+    let mut a = start(&nodes[0], &format!("{}{genesis}", tcp_server(port)));
+    let mut b = start(&nodes[1], &format!("{}{genesis}", tcp_client(port)));
+    let (a_id, b_id) = (nodes[0].id, nodes[1].id);
+    let rt = runtime();
+    let (channel_id, first) = rt.block_on(async {
+        let ac = a.client().await.unwrap();
+        wait_neighbour(&ac, &b_id).await;
+        let channel = ac.open_channel(&b_id, DEPOSIT, 0, WAIT).await.unwrap();
+        assert_eq!(channel.seq, 0);
+        (channel.channel_id.to_vec(), pay_many(&ac, &b_id, 20, 100).await)
+    });
+    assert_eq!(first.certain, 2_000);
+    let (mut low, mut high) = (first.certain, first.possible);
+
+    // Payments keep flowing while the payee dies without warning, and again while the payer
+    // does: every kill lands somewhere between a proposal and its acknowledgement.
+    for victim in [1, 0] {
+        let paying = {
+            let client = rt.block_on(a.client()).unwrap();
+            rt.spawn(async move { pay_many(&client, &b_id, 400, 10).await })
+        };
+        std::thread::sleep(Duration::from_millis(700));
+        if victim == 1 {
+            b.stop_with(Signal::SIGKILL, Duration::from_secs(5));
+            b = restart(&nodes[1]);
+        } else {
+            a.stop_with(Signal::SIGKILL, Duration::from_secs(5));
+        }
+        let asked = rt.block_on(paying).unwrap();
+        low += asked.certain;
+        high += asked.possible;
+        if victim == 0 {
+            a = restart(&nodes[0]);
+        }
+    }
+    rt.block_on(async {
+        let (ac, bc) = (a.client().await.unwrap(), b.client().await.unwrap());
+        let (payer, payee) = eventually("both sides agree", Duration::from_secs(60), || async {
+            let payer = channel_with(&ac, &b_id).await?;
+            let payee = channel_with(&bc, &a_id).await?;
+            (payer.seq == payee.seq && !payer.proposal_outstanding && payer.owed_umhr == 0)
+                .then_some((payer, payee))
+        })
+        .await;
+        assert_eq!(payer.channel_id.as_ref(), channel_id.as_slice());
+        assert_eq!(payer.paid_umhr, payee.received_umhr, "one state on both sides");
+        assert!(
+            (low..=high).contains(&payer.paid_umhr),
+            "every payment taken on is paid, none twice: paid {}, asked {low}..={high}",
+            payer.paid_umhr
+        );
+        assert_eq!(payee.balance_umhr, payer.paid_umhr - burn_of(payer.paid_umhr));
+        assert_eq!(payer.balance_umhr, DEPOSIT - payer.paid_umhr);
+    });
+}
+
+#[test]
+fn partitions_that_transact_apart_hold_equal_ledgers_after_healing() {
+    let nodes = plan(4);
+    let genesis = ledger_toml(&nodes);
+    let (left, right) = (free_port(), free_port());
+    let (sim_b, sim_c) = (free_udp_port(), free_udp_port());
+    // A — B ~~ C — D: TCP on the sides, a simulated link in the middle.
+    let a = start(&nodes[0], &format!("{}{genesis}", tcp_client(left)));
+    let b = start(
+        &nodes[1],
+        &format!("{}{}{genesis}", tcp_server(left), sim(sim_b, sim_c)),
+    );
+    let c = start(
+        &nodes[2],
+        &format!("{}{}{genesis}", tcp_server(right), sim(sim_c, sim_b)),
+    );
+    let d = start(&nodes[3], &format!("{}{genesis}", tcp_client(right)));
+    let ids: Vec<[u8; 16]> = nodes.iter().map(|n| n.id).collect();
+    runtime().block_on(async {
+        let clients = [
+            a.client().await.unwrap(),
+            b.client().await.unwrap(),
+            c.client().await.unwrap(),
+            d.client().await.unwrap(),
+        ];
+        wait_neighbour(&clients[1], &ids[2]).await;
+        wait_neighbour(&clients[0], &ids[1]).await;
+        wait_neighbour(&clients[3], &ids[2]).await;
+        let sim_of = |client: &Client| {
+            let client = client.clone();
+            async move {
+                client
+                    .interfaces()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|i| i.spec.as_ref().unwrap().r#type == "sim")
+                    .unwrap()
+                    .id
+            }
+        };
+        // Cut the middle.
+        clients[1].remove_interface(sim_of(&clients[1]).await).await.unwrap();
+        clients[2].remove_interface(sim_of(&clients[2]).await).await.unwrap();
+
+        // Each side opens a channel, pays, and checkpoints.
+        for (payer, payee, amount) in [(0, 1, 30_000), (3, 2, 70_000)] {
+            let channel = clients[payer]
+                .open_channel(&ids[payee], DEPOSIT, 0, WAIT)
+                .await
+                .unwrap();
+            clients[payer].pay(&ids[payee], amount, WAIT).await.unwrap();
+            let settled = clients[payee]
+                .settle_channel(&channel.channel_id, Settlement::Checkpoint, WAIT)
+                .await
+                .unwrap();
+            assert!(matches!(settled, SettleResult::Recorded(ref r) if r.seq == 1));
+        }
+        let digest = |s: &pb::GetLedgerResponse| {
+            (
+                s.snapshot_root.clone(),
+                s.records_digest.clone(),
+                s.record_count,
+                s.accounts.clone(),
+            )
+        };
+        let sides = eventually("each side agrees within itself", WAIT, || async {
+            let mut all = Vec::new();
+            for c in &clients {
+                all.push(digest(&c.ledger_summary().await.ok()?));
+            }
+            (all[0] == all[1] && all[2] == all[3]).then_some(all)
+        })
+        .await;
+        assert_ne!(sides[1], sides[2], "the partitions hold different ledgers");
+
+        // Heal: the simulated link comes back on both ends.
+        clients[1].add_interface(sim_spec(sim_b, sim_c)).await.unwrap();
+        clients[2].add_interface(sim_spec(sim_c, sim_b)).await.unwrap();
+        let healed = eventually("one ledger everywhere", Duration::from_secs(60), || async {
+            let mut all = Vec::new();
+            for c in &clients {
+                all.push(digest(&c.ledger_summary().await.ok()?));
+            }
+            if !all.windows(2).all(|w| w[0] == w[1]) {
+                eprintln!("DEBUG {:?}", all.iter().map(|d| (hex::encode(&d.1), d.2)).collect::<Vec<_>>());
+            }
+            all.windows(2).all(|w| w[0] == w[1]).then(|| all[0].clone())
+        })
+        .await;
+        assert_eq!(healed.2, 2, "one winning record per channel");
+        let balance = |id: &[u8; 16]| {
+            healed
+                .3
+                .iter()
+                .find(|acc| acc.node_id.as_ref() == id)
+                .unwrap()
+                .balance_umhr
+        };
+        assert_eq!(balance(&ids[1]), (GENESIS + 30_000 - burn_of(30_000)) as i64);
+        assert_eq!(balance(&ids[3]), (GENESIS - 70_000) as i64);
+        let via_cli = json(d.cli(&["--json", "ledger"]));
+        assert_eq!(via_cli["records_digest"], hex::encode(&healed.1));
+    });
+}
+
+#[test]
+fn malformed_and_forged_channel_messages_are_rejected_and_counted() {
+    let nodes = plan(2);
+    let port = free_port();
+    let genesis = ledger_toml(&nodes);
+    let a = start(&nodes[0], &format!("{}{genesis}", tcp_server(port)));
+    let b = start(&nodes[1], &format!("{}{genesis}", tcp_client(port)));
+    let b_id = nodes[1].id;
+    runtime().block_on(async {
+        let (ac, bc) = (a.client().await.unwrap(), b.client().await.unwrap());
+        wait_neighbour(&ac, &b_id).await;
+        wait_neighbour(&bc, &nodes[0].id).await;
+        let channel = ac.open_channel(&b_id, DEPOSIT, 0, WAIT).await.unwrap();
+        ac.pay(&b_id, 5_000, WAIT).await.unwrap();
+
+        // A stranger's messages reach B as messages to its mehr.node destination.
+        let b_node = mehr_node(&bc).await;
+        let send = |payload: Vec<u8>| {
+            let ac = ac.clone();
+            let b_node = b_node.clone();
+            async move { ac.send(&b_node, payload, WAIT).await.unwrap() }
+        };
+        // Undecodable: a channel message of 3 bytes.
+        send(vec![0x10, 1, 2, 3]).await;
+        // Forged: an update for B's channel signed by a key that is not A's, sent under a
+        // stranger's identity, and under A's identity with a bad signature.
+        let stranger = PrivateIdentity::generate(&mut rand::rngs::OsRng);
+        let mut update = vec![0x10];
+        update.extend_from_slice(&stranger.public().public_key());
+        update.push(0x03); // UpdateProposal
+        update.push(0); // proposer A
+        let mut body = vec![0u8; 104];
+        body[..16].copy_from_slice(&channel.channel_id);
+        body[16..32].copy_from_slice(&nodes[0].id);
+        body[32..48].copy_from_slice(&b_id);
+        body[96..100].copy_from_slice(&200_000u32.to_le_bytes());
+        body[100..104].copy_from_slice(&200_000u32.to_le_bytes());
+        body[48..56].copy_from_slice(&DEPOSIT.to_le_bytes());
+        body[64..72].copy_from_slice(&99u64.to_le_bytes());
+        update.extend_from_slice(&body);
+        update.extend_from_slice(&[7u8; 64]);
+        send(update.clone()).await;
+        update[1..65].copy_from_slice(&nodes[0].identity.public().public_key());
+        send(update).await;
+        let rejected = eventually("the rejections counted", WAIT, || async {
+            let r = bc.ledger_summary().await.ok()?.rejected?;
+            (r.malformed >= 1 && r.forged >= 2).then_some(r)
+        })
+        .await;
+        assert!(rejected.total >= 3, "{rejected:?}");
+        let shown = json(b.cli(&["--json", "ledger"]));
+        assert!(shown["rejected"]["forged"].as_u64().unwrap() >= 2, "{shown}");
+        // Nothing changed.
+        let channel = channel_with(&bc, &nodes[0].id).await.unwrap();
+        assert_eq!(channel.seq, 1);
+
+        // Errors through the API name what was wrong.
+        let err = ac.pay(&b_id, 10 * DEPOSIT, WAIT).await.unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+        assert!(err.to_string().contains("above this node's balance"), "{err}");
+        let err = ac.open_channel(&b_id, 1, 0, WAIT).await.unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::AlreadyExists), "{err}");
+        let err = ac.pay(&[9; 16], 1, WAIT).await.unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
+        let err = ac.open_channel(&[9; 16], 1, 0, WAIT).await.unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
+        let err = ac.pay(&[1, 2], 1, WAIT).await.unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
+        let err = ac
+            .settle_channel(&channel.channel_id, Settlement::Unilateral, WAIT)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+        assert!(err.to_string().contains("not allowed yet"), "{err}");
+        let output = a.cli(&["channel", "pay", "zz", "5"]);
+        assert_eq!(output.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("not hex"));
+
+        // A cooperative close ends the channel on both sides.
+        let closed = ac
+            .settle_channel(&channel.channel_id, Settlement::Close, WAIT)
+            .await
+            .unwrap();
+        assert!(matches!(closed, SettleResult::Recorded(ref r) if r.kind() == pb::SettlementKind::CooperativeClose));
+        eventually("closed at B", WAIT, || async {
+            let list = bc.channels().await.ok()?;
+            (list[0].phase() == pb::ChannelPhase::Closed).then_some(())
+        })
+        .await;
+        let balance = bc.balance().await.unwrap();
+        assert_eq!(balance.escrowed_umhr, 0);
+        assert_eq!(balance.settled_umhr, (GENESIS + 5_000 - burn_of(5_000)) as i64);
+    });
+}
+
+async fn mehr_node(client: &Client) -> Vec<u8> {
+    client
+        .transport_stats()
+        .await
+        .unwrap()
+        .mehr_destination
+        .to_vec()
+}
