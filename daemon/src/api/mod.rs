@@ -8,6 +8,7 @@
 mod auth;
 pub mod compute;
 mod deadline;
+pub mod market;
 pub mod messaging;
 pub mod node;
 mod paging;
@@ -24,7 +25,8 @@ use std::{
 };
 
 use mehr_proto::v1::{
-    compute_service_server::ComputeServiceServer, messaging_service_server::MessagingServiceServer,
+    compute_service_server::ComputeServiceServer, market_service_server::MarketServiceServer,
+    messaging_service_server::MessagingServiceServer,
     node_service_server::NodeServiceServer, storage_service_server::StorageServiceServer,
     transport_service_server::TransportServiceServer,
 };
@@ -42,6 +44,7 @@ use tower_http::trace::TraceLayer;
 use self::{auth::BearerAuthLayer, deadline::DeadlineLayer, tls::TlsMaterial};
 pub use self::{
     compute::ComputeApi,
+    market::MarketApi,
     node::{Endpoint, NodeApi, NodeFacts},
     storage::StorageApi,
 };
@@ -182,6 +185,8 @@ pub struct Services {
     pub compute: ComputeApi,
     /// `mehr.v1.StorageService`.
     pub storage: StorageApi,
+    /// `mehr.v1.MarketService`.
+    pub market: MarketApi,
 }
 
 impl Services {
@@ -194,6 +199,7 @@ impl Services {
         );
         routes.add_service(self.compute.clone().into_server());
         routes.add_service(StorageServiceServer::new(self.storage.clone()));
+        routes.add_service(self.market.clone().into_server());
     }
 
     async fn set_serving(&self, health: &HealthReporter, serving: bool) {
@@ -209,6 +215,7 @@ impl Services {
             <MessagingServiceServer<messaging::MessagingApi> as tonic::server::NamedService>::NAME,
             <ComputeServiceServer<ComputeApi> as tonic::server::NamedService>::NAME,
             <StorageServiceServer<StorageApi> as tonic::server::NamedService>::NAME,
+            <MarketServiceServer<MarketApi> as tonic::server::NamedService>::NAME,
         ] {
             health.set_service_status(name, status).await;
         }

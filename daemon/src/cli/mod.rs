@@ -2,6 +2,7 @@
 //! one-line cause and a non-zero exit code on failure.
 
 mod compute;
+mod market;
 mod node;
 mod output;
 mod store;
@@ -87,6 +88,30 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Show this node's signed advert (what it offers, at which prices), or change it.
+    Offer {
+        /// Change the offer (shows it when absent).
+        #[command(subcommand)]
+        action: Option<market::OfferAction>,
+    },
+    /// Find providers of a capability: nearest rings first, ranked by price, path cost,
+    /// reputation and load.
+    Discover(market::DiscoverArgs),
+    /// List the agreements this node is a side of, show one, or follow changes.
+    Agreements(market::AgreementsArgs),
+    /// Propose, accept or cancel an agreement, or run a function on providers per tier.
+    Agree {
+        /// What to do.
+        #[command(subcommand)]
+        action: market::AgreeAction,
+    },
+    /// Show the reputation of the peers this node dealt with.
+    Reputation {
+        /// Only this node (hex id).
+        node: Option<String>,
+    },
+    /// Show the marketplace's counters: adverts taken and refused, gossip per link.
+    MarketStats,
 }
 
 /// Runs the parsed command line.
@@ -116,5 +141,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Functions => compute::functions(&client, &output).await,
         Command::Invoke(args) => compute::invoke(&client, &output, args).await,
         Command::Store { command } => store::run(&client, &output, command).await,
+        Command::Offer { action } => market::offer(&client, &output, action).await,
+        Command::Discover(args) => market::discover(&client, &output, args).await,
+        Command::Agreements(args) => market::agreements(&client, &output, args).await,
+        Command::Agree { action } => market::agree(&client, &output, action).await,
+        Command::Reputation { node } => market::reputation(&client, &output, node).await,
+        Command::MarketStats => market::stats(&client, &output).await,
     }
 }

@@ -28,6 +28,9 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_STORAGE_OBJECTS_BY_CREATED,
     CF_STORAGE_CHUNKS,
     CF_STORAGE_CHUNK_HASHES,
+    // The market's agreements and named values: `market::AGREEMENTS`, `market::STATE`.
+    crate::market::CF_AGREEMENTS,
+    crate::market::CF_STATE,
 ];
 
 /// Node-wide facts, keyed by name.
