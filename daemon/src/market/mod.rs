@@ -691,11 +691,25 @@ impl Market {
         };
         let deadline = Duration::from_millis(u64::from(plan.deadline_ms.max(1)));
         let outcome = match plan.upstream {
-            Some(upstream) => self
-                .run_job(upstream, &plan.function, plan.input.clone(), deadline)
-                .await
-                .map(|done| (done.output, 0))
-                .map_err(|e| format!("upstream: {e}")),
+            Some(upstream) => {
+                let done = self
+                    .run_job(upstream, &plan.function, plan.input.clone(), deadline)
+                    .await
+                    .map_err(|e| format!("upstream: {e}"));
+                if done.is_ok() {
+                    // This node owes its upstream provider for the result it resells.
+                    let mut state = self.state();
+                    let price = state
+                        .agreements
+                        .get(&upstream)
+                        .and_then(|e| e.agreement.cost())
+                        .map_or(0, |cost| state::job_price(&cost, 0));
+                    if let Err(e) = state.charge(upstream, 1, price, now_ms()) {
+                        tracing::error!(error = %e, "cannot record a charge");
+                    }
+                }
+                done.map(|done| (done.output, 0))
+            }
             None => {
                 let request = InvokeRequest {
                     deadline: Some(deadline),
