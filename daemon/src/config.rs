@@ -48,6 +48,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Economics: genesis allocation, payment channels, relay lottery, ledger gossip.
     pub ledger: LedgerConfig,
+    /// The capability marketplace: what this node offers, gossip, agreements, verification.
+    pub market: MarketConfig,
 }
 
 /// The economics part (`[ledger]`): payment channels, the relay lottery and the CRDT ledger.
@@ -179,6 +181,103 @@ pub enum TlsMode {
     Always,
     /// Never TLS; the daemon refuses to listen off loopback.
     Never,
+}
+
+/// The capability marketplace (`[market]`): what the node advertises and at which prices, how
+/// often it gossips, and how agreements are negotiated and verified. Prices are in μMHR.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketConfig {
+    /// Take part in the marketplace at all (advertise, discover, form agreements).
+    pub enabled: bool,
+    /// Advertise the mesh interfaces as a relay capability (at `transport.cost_per_byte`).
+    pub offer_relay: bool,
+    /// Advertise free space of the object store as a storage capability.
+    pub offer_storage: bool,
+    /// Advertise compute: WASM and the functions registered on this node.
+    pub offer_compute: bool,
+    /// Price of storage, μMHR per byte per day.
+    pub storage_price_per_byte_day_umhr: u64,
+    /// The storage medium advertised: `volatile`, `flash`, `ssd` or `hdd`.
+    pub storage_class: String,
+    /// The CPU class advertised: `micro`, `low`, `medium`, `high`, or `auto` (from the number
+    /// of CPU cores: 1 low, 2–7 medium, 8 or more high).
+    pub cpu_class: String,
+    /// When the node is up: `always_on`, `solar` or `intermittent`.
+    pub availability: String,
+    /// Whether the node's interfaces reach the Internet (the gateway capability).
+    pub internet_gateway: bool,
+    /// Lifetime of the node's advert at its receivers, in seconds (1–86400).
+    pub advert_ttl_secs: u32,
+    /// Length of a gossip round in milliseconds: adverts and summaries go out to neighbours
+    /// once per round, within each link's 2 % budget.
+    pub gossip_round_ms: u64,
+    /// Milliseconds between presence beacons to neighbours on links of 10 kbit/s or more.
+    pub beacon_interval_ms: u64,
+    /// How long a discovery waits for the answers of one ring before it widens, milliseconds.
+    pub pull_timeout_ms: u64,
+    /// Milliseconds between heartbeat pings on an active agreement this node consumes.
+    pub heartbeat_interval_ms: u64,
+    /// Consecutive unanswered pings that end an agreement and stop its payment.
+    pub heartbeat_max_misses: u32,
+    /// Duration of the agreements this node proposes for verified calls, in seconds.
+    pub agreement_duration_secs: u32,
+    /// Seconds a consumer has to countersign this node's offers (1–300).
+    pub offer_validity_secs: u32,
+    /// Agreements this node provides at once; further requests are rejected as busy.
+    pub max_active_agreements: u32,
+    /// Resell the functions of neighbours that this node lacks, under its own agreements
+    /// (capability chains); they are advertised at the neighbour's price plus the markup.
+    pub resell: bool,
+    /// Resale markup in percent of the upstream price (raised to the 2 % burn's break-even).
+    pub resale_markup_percent: u32,
+    /// Seconds a provider caught returning a wrong result is not chosen for compute.
+    pub exclusion_secs: u64,
+}
+
+impl MarketConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("advert_ttl_secs", u64::from(self.advert_ttl_secs)),
+            ("gossip_round_ms", self.gossip_round_ms),
+            ("beacon_interval_ms", self.beacon_interval_ms),
+            ("pull_timeout_ms", self.pull_timeout_ms),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("heartbeat_max_misses", u64::from(self.heartbeat_max_misses)),
+            ("agreement_duration_secs", u64::from(self.agreement_duration_secs)),
+            ("offer_validity_secs", u64::from(self.offer_validity_secs)),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "market.{key} must be above zero"
+            )));
+        }
+        let ranges = [
+            ("advert_ttl_secs", u64::from(self.advert_ttl_secs), 86_400),
+            ("offer_validity_secs", u64::from(self.offer_validity_secs), 300),
+        ];
+        for (key, value, max) in ranges {
+            if value > max {
+                return Err(ConfigError::Invalid(format!(
+                    "market.{key} is {value}, at most {max}"
+                )));
+            }
+        }
+        let choices: [(&str, &str, &[&str]); 3] = [
+            ("storage_class", &self.storage_class, &["volatile", "flash", "ssd", "hdd"]),
+            ("cpu_class", &self.cpu_class, &["auto", "micro", "low", "medium", "high"]),
+            ("availability", &self.availability, &["always_on", "solar", "intermittent"]),
+        ];
+        for (key, value, allowed) in choices {
+            if !allowed.contains(&value) {
+                return Err(ConfigError::Invalid(format!(
+                    "market.{key} is `{value}`, expected one of {}",
+                    allowed.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The local object store's limits.
@@ -427,6 +526,29 @@ impl Config {
                 checkpoint_interval_secs: 600,
                 relay_report_queue: 8_192,
             },
+            market: MarketConfig {
+                enabled: true,
+                offer_relay: true,
+                offer_storage: true,
+                offer_compute: true,
+                storage_price_per_byte_day_umhr: 0,
+                storage_class: "ssd".into(),
+                cpu_class: "auto".into(),
+                availability: "always_on".into(),
+                internet_gateway: false,
+                advert_ttl_secs: 5_400,
+                gossip_round_ms: 60_000,
+                beacon_interval_ms: 10_000,
+                pull_timeout_ms: 5_000,
+                heartbeat_interval_ms: 60_000,
+                heartbeat_max_misses: 3,
+                agreement_duration_secs: 3_600,
+                offer_validity_secs: 30,
+                max_active_agreements: 1_024,
+                resell: false,
+                resale_markup_percent: 5,
+                exclusion_secs: 86_400,
+            },
         }
     }
 
@@ -526,6 +648,7 @@ impl Config {
         }
         self.compute.validate()?;
         self.ledger.validate()?;
+        self.market.validate()?;
         Ok(())
     }
 
@@ -828,6 +951,44 @@ mod tests {
         let config = load(Some(file), &env, FlagOverrides::default()).unwrap();
         assert_eq!(config.storage.available_bytes, 1000);
         assert_eq!(config.storage.max_object_size, 20);
+    }
+
+    #[test]
+    fn market_settings_are_checked() {
+        let config = load(
+            Some("[market]\ngossip_round_ms = 1000\nresell = true\n"),
+            &[("MEHR_MARKET_HEARTBEAT_MAX_MISSES", "5")],
+            FlagOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.market.gossip_round_ms, 1000);
+        assert!(config.market.resell);
+        assert_eq!(config.market.heartbeat_max_misses, 5);
+        let err = load(
+            Some("[market]\nheartbeat_interval_ms = 0\n"),
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("market.heartbeat_interval_ms must be above zero"),
+            "{err}"
+        );
+        let err = load(
+            Some("[market]\ncpu_class = \"huge\"\n"),
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("market.cpu_class is `huge`"), "{err}");
+        let err = load(
+            Some("[market]\noffer_validity_secs = 301\n"),
+            &[],
+            FlagOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("at most 300"), "{err}");
     }
 
     #[test]

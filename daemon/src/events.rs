@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mehr_storage::ObjectId;
 use tokio::sync::broadcast;
 
-use crate::compute::FunctionKind;
+use crate::{compute::FunctionKind, market::AgreementEvent};
 
 /// How many events a slow subscriber may fall behind before it starts missing them.
 const EVENT_BUFFER: usize = 1024;
@@ -135,6 +135,22 @@ pub enum EventKind {
         payer: [u8; 16],
         /// Gross payout, μMHR.
         payout: u64,
+    },
+    /// An agreement this node is a side of was proposed or changed state.
+    AgreementChanged(AgreementEvent),
+    /// The node's advert changed content and was re-signed.
+    OfferChanged {
+        /// Its new sequence number.
+        seq: u64,
+    },
+    /// A provider was caught returning a wrong result and is not chosen for compute.
+    PeerExcluded {
+        /// The provider.
+        node_id: [u8; 16],
+        /// Why.
+        reason: String,
+        /// Until when, milliseconds since the Unix epoch.
+        until_unix_ms: u64,
     },
 }
 

@@ -1,5 +1,5 @@
-//! The node: starts its parts in order (data dir, identity, store, compute, API), and stops
-//! them in reverse on shutdown.
+//! The node: starts its parts in order (data dir, identity, store, transport, compute, storage,
+//! market, API), and stops them in reverse on shutdown.
 
 use std::{sync::Arc, time::Duration};
 
@@ -7,13 +7,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{
-        self, ApiError, ComputeApi, Listeners, NodeApi, NodeFacts, RunningApi, Services, StorageApi,
+        self, ApiError, ComputeApi, Listeners, MarketApi, NodeApi, NodeFacts, RunningApi, Services,
+        StorageApi,
     },
     compute::{self, Compute},
     config::Config,
     data_dir::{DataDir, DataDirError, STORE_DIR},
     events::{EventBus, EventKind},
     identity::{IdentityError, NodeIdentity},
+    market::{Market, MarketParts, RecordOnly},
     storage::{ObjectStore, StorageError, StorageLimits},
     store::{META, Store, StoreError},
 };
@@ -48,6 +50,9 @@ pub enum NodeError {
     /// The ledger part could not start.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
+    /// The marketplace could not start.
+    #[error("marketplace: {0}")]
+    Market(#[from] crate::market::MarketError),
 }
 
 /// A running node.
@@ -127,6 +132,24 @@ impl Node {
             max_object_size: config.storage.max_object_size,
         };
         let (objects, _) = ObjectStore::open(store.clone(), limits, events.clone())?;
+        let market = if config.market.enabled {
+            Some(
+                Market::start(MarketParts {
+                    identity: &identity,
+                    config: &config,
+                    transport: transport.clone(),
+                    compute: compute.clone(),
+                    objects: objects.clone(),
+                    store: store.clone(),
+                    events: events.clone(),
+                    payments: Arc::new(RecordOnly),
+                    shutdown: shutdown.child_token(),
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
 
         let services = Services {
             node: NodeApi::new(facts.clone(), events.clone()),
@@ -145,6 +168,7 @@ impl Node {
                 Duration::from_secs(config.api.request_timeout_secs),
             ),
             ledger: crate::api::ledger::LedgerApi::new(ledger),
+            market: MarketApi::new(market, events.clone()),
         };
         let api = api::serve(
             listeners,

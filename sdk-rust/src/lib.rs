@@ -9,6 +9,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The marketplace: [`Client::discover`] finds providers, [`Client::propose_agreement`] and
+//! [`Client::agreements`] handle agreements, [`Client::invoke_verified`] runs a function on
+//! providers per verification tier (see [`market`]).
+//!
 //! Functions: [`Client::deploy_module`], [`Client::list_functions`], [`Client::invoke`] and
 //! [`Client::invoke_stream`] call them; [`Client::serve`] (see [`serve`]) provides them from
 //! this process.
@@ -28,6 +32,7 @@ mod connect;
 mod error;
 pub mod layout;
 mod ledger;
+pub mod market;
 pub mod serve;
 pub mod storage;
 mod transport;

@@ -9,6 +9,7 @@ mod auth;
 pub mod compute;
 mod deadline;
 pub mod ledger;
+pub mod market;
 pub mod messaging;
 pub mod node;
 mod paging;
@@ -26,6 +27,7 @@ use std::{
 
 use mehr_proto::v1::{
     compute_service_server::ComputeServiceServer, ledger_service_server::LedgerServiceServer,
+    compute_service_server::ComputeServiceServer, market_service_server::MarketServiceServer,
     messaging_service_server::MessagingServiceServer,
     node_service_server::NodeServiceServer, storage_service_server::StorageServiceServer,
     transport_service_server::TransportServiceServer,
@@ -44,6 +46,7 @@ use tower_http::trace::TraceLayer;
 use self::{auth::BearerAuthLayer, deadline::DeadlineLayer, tls::TlsMaterial};
 pub use self::{
     compute::ComputeApi,
+    market::MarketApi,
     node::{Endpoint, NodeApi, NodeFacts},
     storage::StorageApi,
 };
@@ -186,6 +189,8 @@ pub struct Services {
     pub storage: StorageApi,
     /// `mehr.v1.LedgerService`.
     pub ledger: ledger::LedgerApi,
+    /// `mehr.v1.MarketService`.
+    pub market: MarketApi,
 }
 
 impl Services {
@@ -199,6 +204,7 @@ impl Services {
         routes.add_service(self.compute.clone().into_server());
         routes.add_service(StorageServiceServer::new(self.storage.clone()));
         routes.add_service(LedgerServiceServer::new(self.ledger.clone()));
+        routes.add_service(self.market.clone().into_server());
     }
 
     async fn set_serving(&self, health: &HealthReporter, serving: bool) {
@@ -215,6 +221,7 @@ impl Services {
             <ComputeServiceServer<ComputeApi> as tonic::server::NamedService>::NAME,
             <StorageServiceServer<StorageApi> as tonic::server::NamedService>::NAME,
             <LedgerServiceServer<ledger::LedgerApi> as tonic::server::NamedService>::NAME,
+            <MarketServiceServer<MarketApi> as tonic::server::NamedService>::NAME,
         ] {
             health.set_service_status(name, status).await;
         }

@@ -250,6 +250,28 @@ fn to_proto(event: &Event) -> pb::NodeEvent {
             payer: payer.to_vec().into(),
             payout_umhr: *payout,
         }),
+        EventKind::AgreementChanged(change) => Kind::AgreementChanged(pb::AgreementChanged {
+            request_id: change.request_id.to_vec().into(),
+            agreement_id: change
+                .agreement_id
+                .map(|id| id.0.to_vec())
+                .unwrap_or_default()
+                .into(),
+            counterparty: change.counterparty.0.to_vec().into(),
+            role: super::market::role_to_proto(change.role) as i32,
+            state: super::market::state_to_proto(change.state) as i32,
+            note: change.note.clone(),
+        }),
+        EventKind::OfferChanged { seq } => Kind::OfferChanged(pb::OfferChanged { seq: *seq }),
+        EventKind::PeerExcluded {
+            node_id,
+            reason,
+            until_unix_ms,
+        } => Kind::PeerExcluded(pb::PeerExcluded {
+            node_id: node_id.to_vec().into(),
+            reason: reason.clone(),
+            until_unix_ms: *until_unix_ms,
+        }),
     };
     pb::NodeEvent {
         sequence: event.sequence,

@@ -5,6 +5,7 @@
 use tonic::Status;
 
 use crate::{
+    market::MarketError,
     compute::{
         DeployError, InvokeFailure, ListError, RegistrationError, RemoveError, SessionViolation,
     },
@@ -195,6 +196,45 @@ impl From<LedgerError> for Status {
             LedgerError::Store(e) => e.into(),
             LedgerError::Restore { .. } => Status::data_loss(message),
             LedgerError::Stopped => Status::unavailable(message),
+        }
+    }
+}
+
+impl From<MarketError> for Status {
+    fn from(error: MarketError) -> Status {
+        use mehr_market::agreement::AgreementError;
+        let message = error.to_string();
+        match error {
+            MarketError::Disabled
+            | MarketError::NotActive { .. }
+            | MarketError::Chain(_) => Status::failed_precondition(message),
+            MarketError::InvalidArgument { .. } | MarketError::Tier(_) => {
+                Status::invalid_argument(message)
+            }
+            MarketError::UnknownAgreement
+            | MarketError::UnknownPeer { .. }
+            | MarketError::NoAdvert { .. }
+            | MarketError::NoProviders { .. } => Status::not_found(message),
+            MarketError::Agreement(e) => match e {
+                AgreementError::Cost(_) | AgreementError::InvalidTerms(_) => {
+                    Status::invalid_argument(message)
+                }
+                AgreementError::Timeout { .. } => Status::deadline_exceeded(message),
+                AgreementError::Decode(_) | AgreementError::Record(_) => {
+                    Status::invalid_argument(message)
+                }
+                AgreementError::Persisted(_) => Status::data_loss(message),
+                AgreementError::WrongState { .. }
+                | AgreementError::WrongRole { .. }
+                | AgreementError::WrongNode { .. }
+                | AgreementError::Mismatch { .. } => Status::failed_precondition(message),
+            },
+            MarketError::Advert(_) => Status::internal(message),
+            MarketError::Store(e) => e.into(),
+            MarketError::Transport(e) => e.into(),
+            MarketError::Timeout(_) => Status::deadline_exceeded(message),
+            MarketError::Unverified(_) => Status::aborted(message),
+            MarketError::JobFailed { .. } | MarketError::Stopped => Status::unavailable(message),
         }
     }
 }

@@ -31,10 +31,39 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Run something else than a node.
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+/// What else `mehrd` runs.
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Start a local mesh of N daemons (separate processes and data dirs, connected over
+    /// loopback TCP, with varied prices and capabilities) until Ctrl-C.
+    Devnet {
+        /// How many nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Where their data dirs, configs and logs go (default: <temp>/mehr-devnet).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Node i serves its API on BASE+i and its mesh on BASE+100+i.
+        #[arg(long, default_value_t = 7500)]
+        base_port: u16,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::Devnet {
+        nodes,
+        dir,
+        base_port,
+    }) = args.command
+    {
+        return devnet(nodes, dir, base_port);
+    }
     let flags = FlagOverrides {
         data_dir: args.data_dir,
         api_listen: args.api_listen,
@@ -78,6 +107,28 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("mehrd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mehrd devnet`.
+fn devnet(nodes: usize, dir: Option<PathBuf>, base_port: u16) -> ExitCode {
+    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("mehr-devnet"));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mehrd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(mehrd::devnet::run(nodes, &dir, base_port)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mehrd devnet: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -3,6 +3,7 @@
 
 mod compute;
 mod ledger;
+mod market;
 mod node;
 mod output;
 mod store;
@@ -112,6 +113,30 @@ pub enum Command {
         #[command(subcommand)]
         command: ledger::TicketCommand,
     },
+    /// Show this node's signed advert (what it offers, at which prices), or change it.
+    Offer {
+        /// Change the offer (shows it when absent).
+        #[command(subcommand)]
+        action: Option<market::OfferAction>,
+    },
+    /// Find providers of a capability: nearest rings first, ranked by price, path cost,
+    /// reputation and load.
+    Discover(market::DiscoverArgs),
+    /// List the agreements this node is a side of, show one, or follow changes.
+    Agreements(market::AgreementsArgs),
+    /// Propose, accept or cancel an agreement, or run a function on providers per tier.
+    Agree {
+        /// What to do.
+        #[command(subcommand)]
+        action: market::AgreeAction,
+    },
+    /// Show the reputation of the peers this node dealt with.
+    Reputation {
+        /// Only this node (hex id).
+        node: Option<String>,
+    },
+    /// Show the marketplace's counters: adverts taken and refused, gossip per link.
+    MarketStats,
 }
 
 /// Runs the parsed command line.
@@ -147,5 +172,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trust { command } => ledger::trust(&client, &output, command).await,
         Command::Ledger => ledger::ledger(&client, &output).await,
         Command::Ticket { command } => ledger::ticket(&client, &output, command).await,
+        Command::Offer { action } => market::offer(&client, &output, action).await,
+        Command::Discover(args) => market::discover(&client, &output, args).await,
+        Command::Agreements(args) => market::agreements(&client, &output, args).await,
+        Command::Agree { action } => market::agree(&client, &output, action).await,
+        Command::Reputation { node } => market::reputation(&client, &output, node).await,
+        Command::MarketStats => market::stats(&client, &output).await,
     }
 }

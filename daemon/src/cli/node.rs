@@ -235,6 +235,49 @@ fn describe(event: &pb::NodeEvent) -> (String, serde_json::Value) {
             ),
             json!({ "type": "message_received", "destination": hex::encode(&e.destination), "size_bytes": e.size_bytes }),
         ),
+        Some(Kind::AgreementChanged(e)) => {
+            let id = if e.agreement_id.is_empty() {
+                &e.request_id
+            } else {
+                &e.agreement_id
+            };
+            let role = super::market::role_name(e.role);
+            let state = super::market::state_name(e.state);
+            (
+                format!(
+                    "agreement {} ({role} with {}): {state}{}",
+                    hex::encode(id),
+                    hex::encode(&e.counterparty),
+                    if e.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — {}", e.note)
+                    }
+                ),
+                json!({
+                    "type": "agreement_changed",
+                    "request_id": hex::encode(&e.request_id),
+                    "agreement_id": hex::encode(&e.agreement_id),
+                    "counterparty": hex::encode(&e.counterparty),
+                    "role": role,
+                    "state": state,
+                    "note": e.note,
+                }),
+            )
+        }
+        Some(Kind::OfferChanged(e)) => (
+            format!("offer re-signed: advert seq {}", e.seq),
+            json!({ "type": "offer_changed", "seq": e.seq }),
+        ),
+        Some(Kind::PeerExcluded(e)) => (
+            format!(
+                "provider {} excluded until {}: {}",
+                hex::encode(&e.node_id),
+                output::timestamp(e.until_unix_ms),
+                e.reason
+            ),
+            json!({ "type": "peer_excluded", "node_id": hex::encode(&e.node_id), "reason": e.reason, "until_unix_ms": e.until_unix_ms }),
+        ),
         None => (
             "unknown event (newer daemon?)".to_string(),
             json!({ "type": "unknown" }),

@@ -45,6 +45,9 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_LEDGER_RECORDS,
     CF_LEDGER_REDEEMED,
     CF_LEDGER_TRUST,
+    // The market's agreements and named values: `market::AGREEMENTS`, `market::STATE`.
+    crate::market::CF_AGREEMENTS,
+    crate::market::CF_STATE,
 ];
 
 /// Node-wide facts, keyed by name.

@@ -63,6 +63,10 @@ pub(super) enum Command {
     Paths(oneshot::Sender<Vec<PathView>>),
     Neighbours(oneshot::Sender<Vec<Neighbour>>),
     Stats(oneshot::Sender<TransportStats>),
+    Identity {
+        node_id: IdentityHash,
+        reply: oneshot::Sender<Option<[u8; 64]>>,
+    },
     RequestPath {
         destination: DestinationHash,
         reply: oneshot::Sender<Result<oneshot::Receiver<PathView>, TransportError>>,
@@ -423,7 +427,7 @@ impl Actor {
         interface: Option<u32>,
     ) {
         if destination == self.mehr.destination() {
-            return self.on_control(payload);
+            return self.on_control(payload, interface);
         }
         let bytes = payload.len() as u64;
         if self.messaging.deliver(InboundMessage {
@@ -439,7 +443,7 @@ impl Actor {
         }
     }
 
-    fn on_control(&mut self, payload: Vec<u8>) {
+    fn on_control(&mut self, payload: Vec<u8>, interface: Option<u32>) {
         let Some((&kind, body)) = payload.split_first() else {
             self.mehr.rejected += 1;
             return;
@@ -453,6 +457,7 @@ impl Actor {
                     .try_send(ControlMessage {
                         kind,
                         body: body.to_vec(),
+                        interface,
                     })
                     .is_ok() => {}
             _ => self.mehr.rejected += 1,
@@ -725,6 +730,13 @@ impl Actor {
                     subscriber_drops: self.messaging.subscriber_drops,
                     control_rejected: self.mehr.rejected + self.unsolicited_link_data,
                 });
+            }
+            Command::Identity { node_id, reply } => {
+                let identity = self
+                    .router
+                    .known_destination(&super::mehr_node_destination(&node_id))
+                    .map(|known| known.identity.public_key());
+                let _ = reply.send(identity);
             }
             Command::RequestPath { destination, reply } => {
                 let (tx, rx) = oneshot::channel();

@@ -300,6 +300,9 @@ pub struct ControlMessage {
     pub kind: u8,
     /// The bytes after it.
     pub body: Vec<u8>,
+    /// The interface a single-packet message arrived on (`None` over a link): link-local
+    /// messages such as beacons tell their neighbour by it.
+    pub interface: Option<u32>,
 }
 
 /// Inbound messages for one app destination, until dropped.
@@ -380,6 +383,16 @@ impl TransportHandle {
     /// Mehr nodes one hop away.
     pub async fn neighbours(&self) -> Result<Vec<Neighbour>, TransportError> {
         self.ask(actor::Command::Neighbours).await
+    }
+
+    /// The 64-byte public key (X25519 ‖ Ed25519) of the node `node_id`, if its `mehr.node`
+    /// announce was heard.
+    pub async fn identity_of(
+        &self,
+        node_id: IdentityHash,
+    ) -> Result<Option<[u8; 64]>, TransportError> {
+        self.ask(|reply| actor::Command::Identity { node_id, reply })
+            .await
     }
 
     /// Counters and table sizes.

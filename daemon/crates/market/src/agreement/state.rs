@@ -512,6 +512,31 @@ impl Agreement {
         self.offer.as_ref().map(|o| o.body().cost)
     }
 
+    /// When the request was sent (consumer) or received (provider), caller's ms.
+    pub fn proposed_at_ms(&self) -> u64 {
+        self.proposed_at_ms
+    }
+
+    /// When the offer was received (consumer) or sent (provider), caller's ms.
+    pub fn offered_at_ms(&self) -> Option<u64> {
+        self.offered_at_ms
+    }
+
+    /// When the agreement became active, caller's ms.
+    pub fn activated_at_ms(&self) -> Option<u64> {
+        self.activated_at_ms
+    }
+
+    /// The rejection, if the provider turned the request down.
+    pub fn rejection(&self) -> Option<&SignedRejection> {
+        self.rejection.as_ref()
+    }
+
+    /// The cancellation, if a side cancelled.
+    pub fn cancellation(&self) -> Option<&SignedCancel> {
+        self.cancel.as_ref()
+    }
+
     /// When an active agreement's duration runs out (caller's ms).
     pub fn ends_at_ms(&self) -> Option<u64> {
         self.activated_at_ms

@@ -1,0 +1,648 @@
+//! What the market puts in control messages (the `0x20–0x2F` range of `mehr.node`).
+//!
+//! The records themselves are `mehr-market`'s (adverts, summaries, pulls, agreement records,
+//! heartbeats, compute results), framed by its `MarketMessage` envelope. The daemon adds what
+//! travelling over Reticulum packets needs: a packet names no sender, so gossip (whose
+//! summaries and pulls are unsigned) carries the neighbour's node id in front; remote jobs are
+//! records of their own, signed by the consumer.
+//!
+//! | kind | body |
+//! |---|---|
+//! | `0x20` record | `MarketMessage` of a signed agreement or heartbeat record |
+//! | `0x21` gossip | sender node id `[16]` ‖ `MarketMessage` (advert, summaries, pull, pull answer) |
+//! | `0x22` beacon | `PresenceBeacon` (20 B) |
+//! | `0x23` job | [`SignedJob`] |
+//! | `0x24` job result | [`JobResult`] |
+
+use ed25519_dalek::{Signature, Signer, SigningKey};
+use mehr_market::{NodeId, PeerKey, agreement::AgreementId, message::MarketMessage};
+
+use crate::transport::control_kinds::MARKET_FIRST;
+
+/// Control message kinds of the market.
+pub mod kinds {
+    use super::MARKET_FIRST;
+
+    /// A signed agreement or verification record (request, offer, rejection, acceptance,
+    /// cancel, ping, pong, delivery receipt).
+    pub const RECORD: u8 = MARKET_FIRST;
+    /// Neighbour gossip: sender id, then an advert, summaries, a pull or a pull answer.
+    pub const GOSSIP: u8 = MARKET_FIRST + 1;
+    /// A presence beacon.
+    pub const BEACON: u8 = MARKET_FIRST + 2;
+    /// A job to run under an agreement.
+    pub const JOB: u8 = MARKET_FIRST + 3;
+    /// The answer to a job.
+    pub const JOB_RESULT: u8 = MARKET_FIRST + 4;
+    /// Every kind the market registers.
+    pub const ALL: [u8; 5] = [RECORD, GOSSIP, BEACON, JOB, JOB_RESULT];
+}
+
+/// Signing tag of jobs: `Blake3(tag ‖ body)` is signed, as for `mehr-market`'s records. No
+/// tag of the market or ledger crates is a prefix of it, nor it of them.
+pub(super) const JOB_TAG: &[u8] = b"mehr/market/job/v1";
+/// Longest function id a job may name (the compute part's limit for served names).
+pub(super) const MAX_FUNCTION_LEN: usize = 256;
+/// Largest job input or output (the transport's default message limit).
+pub(super) const MAX_PAYLOAD_LEN: usize = 16 << 20;
+/// Longest error message in a failed job result.
+pub(super) const MAX_ERROR_LEN: usize = 1024;
+
+/// Why a market control message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The body ended early.
+    #[error("{what}: {field} needs {needed} more bytes, {left} left")]
+    Truncated {
+        /// The message.
+        what: &'static str,
+        /// The field being read.
+        field: &'static str,
+        /// Bytes the field needs.
+        needed: usize,
+        /// Bytes left.
+        left: usize,
+    },
+    /// Bytes were left after the last field.
+    #[error("{what}: {extra} bytes after the last field")]
+    Trailing {
+        /// The message.
+        what: &'static str,
+        /// How many.
+        extra: usize,
+    },
+    /// A field broke a rule.
+    #[error("{what}: {field} {reason}")]
+    Invalid {
+        /// The message.
+        what: &'static str,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The embedded market record did not parse.
+    #[error("{what}: {source}")]
+    Record {
+        /// The message.
+        what: &'static str,
+        /// The crate's error.
+        source: mehr_market::DecodeError,
+    },
+    /// The message type is not allowed here.
+    #[error("{what}: a {found} does not travel in this kind of message")]
+    Misplaced {
+        /// The message.
+        what: &'static str,
+        /// The record type found.
+        found: &'static str,
+    },
+    /// The signature does not verify with the signer's key.
+    #[error("{what}: signature of {signer} does not verify")]
+    BadSignature {
+        /// The message.
+        what: &'static str,
+        /// The signer named.
+        signer: NodeId,
+    },
+}
+
+/// A bounds-checked reader over a message body.
+struct Reader<'a> {
+    what: &'static str,
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(what: &'static str, bytes: &'a [u8]) -> Self {
+        Reader { what, bytes }
+    }
+
+    fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], WireError> {
+        if self.bytes.len() < n {
+            return Err(WireError::Truncated {
+                what: self.what,
+                field,
+                needed: n,
+                left: self.bytes.len(),
+            });
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(field, N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, WireError> {
+        Ok(u16::from_le_bytes(self.array(field)?))
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.array(field)?))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.array(field)?))
+    }
+
+    fn bytes16(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], WireError> {
+        let len = usize::from(self.u16(field)?);
+        self.check_len(field, len, max)?;
+        self.take(field, len)
+    }
+
+    fn bytes32(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], WireError> {
+        let len = usize::try_from(self.u32(field)?).unwrap_or(usize::MAX);
+        self.check_len(field, len, max)?;
+        self.take(field, len)
+    }
+
+    fn check_len(&self, field: &'static str, len: usize, max: usize) -> Result<(), WireError> {
+        if len > max {
+            return Err(WireError::Invalid {
+                what: self.what,
+                field,
+                reason: format!("is {len} bytes, at most {max} allowed"),
+            });
+        }
+        Ok(())
+    }
+
+    fn text(&mut self, field: &'static str, max: usize) -> Result<String, WireError> {
+        let bytes = self.bytes16(field, max)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Invalid {
+            what: self.what,
+            field,
+            reason: "is not UTF-8".into(),
+        })
+    }
+
+    fn rest(self) -> &'a [u8] {
+        self.bytes
+    }
+
+    fn finish(self) -> Result<(), WireError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Trailing {
+                what: self.what,
+                extra: self.bytes.len(),
+            })
+        }
+    }
+}
+
+fn put_bytes16(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The name of a market message's record type, for errors and counters.
+pub(super) fn message_name(message: &MarketMessage) -> &'static str {
+    match message {
+        MarketMessage::Advert(_) => "advert",
+        MarketMessage::Summaries(_) => "summary batch",
+        MarketMessage::Pull(_) => "pull request",
+        MarketMessage::PullAnswer(_) => "pull answer",
+        MarketMessage::Request(_) => "request",
+        MarketMessage::Offer(_) => "offer",
+        MarketMessage::Rejection(_) => "rejection",
+        MarketMessage::Acceptance(_) => "acceptance",
+        MarketMessage::Cancel(_) => "cancel",
+        MarketMessage::Ping(_) => "ping",
+        MarketMessage::Pong(_) => "pong",
+        MarketMessage::Receipt(_) => "delivery receipt",
+        MarketMessage::ComputeResult(_) => "compute result",
+    }
+}
+
+/// Parses the body of a `record` control message: a signed agreement or heartbeat record.
+pub(super) fn decode_record(body: &[u8]) -> Result<MarketMessage, WireError> {
+    const WHAT: &str = "market record";
+    let message =
+        MarketMessage::decode(body).map_err(|source| WireError::Record { what: WHAT, source })?;
+    match message {
+        MarketMessage::Request(_)
+        | MarketMessage::Offer(_)
+        | MarketMessage::Rejection(_)
+        | MarketMessage::Acceptance(_)
+        | MarketMessage::Cancel(_)
+        | MarketMessage::Ping(_)
+        | MarketMessage::Pong(_)
+        | MarketMessage::Receipt(_) => Ok(message),
+        other => Err(WireError::Misplaced {
+            what: WHAT,
+            found: message_name(&other),
+        }),
+    }
+}
+
+/// A gossip message from a neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipFrame {
+    /// The neighbour that sent it (a claim: only a hint where the record is unsigned; the
+    /// receiver accepts it only from a current neighbour).
+    pub from: NodeId,
+    /// An advert, summaries, a pull request or a pull answer.
+    pub message: MarketMessage,
+}
+
+impl GossipFrame {
+    /// `from ‖ message` (the message's own encoding, type byte first).
+    pub fn encode(from: NodeId, message_bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + message_bytes.len());
+        out.extend_from_slice(&from.0);
+        out.extend_from_slice(message_bytes);
+        out
+    }
+
+    /// Parses a gossip body.
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        const WHAT: &str = "gossip";
+        let mut r = Reader::new(WHAT, body);
+        let from = NodeId(r.array("from")?);
+        let message = MarketMessage::decode(r.rest())
+            .map_err(|source| WireError::Record { what: WHAT, source })?;
+        match message {
+            MarketMessage::Advert(_)
+            | MarketMessage::Summaries(_)
+            | MarketMessage::Pull(_)
+            | MarketMessage::PullAnswer(_) => Ok(GossipFrame { from, message }),
+            other => Err(WireError::Misplaced {
+                what: WHAT,
+                found: message_name(&other),
+            }),
+        }
+    }
+}
+
+/// What a consumer asks a provider to run under an agreement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The agreement it runs (and is paid) under.
+    pub agreement_id: AgreementId,
+    /// The consumer, who signs.
+    pub consumer: NodeId,
+    /// Random, so that two runs of the same input are two jobs.
+    pub nonce: u64,
+    /// How long the provider may take, milliseconds.
+    pub deadline_ms: u32,
+    /// The function id (its Blake3 is the agreement's function).
+    pub function: String,
+    /// The input.
+    pub input: Vec<u8>,
+}
+
+/// A [`Job`] signed by its consumer: `body ‖ sig[64]` over `Blake3(JOB_TAG ‖ body)`.
+///
+/// ```text
+/// agreement_id [32] ‖ consumer [16] ‖ nonce u64 ‖ deadline_ms u32 ‖ function str16 (1–256)
+/// ‖ input u32 length + bytes (≤ 16 MiB) ‖ sig [64]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedJob {
+    job: Job,
+    bytes: Vec<u8>,
+    signature: Signature,
+}
+
+fn job_digest(body: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(JOB_TAG);
+    hasher.update(body);
+    *hasher.finalize().as_bytes()
+}
+
+impl SignedJob {
+    /// Signs `job` with the consumer's key.
+    pub fn sign(job: Job, key: &SigningKey) -> Self {
+        let mut body = Vec::with_capacity(32 + 16 + 8 + 4 + 2 + job.function.len() + 4 + 64);
+        body.extend_from_slice(&job.agreement_id.0);
+        body.extend_from_slice(&job.consumer.0);
+        body.extend_from_slice(&job.nonce.to_le_bytes());
+        body.extend_from_slice(&job.deadline_ms.to_le_bytes());
+        put_bytes16(&mut body, job.function.as_bytes());
+        put_bytes32(&mut body, &job.input);
+        let signature = key.sign(&job_digest(&body));
+        body.extend_from_slice(&signature.to_bytes());
+        SignedJob {
+            job,
+            bytes: body,
+            signature,
+        }
+    }
+
+    /// Parses (does not verify) a job.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        const WHAT: &str = "job";
+        let mut r = Reader::new(WHAT, bytes);
+        let agreement_id = AgreementId(r.array("agreement_id")?);
+        let consumer = NodeId(r.array("consumer")?);
+        let nonce = r.u64("nonce")?;
+        let deadline_ms = r.u32("deadline_ms")?;
+        let function = r.text("function", MAX_FUNCTION_LEN)?;
+        if function.is_empty() {
+            return Err(WireError::Invalid {
+                what: WHAT,
+                field: "function",
+                reason: "is empty".into(),
+            });
+        }
+        let input = r.bytes32("input", MAX_PAYLOAD_LEN)?.to_vec();
+        let signature = Signature::from_bytes(&r.array("signature")?);
+        r.finish()?;
+        Ok(SignedJob {
+            job: Job {
+                agreement_id,
+                consumer,
+                nonce,
+                deadline_ms,
+                function,
+                input,
+            },
+            bytes: bytes.to_vec(),
+            signature,
+        })
+    }
+
+    /// Checks that `key` is the consumer's and that the signature verifies.
+    pub fn verify(&self, key: &PeerKey) -> Result<(), WireError> {
+        let signer = self.job.consumer;
+        let body = self
+            .bytes
+            .get(..self.bytes.len().saturating_sub(64))
+            .unwrap_or_default();
+        if key.node_id() != signer
+            || key
+                .verifying_key()
+                .verify_strict(&job_digest(body), &self.signature)
+                .is_err()
+        {
+            return Err(WireError::BadSignature {
+                what: "job",
+                signer,
+            });
+        }
+        Ok(())
+    }
+
+    /// The job.
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+
+    /// The encoding.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// `Blake3` of the encoding: the `job_hash` of the compute result.
+    pub fn hash(&self) -> [u8; 32] {
+        *blake3::hash(&self.bytes).as_bytes()
+    }
+}
+
+/// A provider's answer to a job.
+///
+/// ```text
+/// job_hash [32] ‖ status u8
+///   0 done:   compute result (u16 length + SignedComputeResult) ‖ output (u32 length + bytes)
+///   1 failed: reason str16 (≤ 1024 B)
+/// ```
+/// A failure is unsigned: it only tells the consumer not to wait; it is never evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobResult {
+    /// The job ran; the provider signed the hash of its output.
+    Done {
+        /// The job answered.
+        job_hash: [u8; 32],
+        /// The provider's signed result (`output_hash` = Blake3 of `output`).
+        result: mehr_market::verification::SignedComputeResult,
+        /// The output.
+        output: Vec<u8>,
+    },
+    /// The job did not run.
+    Failed {
+        /// The job answered.
+        job_hash: [u8; 32],
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+impl JobResult {
+    /// The job answered.
+    pub fn job_hash(&self) -> [u8; 32] {
+        match self {
+            JobResult::Done { job_hash, .. } | JobResult::Failed { job_hash, .. } => *job_hash,
+        }
+    }
+
+    /// The encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.job_hash().to_vec();
+        match self {
+            JobResult::Done { result, output, .. } => {
+                out.push(0);
+                put_bytes16(&mut out, result.as_bytes());
+                put_bytes32(&mut out, output);
+            }
+            JobResult::Failed { reason, .. } => {
+                out.push(1);
+                let mut end = reason.len().min(MAX_ERROR_LEN);
+                while !reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                put_bytes16(&mut out, &reason.as_bytes()[..end]);
+            }
+        }
+        out
+    }
+
+    /// Parses a job result (the compute result is parsed, not verified).
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        const WHAT: &str = "job result";
+        let mut r = Reader::new(WHAT, bytes);
+        let job_hash = r.array("job_hash")?;
+        let result = match r.u8("status")? {
+            0 => {
+                let record = r.bytes16(
+                    "compute result",
+                    mehr_market::verification::tiers::MAX_COMPUTE_RESULT_LEN,
+                )?;
+                let result = mehr_market::verification::SignedComputeResult::decode(record)
+                    .map_err(|source| WireError::Record { what: WHAT, source })?;
+                let output = r.bytes32("output", MAX_PAYLOAD_LEN)?.to_vec();
+                JobResult::Done {
+                    job_hash,
+                    result,
+                    output,
+                }
+            }
+            1 => JobResult::Failed {
+                job_hash,
+                reason: r.text("reason", MAX_ERROR_LEN)?,
+            },
+            code => {
+                return Err(WireError::Invalid {
+                    what: WHAT,
+                    field: "status",
+                    reason: format!("{code} is not 0 (done) or 1 (failed)"),
+                });
+            }
+        };
+        r.finish()?;
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mehr_market::{
+        NodeKey,
+        verification::{ComputeResult, ProofSystem, SignedComputeResult, output_hash},
+    };
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn key(seed: u8) -> (SigningKey, NodeKey) {
+        let signing = SigningKey::from_bytes(&[seed; 32]);
+        let node = NodeKey::new(signing.clone(), [seed ^ 0xff; 32]);
+        (signing, node)
+    }
+
+    fn job(consumer: NodeId) -> Job {
+        Job {
+            agreement_id: AgreementId([7; 32]),
+            consumer,
+            nonce: 99,
+            deadline_ms: 5_000,
+            function: "embed".into(),
+            input: b"hello".to_vec(),
+        }
+    }
+
+    #[test]
+    fn jobs_round_trip_and_verify_only_with_the_consumer_key() {
+        let (signing, node) = key(1);
+        let signed = SignedJob::sign(job(node.node_id()), &signing);
+        let decoded = SignedJob::decode(signed.as_bytes()).unwrap();
+        assert_eq!(decoded, signed);
+        decoded.verify(&node.peer_key()).unwrap();
+        let (_, other) = key(2);
+        assert!(decoded.verify(&other.peer_key()).is_err());
+        let mut tampered = signed.as_bytes().to_vec();
+        let at = tampered.len() - 70;
+        tampered[at] ^= 1;
+        let tampered = SignedJob::decode(&tampered).unwrap();
+        assert!(matches!(
+            tampered.verify(&node.peer_key()),
+            Err(WireError::BadSignature { .. })
+        ));
+        let mut long = signed.as_bytes().to_vec();
+        long.push(0);
+        assert!(matches!(
+            SignedJob::decode(&long),
+            Err(WireError::Trailing { .. })
+        ));
+    }
+
+    #[test]
+    fn job_results_round_trip() {
+        let (_, provider) = key(3);
+        let output = b"HELLO".to_vec();
+        let result = SignedComputeResult::sign(
+            ComputeResult {
+                agreement_id: AgreementId([7; 32]),
+                job_hash: [1; 32],
+                output_hash: output_hash(&output),
+                proof_system: ProofSystem::None,
+                proof: Vec::new(),
+                signer: provider.node_id(),
+            },
+            &provider,
+        )
+        .unwrap();
+        let done = JobResult::Done {
+            job_hash: [1; 32],
+            result,
+            output,
+        };
+        assert_eq!(JobResult::decode(&done.encode()).unwrap(), done);
+        let failed = JobResult::Failed {
+            job_hash: [2; 32],
+            reason: "é".repeat(600),
+        };
+        match JobResult::decode(&failed.encode()).unwrap() {
+            JobResult::Failed { reason, .. } => assert!(reason.len() <= MAX_ERROR_LEN),
+            other => panic!("{other:?}"),
+        }
+        let mut bad = failed.encode();
+        bad[32] = 7;
+        assert!(JobResult::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn gossip_and_records_refuse_misplaced_messages() {
+        let (_, node) = key(4);
+        let ping = mehr_market::verification::SignedPing::sign(
+            mehr_market::verification::Ping {
+                agreement_id: AgreementId([1; 32]),
+                nonce: 1,
+                signer: node.node_id(),
+            },
+            &node,
+        )
+        .unwrap();
+        let bytes = MarketMessage::Ping(ping).encode();
+        assert!(decode_record(&bytes).is_ok());
+        assert!(matches!(
+            GossipFrame::decode(&GossipFrame::encode(node.node_id(), &bytes)),
+            Err(WireError::Misplaced { .. })
+        ));
+        let summaries = MarketMessage::Summaries(Vec::new()).encode();
+        let frame = GossipFrame::decode(&GossipFrame::encode(node.node_id(), &summaries)).unwrap();
+        assert_eq!(frame.from, node.node_id());
+        assert!(matches!(
+            decode_record(&summaries),
+            Err(WireError::Misplaced { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = SignedJob::decode(&bytes);
+            let _ = JobResult::decode(&bytes);
+            let _ = GossipFrame::decode(&bytes);
+            let _ = decode_record(&bytes);
+        }
+
+        #[test]
+        fn random_job_prefixes_never_panic(cut in 0usize..200, flip in any::<u8>()) {
+            let (signing, node) = key(5);
+            let mut bytes = SignedJob::sign(job(node.node_id()), &signing).as_bytes().to_vec();
+            bytes.truncate(cut.min(bytes.len()));
+            if let Some(first) = bytes.get_mut(cut / 2) {
+                *first ^= flip;
+            }
+            let _ = SignedJob::decode(&bytes);
+        }
+    }
+}
