@@ -174,6 +174,12 @@ macro_rules! client_methods {
                 $run(py, async move { Ok::<_, Failure>(client.info().await?) })
             }
 
+            /// The Mehr nodes one hop away.
+            fn neighbours<'py>(&self, py: Python<'py>) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                $run(py, async move { Ok::<_, Failure>(client.neighbours().await?) })
+            }
+
             /// Every function the node offers (WASM and served), ordered by id.
             fn functions<'py>(&self, py: Python<'py>) -> PyResult<$ret> {
                 let client = self.inner.get($what)?.clone();

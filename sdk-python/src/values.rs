@@ -528,6 +528,41 @@ impl ToPython for String {
     }
 }
 
+/// A Mehr node one hop away.
+#[pyclass(frozen, get_all, module = "mehr")]
+pub(crate) struct Neighbour {
+    /// Its node id, in hex.
+    node_id: String,
+    /// Its `mehr.node` destination hash, in hex.
+    destination: String,
+    /// The interface it is reached on.
+    interface_id: u32,
+    /// Seconds since its last announce.
+    last_heard_seconds: u64,
+}
+
+#[pymethods]
+impl Neighbour {
+    fn __repr__(&self) -> String {
+        format!(
+            "Neighbour(node_id='{}', interface_id={}, last_heard_seconds={})",
+            self.node_id, self.interface_id, self.last_heard_seconds
+        )
+    }
+}
+
+impl ToPython for pb::Neighbour {
+    fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let neighbour = Neighbour {
+            node_id: hex::encode(&self.node_id),
+            destination: hex::encode(&self.destination),
+            interface_id: self.interface_id,
+            last_heard_seconds: self.last_heard_seconds,
+        };
+        Ok(Py::new(py, neighbour)?.into_any())
+    }
+}
+
 /// Registers the result classes on the module.
 pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<NodeInfo>()?;
@@ -541,5 +576,6 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<ObjectPage>()?;
     module.add_class::<SendResult>()?;
     module.add_class::<Message>()?;
+    module.add_class::<Neighbour>()?;
     Ok(())
 }

@@ -43,6 +43,7 @@ from mehr._native import (  # noqa: E402
     InvokeResult,
     Message,
     Metering,
+    Neighbour,
     NodeInfo,
     ObjectInfo,
     ObjectPage,
@@ -104,6 +105,7 @@ __all__ = [
     "SendResult",
     "Message",
     "Subscription",
+    "Neighbour",
     # errors
     "StatusCode",
     "MehrError",
