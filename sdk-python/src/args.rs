@@ -69,7 +69,10 @@ pub(crate) fn id_bytes(
         hex::decode(text.trim()).map_err(|e| {
             invalid_argument(
                 py,
-                format!("{what} `{text}` is not hex: {e} (expected {length} bytes as {} hex digits)", length * 2),
+                format!(
+                    "{what} `{text}` is not hex: {e} (expected {length} bytes as {} hex digits)",
+                    length * 2
+                ),
             )
         })?
     } else if let Ok(data) = value.cast::<PyBytes>() {
@@ -93,7 +96,11 @@ pub(crate) fn id_bytes(
 }
 
 /// A duration in seconds (`float`), checked to be positive and finite.
-pub(crate) fn seconds(py: Python<'_>, value: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
+pub(crate) fn seconds(
+    py: Python<'_>,
+    value: Option<f64>,
+    what: &str,
+) -> PyResult<Option<Duration>> {
     match value {
         None => Ok(None),
         Some(seconds) if seconds.is_finite() && seconds > 0.0 => {

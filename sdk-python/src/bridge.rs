@@ -24,7 +24,10 @@ impl ToPython for () {
 
 impl ToPython for bool {
     fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(pyo3::types::PyBool::new(py, self).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, self)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 }
 
@@ -150,10 +153,10 @@ pub(crate) fn settle_from_thread<T: ToPython>(
         )
     });
     // A closed loop can take no result; nobody is left to await it.
-    if let Err(error) = scheduled {
-        if !is_closed_loop_error(py, event_loop) {
-            error.write_unraisable(py, Some(&event_loop.bind(py).clone()));
-        }
+    if let Err(error) = scheduled
+        && !is_closed_loop_error(py, event_loop)
+    {
+        error.write_unraisable(py, Some(&event_loop.bind(py).clone()));
     }
 }
 

@@ -107,9 +107,7 @@ mod calls {
                 source,
             })?
             .len();
-        Ok(client
-            .put(file, options.with_expected_size(size))
-            .await?)
+        Ok(client.put(file, options.with_expected_size(size)).await?)
     }
 
     pub(super) async fn get_to_file(
@@ -148,9 +146,8 @@ mod calls {
 /// takes.
 fn serving_helper<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-    let module = MODULE.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import("mehr.serving")?.unbind())
-    })?;
+    let module =
+        MODULE.get_or_try_init(py, || Ok::<_, PyErr>(py.import("mehr.serving")?.unbind()))?;
     module.bind(py).getattr(name)
 }
 
@@ -412,12 +409,22 @@ client_methods!(Client, "Client", bridge::wait, Py<PyAny>, {
         tls_domain: Option<String>,
         connect_timeout: Option<f64>,
     ) -> PyResult<Client> {
-        let options = connect_options(py, endpoint, data_dir, token, ca_cert, tls_domain, connect_timeout)?;
+        let options = connect_options(
+            py,
+            endpoint,
+            data_dir,
+            token,
+            ca_cert,
+            tls_domain,
+            connect_timeout,
+        )?;
         let outcome = bridge::wait_raw(py, async move {
             Ok::<_, Failure>(mehr_sdk::Client::connect_with(options).await?)
         })?;
         let client = outcome.map_err(|failure| failure.into_pyerr(py))?;
-        Ok(Client { inner: ProcessBound::new(client) })
+        Ok(Client {
+            inner: ProcessBound::new(client),
+        })
     }
 
     /// Serves functions from this process (see `mehr.Service`); returns the running
@@ -452,58 +459,80 @@ client_methods!(Client, "Client", bridge::wait, Py<PyAny>, {
     }
 });
 
-client_methods!(AsyncClient, "AsyncClient", bridge::spawn, Bound<'py, PyAny>, {
-    /// Connects to a daemon (see `Client.connect`); an awaitable of the `AsyncClient`.
-    #[staticmethod]
-    #[pyo3(signature = (endpoint = None, *, data_dir = None, token = None, ca_cert = None, tls_domain = None, connect_timeout = None))]
-    #[allow(clippy::too_many_arguments)]
-    fn connect<'py>(
-        py: Python<'py>,
-        endpoint: Option<String>,
-        data_dir: Option<PathBuf>,
-        token: Option<String>,
-        ca_cert: Option<PathBuf>,
-        tls_domain: Option<String>,
-        connect_timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let options = connect_options(py, endpoint, data_dir, token, ca_cert, tls_domain, connect_timeout)?;
-        bridge::spawn(py, async move {
-            let client = mehr_sdk::Client::connect_with(options).await?;
-            let built = Python::attach(|py| Py::new(py, AsyncClient { inner: ProcessBound::new(client) }))
+client_methods!(
+    AsyncClient,
+    "AsyncClient",
+    bridge::spawn,
+    Bound<'py, PyAny>,
+    {
+        /// Connects to a daemon (see `Client.connect`); an awaitable of the `AsyncClient`.
+        #[staticmethod]
+        #[pyo3(signature = (endpoint = None, *, data_dir = None, token = None, ca_cert = None, tls_domain = None, connect_timeout = None))]
+        #[allow(clippy::too_many_arguments)]
+        fn connect<'py>(
+            py: Python<'py>,
+            endpoint: Option<String>,
+            data_dir: Option<PathBuf>,
+            token: Option<String>,
+            ca_cert: Option<PathBuf>,
+            tls_domain: Option<String>,
+            connect_timeout: Option<f64>,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let options = connect_options(
+                py,
+                endpoint,
+                data_dir,
+                token,
+                ca_cert,
+                tls_domain,
+                connect_timeout,
+            )?;
+            bridge::spawn(py, async move {
+                let client = mehr_sdk::Client::connect_with(options).await?;
+                let built = Python::attach(|py| {
+                    Py::new(
+                        py,
+                        AsyncClient {
+                            inner: ProcessBound::new(client),
+                        },
+                    )
+                })
                 .map_err(|e| Failure::status(Code::Internal, e.to_string()))?;
-            Ok::<_, Failure>(Built(built.into_any()))
-        })
-    }
+                Ok::<_, Failure>(Built(built.into_any()))
+            })
+        }
 
-    /// Serves functions from this process on the running event loop; an awaitable of the
-    /// running `Serving` (see `Client.serve`).
-    #[pyo3(signature = (*items, reconnect = true))]
-    fn serve<'py>(
-        slf: &Bound<'py, Self>,
-        items: &Bound<'py, PyTuple>,
-        reconnect: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let service = serving_helper(py, "Service")?.call1(items)?;
-        service.call_method1("serve_async", (slf, reconnect))
-    }
+        /// Serves functions from this process on the running event loop; an awaitable of the
+        /// running `Serving` (see `Client.serve`).
+        #[pyo3(signature = (*items, reconnect = true))]
+        fn serve<'py>(
+            slf: &Bound<'py, Self>,
+            items: &Bound<'py, PyTuple>,
+            reconnect: bool,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let py = slf.py();
+            let service = serving_helper(py, "Service")?.call1(items)?;
+            service.call_method1("serve_async", (slf, reconnect))
+        }
 
-    /// Starts serving (used by `mehr.Service.serve_async`): an awaitable of the `Serving`.
-    #[pyo3(signature = (functions, dispatcher, event_loop, reconnect, on_finish))]
-    fn _serve<'py>(
-        &self,
-        py: Python<'py>,
-        functions: Vec<FunctionArg>,
-        dispatcher: Py<PyAny>,
-        event_loop: Option<Py<PyAny>>,
-        reconnect: bool,
-        on_finish: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.get("AsyncClient")?.clone();
-        let request = ServeRequest::new(functions, dispatcher, event_loop, reconnect, on_finish);
-        bridge::spawn(py, request.start(client))
+        /// Starts serving (used by `mehr.Service.serve_async`): an awaitable of the `Serving`.
+        #[pyo3(signature = (functions, dispatcher, event_loop, reconnect, on_finish))]
+        fn _serve<'py>(
+            &self,
+            py: Python<'py>,
+            functions: Vec<FunctionArg>,
+            dispatcher: Py<PyAny>,
+            event_loop: Option<Py<PyAny>>,
+            reconnect: bool,
+            on_finish: Option<Py<PyAny>>,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let client = self.inner.get("AsyncClient")?.clone();
+            let request =
+                ServeRequest::new(functions, dispatcher, event_loop, reconnect, on_finish);
+            bridge::spawn(py, request.start(client))
+        }
     }
-});
+);
 
 /// Registers the client classes on the module.
 pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {

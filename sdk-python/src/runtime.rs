@@ -132,10 +132,10 @@ impl<T> ProcessBound<T> {
 
 impl<T> Drop for ProcessBound<T> {
     fn drop(&mut self) {
-        if self.pid != std::process::id() {
-            if let Some(value) = self.value.take() {
-                std::mem::forget(value);
-            }
+        if self.pid != std::process::id()
+            && let Some(value) = self.value.take()
+        {
+            std::mem::forget(value);
         }
     }
 }

@@ -15,7 +15,10 @@ use std::{
 
 use mehr_sdk::{
     Client,
-    serve::{Call as SdkCall, FunctionSpec, Handler, HandlerError, HandlerFuture, OutputSink, ServeHandle},
+    serve::{
+        Call as SdkCall, FunctionSpec, Handler, HandlerError, HandlerFuture, OutputSink,
+        ServeHandle,
+    },
 };
 use prost::bytes::Bytes;
 use pyo3::{intern, prelude::*, pybacked::PyBackedBytes, types::PyBytes};
@@ -130,11 +133,10 @@ fn decode_answer(ok: bool, value: &Bound<'_, PyAny>) -> Result<Bytes, HandlerErr
             .map(Bytes::from_owner)
             .map_err(|e| HandlerError::new(format!("the handler's output is not bytes: {e}")))
     } else {
-        Err(HandlerError::new(
-            value
-                .str()
-                .map_or_else(|_| "the handler failed".to_string(), |text| text.to_string()),
-        ))
+        Err(HandlerError::new(value.str().map_or_else(
+            |_| "the handler failed".to_string(),
+            |text| text.to_string(),
+        )))
     }
 }
 
@@ -150,7 +152,7 @@ fn answer(py: Python<'_>, result: PyResult<Py<PyAny>>) -> Result<Bytes, HandlerE
 }
 
 /// Completes an async handler's call; the Python side calls it with `(ok, value)`.
-#[pyclass(frozen, module = "mehr")]
+#[pyclass(frozen, name = "_Completion", module = "mehr")]
 pub(crate) struct Completion {
     sender: StdMutex<Option<oneshot::Sender<Result<Bytes, HandlerError>>>>,
 }
@@ -176,14 +178,23 @@ struct PyHandler {
 impl Handler for PyHandler {
     fn call(&self, call: SdkCall, output: OutputSink) -> HandlerFuture {
         let dispatcher = self.dispatcher.clone();
-        match (&self.event_loop, self.asynchronous.contains(&call.function_id)) {
-            (Some(event_loop), true) => Box::pin(run_async(dispatcher, event_loop.clone(), call, output)),
+        match (
+            &self.event_loop,
+            self.asynchronous.contains(&call.function_id),
+        ) {
+            (Some(event_loop), true) => {
+                Box::pin(run_async(dispatcher, event_loop.clone(), call, output))
+            }
             _ => Box::pin(run_sync(dispatcher, call, output)),
         }
     }
 }
 
-async fn run_sync(dispatcher: Arc<Py<PyAny>>, call: SdkCall, output: OutputSink) -> Result<Bytes, HandlerError> {
+async fn run_sync(
+    dispatcher: Arc<Py<PyAny>>,
+    call: SdkCall,
+    output: OutputSink,
+) -> Result<Bytes, HandlerError> {
     let task = tokio::task::spawn_blocking(move || {
         Python::attach(|py| {
             let input = PyBytes::new(py, &call.input);
@@ -194,8 +205,11 @@ async fn run_sync(dispatcher: Arc<Py<PyAny>>, call: SdkCall, output: OutputSink)
             answer(py, result)
         })
     });
-    task.await
-        .unwrap_or_else(|join| Err(HandlerError::new(format!("the handler thread failed: {join}"))))
+    task.await.unwrap_or_else(|join| {
+        Err(HandlerError::new(format!(
+            "the handler thread failed: {join}"
+        )))
+    })
 }
 
 /// Cancels the asyncio task of a call whose future is dropped before it completed (the
@@ -215,9 +229,15 @@ impl Drop for CancelOnDrop {
         let (dispatcher, event_loop) = (self.dispatcher.clone(), self.event_loop.clone());
         let cancel = move || {
             Python::attach(|py| {
-                let scheduled = dispatcher.getattr(py, intern!(py, "cancel_async")).and_then(|cancel| {
-                    event_loop.call_method1(py, intern!(py, "call_soon_threadsafe"), (cancel, context.clone_ref(py)))
-                });
+                let scheduled = dispatcher
+                    .getattr(py, intern!(py, "cancel_async"))
+                    .and_then(|cancel| {
+                        event_loop.call_method1(
+                            py,
+                            intern!(py, "call_soon_threadsafe"),
+                            (cancel, context.clone_ref(py)),
+                        )
+                    });
                 // A closed loop has no task left to cancel.
                 drop(scheduled);
             })
@@ -247,7 +267,9 @@ async fn run_async(
             let input = PyBytes::new(py, &call.input);
             let function_id = call.function_id.clone();
             let context = Py::new(py, CallContext { call, sink: output })?;
-            let completion = Completion { sender: StdMutex::new(Some(sender)) };
+            let completion = Completion {
+                sender: StdMutex::new(Some(sender)),
+            };
             let start = dispatcher.getattr(py, intern!(py, "start_async"))?;
             event_loop.call_method1(
                 py,
@@ -264,10 +286,16 @@ async fn run_async(
                 "the event loop of the async handlers cannot run the call: {error}"
             )));
         }
-        Err(join) => return Err(HandlerError::new(format!("scheduling the call failed: {join}"))),
+        Err(join) => {
+            return Err(HandlerError::new(format!(
+                "scheduling the call failed: {join}"
+            )));
+        }
     }
     let outcome = receiver.await.unwrap_or_else(|_| {
-        Err(HandlerError::new("the event loop of the async handlers stopped before the call ended"))
+        Err(HandlerError::new(
+            "the event loop of the async handlers stopped before the call ended",
+        ))
     });
     guard.armed = false;
     outcome
@@ -288,16 +316,29 @@ struct ServingState {
     progress: Arc<Progress>,
 }
 
+impl Drop for ServingState {
+    fn drop(&mut self) {
+        // As in the Rust SDK: serving lives as long as its handle.
+        self.stop.cancel();
+    }
+}
+
 impl ServingState {
     /// Completes with `true` when serving has ended (or the error that ended it), `false`
     /// when `timeout` passed first.
-    fn ended(&self, timeout: Option<Duration>) -> impl Future<Output = Result<bool, Failure>> + Send + 'static {
+    fn ended(
+        &self,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<bool, Failure>> + Send + 'static {
         let mut outcome = self.outcome.clone();
         async move {
             let settled = async move {
                 match outcome.wait_for(Option::is_some).await {
                     Ok(settled) => settled.clone().unwrap_or(Ok(())),
-                    Err(_) => Err((Code::Internal, "the serving task ended without a result".to_string())),
+                    Err(_) => Err((
+                        Code::Internal,
+                        "the serving task ended without a result".to_string(),
+                    )),
                 }
             };
             let settled = match timeout {
@@ -316,7 +357,8 @@ impl ServingState {
 
 /// Functions being served from this process. Stop with `stop()` (or leave a `with` block):
 /// the functions are unregistered at once, calls running finish, then the connection closes.
-/// Ctrl-C during `wait()` does the same and then raises `KeyboardInterrupt`.
+/// Ctrl-C during `wait()` does the same and then raises `KeyboardInterrupt`. Serving also
+/// stops when this object is garbage-collected: keep a reference while serving.
 #[pyclass(frozen, module = "mehr")]
 pub(crate) struct Serving {
     state: ProcessBound<ServingState>,
@@ -341,7 +383,12 @@ impl Serving {
     /// How many times serving registered again after the daemon went away.
     #[getter]
     fn reconnects(&self) -> PyResult<u64> {
-        Ok(self.state.get(SERVING)?.progress.reconnects.load(Ordering::SeqCst))
+        Ok(self
+            .state
+            .get(SERVING)?
+            .progress
+            .reconnects
+            .load(Ordering::SeqCst))
     }
 
     /// True while the functions are registered with the daemon.
@@ -570,7 +617,10 @@ impl Supervisor {
                     format!("{reason}; serving stopped (reconnect=False)"),
                 ));
             }
-            log("warning", format!("{reason}; registering {:?} again", handle.functions()));
+            log(
+                "warning",
+                format!("{reason}; registering {:?} again", handle.functions()),
+            );
             let Some(next) = self.register_again(&stop).await? else {
                 return Ok(());
             };
@@ -582,7 +632,10 @@ impl Supervisor {
     }
 
     /// Registers again, waiting longer after each failure; `None` when stopped meanwhile.
-    async fn register_again(&self, stop: &CancellationToken) -> Result<Option<ServeHandle>, Failure> {
+    async fn register_again(
+        &self,
+        stop: &CancellationToken,
+    ) -> Result<Option<ServeHandle>, Failure> {
         let started = Instant::now();
         let mut delay = RECONNECT_FIRST_DELAY;
         loop {
@@ -590,7 +643,11 @@ impl Supervisor {
                 _ = stop.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(delay) => {}
             }
-            match self.client.serve(self.specs.clone(), self.handler.clone()).await {
+            match self
+                .client
+                .serve(self.specs.clone(), self.handler.clone())
+                .await
+            {
                 Ok(handle) => return Ok(Some(handle)),
                 Err(error) if retryable(&error, started.elapsed()) => {
                     delay = (delay * 2).min(RECONNECT_MAX_DELAY);

@@ -187,10 +187,10 @@ impl OutputStream {
             async move {
                 match item {
                     Ok(piece) => {
-                        if piece.done {
-                            if let Ok(mut slot) = recorded.lock() {
-                                *slot = piece.metering;
-                            }
+                        if piece.done
+                            && let Ok(mut slot) = recorded.lock()
+                        {
+                            *slot = piece.metering;
                         }
                         (!piece.output.is_empty()).then(|| Ok(piece.output))
                     }

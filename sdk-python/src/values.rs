@@ -16,7 +16,9 @@ fn bytes(py: Python<'_>, data: &[u8]) -> Py<PyBytes> {
 
 /// `FUNCTION_KIND_WASM` → `wasm`: the enum name without its prefix, in lower case.
 fn enum_word(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix).unwrap_or(name).to_ascii_lowercase()
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
 }
 
 fn optional_hex(data: &[u8]) -> Option<String> {
@@ -259,7 +261,10 @@ impl InvokeResult {
 
     /// The output decoded as UTF-8.
     fn text(&self, py: Python<'_>) -> PyResult<String> {
-        self.output.bind(py).call_method1("decode", ("utf-8",))?.extract()
+        self.output
+            .bind(py)
+            .call_method1("decode", ("utf-8",))?
+            .extract()
     }
 
     /// The output parsed as JSON.

@@ -411,3 +411,82 @@ def test_ctrl_c_unregisters_cleanly(daemon, client):
     assert "stopped" in out
     assert "Traceback" not in err
     assert function_ids(client) == []
+
+
+def test_handlers_can_call_other_functions(client):
+    @mehr.function
+    def inner(text: str) -> str:
+        return text.upper()
+
+    @mehr.function
+    def outer(text: str) -> str:
+        # A sync handler runs on a thread of the SDK's runtime: blocking calls still work.
+        return client.invoke("inner", text).text() + "!"
+
+    @mehr.function
+    async def aouter(text: str) -> str:
+        aclient = await mehr.connect_async(client.target)
+        return (await aclient.invoke("inner", text)).text() + "?"
+
+    with client.serve(inner, outer, aouter):
+        assert client.invoke("outer", "nested").text() == "NESTED!"
+        assert client.invoke("aouter", "nested").text() == "NESTED?"
+
+
+def test_dropping_the_serving_object_stops_serving(client):
+    @mehr.function("dropped")
+    def dropped(data):
+        return data
+
+    client.serve(dropped)  # not kept
+    eventually("the function unregistered", lambda: "dropped" not in function_ids(client))
+
+
+def test_a_process_that_exits_while_serving_ends_promptly(daemon, client):
+    script = (
+        "import mehr, sys\n"
+        "@mehr.function('exiting')\n"
+        "def exiting(data):\n"
+        "    return data\n"
+        "serving = mehr.connect(data_dir=sys.argv[1]).serve(exiting)\n"
+        "print('serving', flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(daemon.data_dir)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "serving\n"
+    eventually("the function unregistered", lambda: "exiting" not in function_ids(client))
+
+
+def test_ctrl_c_cancels_a_blocking_call(daemon, client):
+    entered, withdrawn = threading.Event(), threading.Event()
+
+    @mehr.function
+    def hang(data, call):
+        entered.set()
+        while not call.cancelled:
+            time.sleep(0.01)
+        withdrawn.set()
+
+    script = (
+        "import mehr, sys\n"
+        "client = mehr.connect(data_dir=sys.argv[1])\n"
+        "try:\n"
+        "    client.invoke('hang', timeout=120)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+    )
+    with client.serve(hang):
+        process = subprocess.Popen(
+            [sys.executable, "-c", script, str(daemon.data_dir)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert entered.wait(30)
+            process.send_signal(signal.SIGINT)
+            out, _ = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0 and out == "interrupted\n"
+        assert withdrawn.wait(10), "the interrupted call was withdrawn from the handler"
