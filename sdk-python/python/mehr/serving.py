@@ -288,6 +288,10 @@ class _Dispatcher:
 
     def start_async(self, function_id: str, data: bytes, call: "Call", done: Callable[[bool, Any], None]) -> None:
         """Starts an async handler as a task (on the loop thread); `done` gets its outcome."""
+        if call.cancelled:
+            # Withdrawn while it was being scheduled: nobody waits for the result.
+            done(False, "the call was cancelled")
+            return
         task = asyncio.get_running_loop().create_task(self._run_async(function_id, data, call))
         self._tasks[call] = task
 
