@@ -172,7 +172,8 @@ fn five_node_line_discovery_agreements_and_heartbeats() {
         let _c = serve(&clients[2], "embed", 40, lie.clone()).await;
         let _e = serve(&clients[4], "embed", 5, lie.clone()).await;
         let a = &clients[0];
-        let (b_id, c_id, e_id) = (&nodes[1].id, &nodes[2].id, &nodes[4].id);
+        let (b_id, c_id, e_id) = (nodes[1].id.clone(), nodes[2].id.clone(), nodes[4].id.clone());
+        let (b_id, c_id, e_id) = (&b_id, &c_id, &e_id);
 
         // Under 50: B (one hop) is too dear, so ring 1 answers: C, two hops away.
         let near = eventually("C found under 50 μMHR", Duration::from_secs(60), || async {
@@ -680,7 +681,7 @@ fn a_node_resells_a_neighbours_function_in_a_chain() {
 fn devnet_runs_a_mesh_until_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_port().clamp(20_000, 60_000);
-    let mut devnet = Command::new(bin("mehrd"))
+    let devnet = Command::new(bin("mehrd"))
         .args(["devnet", "--nodes", "3", "--base-port", &base.to_string(), "--dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
