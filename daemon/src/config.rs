@@ -122,11 +122,7 @@ impl LedgerConfig {
                 )));
             }
         }
-        let total: u128 = self
-            .genesis
-            .iter()
-            .map(|a| u128::from(a.amount_umhr))
-            .sum();
+        let total: u128 = self.genesis.iter().map(|a| u128::from(a.amount_umhr)).sum();
         if total > u128::from(u64::MAX) {
             return Err(ConfigError::Invalid(
                 "ledger.genesis allocates more than 2^64 μMHR in total".into(),
@@ -244,7 +240,10 @@ impl MarketConfig {
             ("pull_timeout_ms", self.pull_timeout_ms),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("heartbeat_max_misses", u64::from(self.heartbeat_max_misses)),
-            ("agreement_duration_secs", u64::from(self.agreement_duration_secs)),
+            (
+                "agreement_duration_secs",
+                u64::from(self.agreement_duration_secs),
+            ),
             ("offer_validity_secs", u64::from(self.offer_validity_secs)),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
@@ -254,7 +253,11 @@ impl MarketConfig {
         }
         let ranges = [
             ("advert_ttl_secs", u64::from(self.advert_ttl_secs), 86_400),
-            ("offer_validity_secs", u64::from(self.offer_validity_secs), 300),
+            (
+                "offer_validity_secs",
+                u64::from(self.offer_validity_secs),
+                300,
+            ),
         ];
         for (key, value, max) in ranges {
             if value > max {
@@ -264,9 +267,21 @@ impl MarketConfig {
             }
         }
         let choices: [(&str, &str, &[&str]); 3] = [
-            ("storage_class", &self.storage_class, &["volatile", "flash", "ssd", "hdd"]),
-            ("cpu_class", &self.cpu_class, &["auto", "micro", "low", "medium", "high"]),
-            ("availability", &self.availability, &["always_on", "solar", "intermittent"]),
+            (
+                "storage_class",
+                &self.storage_class,
+                &["volatile", "flash", "ssd", "hdd"],
+            ),
+            (
+                "cpu_class",
+                &self.cpu_class,
+                &["auto", "micro", "low", "medium", "high"],
+            ),
+            (
+                "availability",
+                &self.availability,
+                &["always_on", "solar", "intermittent"],
+            ),
         ];
         for (key, value, allowed) in choices {
             if !allowed.contains(&value) {
@@ -981,7 +996,10 @@ mod tests {
             FlagOverrides::default(),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("market.cpu_class is `huge`"), "{err}");
+        assert!(
+            err.to_string().contains("market.cpu_class is `huge`"),
+            "{err}"
+        );
         let err = load(
             Some("[market]\noffer_validity_secs = 301\n"),
             &[],

@@ -94,7 +94,7 @@ pub fn node_config(
         "[market]\noffer_storage = {}\nstorage_price_per_byte_day_umhr = {}\ngossip_round_ms = 2000\n\
          beacon_interval_ms = 5000\npull_timeout_ms = 2000\nheartbeat_interval_ms = 2000\n\
          heartbeat_max_misses = 3\n",
-        index % 2 == 0,
+        index.is_multiple_of(2),
         index % 3
     );
     if let Some(port) = mesh_ports.get(index) {
@@ -189,7 +189,11 @@ pub async fn run(n: usize, dir: &Path, base_port: u16) -> anyhow::Result<()> {
     }
     println!("mehrd devnet: {n} nodes under {}", dir.display());
     for node in &nodes {
-        let links: Vec<String> = node.connects_to.iter().map(|i| format!("node-{i}")).collect();
+        let links: Vec<String> = node
+            .connects_to
+            .iter()
+            .map(|i| format!("node-{i}"))
+            .collect();
         println!(
             "  node-{:<3} api {}  mesh :{}  data {}{}",
             node.index,
@@ -284,9 +288,12 @@ mod tests {
         assert_eq!(nodes[4].connects_to, vec![3, 0]);
         for node in &nodes {
             std::fs::write(&node.config_path, &node.config).unwrap();
-            let (config, _) =
-                Config::load(Some(&node.config_path), Vec::new(), &FlagOverrides::default())
-                    .unwrap();
+            let (config, _) = Config::load(
+                Some(&node.config_path),
+                Vec::new(),
+                &FlagOverrides::default(),
+            )
+            .unwrap();
             assert_eq!(config.api.listen, vec![node.api]);
             assert_eq!(config.transport.cost_per_byte, node.index as f64);
             assert_eq!(config.interfaces.len(), 1 + node.connects_to.len());

@@ -164,6 +164,7 @@ impl Node {
             ),
             compute: ComputeApi::new(
                 compute,
+                market.clone(),
                 facts.identity_hash,
                 Duration::from_secs(config.api.request_timeout_secs),
             ),

@@ -9,7 +9,7 @@ use std::{os::unix::fs::PermissionsExt, path::PathBuf, time::Duration};
 
 use common::{TestDaemon, eventually, free_port, free_udp_port};
 use futures::StreamExt;
-use mehr_sdk::{Client, Settlement, SettleResult, proto as pb};
+use mehr_sdk::{Client, SettleResult, Settlement, proto as pb};
 use mehr_transport::identity::PrivateIdentity;
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -81,8 +81,15 @@ fn tcp_client(port: u16) -> String {
     )
 }
 
+/// A simulated link at 1 Mbit/s: the partition test is about the ledger, not about how long
+/// a LoRa-speed link (the sim's default) takes to carry the market's and ledger's traffic.
+const SIM_BITRATE: u64 = 1_000_000;
+
 fn sim(listen: u16, peer: u16) -> String {
-    format!("[[interfaces]]\ntype = \"sim\"\nlisten_port = {listen}\npeer_port = {peer}\n")
+    format!(
+        "[[interfaces]]\ntype = \"sim\"\nlisten_port = {listen}\npeer_port = {peer}\n\
+         bitrate = {SIM_BITRATE}\n"
+    )
 }
 
 fn sim_spec(listen: u16, peer: u16) -> pb::InterfaceSpec {
@@ -90,6 +97,7 @@ fn sim_spec(listen: u16, peer: u16) -> pb::InterfaceSpec {
         r#type: "sim".into(),
         listen_port: Some(u32::from(listen)),
         peer_port: Some(u32::from(peer)),
+        bitrate: Some(SIM_BITRATE),
         ..Default::default()
     }
 }
@@ -98,7 +106,15 @@ fn sim_spec(listen: u16, peer: u16) -> pb::InterfaceSpec {
 /// genesis tables come last) and starts it.
 fn start(node: &Planned, config: &str) -> TestDaemon {
     std::fs::write(&node.config, config).unwrap();
-    TestDaemon::start_in(&node.data_dir, &["--config", node.config.to_str().unwrap(), "--log-level", "mehrd::ledger=debug,info"])
+    TestDaemon::start_in(
+        &node.data_dir,
+        &[
+            "--config",
+            node.config.to_str().unwrap(),
+            "--log-level",
+            "mehrd::ledger=debug,info",
+        ],
+    )
 }
 
 fn restart(node: &Planned) -> TestDaemon {
@@ -148,7 +164,10 @@ fn a_relay_is_paid_through_its_channel_with_the_sender_and_the_burn_shows() {
     // B relays between A and C and charges 4 μMHR per byte.
     let b = start(
         &nodes[1],
-        &format!("{}[transport]\ncost_per_byte = 4.0\n{genesis}", tcp_server(port)),
+        &format!(
+            "{}[transport]\ncost_per_byte = 4.0\n{genesis}",
+            tcp_server(port)
+        ),
     );
     let a = start(&nodes[0], &format!("{}{genesis}", tcp_client(port)));
     let c = start(&nodes[2], &format!("{}{genesis}", tcp_client(port)));
@@ -308,7 +327,10 @@ fn a_trusted_pair_relays_free_without_tickets_or_channels() {
     let genesis = ledger_toml(&nodes);
     let b = start(
         &nodes[1],
-        &format!("{}[transport]\ncost_per_byte = 4.0\n{genesis}", tcp_server(port)),
+        &format!(
+            "{}[transport]\ncost_per_byte = 4.0\n{genesis}",
+            tcp_server(port)
+        ),
     );
     let a = start(&nodes[0], &format!("{}{genesis}", tcp_client(port)));
     let c = start(&nodes[2], &format!("{}{genesis}", tcp_client(port)));
@@ -350,7 +372,15 @@ fn a_trusted_pair_relays_free_without_tickets_or_channels() {
         assert_eq!(relay.tickets_won, 0);
         assert!(ac.channels().await.unwrap().is_empty());
         assert!(bc.channels().await.unwrap().is_empty());
-        assert_eq!(ac.ledger_summary().await.unwrap().relay.unwrap().tickets_paid, 0);
+        assert_eq!(
+            ac.ledger_summary()
+                .await
+                .unwrap()
+                .relay
+                .unwrap()
+                .tickets_paid,
+            0
+        );
         // Revoking is reported, and a second revocation changes nothing.
         assert!(bc.untrust(&nodes[0].id).await.unwrap());
         assert!(!bc.untrust(&nodes[0].id).await.unwrap());
@@ -404,7 +434,10 @@ fn kill_9_between_update_and_ack_loses_no_cosigned_state_and_spends_nothing_twic
         wait_neighbour(&ac, &b_id).await;
         let channel = ac.open_channel(&b_id, DEPOSIT, 0, WAIT).await.unwrap();
         assert_eq!(channel.seq, 0);
-        (channel.channel_id.to_vec(), pay_many(&ac, &b_id, 20, 100).await)
+        (
+            channel.channel_id.to_vec(),
+            pay_many(&ac, &b_id, 20, 100).await,
+        )
     });
     assert_eq!(first.certain, 2_000);
     let (mut low, mut high) = (first.certain, first.possible);
@@ -440,13 +473,19 @@ fn kill_9_between_update_and_ack_loses_no_cosigned_state_and_spends_nothing_twic
         })
         .await;
         assert_eq!(payer.channel_id.as_ref(), channel_id.as_slice());
-        assert_eq!(payer.paid_umhr, payee.received_umhr, "one state on both sides");
+        assert_eq!(
+            payer.paid_umhr, payee.received_umhr,
+            "one state on both sides"
+        );
         assert!(
             (low..=high).contains(&payer.paid_umhr),
             "every payment taken on is paid, none twice: paid {}, asked {low}..={high}",
             payer.paid_umhr
         );
-        assert_eq!(payee.balance_umhr, payer.paid_umhr - burn_of(payer.paid_umhr));
+        assert_eq!(
+            payee.balance_umhr,
+            payer.paid_umhr - burn_of(payer.paid_umhr)
+        );
         assert_eq!(payer.balance_umhr, DEPOSIT - payer.paid_umhr);
     });
 }
@@ -493,8 +532,14 @@ fn partitions_that_transact_apart_hold_equal_ledgers_after_healing() {
             }
         };
         // Cut the middle.
-        clients[1].remove_interface(sim_of(&clients[1]).await).await.unwrap();
-        clients[2].remove_interface(sim_of(&clients[2]).await).await.unwrap();
+        clients[1]
+            .remove_interface(sim_of(&clients[1]).await)
+            .await
+            .unwrap();
+        clients[2]
+            .remove_interface(sim_of(&clients[2]).await)
+            .await
+            .unwrap();
 
         // Each side opens a channel, pays, and checkpoints.
         for (payer, payee, amount) in [(0, 1, 30_000), (3, 2, 70_000)] {
@@ -528,15 +573,21 @@ fn partitions_that_transact_apart_hold_equal_ledgers_after_healing() {
         assert_ne!(sides[1], sides[2], "the partitions hold different ledgers");
 
         // Heal: the simulated link comes back on both ends.
-        clients[1].add_interface(sim_spec(sim_b, sim_c)).await.unwrap();
-        clients[2].add_interface(sim_spec(sim_c, sim_b)).await.unwrap();
+        clients[1]
+            .add_interface(sim_spec(sim_b, sim_c))
+            .await
+            .unwrap();
+        clients[2]
+            .add_interface(sim_spec(sim_c, sim_b))
+            .await
+            .unwrap();
+        // Both ends hear each other again (whichever came up first is greeted back).
+        wait_neighbour(&clients[1], &ids[2]).await;
+        wait_neighbour(&clients[2], &ids[1]).await;
         let healed = eventually("one ledger everywhere", Duration::from_secs(60), || async {
             let mut all = Vec::new();
             for c in &clients {
                 all.push(digest(&c.ledger_summary().await.ok()?));
-            }
-            if !all.windows(2).all(|w| w[0] == w[1]) {
-                eprintln!("DEBUG {:?}", all.iter().map(|d| (hex::encode(&d.1), d.2)).collect::<Vec<_>>());
             }
             all.windows(2).all(|w| w[0] == w[1]).then(|| all[0].clone())
         })
@@ -550,7 +601,10 @@ fn partitions_that_transact_apart_hold_equal_ledgers_after_healing() {
                 .unwrap()
                 .balance_umhr
         };
-        assert_eq!(balance(&ids[1]), (GENESIS + 30_000 - burn_of(30_000)) as i64);
+        assert_eq!(
+            balance(&ids[1]),
+            (GENESIS + 30_000 - burn_of(30_000)) as i64
+        );
         assert_eq!(balance(&ids[3]), (GENESIS - 70_000) as i64);
         let via_cli = json(d.cli(&["--json", "ledger"]));
         assert_eq!(via_cli["records_digest"], hex::encode(&healed.1));

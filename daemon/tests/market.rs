@@ -26,7 +26,7 @@ use mehr_market::{
     message::MarketMessage,
 };
 use mehr_sdk::{
-    Client,
+    Client, InvokeOptions, Placement,
     market::{Discover, Proposal, Tier, VerifiedOptions},
     proto as pb,
     serve::{FunctionSpec, HandlerError, ServeHandle, handler_fn},
@@ -72,11 +72,10 @@ impl Node {
 
     /// Restarts the daemon on the same data dir and config.
     fn restart(&mut self) {
-        self.daemon.stop_with(Signal::SIGTERM, Duration::from_secs(10));
-        self.daemon = TestDaemon::start_in(
-            &self.data_dir,
-            &["--config", self.config.to_str().unwrap()],
-        );
+        self.daemon
+            .stop_with(Signal::SIGTERM, Duration::from_secs(10));
+        self.daemon =
+            TestDaemon::start_in(&self.data_dir, &["--config", self.config.to_str().unwrap()]);
     }
 }
 
@@ -98,7 +97,11 @@ fn mesh(
             .map(|(a, _)| ports[*a])
             .collect();
         let config = dir.join(format!("node-{i}.toml"));
-        std::fs::write(&config, node_config(relay_fee(i), ports[i], &targets, &market(i))).unwrap();
+        std::fs::write(
+            &config,
+            node_config(relay_fee(i), ports[i], &targets, &market(i)),
+        )
+        .unwrap();
         let data_dir = dir.join(format!("node-{i}"));
         let daemon = TestDaemon::start_in(&data_dir, &["--config", config.to_str().unwrap()]);
         nodes.push(Node {
@@ -110,7 +113,15 @@ fn mesh(
     }
     let rt = runtime();
     for node in &mut nodes {
-        node.id = rt.block_on(async { node.client().await.info().await.unwrap().identity_hash.to_vec() });
+        node.id = rt.block_on(async {
+            node.client()
+                .await
+                .info()
+                .await
+                .unwrap()
+                .identity_hash
+                .to_vec()
+        });
     }
     nodes
 }
@@ -121,7 +132,8 @@ async fn serve(client: &Client, function: &str, price: u64, lie: Arc<AtomicBool>
     let handler = handler_fn(move |call, _out| {
         let lie = lie.clone();
         async move {
-            let text = std::str::from_utf8(&call.input).map_err(|e| HandlerError::new(e.to_string()))?;
+            let text =
+                std::str::from_utf8(&call.input).map_err(|e| HandlerError::new(e.to_string()))?;
             if lie.load(Ordering::SeqCst) {
                 return Ok::<Vec<u8>, HandlerError>(b"forty-two".to_vec());
             }
@@ -166,18 +178,26 @@ fn five_node_line_discovery_agreements_and_heartbeats() {
     let mut nodes = mesh(dir.path(), 5, &edges, |i| i as u64, |_| String::new());
     let rt = runtime();
     rt.block_on(async {
-        let clients: Vec<Client> = futures::future::join_all(nodes.iter().map(|n| n.client())).await;
+        let clients: Vec<Client> =
+            futures::future::join_all(nodes.iter().map(|n| n.client())).await;
         let lie = Arc::new(AtomicBool::new(false));
         let _b = serve(&clients[1], "embed", 100, lie.clone()).await;
         let _c = serve(&clients[2], "embed", 40, lie.clone()).await;
         let _e = serve(&clients[4], "embed", 5, lie.clone()).await;
         let a = &clients[0];
-        let (b_id, c_id, e_id) = (nodes[1].id.clone(), nodes[2].id.clone(), nodes[4].id.clone());
+        let (b_id, c_id, e_id) = (
+            nodes[1].id.clone(),
+            nodes[2].id.clone(),
+            nodes[4].id.clone(),
+        );
         let (b_id, c_id, e_id) = (&b_id, &c_id, &e_id);
 
         // Under 50: B (one hop) is too dear, so ring 1 answers: C, two hops away.
         let near = eventually("C found under 50 μMHR", Duration::from_secs(60), || async {
-            let found = a.discover(Discover::function("embed").max_price(50)).await.ok()?;
+            let found = a
+                .discover(Discover::function("embed").max_price(50))
+                .await
+                .ok()?;
             (found.offers.first()?.node_id == *c_id).then_some(found)
         })
         .await;
@@ -185,7 +205,9 @@ fn five_node_line_discovery_agreements_and_heartbeats() {
         assert_eq!((best.ring, best.hops), (1, 2), "{near:?}");
         assert_eq!(best.unit_price_umhr, Some(40));
         assert!(
-            near.offers.iter().all(|o| o.node_id != *e_id && o.node_id != *b_id),
+            near.offers
+                .iter()
+                .all(|o| o.node_id != *e_id && o.node_id != *b_id),
             "the cheaper E is farther than needed and B is over the cap: {near:?}"
         );
         assert_eq!(
@@ -195,7 +217,10 @@ fn five_node_line_discovery_agreements_and_heartbeats() {
 
         // Under 10 only E qualifies: nothing within three hops, so the flood finds it.
         let far = eventually("E found under 10 μMHR", Duration::from_secs(60), || async {
-            let found = a.discover(Discover::function("embed").max_price(10)).await.ok()?;
+            let found = a
+                .discover(Discover::function("embed").max_price(10))
+                .await
+                .ok()?;
             (found.offers.first()?.node_id == *e_id).then_some(found)
         })
         .await;
@@ -203,10 +228,19 @@ fn five_node_line_discovery_agreements_and_heartbeats() {
         assert!(far.pulls_sent >= 2, "ring 1 then ring 3: {far:?}");
 
         // The CLI shows the same.
-        let out = nodes[0]
-            .daemon
-            .cli(&["--json", "discover", "--function", "embed", "--max-price", "50"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = nodes[0].daemon.cli(&[
+            "--json",
+            "discover",
+            "--function",
+            "embed",
+            "--max-price",
+            "50",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(json["offers"][0]["node_id"], hex::encode(c_id));
 
@@ -222,11 +256,15 @@ fn five_node_line_discovery_agreements_and_heartbeats() {
             .unwrap();
         assert_eq!(state(&proposed), pb::AgreementState::Active, "{proposed:?}");
         let id = proposed.agreement_id.to_vec();
-        let on_c = eventually("the agreement active on C", Duration::from_secs(20), || async {
-            agreement_on(&clients[2], &id)
-                .await
-                .filter(|a| state(a) == pb::AgreementState::Active)
-        })
+        let on_c = eventually(
+            "the agreement active on C",
+            Duration::from_secs(20),
+            || async {
+                agreement_on(&clients[2], &id)
+                    .await
+                    .filter(|a| state(a) == pb::AgreementState::Active)
+            },
+        )
         .await;
         assert_eq!(on_c.role, pb::AgreementRole::Provider as i32);
         assert_eq!(on_c.counterparty, nodes[0].id);
@@ -251,7 +289,13 @@ fn five_node_line_discovery_agreements_and_heartbeats() {
             .unwrap();
         assert_eq!(verdict.output.as_ref(), b"HELLO");
         assert_eq!(verdict.providers[0].node_id, *c_id);
-        assert_eq!(verdict.providers[0].agreement_id, id);
+        let listed_on_a = nodes[0].daemon.cli(&["--json", "agreements"]);
+        assert_eq!(
+            verdict.providers[0].agreement_id,
+            id,
+            "the active agreement is reused: {verdict:?} {}",
+            String::from_utf8_lossy(&listed_on_a.stdout)
+        );
         assert_eq!(verdict.charged_umhr, 40);
         assert_eq!(agreement_on(a, &id).await.unwrap().charged_umhr, 40);
         let charged = eventually("C's side charged", Duration::from_secs(10), || async {
@@ -264,8 +308,11 @@ fn five_node_line_discovery_agreements_and_heartbeats() {
 
         // Both sides persist it (C first, so that A finds it up when its heartbeats resume).
         drop(clients);
-        nodes[2].restart();
-        nodes[0].restart();
+        // Restarting waits for the daemon on a runtime of its own: step out of this one.
+        tokio::task::block_in_place(|| {
+            nodes[2].restart();
+            nodes[0].restart();
+        });
         let a = nodes[0].client().await;
         let c = nodes[2].client().await;
         let kept = a.agreement(&id).await.unwrap();
@@ -277,13 +324,19 @@ fn five_node_line_discovery_agreements_and_heartbeats() {
         );
 
         // C stops answering: after three missed heartbeats A ends the agreement.
-        nodes[2].daemon.stop_with(Signal::SIGKILL, Duration::from_secs(10));
-        let ended = eventually("the agreement terminated", Duration::from_secs(60), || async {
-            a.agreement(&id)
-                .await
-                .ok()
-                .filter(|a| state(a) == pb::AgreementState::Terminated)
-        })
+        nodes[2]
+            .daemon
+            .stop_with(Signal::SIGKILL, Duration::from_secs(10));
+        let ended = eventually(
+            "the agreement terminated",
+            Duration::from_secs(60),
+            || async {
+                a.agreement(&id)
+                    .await
+                    .ok()
+                    .filter(|a| state(a) == pb::AgreementState::Terminated)
+            },
+        )
         .await;
         assert!(ended.note.contains("heartbeats missed"), "{ended:?}");
         assert_eq!(ended.charged_umhr, 40, "no charge after the end");
@@ -303,7 +356,8 @@ fn a_lying_provider_loses_reputation_and_stops_being_chosen() {
     let nodes = mesh(dir.path(), 5, &edges, |_| 0, |_| String::new());
     let rt = runtime();
     rt.block_on(async {
-        let clients: Vec<Client> = futures::future::join_all(nodes.iter().map(|n| n.client())).await;
+        let clients: Vec<Client> =
+            futures::future::join_all(nodes.iter().map(|n| n.client())).await;
         let lie = Arc::new(AtomicBool::new(false));
         let honest = Arc::new(AtomicBool::new(false));
         let mut serving = Vec::new();
@@ -313,13 +367,17 @@ fn a_lying_provider_loses_reputation_and_stops_being_chosen() {
         }
         let a = &clients[0];
         let mut events = a.watch_events().await.unwrap();
-        eventually("four providers of upper", Duration::from_secs(60), || async {
-            let found = a
-                .discover(Discover::function("upper").want(4).max_ring(0))
-                .await
-                .ok()?;
-            (found.offers.len() == 4).then_some(())
-        })
+        eventually(
+            "four providers of upper",
+            Duration::from_secs(60),
+            || async {
+                let found = a
+                    .discover(Discover::function("upper").want(4).max_ring(0))
+                    .await
+                    .ok()?;
+                (found.offers.len() == 4).then_some(())
+            },
+        )
         .await;
         let redundant = |input: &'static [u8]| {
             a.invoke_verified(
@@ -337,8 +395,16 @@ fn a_lying_provider_loses_reputation_and_stops_being_chosen() {
         let first = redundant(b"one").await.unwrap();
         assert_eq!(first.output.as_ref(), b"ONE");
         let asked: Vec<&[u8]> = first.providers.iter().map(|p| p.node_id.as_ref()).collect();
-        assert!(asked.contains(&nodes[1].id.as_slice()), "the cheapest is asked");
-        assert!(first.providers.iter().all(|p| p.outcome == pb::ProviderOutcome::Agreed as i32));
+        assert!(
+            asked.contains(&nodes[1].id.as_slice()),
+            "the cheapest is asked"
+        );
+        assert!(
+            first
+                .providers
+                .iter()
+                .all(|p| p.outcome == pb::ProviderOutcome::Agreed as i32)
+        );
         let before = a.reputation(Some(&nodes[1].id)).await.unwrap()[0].compute_score;
         assert!(before > 0);
 
@@ -359,7 +425,11 @@ fn a_lying_provider_loses_reputation_and_stops_being_chosen() {
         assert!(after[0].excluded_until_unix_ms > 0, "{after:?}");
         let excluded = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                let event = events.next().await.expect("events end only at shutdown").unwrap();
+                let event = events
+                    .next()
+                    .await
+                    .expect("events end only at shutdown")
+                    .unwrap();
                 if let Some(pb::node_event::Kind::PeerExcluded(e)) = event.kind {
                     return e;
                 }
@@ -375,12 +445,25 @@ fn a_lying_provider_loses_reputation_and_stops_being_chosen() {
         assert!(third.providers.iter().all(|p| p.node_id != nodes[1].id));
         assert_eq!(third.providers.len(), 3);
         let single = a
-            .invoke_verified("upper", b"four".to_vec(), Tier::Reputation, VerifiedOptions::default())
+            .invoke_verified(
+                "upper",
+                b"four".to_vec(),
+                Tier::Reputation,
+                VerifiedOptions::default(),
+            )
             .await
             .unwrap();
-        assert_eq!(single.providers[0].node_id, nodes[2].id, "the cheapest honest one");
+        assert_eq!(
+            single.providers[0].node_id, nodes[2].id,
+            "the cheapest honest one"
+        );
         let audited = a
-            .invoke_verified("upper", b"five".to_vec(), Tier::Optimistic { one_in: 1 }, VerifiedOptions::default())
+            .invoke_verified(
+                "upper",
+                b"five".to_vec(),
+                Tier::Optimistic { one_in: 1 },
+                VerifiedOptions::default(),
+            )
             .await
             .unwrap();
         assert!(audited.audited);
@@ -388,19 +471,36 @@ fn a_lying_provider_loses_reputation_and_stops_being_chosen() {
         assert_eq!(audited.providers.len(), 2);
 
         // The CLI agrees.
-        let out = nodes[0].daemon.cli(&["--json", "reputation", &hex::encode(&nodes[1].id)]);
+        let out = nodes[0]
+            .daemon
+            .cli(&["--json", "reputation", &hex::encode(&nodes[1].id)]);
         assert!(out.status.success());
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(json["peers"][0]["excluded_until_unix_ms"].as_u64().unwrap() > 0);
-        let out = nodes[0]
-            .daemon
-            .cli(&["agree", "run", "upper", "--tier", "redundant:3", "--input", "/dev/null"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = nodes[0].daemon.cli(&[
+            "agree",
+            "run",
+            "upper",
+            "--tier",
+            "redundant:3",
+            "--input",
+            "/dev/null",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stderr).contains("agreed"));
 
         // Too many providers wanted: NOT_FOUND with the count.
         let err = a
-            .invoke_verified("upper", b"x".to_vec(), Tier::Redundant { k: 9 }, VerifiedOptions::default())
+            .invoke_verified(
+                "upper",
+                b"x".to_vec(),
+                Tier::Redundant { k: 9 },
+                VerifiedOptions::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
@@ -410,7 +510,12 @@ fn a_lying_provider_loses_reputation_and_stops_being_chosen() {
 
 /// Sends `body` as market control message `kind` to `to`'s `mehr.node` from `from`'s API.
 async fn send_control(from: &Client, to: &Client, kind: u8, body: &[u8]) {
-    let destination = to.transport_stats().await.unwrap().mehr_destination.to_vec();
+    let destination = to
+        .transport_stats()
+        .await
+        .unwrap()
+        .mehr_destination
+        .to_vec();
     let mut payload = vec![kind];
     payload.extend_from_slice(body);
     let report = from
@@ -468,13 +573,17 @@ fn forged_adverts_and_offers_are_refused_and_counted() {
         // Gossip claiming to come from a node that is not a neighbour.
         let summaries = MarketMessage::Summaries(Vec::new());
         send_control(&b, &a, 0x21, &gossip(&[9; 16], &summaries)).await;
-        let counted = eventually("forgery and replay counted", Duration::from_secs(10), || async {
-            let now = a.market_stats().await.ok()?;
-            (now.adverts_forged > stats.adverts_forged
-                && now.adverts_stale > stats.adverts_stale
-                && now.gossip_refused > stats.gossip_refused)
-                .then_some(now)
-        })
+        let counted = eventually(
+            "forgery and replay counted",
+            Duration::from_secs(10),
+            || async {
+                let now = a.market_stats().await.ok()?;
+                (now.adverts_forged > stats.adverts_forged
+                    && now.adverts_stale > stats.adverts_stale
+                    && now.gossip_refused > stats.gossip_refused)
+                    .then_some(now)
+            },
+        )
         .await;
         assert_eq!(counted.adverts_held, 1, "the genuine advert stays");
 
@@ -492,7 +601,11 @@ fn forged_adverts_and_offers_are_refused_and_counted() {
             )
             .await
             .unwrap();
-        assert_eq!(state(&proposed), pb::AgreementState::Rejected, "{proposed:?}");
+        assert_eq!(
+            state(&proposed),
+            pb::AgreementState::Rejected,
+            "{proposed:?}"
+        );
         assert!(proposed.note.contains("Unsupported"), "{proposed:?}");
         let request_hash: [u8; 32] = proposed.request_id.as_ref().try_into().unwrap();
         let offer = SignedOffer::sign(
@@ -516,9 +629,11 @@ fn forged_adverts_and_offers_are_refused_and_counted() {
         let mut bytes = MarketMessage::Offer(offer).encode();
         bytes[33..49].copy_from_slice(&nodes[1].id);
         send_control(&b, &a, 0x20, &bytes).await;
-        eventually("both forged offers counted", Duration::from_secs(10), || async {
-            (a.market_stats().await.ok()?.records_forged >= before + 2).then_some(())
-        })
+        eventually(
+            "both forged offers counted",
+            Duration::from_secs(10),
+            || async { (a.market_stats().await.ok()?.records_forged >= before + 2).then_some(()) },
+        )
         .await;
         assert_eq!(
             state(&a.agreement(&proposed.request_id).await.unwrap()),
@@ -529,8 +644,14 @@ fn forged_adverts_and_offers_are_refused_and_counted() {
 
         // Status codes.
         let code = |e: mehr_sdk::Error| e.code();
-        assert_eq!(code(a.agreement(&[1; 5]).await.unwrap_err()), Some(tonic::Code::InvalidArgument));
-        assert_eq!(code(a.agreement(&[1; 32]).await.unwrap_err()), Some(tonic::Code::NotFound));
+        assert_eq!(
+            code(a.agreement(&[1; 5]).await.unwrap_err()),
+            Some(tonic::Code::InvalidArgument)
+        );
+        assert_eq!(
+            code(a.agreement(&[1; 32]).await.unwrap_err()),
+            Some(tonic::Code::NotFound)
+        );
         assert_eq!(
             code(a.accept_agreement(&proposed.request_id).await.unwrap_err()),
             Some(tonic::Code::FailedPrecondition)
@@ -562,12 +683,22 @@ fn forged_adverts_and_offers_are_refused_and_counted() {
         assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
         assert!(err.to_string().contains("max_ring"), "{err}");
         let err = a
-            .invoke_verified("nobody-serves-this", b"x".to_vec(), Tier::Reputation, VerifiedOptions::default())
+            .invoke_verified(
+                "nobody-serves-this",
+                b"x".to_vec(),
+                Tier::Reputation,
+                VerifiedOptions::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
         let err = a
-            .invoke_verified("x", b"x".to_vec(), Tier::Redundant { k: 1 }, VerifiedOptions::default())
+            .invoke_verified(
+                "x",
+                b"x".to_vec(),
+                Tier::Redundant { k: 1 },
+                VerifiedOptions::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
@@ -603,7 +734,13 @@ fn a_node_resells_a_neighbours_function_in_a_chain() {
         3,
         &[(0, 1), (1, 2)],
         |i| if i == 2 { 50 } else { 0 },
-        |i| if i == 1 { "resell = true\n".into() } else { String::new() },
+        |i| {
+            if i == 1 {
+                "resell = true\n".into()
+            } else {
+                String::new()
+            }
+        },
     );
     let rt = runtime();
     rt.block_on(async {
@@ -615,7 +752,10 @@ fn a_node_resells_a_neighbours_function_in_a_chain() {
         let _far = serve(&p, "far", 20, Arc::new(AtomicBool::new(false))).await;
         let resold = eventually("R advertising far", Duration::from_secs(60), || async {
             let offer = r.offer().await.ok()?;
-            offer.resold_functions.contains(&"far".to_string()).then_some(offer)
+            offer
+                .resold_functions
+                .contains(&"far".to_string())
+                .then_some(offer)
         })
         .await;
         let price = resold
@@ -635,20 +775,34 @@ fn a_node_resells_a_neighbours_function_in_a_chain() {
             other => panic!("{other:?}"),
         }
         eventually("R's resale known at A", Duration::from_secs(60), || async {
-            let found = a.discover(Discover::function("far").max_ring(0)).await.ok()?;
+            let found = a
+                .discover(Discover::function("far").max_ring(0))
+                .await
+                .ok()?;
             (found.offers.first()?.node_id == nodes[1].id).then_some(())
         })
         .await;
 
         let verdict = a
-            .invoke_verified("far", b"chain".to_vec(), Tier::Reputation, VerifiedOptions::default())
+            .invoke_verified(
+                "far",
+                b"chain".to_vec(),
+                Tier::Reputation,
+                VerifiedOptions::default(),
+            )
             .await
             .unwrap();
         assert_eq!(verdict.output.as_ref(), b"CHAIN");
         assert_eq!(verdict.providers[0].node_id, nodes[1].id);
         assert_eq!(verdict.charged_umhr, 21);
-        let downstream = a.agreement(&verdict.providers[0].agreement_id).await.unwrap();
-        assert!(!downstream.upstream_agreement_id.is_empty(), "{downstream:?}");
+        let downstream = a
+            .agreement(&verdict.providers[0].agreement_id)
+            .await
+            .unwrap();
+        assert!(
+            !downstream.upstream_agreement_id.is_empty(),
+            "{downstream:?}"
+        );
         let at_r = r.agreements().await.unwrap();
         let upstream = at_r
             .iter()
@@ -667,12 +821,134 @@ fn a_node_resells_a_neighbours_function_in_a_chain() {
 
         let cancelled = a.cancel_agreement(&downstream.agreement_id).await.unwrap();
         assert_eq!(state(&cancelled), pb::AgreementState::Cancelled);
-        eventually("the chain cancelled up to P", Duration::from_secs(30), || async {
-            agreement_on(&p, &upstream.agreement_id)
-                .await
-                .filter(|x| state(x) == pb::AgreementState::Cancelled)
-        })
+        eventually(
+            "the chain cancelled up to P",
+            Duration::from_secs(30),
+            || async {
+                agreement_on(&p, &upstream.agreement_id)
+                    .await
+                    .filter(|x| state(x) == pb::AgreementState::Cancelled)
+            },
+        )
         .await;
+    });
+}
+
+/// ComputeService.Invoke reaches the mesh: a function served on A is called from C (two
+/// hops away) by plain `Invoke` (placement auto falls back to the mesh for a function this
+/// node does not have), by `placement = mesh` with the redundant tier, through the stream,
+/// and through the CLI. A function nobody serves is NOT_FOUND, and `placement = local` never
+/// leaves the node.
+#[test]
+fn compute_invoke_runs_a_function_served_elsewhere_on_the_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 3, &[(0, 1), (1, 2)], |_| 0, |_| String::new());
+    let rt = runtime();
+    rt.block_on(async {
+        let clients: Vec<Client> =
+            futures::future::join_all(nodes.iter().map(|n| n.client())).await;
+        let honest = Arc::new(AtomicBool::new(false));
+        let _a = serve(&clients[0], "shout", 3, honest.clone()).await;
+        let _b = serve(&clients[1], "shout", 4, honest.clone()).await;
+        let c = &clients[2];
+
+        // Auto placement: C has no `shout`, so the call goes to the cheapest provider found.
+        let done = eventually(
+            "C invokes shout on the mesh",
+            Duration::from_secs(60),
+            || async { c.invoke("shout", b"hi there".to_vec()).await.ok() },
+        )
+        .await;
+        assert_eq!(done.output.as_ref(), b"HI THERE");
+        let metering = done.metering.unwrap();
+        let remote = done.remote.unwrap();
+        assert!(
+            [nodes[0].id.as_slice(), nodes[1].id.as_slice()]
+                .contains(&metering.provider_node_id.as_ref()),
+            "{metering:?}"
+        );
+        assert_eq!(remote.providers.len(), 1, "{remote:?}");
+        assert_eq!(remote.providers[0].node_id, metering.provider_node_id);
+        assert!(
+            remote.charged_umhr == 3 || remote.charged_umhr == 4,
+            "{remote:?}"
+        );
+        assert_eq!(
+            remote.output_hash.as_ref(),
+            blake3::hash(b"HI THERE").as_bytes(),
+            "the output hash is the verification hash of the output"
+        );
+
+        // Explicit mesh placement with two providers that must agree.
+        let both = c
+            .invoke_with(
+                "shout",
+                b"twice".to_vec(),
+                InvokeOptions::default()
+                    .placement(Placement::Mesh)
+                    .tier(Tier::Redundant { k: 2 }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(both.output.as_ref(), b"TWICE");
+        let remote = both.remote.unwrap();
+        let asked: Vec<&[u8]> = remote
+            .providers
+            .iter()
+            .map(|p| p.node_id.as_ref())
+            .collect();
+        assert!(asked.contains(&nodes[0].id.as_slice()) && asked.contains(&nodes[1].id.as_slice()));
+        assert_eq!(
+            remote.charged_umhr, 7,
+            "both agreeing providers are paid: {remote:?}"
+        );
+
+        // The stream answers with one final message.
+        let mut stream = c
+            .invoke_stream("shout", b"streamed".to_vec(), InvokeOptions::default())
+            .await
+            .unwrap();
+        let last = stream.next().await.unwrap().unwrap();
+        assert!(last.done);
+        assert_eq!(last.output.as_ref(), b"STREAMED");
+        assert!(last.remote.is_some());
+        assert!(stream.next().await.is_none());
+
+        // Nobody serves `whisper`; local placement does not look beyond this node.
+        let err = c.invoke("whisper", b"x".to_vec()).await.unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
+        let err = c
+            .invoke_with(
+                "shout",
+                b"x".to_vec(),
+                InvokeOptions::default().placement(Placement::Local),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
+
+        // The CLI: `mehr invoke --mesh` shows the provider and the charge.
+        let input = dir.path().join("input.txt");
+        std::fs::write(&input, b"cli").unwrap();
+        let out = nodes[2].daemon.cli(&[
+            "--json",
+            "invoke",
+            "shout",
+            "--mesh",
+            "--input",
+            input.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            json["remote"]["providers"].as_array().unwrap().len(),
+            1,
+            "{json}"
+        );
     });
 }
 
@@ -682,7 +958,14 @@ fn devnet_runs_a_mesh_until_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_port().clamp(20_000, 60_000);
     let devnet = Command::new(bin("mehrd"))
-        .args(["devnet", "--nodes", "3", "--base-port", &base.to_string(), "--dir"])
+        .args([
+            "devnet",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base.to_string(),
+            "--dir",
+        ])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -692,17 +975,21 @@ fn devnet_runs_a_mesh_until_interrupted() {
     let node = |i: usize| dir.path().join(format!("node-{i}"));
     rt.block_on(async {
         // Node 2 offers storage (even nodes do), two hops from node 0.
-        eventually("node 2's storage found from node 0", Duration::from_secs(90), || async {
-            let output = Command::new(bin("mehr"))
-                .arg("--data-dir")
-                .arg(node(0))
-                .args(["--json", "discover", "storage", "--want", "2"])
-                .output()
-                .ok()?;
-            let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-            let offers = json["offers"].as_array()?;
-            offers.iter().any(|o| o["hops"] == 2).then_some(())
-        })
+        eventually(
+            "node 2's storage found from node 0",
+            Duration::from_secs(90),
+            || async {
+                let output = Command::new(bin("mehr"))
+                    .arg("--data-dir")
+                    .arg(node(0))
+                    .args(["--json", "discover", "storage", "--want", "2"])
+                    .output()
+                    .ok()?;
+                let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+                let offers = json["offers"].as_array()?;
+                offers.iter().any(|o| o["hops"] == 2).then_some(())
+            },
+        )
         .await;
     });
     nix::sys::signal::kill(
@@ -711,9 +998,16 @@ fn devnet_runs_a_mesh_until_interrupted() {
     )
     .unwrap();
     let output = devnet.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("node-2") && stdout.contains("stopping the devnet"), "{stdout}");
+    assert!(
+        stdout.contains("node-2") && stdout.contains("stopping the devnet"),
+        "{stdout}"
+    );
     for i in 0..3 {
         assert!(
             !node(i).join("mehrd.sock").exists(),

@@ -114,3 +114,44 @@ pub(crate) fn seconds(
         )),
     }
 }
+
+/// Where a call may run, from its Python spelling: `"auto"`, `"local"` or `"mesh"`.
+pub(crate) fn placement(py: Python<'_>, value: &str) -> PyResult<mehr_sdk::Placement> {
+    match value {
+        "auto" => Ok(mehr_sdk::Placement::Auto),
+        "local" => Ok(mehr_sdk::Placement::Local),
+        "mesh" => Ok(mehr_sdk::Placement::Mesh),
+        other => Err(invalid_argument(
+            py,
+            format!("placement must be \"auto\", \"local\" or \"mesh\", got {other:?}"),
+        )),
+    }
+}
+
+/// A verification tier from its Python spelling: `"reputation"`, `"optimistic:N"` (audit one
+/// call in N) or `"redundant:K"` (K providers, majority wins).
+pub(crate) fn tier(
+    py: Python<'_>,
+    value: Option<&str>,
+) -> PyResult<Option<mehr_sdk::market::Tier>> {
+    use mehr_sdk::market::Tier;
+    let Some(value) = value else { return Ok(None) };
+    let bad = || {
+        invalid_argument(
+            py,
+            format!(
+                "tier must be \"reputation\", \"optimistic:N\" or \"redundant:K\", got {value:?}"
+            ),
+        )
+    };
+    let (name, number) = match value.split_once(':') {
+        Some((name, n)) => (name, Some(n.parse::<u32>().map_err(|_| bad())?)),
+        None => (value, None),
+    };
+    match (name, number) {
+        ("reputation", None) => Ok(Some(Tier::Reputation)),
+        ("optimistic", Some(one_in)) => Ok(Some(Tier::Optimistic { one_in })),
+        ("redundant", Some(k)) => Ok(Some(Tier::Redundant { k })),
+        _ => Err(bad()),
+    }
+}

@@ -11,7 +11,7 @@ use pyo3::{prelude::*, sync::PyOnceLock, types::PyTuple};
 use tonic::Code;
 
 use crate::{
-    args::{Payload, id_bytes, seconds},
+    args::{Payload, id_bytes, placement, seconds, tier},
     bridge::{self, Built},
     failure::{Failure, invalid_argument},
     runtime::ProcessBound,
@@ -65,14 +65,22 @@ fn byte_range(offset: u64, length: Option<u64>) -> ByteRange {
     ByteRange { offset, length }
 }
 
-fn invoke_options(
-    py: Python<'_>,
+/// A call's options as Python passes them (see `Client.invoke`).
+struct CallOptions<'a> {
     timeout: Option<f64>,
     max_fuel: Option<u64>,
-) -> PyResult<InvokeOptions> {
+    placement: &'a str,
+    tier: Option<&'a str>,
+    max_price: Option<u64>,
+}
+
+fn invoke_options(py: Python<'_>, call: CallOptions<'_>) -> PyResult<InvokeOptions> {
     Ok(InvokeOptions {
-        deadline: seconds(py, timeout, "timeout")?,
-        max_fuel,
+        deadline: seconds(py, call.timeout, "timeout")?,
+        max_fuel: call.max_fuel,
+        placement: placement(py, call.placement)?,
+        tier: tier(py, call.tier)?,
+        max_price_umhr: call.max_price,
     })
 }
 
@@ -185,7 +193,12 @@ macro_rules! client_methods {
 
             /// Calls a function and returns its whole output. `timeout` (seconds) bounds the
             /// call, waiting for a free slot included; `max_fuel` bounds a WASM call.
-            #[pyo3(signature = (function_id, input = None, *, timeout = None, max_fuel = None))]
+            /// `placement` is `"auto"` (this node when it offers the function, else the mesh),
+            /// `"local"` or `"mesh"`; on the mesh, `tier` (`"reputation"`, `"optimistic:N"`,
+            /// `"redundant:K"`) says how the result is verified and `max_price` (μMHR) caps
+            /// what one provider may charge.
+            #[pyo3(signature = (function_id, input = None, *, timeout = None, max_fuel = None, placement = "auto", tier = None, max_price = None))]
+            #[allow(clippy::too_many_arguments)]
             fn invoke<'py>(
                 &self,
                 py: Python<'py>,
@@ -193,15 +206,19 @@ macro_rules! client_methods {
                 input: Option<Payload>,
                 timeout: Option<f64>,
                 max_fuel: Option<u64>,
+                placement: &str,
+                tier: Option<&str>,
+                max_price: Option<u64>,
             ) -> PyResult<$ret> {
                 let client = self.inner.get($what)?.clone();
-                let options = invoke_options(py, timeout, max_fuel)?;
+                let options = invoke_options(py, CallOptions { timeout, max_fuel, placement, tier, max_price })?;
                 let input = input.map(|p| p.0).unwrap_or_default();
                 $run(py, calls::invoke(client, function_id, input, options))
             }
 
             /// Calls a function and streams its output (`bytes` chunks as produced).
-            #[pyo3(signature = (function_id, input = None, *, timeout = None, max_fuel = None))]
+            #[pyo3(signature = (function_id, input = None, *, timeout = None, max_fuel = None, placement = "auto", tier = None, max_price = None))]
+            #[allow(clippy::too_many_arguments)]
             fn invoke_stream<'py>(
                 &self,
                 py: Python<'py>,
@@ -209,9 +226,12 @@ macro_rules! client_methods {
                 input: Option<Payload>,
                 timeout: Option<f64>,
                 max_fuel: Option<u64>,
+                placement: &str,
+                tier: Option<&str>,
+                max_price: Option<u64>,
             ) -> PyResult<$ret> {
                 let client = self.inner.get($what)?.clone();
-                let options = invoke_options(py, timeout, max_fuel)?;
+                let options = invoke_options(py, CallOptions { timeout, max_fuel, placement, tier, max_price })?;
                 let input = input.map(|p| p.0).unwrap_or_default();
                 $run(py, async move {
                     let stream = client.invoke_stream(&function_id, input, options).await?;

@@ -244,6 +244,83 @@ fn metering(metering: &pb::InvocationMetering) -> Metering {
     }
 }
 
+/// One provider's part in a call that ran on the mesh.
+#[pyclass(frozen, get_all, module = "mehr")]
+pub(crate) struct ProviderResult {
+    /// The provider's node id, in hex.
+    node_id: String,
+    /// The agreement it ran under, in hex (`None` if none could be formed).
+    agreement_id: Option<String>,
+    /// Blake3 of its output, in hex (`None` without one).
+    output_hash: Option<String>,
+    /// `agreed`, `dissented`, `missing` or `unsettled`.
+    outcome: String,
+    /// Why it failed, in words (`None` if it did not).
+    error: Option<String>,
+}
+
+#[pymethods]
+impl ProviderResult {
+    fn __repr__(&self) -> String {
+        format!(
+            "ProviderResult(node_id='{}', outcome='{}')",
+            self.node_id, self.outcome
+        )
+    }
+}
+
+/// How a call ran on the mesh: the providers asked and what this node was charged.
+#[pyclass(frozen, get_all, module = "mehr")]
+pub(crate) struct RemoteCall {
+    /// Every provider asked, in the order asked.
+    providers: Vec<Py<ProviderResult>>,
+    /// Blake3 of the accepted output, in hex.
+    output_hash: String,
+    /// Whether an optimistic call was audited by a second provider.
+    audited: bool,
+    /// Whether a divergence was settled by a third provider.
+    escalated: bool,
+    /// What this node was charged for the accepted results, μMHR.
+    charged_umhr: u64,
+}
+
+#[pymethods]
+impl RemoteCall {
+    fn __repr__(&self) -> String {
+        format!(
+            "RemoteCall(providers={}, charged_umhr={})",
+            self.providers.len(),
+            self.charged_umhr
+        )
+    }
+}
+
+fn remote_call(py: Python<'_>, remote: &pb::RemoteCall) -> PyResult<RemoteCall> {
+    let providers = remote
+        .providers
+        .iter()
+        .map(|p| {
+            Py::new(
+                py,
+                ProviderResult {
+                    node_id: hex::encode(&p.node_id),
+                    agreement_id: optional_hex(&p.agreement_id),
+                    output_hash: optional_hex(&p.output_hash),
+                    outcome: enum_word(p.outcome().as_str_name(), "PROVIDER_OUTCOME_"),
+                    error: (!p.error.is_empty()).then(|| p.error.clone()),
+                },
+            )
+        })
+        .collect::<PyResult<_>>()?;
+    Ok(RemoteCall {
+        providers,
+        output_hash: hex::encode(&remote.output_hash),
+        audited: remote.audited,
+        escalated: remote.escalated,
+        charged_umhr: remote.charged_umhr,
+    })
+}
+
 /// A function's output and how the call ran. `bytes(result)` is the output.
 #[pyclass(frozen, get_all, module = "mehr")]
 pub(crate) struct InvokeResult {
@@ -251,6 +328,8 @@ pub(crate) struct InvokeResult {
     output: Py<PyBytes>,
     /// Who ran the call and what it used.
     metering: Option<Py<Metering>>,
+    /// For a call that ran on the mesh: the providers and the charge (`None` for local calls).
+    remote: Option<Py<RemoteCall>>,
 }
 
 #[pymethods]
@@ -290,6 +369,11 @@ impl ToPython for pb::InvokeResponse {
                 .metering
                 .as_ref()
                 .map(|m| Py::new(py, metering(m)))
+                .transpose()?,
+            remote: self
+                .remote
+                .as_ref()
+                .map(|r| Py::new(py, remote_call(py, r)?))
                 .transpose()?,
         };
         Ok(Py::new(py, result)?.into_any())
@@ -575,6 +659,8 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<FunctionInfo>()?;
     module.add_class::<Metering>()?;
     module.add_class::<InvokeResult>()?;
+    module.add_class::<RemoteCall>()?;
+    module.add_class::<ProviderResult>()?;
     module.add_class::<DeployedModule>()?;
     module.add_class::<ObjectInfo>()?;
     module.add_class::<PutResult>()?;

@@ -1,10 +1,5 @@
-"""Serving on one node and invoking from another.
-
-REMOTE INVOCATION IS NOT MERGED YET: today a daemon only invokes functions offered on itself,
-so node B answers NOT_FOUND for a function served on node A. The test is marked as a strict
-expected failure limited to that NOT_FOUND: when remote invocation lands it passes, which
-pytest reports as a failure (XPASS strict) until the marker below is removed.
-"""
+"""Serving on one node and invoking from another: `invoke` with the default placement runs a
+function this node lacks on a provider found on the mesh, and says who ran it and what it cost."""
 
 from __future__ import annotations
 
@@ -14,15 +9,10 @@ import mehr
 from conftest import eventually
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=mehr.NotFound,
-    reason="remote invocation is not merged: remove this marker when it lands",
-)
 def test_serve_on_a_invoke_from_b(linked_daemons):
     a, b = linked_daemons
 
-    @mehr.function("remote.upper", description="Upper-cases text", max_concurrency=4)
+    @mehr.function("remote.upper", description="Upper-cases text", max_concurrency=4, price_umhr=7)
     def upper(text: str) -> str:
         return text.upper()
 
@@ -31,6 +21,28 @@ def test_serve_on_a_invoke_from_b(linked_daemons):
     with a_client.serve(upper):
         # B knows A as a neighbour before it can route a call to it.
         eventually("A as B's neighbour", lambda: any(n.node_id == a_id for n in b_client.neighbours()), timeout=30)
-        result = b_client.invoke("remote.upper", "over the mesh", timeout=30)
+        result = eventually(
+            "remote.upper found on the mesh",
+            lambda: _try_invoke(b_client, "remote.upper", "over the mesh"),
+            timeout=60,
+        )
         assert result.text() == "OVER THE MESH"
         assert result.metering is not None and result.metering.provider_node_id == a_id
+        assert result.remote is not None
+        assert [p.node_id for p in result.remote.providers] == [a_id]
+        assert result.remote.providers[0].outcome == "agreed"
+        assert result.remote.charged_umhr == 7
+
+        # Local placement never leaves the node.
+        with pytest.raises(mehr.NotFound):
+            b_client.invoke("remote.upper", "x", placement="local")
+        # A bad tier is the caller's mistake.
+        with pytest.raises(mehr.InvalidArgument):
+            b_client.invoke("remote.upper", "x", placement="mesh", tier="redundant:1")
+
+
+def _try_invoke(client: mehr.Client, function: str, text: str):
+    try:
+        return client.invoke(function, text, timeout=30)
+    except mehr.NotFound:
+        return None  # A's advert has not reached B yet

@@ -7,11 +7,33 @@ use futures::StreamExt;
 use mehr_proto::v1::{self as pb, compute_service_client::ComputeServiceClient};
 use prost::bytes::Bytes;
 
-use crate::{AuthedChannel, Client, Error, EventStream};
+use crate::{AuthedChannel, Client, Error, EventStream, market::Tier};
 
 /// Largest message the SDK accepts from the daemon on `ComputeService`: the daemon enforces
 /// its own, configured limits on modules, inputs and outputs; this only has to be above them.
 const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
+/// Where a call may run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// The local node when it offers the function, otherwise providers on the mesh.
+    #[default]
+    Auto,
+    /// Only the local node.
+    Local,
+    /// Only other nodes, found by the marketplace.
+    Mesh,
+}
+
+impl Placement {
+    fn to_proto(self) -> pb::Placement {
+        match self {
+            Placement::Auto => pb::Placement::Unspecified,
+            Placement::Local => pb::Placement::Local,
+            Placement::Mesh => pb::Placement::Mesh,
+        }
+    }
+}
 
 /// Optional limits of one call. The defaults are the function's own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,6 +43,12 @@ pub struct InvokeOptions {
     pub deadline: Option<Duration>,
     /// WASM only: the most fuel the call may burn. `None` uses the node's limit.
     pub max_fuel: Option<u64>,
+    /// Where the call may run.
+    pub placement: Placement,
+    /// Calls on the mesh: how the result is verified (`None`: reputation).
+    pub tier: Option<Tier>,
+    /// Calls on the mesh: the most to pay one provider, μMHR (`None`: any price).
+    pub max_price_umhr: Option<u64>,
 }
 
 impl InvokeOptions {
@@ -33,6 +61,24 @@ impl InvokeOptions {
     /// Sets the fuel limit.
     pub fn max_fuel(mut self, fuel: u64) -> Self {
         self.max_fuel = Some(fuel);
+        self
+    }
+
+    /// Sets where the call may run.
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Sets the verification tier of a call on the mesh.
+    pub fn tier(mut self, tier: Tier) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+
+    /// Sets the price cap of a call on the mesh, μMHR per provider.
+    pub fn max_price(mut self, umhr: u64) -> Self {
+        self.max_price_umhr = Some(umhr);
         self
     }
 
@@ -135,6 +181,9 @@ impl Client {
                 input: input.into(),
                 deadline_ms: options.deadline_ms(),
                 max_fuel: options.max_fuel.unwrap_or(0),
+                placement: options.placement.to_proto() as i32,
+                tier: options.tier.map(Tier::to_proto),
+                max_price_umhr: options.max_price_umhr,
             })
             .await?
             .into_inner())
@@ -155,6 +204,9 @@ impl Client {
                 input: input.into(),
                 deadline_ms: options.deadline_ms(),
                 max_fuel: options.max_fuel.unwrap_or(0),
+                placement: options.placement.to_proto() as i32,
+                tier: options.tier.map(Tier::to_proto),
+                max_price_umhr: options.max_price_umhr,
             })
             .await?
             .into_inner();

@@ -90,7 +90,13 @@ impl Client {
             peer_deposit_umhr,
             timeout_ms: millis(timeout),
         };
-        channel_of(self.ledger().open_channel(request).await?.into_inner().channel)
+        channel_of(
+            self.ledger()
+                .open_channel(request)
+                .await?
+                .into_inner()
+                .channel,
+        )
     }
 
     /// Pays `amount_umhr` (gross; the payee gets 98%) to `peer` through the open channel with

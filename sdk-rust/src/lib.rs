@@ -38,7 +38,7 @@ pub mod storage;
 mod transport;
 
 pub use client::{AuthedChannel, BearerToken, Client, EventStream};
-pub use compute::InvokeOptions;
+pub use compute::{InvokeOptions, Placement};
 pub use connect::{ConnectOptions, Target};
 pub use error::Error;
 pub use ledger::{SettleResult, Settlement};

@@ -140,7 +140,11 @@ impl Proposal {
 
     /// Relay by `provider`.
     pub fn relay(provider: &[u8]) -> Self {
-        Proposal::new(provider, pb::agreement_capability::Kind::Relay(true), String::new())
+        Proposal::new(
+            provider,
+            pb::agreement_capability::Kind::Relay(true),
+            String::new(),
+        )
     }
 
     /// Pay at most this (in the provider's structure); without it, its advertised price.
@@ -151,9 +155,8 @@ impl Proposal {
 
     /// Run for `duration` once active (default: the node's `market.agreement_duration_secs`).
     pub fn duration(mut self, duration: Duration) -> Self {
-        self.request.duration_seconds = u32::try_from(duration.as_secs())
-            .unwrap_or(u32::MAX)
-            .max(1);
+        self.request.duration_seconds =
+            u32::try_from(duration.as_secs()).unwrap_or(u32::MAX).max(1);
         self
     }
 
@@ -199,7 +202,7 @@ pub enum Tier {
 }
 
 impl Tier {
-    fn to_proto(self) -> pb::VerificationTier {
+    pub(crate) fn to_proto(self) -> pb::VerificationTier {
         use pb::verification_tier::Kind;
         pb::VerificationTier {
             kind: Some(match self {
@@ -238,9 +241,14 @@ impl Client {
     }
 
     /// Changes the offer settings (unset fields stay) and returns the re-signed offer.
-    pub async fn set_offer(&self, request: pb::SetOfferRequest) -> Result<pb::GetOfferResponse, Error> {
+    pub async fn set_offer(
+        &self,
+        request: pb::SetOfferRequest,
+    ) -> Result<pb::GetOfferResponse, Error> {
         let response = self.market().set_offer(request).await?.into_inner();
-        response.offer.ok_or_else(|| Error::InvalidResponse("SetOffer returned no offer".into()))
+        response
+            .offer
+            .ok_or_else(|| Error::InvalidResponse("SetOffer returned no offer".into()))
     }
 
     /// Finds providers, nearest rings first; offers come best first.
@@ -369,7 +377,9 @@ impl Client {
     }
 
     /// Follows agreement changes until the daemon shuts down or the stream is dropped.
-    pub async fn watch_agreements(&self) -> Result<EventStream<pb::WatchAgreementsResponse>, Error> {
+    pub async fn watch_agreements(
+        &self,
+    ) -> Result<EventStream<pb::WatchAgreementsResponse>, Error> {
         let stream = self
             .market()
             .watch_agreements(pb::WatchAgreementsRequest {})
@@ -423,7 +433,9 @@ mod tests {
 
         assert_eq!(
             Tier::Redundant { k: 3 }.to_proto().kind,
-            Some(pb::verification_tier::Kind::Redundant(pb::RedundantTier { k: 3 }))
+            Some(pb::verification_tier::Kind::Redundant(pb::RedundantTier {
+                k: 3
+            }))
         );
     }
 }

@@ -1,7 +1,10 @@
 //! `mehr.v1.ComputeService`: converts between proto messages and the compute part's types, and
 //! delegates to [`Compute`].
 
-use std::{pin::Pin, time::Duration};
+use std::{
+    pin::Pin,
+    time::{Duration, Instant},
+};
 
 use futures::{Stream, StreamExt};
 use mehr_proto::v1::{
@@ -13,9 +16,13 @@ use mehr_proto::v1::{
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::compute::{
-    CancelReason, Chunk, Compute, FromProvider, FunctionInfo, FunctionKind, Metering, Price,
-    RegistrationError, ServedFunctionSpec, SessionViolation, ToProvider,
+use super::market::{DEFAULT_JOB_DEADLINE, providers_to_proto, tier_from_proto};
+use crate::{
+    compute::{
+        CancelReason, Chunk, Compute, FromProvider, FunctionInfo, FunctionKind, InvokeFailure,
+        Metering, Price, RegistrationError, ServedFunctionSpec, SessionViolation, ToProvider,
+    },
+    market::{Market, MarketError, ProviderOutcome, VerifiedCall},
 };
 
 /// How much earlier than the API's request timeout a unary Invoke gives up, so the caller gets
@@ -26,16 +33,25 @@ const UNARY_MARGIN: Duration = Duration::from_millis(250);
 #[derive(Clone)]
 pub struct ComputeApi {
     compute: Compute,
+    /// Runs calls on the mesh; `None` when the marketplace is disabled.
+    market: Option<Market>,
     node_id: [u8; 16],
     unary_deadline_cap: Duration,
 }
 
 impl ComputeApi {
-    /// Serves `compute` for the node `node_id`; unary calls must finish within
-    /// `request_timeout` (the API's per-request timeout).
-    pub fn new(compute: Compute, node_id: [u8; 16], request_timeout: Duration) -> Self {
+    /// Serves `compute` for the node `node_id`, sending calls it cannot run itself to the
+    /// mesh through `market`; unary calls must finish within `request_timeout` (the API's
+    /// per-request timeout).
+    pub fn new(
+        compute: Compute,
+        market: Option<Market>,
+        node_id: [u8; 16],
+        request_timeout: Duration,
+    ) -> Self {
         ComputeApi {
             compute,
+            market,
             node_id,
             unary_deadline_cap: request_timeout.saturating_sub(UNARY_MARGIN),
         }
@@ -57,6 +73,95 @@ impl ComputeApi {
             duration_us: u64::try_from(metering.duration.as_micros()).unwrap_or(u64::MAX),
         }
     }
+
+    /// Whether a call that this node could not resolve (`failure`) goes to the mesh instead.
+    fn falls_back_to_mesh(&self, placement: pb::Placement, failure: &InvokeFailure) -> bool {
+        placement == pb::Placement::Unspecified
+            && self.market.is_some()
+            && matches!(failure, InvokeFailure::UnknownFunction { .. })
+    }
+
+    /// Runs a call on providers found by the marketplace, verified per its tier.
+    async fn invoke_on_mesh(&self, call: MeshCall) -> Result<MeshResult, Status> {
+        let market = self.market.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "the marketplace is disabled (market.enabled = false), so calls cannot run on \
+                 the mesh",
+            )
+        })?;
+        let started = Instant::now();
+        let outcome = market
+            .invoke_verified(VerifiedCall {
+                function: call.function_id,
+                input: call.input.to_vec(),
+                tier: tier_from_proto(call.tier.as_ref())?,
+                max_price_umhr: call.max_price_umhr,
+                deadline: call.deadline,
+            })
+            .await
+            .map_err(|e| match e {
+                // The caller asked the compute service for a function: say so in its terms.
+                MarketError::NoProviders { .. } => Status::not_found(format!(
+                    "no node offers this function within the price cap ({e})"
+                )),
+                e => Status::from(e),
+            })?;
+        let provider = outcome
+            .providers
+            .iter()
+            .find(|p| p.outcome == ProviderOutcome::Agreed)
+            .map(|p| p.node_id.0.to_vec())
+            .unwrap_or_default();
+        let metering = pb::InvocationMetering {
+            kind: pb::FunctionKind::Unspecified as i32,
+            provider_node_id: provider.into(),
+            fuel_used: 0,
+            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        };
+        let remote = pb::RemoteCall {
+            output_hash: outcome.output_hash.to_vec().into(),
+            audited: outcome.audited,
+            escalated: outcome.escalated,
+            charged_umhr: outcome.charged_umhr,
+            providers: providers_to_proto(outcome.providers),
+        };
+        Ok(MeshResult {
+            output: outcome.output.into(),
+            metering,
+            remote,
+        })
+    }
+}
+
+/// A call bound for the mesh.
+struct MeshCall {
+    function_id: String,
+    input: prost::bytes::Bytes,
+    deadline: Duration,
+    tier: Option<pb::VerificationTier>,
+    max_price_umhr: Option<u64>,
+}
+
+/// What a call on the mesh returned.
+struct MeshResult {
+    output: prost::bytes::Bytes,
+    metering: pb::InvocationMetering,
+    remote: pb::RemoteCall,
+}
+
+/// The placement a request asked for; an unknown value is bad input.
+fn placement(value: i32) -> Result<pb::Placement, Status> {
+    pb::Placement::try_from(value)
+        .map_err(|_| Status::invalid_argument(format!("placement: {value} is not a Placement")))
+}
+
+/// A call's deadline on the mesh: the one asked for (or the default), capped by `cap`.
+fn mesh_deadline(deadline_ms: u64, cap: Option<Duration>) -> Duration {
+    let asked = match deadline_ms {
+        0 => DEFAULT_JOB_DEADLINE,
+        ms => Duration::from_millis(ms),
+    };
+    cap.map_or(asked, |cap| asked.min(cap))
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -134,19 +239,43 @@ impl ComputeService for ComputeApi {
         request: Request<InvokeRequest>,
     ) -> Result<Response<InvokeResponse>, Status> {
         let request = request.into_inner();
-        let completed = self
-            .compute
-            .invoke(invoke_request(
-                request.function_id,
-                request.input,
-                request.deadline_ms,
-                request.max_fuel,
-                Some(self.unary_deadline_cap),
-            ))
+        let placement = placement(request.placement)?;
+        if placement != pb::Placement::Mesh {
+            let local = self
+                .compute
+                .invoke(invoke_request(
+                    request.function_id.clone(),
+                    request.input.clone(),
+                    request.deadline_ms,
+                    request.max_fuel,
+                    Some(self.unary_deadline_cap),
+                ))
+                .await;
+            match local {
+                Err(failure) if self.falls_back_to_mesh(placement, &failure) => {}
+                local => {
+                    let completed = local?;
+                    return Ok(Response::new(InvokeResponse {
+                        output: completed.output,
+                        metering: Some(self.metering(&completed.metering)),
+                        remote: None,
+                    }));
+                }
+            }
+        }
+        let result = self
+            .invoke_on_mesh(MeshCall {
+                deadline: mesh_deadline(request.deadline_ms, Some(self.unary_deadline_cap)),
+                function_id: request.function_id,
+                input: request.input,
+                tier: request.tier,
+                max_price_umhr: request.max_price_umhr,
+            })
             .await?;
         Ok(Response::new(InvokeResponse {
-            output: completed.output,
-            metering: Some(self.metering(&completed.metering)),
+            output: result.output,
+            metering: Some(result.metering),
+            remote: Some(result.remote),
         }))
     }
 
@@ -157,13 +286,41 @@ impl ComputeService for ComputeApi {
         request: Request<InvokeStreamRequest>,
     ) -> Result<Response<Self::InvokeStreamStream>, Status> {
         let request = request.into_inner();
-        let invocation = self.compute.start_invocation(invoke_request(
-            request.function_id,
-            request.input,
-            request.deadline_ms,
-            request.max_fuel,
-            None,
-        ))?;
+        let placement = placement(request.placement)?;
+        let local = match placement {
+            pb::Placement::Mesh => None,
+            _ => match self.compute.start_invocation(invoke_request(
+                request.function_id.clone(),
+                request.input.clone(),
+                request.deadline_ms,
+                request.max_fuel,
+                None,
+            )) {
+                Err(failure) if self.falls_back_to_mesh(placement, &failure) => None,
+                local => Some(local?),
+            },
+        };
+        let Some(invocation) = local else {
+            // Jobs travel whole across the mesh, so the output comes as one final message.
+            let result = self
+                .invoke_on_mesh(MeshCall {
+                    deadline: mesh_deadline(request.deadline_ms, None),
+                    function_id: request.function_id,
+                    input: request.input,
+                    tier: request.tier,
+                    max_price_umhr: request.max_price_umhr,
+                })
+                .await?;
+            let last = InvokeStreamResponse {
+                output: result.output,
+                done: true,
+                metering: Some(result.metering),
+                remote: Some(result.remote),
+            };
+            return Ok(Response::new(Box::pin(futures::stream::once(async {
+                Ok(last)
+            }))));
+        };
         let api = self.clone();
         // Dropping the stream (the caller went away) drops the invocation, which cancels it.
         let stream = futures::stream::unfold(Some(invocation), move |invocation| {
@@ -175,11 +332,13 @@ impl ComputeService for ComputeApi {
                         output,
                         done: false,
                         metering: None,
+                        remote: None,
                     }),
                     Ok(Chunk::Final { output, metering }) => Ok(InvokeStreamResponse {
                         output,
                         done: true,
                         metering: Some(api.metering(&metering)),
+                        remote: None,
                     }),
                     Err(failure) => Err(Status::from(failure)),
                 };

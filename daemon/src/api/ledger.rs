@@ -151,10 +151,9 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<pb::ListChannelsResponse>, Status> {
         let request = request.into_inner();
         let all = self.ledger.channels().await?;
-        let (channels, next_page_token) =
-            page(all, request.page_size, &request.page_token, |c| {
-                hex::encode(c.id.0)
-            })?;
+        let (channels, next_page_token) = page(all, request.page_size, &request.page_token, |c| {
+            hex::encode(c.id.0)
+        })?;
         Ok(Response::new(pb::ListChannelsResponse {
             channels: channels.iter().map(channel_to_proto).collect(),
             next_page_token,
@@ -288,11 +287,7 @@ impl LedgerService for LedgerApi {
                 })
                 .collect(),
             equivocations: s.equivocations,
-            overdrafts: s
-                .overdrafts
-                .iter()
-                .map(|id| id.0.to_vec().into())
-                .collect(),
+            overdrafts: s.overdrafts.iter().map(|id| id.0.to_vec().into()).collect(),
             rejected: Some(pb::RejectedMessages {
                 malformed: s.rejects.malformed,
                 forged: s.rejects.forged,
@@ -324,11 +319,11 @@ impl LedgerService for LedgerApi {
             ))
         })?;
         let relay = match request.relay_key.len() {
-            PUBLIC_KEY_LEN => RelayKey::Identity(Box::new(
-                Identity::from_slice(&request.relay_key).map_err(|e| {
-                    Status::invalid_argument(format!("relay_key is not a valid identity: {e}"))
-                })?,
-            )),
+            PUBLIC_KEY_LEN => {
+                RelayKey::Identity(Box::new(Identity::from_slice(&request.relay_key).map_err(
+                    |e| Status::invalid_argument(format!("relay_key is not a valid identity: {e}")),
+                )?))
+            }
             32 => {
                 let bytes: [u8; 32] = request.relay_key[..]
                     .try_into()

@@ -7,9 +7,7 @@ use futures::Stream;
 use mehr_market::{
     CapabilityKind, CostStructure, FunctionId, NodeId,
     agreement::{AgreementState, Capability, ComputeTarget, ProofMethod, Role},
-    capabilities::{
-        Availability, CpuClass, Medium, NodeCapabilities, StorageClass,
-    },
+    capabilities::{Availability, CpuClass, Medium, NodeCapabilities, StorageClass},
     discovery::Filter,
     verification::Tier,
 };
@@ -27,7 +25,7 @@ use crate::{
     market::{
         AgreementFilter, AgreementView, DiscoverRequest, Discovery, DiscoveryOutcome, Market,
         MarketError, OfferSettings, OfferUpdate, OfferView, Proposal, ProviderOutcome,
-        VerifiedCall,
+        ProviderResult, VerifiedCall,
     },
 };
 
@@ -36,7 +34,7 @@ const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest discovery timeout.
 const MAX_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default per-provider deadline of a verified call.
-const DEFAULT_JOB_DEADLINE: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_JOB_DEADLINE: Duration = Duration::from_secs(30);
 /// Largest input of a verified call (the transport's default message limit).
 const MAX_VERIFIED_INPUT: usize = 16 << 20;
 
@@ -130,7 +128,12 @@ fn cost_from_proto(field: &str, cost: &pb::CostStructure) -> Result<CostStructur
             per_million: c.per_million_umhr,
             max_cycles: c.max_cycles,
         },
-        None => return Err(invalid(field, "give one of per_byte, per_invocation, per_duration, per_cycle")),
+        None => {
+            return Err(invalid(
+                field,
+                "give one of per_byte, per_invocation, per_duration, per_cycle",
+            ));
+        }
     })
 }
 
@@ -279,8 +282,12 @@ fn proof_to_proto(proof: ProofMethod) -> pb::ProofMethod {
 fn capability_to_proto(capability: &Capability, name: Option<String>) -> pb::AgreementCapability {
     use pb::agreement_capability::Kind;
     let kind = match capability {
-        Capability::Compute(ComputeTarget::Function(id)) => Kind::FunctionHash(id.0.to_vec().into()),
-        Capability::Compute(ComputeTarget::Wasm(module)) => Kind::WasmModule(module.to_vec().into()),
+        Capability::Compute(ComputeTarget::Function(id)) => {
+            Kind::FunctionHash(id.0.to_vec().into())
+        }
+        Capability::Compute(ComputeTarget::Wasm(module)) => {
+            Kind::WasmModule(module.to_vec().into())
+        }
         Capability::Storage { bytes } => Kind::StorageBytes(*bytes),
         Capability::Relay => Kind::Relay(true),
         Capability::Proxy => Kind::Proxy(true),
@@ -291,7 +298,9 @@ fn capability_to_proto(capability: &Capability, name: Option<String>) -> pb::Agr
     }
 }
 
-fn capability_from_proto(capability: Option<&pb::AgreementCapability>) -> Result<Capability, Status> {
+fn capability_from_proto(
+    capability: Option<&pb::AgreementCapability>,
+) -> Result<Capability, Status> {
     use pb::agreement_capability::Kind;
     let capability = capability.ok_or_else(|| invalid("capability", "is required"))?;
     Ok(match capability.kind.as_ref() {
@@ -371,7 +380,10 @@ fn kind_from_proto(kind: i32) -> Result<CapabilityKind, Status> {
         Ok(pb::CapabilityKind::Naming) => CapabilityKind::Naming,
         Ok(pb::CapabilityKind::Function) => CapabilityKind::Function,
         Ok(pb::CapabilityKind::Unspecified) | Err(_) => {
-            return Err(invalid("kind", "give a capability kind (relay, storage, function, …)"));
+            return Err(invalid(
+                "kind",
+                "give a capability kind (relay, storage, function, …)",
+            ));
         }
     })
 }
@@ -407,7 +419,7 @@ fn discovery_to_proto(found: Discovery) -> pb::DiscoverResponse {
     }
 }
 
-fn tier_from_proto(tier: Option<&pb::VerificationTier>) -> Result<Tier, Status> {
+pub(super) fn tier_from_proto(tier: Option<&pb::VerificationTier>) -> Result<Tier, Status> {
     use pb::verification_tier::Kind;
     Ok(match tier.and_then(|t| t.kind.as_ref()) {
         None | Some(Kind::Reputation(_)) => Tier::Reputation,
@@ -419,7 +431,32 @@ fn tier_from_proto(tier: Option<&pb::VerificationTier>) -> Result<Tier, Status> 
     })
 }
 
-type AgreementStream = Pin<Box<dyn Stream<Item = Result<pb::WatchAgreementsResponse, Status>> + Send>>;
+/// Every provider's part in a verified call, as the API shows it.
+pub(super) fn providers_to_proto(providers: Vec<ProviderResult>) -> Vec<pb::ProviderResult> {
+    providers
+        .into_iter()
+        .map(|p| pb::ProviderResult {
+            node_id: p.node_id.0.to_vec().into(),
+            agreement_id: p
+                .agreement_id
+                .map(|id| id.0.to_vec())
+                .unwrap_or_default()
+                .into(),
+            output_hash: p.output_hash.map(|h| h.to_vec()).unwrap_or_default().into(),
+            outcome: match p.outcome {
+                ProviderOutcome::Agreed => pb::ProviderOutcome::Agreed,
+                ProviderOutcome::Dissented => pb::ProviderOutcome::Dissented,
+                ProviderOutcome::Missing => pb::ProviderOutcome::Missing,
+                ProviderOutcome::Unsettled => pb::ProviderOutcome::Unsettled,
+            } as i32,
+            error: p.error.unwrap_or_default(),
+            signed_result: p.signed_result.unwrap_or_default().into(),
+        })
+        .collect()
+}
+
+type AgreementStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchAgreementsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl MarketService for MarketApi {
@@ -517,7 +554,9 @@ impl MarketService for MarketApi {
             role,
             live_only: r.live_only,
         });
-        let (items, next) = page(all, r.page_size, &r.page_token, |a| hex::encode(a.request_id))?;
+        let (items, next) = page(all, r.page_size, &r.page_token, |a| {
+            hex::encode(a.request_id)
+        })?;
         Ok(Response::new(pb::ListAgreementsResponse {
             agreements: items.iter().map(agreement_to_proto).collect(),
             next_page_token: next,
@@ -557,7 +596,12 @@ impl MarketService for MarketApi {
             Ok(pb::ProofMethod::ChallengeResponse) => ProofMethod::ChallengeResponse,
             Ok(pb::ProofMethod::ResultHash) => ProofMethod::ResultHash,
             Ok(pb::ProofMethod::Heartbeat) => ProofMethod::Heartbeat,
-            Err(_) => return Err(invalid("proof", format!("{} is not a proof method", r.proof))),
+            Err(_) => {
+                return Err(invalid(
+                    "proof",
+                    format!("{} is not a proof method", r.proof),
+                ));
+            }
         };
         let duration_seconds = match r.duration_seconds {
             0 => market_duration(market),
@@ -626,31 +670,7 @@ impl MarketService for MarketApi {
             output_hash: outcome.output_hash.to_vec().into(),
             audited: outcome.audited,
             escalated: outcome.escalated,
-            providers: outcome
-                .providers
-                .into_iter()
-                .map(|p| pb::ProviderResult {
-                    node_id: p.node_id.0.to_vec().into(),
-                    agreement_id: p
-                        .agreement_id
-                        .map(|id| id.0.to_vec())
-                        .unwrap_or_default()
-                        .into(),
-                    output_hash: p
-                        .output_hash
-                        .map(|h| h.to_vec())
-                        .unwrap_or_default()
-                        .into(),
-                    outcome: match p.outcome {
-                        ProviderOutcome::Agreed => pb::ProviderOutcome::Agreed,
-                        ProviderOutcome::Dissented => pb::ProviderOutcome::Dissented,
-                        ProviderOutcome::Missing => pb::ProviderOutcome::Missing,
-                        ProviderOutcome::Unsettled => pb::ProviderOutcome::Unsettled,
-                    } as i32,
-                    error: p.error.unwrap_or_default(),
-                    signed_result: p.signed_result.unwrap_or_default().into(),
-                })
-                .collect(),
+            providers: providers_to_proto(outcome.providers),
             charged_umhr: outcome.charged_umhr,
         }))
     }

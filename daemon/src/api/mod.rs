@@ -27,8 +27,7 @@ use std::{
 
 use mehr_proto::v1::{
     compute_service_server::ComputeServiceServer, ledger_service_server::LedgerServiceServer,
-    market_service_server::MarketServiceServer,
-    messaging_service_server::MessagingServiceServer,
+    market_service_server::MarketServiceServer, messaging_service_server::MessagingServiceServer,
     node_service_server::NodeServiceServer, storage_service_server::StorageServiceServer,
     transport_service_server::TransportServiceServer,
 };

@@ -5,11 +5,11 @@
 use tonic::Status;
 
 use crate::{
-    market::MarketError,
     compute::{
         DeployError, InvokeFailure, ListError, RegistrationError, RemoveError, SessionViolation,
     },
     ledger::LedgerError,
+    market::MarketError,
     storage::StorageError,
     store::StoreError,
     transport::TransportError,
@@ -205,9 +205,9 @@ impl From<MarketError> for Status {
         use mehr_market::agreement::AgreementError;
         let message = error.to_string();
         match error {
-            MarketError::Disabled
-            | MarketError::NotActive { .. }
-            | MarketError::Chain(_) => Status::failed_precondition(message),
+            MarketError::Disabled | MarketError::NotActive { .. } | MarketError::Chain(_) => {
+                Status::failed_precondition(message)
+            }
             MarketError::InvalidArgument { .. } | MarketError::Tier(_) => {
                 Status::invalid_argument(message)
             }

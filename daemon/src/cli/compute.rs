@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::Context;
 use futures::StreamExt;
-use mehr_sdk::{Client, InvokeOptions, proto as pb};
+use mehr_sdk::{Client, InvokeOptions, Placement, market::Tier, proto as pb};
 use serde_json::{Value, json};
 
 use super::output::Output;
@@ -50,6 +50,18 @@ pub struct InvokeArgs {
     /// WASM only: the most fuel the call may burn (default: the node's limit).
     #[arg(long)]
     pub max_fuel: Option<u64>,
+    /// Run it on other nodes even when this node offers the function.
+    #[arg(long, conflicts_with = "local")]
+    pub mesh: bool,
+    /// Run it on this node only (never on the mesh).
+    #[arg(long)]
+    pub local: bool,
+    /// Calls on the mesh: reputation, optimistic:N (audit 1 call in N) or redundant:K.
+    #[arg(long, value_parser = super::market::parse_tier)]
+    pub tier: Option<Tier>,
+    /// Calls on the mesh: the most to pay one provider, μMHR.
+    #[arg(long, value_name = "UMHR")]
+    pub max_price: Option<u64>,
 }
 
 /// The word for a function kind, as the CLI prints it.
@@ -212,10 +224,24 @@ fn read_input(args: &InvokeArgs) -> anyhow::Result<Vec<u8>> {
 fn metering_json(metering: Option<&pb::InvocationMetering>) -> Value {
     match metering {
         Some(m) => json!({
-            "kind": kind_name(m.kind),
+            "kind": if m.kind == pb::FunctionKind::Unspecified as i32 { "mesh" } else { kind_name(m.kind) },
             "provider_node_id": hex::encode(&m.provider_node_id),
             "fuel_used": m.fuel_used,
             "duration_us": m.duration_us,
+        }),
+        None => Value::Null,
+    }
+}
+
+/// How a call on the mesh went, as JSON (`null` for local calls).
+fn remote_json(remote: Option<&pb::RemoteCall>) -> Value {
+    match remote {
+        Some(r) => json!({
+            "output_hash": hex::encode(&r.output_hash),
+            "audited": r.audited,
+            "escalated": r.escalated,
+            "charged_umhr": r.charged_umhr,
+            "providers": super::market::providers_json(&r.providers),
         }),
         None => Value::Null,
     }
@@ -271,9 +297,17 @@ impl Sink {
 /// `mehr invoke FUNCTION [--input FILE] [-o FILE] [--stream]`.
 pub(super) async fn invoke(client: &Client, out: &Output, args: InvokeArgs) -> anyhow::Result<()> {
     let input = read_input(&args)?;
+    let placement = match (args.mesh, args.local) {
+        (true, _) => Placement::Mesh,
+        (_, true) => Placement::Local,
+        _ => Placement::Auto,
+    };
     let options = InvokeOptions {
         deadline: args.deadline,
         max_fuel: args.max_fuel,
+        placement,
+        tier: args.tier,
+        max_price_umhr: args.max_price,
     };
     let mut sink = Sink::open(args.output.as_ref())?;
     if args.stream {
@@ -292,6 +326,7 @@ pub(super) async fn invoke(client: &Client, out: &Output, args: InvokeArgs) -> a
                 }
                 if message.done {
                     record["metering"] = metering_json(message.metering.as_ref());
+                    record["remote"] = remote_json(message.remote.as_ref());
                     record["output_file"] = json!(sink.path());
                 }
                 println!("{record}");
@@ -311,6 +346,7 @@ pub(super) async fn invoke(client: &Client, out: &Output, args: InvokeArgs) -> a
             "function_id": args.function,
             "bytes": response.output.len(),
             "metering": metering_json(response.metering.as_ref()),
+            "remote": remote_json(response.remote.as_ref()),
             "output_file": sink.path(),
         });
         if !written {
@@ -340,7 +376,12 @@ fn report_file(out: &Output, sink: &Sink, bytes: usize, metering: Option<&pb::In
             } else {
                 String::new()
             };
-            format!(" in {} µs{fuel}", m.duration_us)
+            let place = if m.kind == pb::FunctionKind::Unspecified as i32 {
+                format!(" on node {}", hex::encode(&m.provider_node_id))
+            } else {
+                String::new()
+            };
+            format!(" in {} µs{fuel}{place}", m.duration_us)
         });
         println!("wrote {bytes} bytes to {path}{detail}");
     }

@@ -103,7 +103,10 @@ fn amount_arg(text: &str) -> anyhow::Result<u64> {
     let bad = || anyhow::anyhow!("amount `{text}` is not a number of μMHR or of MHR (`2mhr`)");
     if let Some(mhr) = lower.strip_suffix("mhr") {
         let (whole, fraction) = mhr.split_once('.').unwrap_or((mhr, ""));
-        anyhow::ensure!(fraction.len() <= 6, "amount `{text}` has more than 6 decimals");
+        anyhow::ensure!(
+            fraction.len() <= 6,
+            "amount `{text}` has more than 6 decimals"
+        );
         let whole: u64 = if whole.is_empty() {
             0
         } else {
@@ -542,10 +545,7 @@ pub(super) async fn ticket(
             ("period", v.period.to_string()),
             ("win probability", format!("{} ppm", v.win_ppm)),
             ("cost", format!("{} μMHR", v.cost_umhr)),
-            (
-                "committed terms checked",
-                v.committed_checked.to_string(),
-            ),
+            ("committed terms checked", v.committed_checked.to_string()),
             ("reason", v.reason.clone()),
         ],
         json!({

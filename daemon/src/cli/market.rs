@@ -240,7 +240,23 @@ fn parse_function_price(text: &str) -> Result<(String, u64), String> {
     Ok((name.to_string(), price))
 }
 
-fn parse_tier(text: &str) -> Result<Tier, String> {
+/// Every provider's part in a verified call, as JSON.
+pub(super) fn providers_json(providers: &[pb::ProviderResult]) -> Vec<Value> {
+    providers
+        .iter()
+        .map(|p| {
+            json!({
+                "node_id": hex::encode(&p.node_id),
+                "agreement_id": hex::encode(&p.agreement_id),
+                "output_hash": hex::encode(&p.output_hash),
+                "outcome": outcome_name(p.outcome),
+                "error": p.error,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn parse_tier(text: &str) -> Result<Tier, String> {
     let (name, arg) = match text.split_once(':') {
         Some((name, arg)) => (name, Some(arg)),
         None => (text, None),
@@ -263,8 +279,7 @@ fn parse_tier(text: &str) -> Result<Tier, String> {
 }
 
 fn hex_id(what: &str, text: &str, len: usize) -> anyhow::Result<Vec<u8>> {
-    let bytes = hex::decode(text.trim())
-        .with_context(|| format!("{what} `{text}` is not hex"))?;
+    let bytes = hex::decode(text.trim()).with_context(|| format!("{what} `{text}` is not hex"))?;
     if bytes.len() != len {
         bail!(
             "{what} `{text}` is {} bytes, expected {len} ({} hex digits)",
@@ -364,7 +379,10 @@ fn capabilities_text(caps: Option<&pb::Capabilities>) -> (String, Value) {
             parts.push(format!("{} {}", f.name, cost_text(f.cost.as_ref()).0));
         }
         if c.wasm {
-            parts.push(format!("wasm {} μMHR/Mcycle", c.cost_per_million_cycles_umhr));
+            parts.push(format!(
+                "wasm {} μMHR/Mcycle",
+                c.cost_per_million_cycles_umhr
+            ));
         }
     }
     if let Some(s) = &caps.storage {
@@ -479,11 +497,13 @@ pub(super) async fn offer(
     let offer = match action {
         None => client.offer().await?,
         Some(OfferAction::Set(args)) => {
-            let availability = args.availability.map_or(pb::Availability::Unspecified, |a| match a {
-                AvailabilityArg::AlwaysOn => pb::Availability::AlwaysOn,
-                AvailabilityArg::Solar => pb::Availability::Solar,
-                AvailabilityArg::Intermittent => pb::Availability::Intermittent,
-            });
+            let availability =
+                args.availability
+                    .map_or(pb::Availability::Unspecified, |a| match a {
+                        AvailabilityArg::AlwaysOn => pb::Availability::AlwaysOn,
+                        AvailabilityArg::Solar => pb::Availability::Solar,
+                        AvailabilityArg::Intermittent => pb::Availability::Intermittent,
+                    });
             client
                 .set_offer(pb::SetOfferRequest {
                     reset: args.reset,
@@ -505,7 +525,15 @@ pub(super) async fn offer(
     out.record(
         &[
             ("node", hex::encode(&offer.node_id)),
-            ("advert", format!("seq {}, {} bytes, lives {} s", offer.seq, offer.advert.len(), offer.ttl_seconds)),
+            (
+                "advert",
+                format!(
+                    "seq {}, {} bytes, lives {} s",
+                    offer.seq,
+                    offer.advert.len(),
+                    offer.ttl_seconds
+                ),
+            ),
             ("offers", caps_text.replace("; ", "\n")),
             (
                 "resold",
@@ -538,14 +566,20 @@ pub(super) async fn offer(
 }
 
 /// `mehr discover KIND …`.
-pub(super) async fn discover(client: &Client, out: &Output, args: DiscoverArgs) -> anyhow::Result<()> {
+pub(super) async fn discover(
+    client: &Client,
+    out: &Output,
+    args: DiscoverArgs,
+) -> anyhow::Result<()> {
     let kind = match (args.kind, &args.function) {
         (Some(kind), Some(_)) if kind != KindArg::Function => {
             bail!("--function only goes with the kind `function`")
         }
         (Some(kind), _) => kind,
         (None, Some(_)) => KindArg::Function,
-        (None, None) => bail!("say what to discover: a kind (relay, storage, wasm, …) or --function NAME"),
+        (None, None) => {
+            bail!("say what to discover: a kind (relay, storage, wasm, …) or --function NAME")
+        }
     };
     let mut what = match &args.function {
         Some(name) => Discover::function(name.clone()),
@@ -614,7 +648,16 @@ pub(super) async fn discover(client: &Client, out: &Output, args: DiscoverArgs) 
         "elapsed_us": found.elapsed_us,
     });
     out.table(
-        &["NODE", "PRICE", "RING", "HOPS", "PATH COST", "REPUTATION", "LOAD", "OFFERS"],
+        &[
+            "NODE",
+            "PRICE",
+            "RING",
+            "HOPS",
+            "PATH COST",
+            "REPUTATION",
+            "LOAD",
+            "OFFERS",
+        ],
         &rows,
         json,
     );
@@ -703,7 +746,15 @@ pub(super) async fn agreements(
         })
         .collect();
     out.table(
-        &["ID", "ROLE", "STATE", "COUNTERPARTY", "CAPABILITY", "PRICE", "CHARGED"],
+        &[
+            "ID",
+            "ROLE",
+            "STATE",
+            "COUNTERPARTY",
+            "CAPABILITY",
+            "PRICE",
+            "CHARGED",
+        ],
         &rows,
         json!({ "agreements": all.iter().map(agreement_json).collect::<Vec<_>>() }),
     );
@@ -711,7 +762,11 @@ pub(super) async fn agreements(
 }
 
 /// `mehr agree …`.
-pub(super) async fn agree(client: &Client, out: &Output, action: AgreeAction) -> anyhow::Result<()> {
+pub(super) async fn agree(
+    client: &Client,
+    out: &Output,
+    action: AgreeAction,
+) -> anyhow::Result<()> {
     match action {
         AgreeAction::Propose(args) => {
             let provider = hex_id("provider", &args.provider, 16)?;
@@ -750,11 +805,15 @@ pub(super) async fn agree(client: &Client, out: &Output, action: AgreeAction) ->
             print_agreement(out, &agreement);
         }
         AgreeAction::Accept { id } => {
-            let agreement = client.accept_agreement(&hex_id("agreement id", &id, 32)?).await?;
+            let agreement = client
+                .accept_agreement(&hex_id("agreement id", &id, 32)?)
+                .await?;
             print_agreement(out, &agreement);
         }
         AgreeAction::Cancel { id } => {
-            let agreement = client.cancel_agreement(&hex_id("agreement id", &id, 32)?).await?;
+            let agreement = client
+                .cancel_agreement(&hex_id("agreement id", &id, 32)?)
+                .await?;
             print_agreement(out, &agreement);
         }
         AgreeAction::Run(args) => run(client, out, args).await?,
@@ -791,19 +850,7 @@ async fn run(client: &Client, out: &Output, args: RunArgs) -> anyhow::Result<()>
         std::fs::write(path, &verdict.output)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let providers: Vec<Value> = verdict
-        .providers
-        .iter()
-        .map(|p| {
-            json!({
-                "node_id": hex::encode(&p.node_id),
-                "agreement_id": hex::encode(&p.agreement_id),
-                "output_hash": hex::encode(&p.output_hash),
-                "outcome": outcome_name(p.outcome),
-                "error": p.error,
-            })
-        })
-        .collect();
+    let providers = providers_json(&verdict.providers);
     if out.json {
         let mut record = json!({
             "function": args.function,
@@ -826,7 +873,9 @@ async fn run(client: &Client, out: &Output, args: RunArgs) -> anyhow::Result<()>
     if args.output.is_none() {
         use std::io::Write;
         let mut stdout = std::io::stdout().lock();
-        stdout.write_all(&verdict.output).context("cannot write to stdout")?;
+        stdout
+            .write_all(&verdict.output)
+            .context("cannot write to stdout")?;
         stdout.flush().context("cannot write to stdout")?;
         eprintln!();
     }
@@ -869,7 +918,11 @@ fn outcome_name(outcome: i32) -> &'static str {
 }
 
 /// `mehr reputation [NODE]`.
-pub(super) async fn reputation(client: &Client, out: &Output, node: Option<String>) -> anyhow::Result<()> {
+pub(super) async fn reputation(
+    client: &Client,
+    out: &Output,
+    node: Option<String>,
+) -> anyhow::Result<()> {
     let node = node.map(|n| hex_id("node id", &n, 16)).transpose()?;
     let peers = client.reputation(node.as_deref()).await?;
     let rows: Vec<Vec<String>> = peers
@@ -945,7 +998,11 @@ pub(super) async fn stats(client: &Client, out: &Output) -> anyhow::Result<()> {
                 "adverts in",
                 format!(
                     "{} accepted, {} forged, {} stale, {} expired, {} refused",
-                    s.adverts_accepted, s.adverts_forged, s.adverts_stale, s.adverts_expired, s.adverts_refused
+                    s.adverts_accepted,
+                    s.adverts_forged,
+                    s.adverts_stale,
+                    s.adverts_expired,
+                    s.adverts_refused
                 ),
             ),
             (
@@ -968,15 +1025,32 @@ pub(super) async fn stats(client: &Client, out: &Output) -> anyhow::Result<()> {
             ),
             (
                 "heartbeats",
-                format!("{} pings answered, {} pongs received", s.pings_answered, s.pongs_received),
+                format!(
+                    "{} pings answered, {} pongs received",
+                    s.pings_answered, s.pongs_received
+                ),
             ),
             (
                 "beacons",
                 format!("{} sent, {} received", s.beacons_sent, s.beacons_received),
             ),
             ("sends failed", s.sends_failed.to_string()),
-            ("agreements", if agreements.is_empty() { "-".into() } else { agreements.join(", ") }),
-            ("gossip", if links.is_empty() { "-".into() } else { links.join("\n") }),
+            (
+                "agreements",
+                if agreements.is_empty() {
+                    "-".into()
+                } else {
+                    agreements.join(", ")
+                },
+            ),
+            (
+                "gossip",
+                if links.is_empty() {
+                    "-".into()
+                } else {
+                    links.join("\n")
+                },
+            ),
         ],
         json!({
             "since_unix_ms": s.since_unix_ms,
@@ -1024,15 +1098,16 @@ mod tests {
     #[test]
     fn tiers_and_prices_parse() {
         assert_eq!(parse_tier("reputation").unwrap(), Tier::Reputation);
-        assert_eq!(
-            parse_tier("redundant:3").unwrap(),
-            Tier::Redundant { k: 3 }
-        );
+        assert_eq!(parse_tier("redundant:3").unwrap(), Tier::Redundant { k: 3 });
         assert_eq!(
             parse_tier("optimistic:10").unwrap(),
             Tier::Optimistic { one_in: 10 }
         );
-        assert!(parse_tier("redundant").unwrap_err().contains("needs a number"));
+        assert!(
+            parse_tier("redundant")
+                .unwrap_err()
+                .contains("needs a number")
+        );
         assert!(parse_tier("majority:2").is_err());
         assert_eq!(
             parse_function_price("embed=40").unwrap(),

@@ -26,8 +26,8 @@ use rand::rngs::StdRng;
 
 use super::{
     records::{
-        CHANNELS, OPENS, RECORDS, REDEEMED, RedeemedKey, StoredChannel, StoredOpen,
-        StoredRecord, TRUST, node_id,
+        CHANNELS, OPENS, RECORDS, REDEEMED, RedeemedKey, StoredChannel, StoredOpen, StoredRecord,
+        TRUST, node_id,
     },
     relay::SentLog,
     wire::{GossipedRecord, LedgerMessage},
@@ -505,12 +505,11 @@ impl LedgerCore {
         }
         for item in store.scan_from(OPENS, &[]) {
             let (id, stored) = item?;
-            let peer = Identity::from_public_key(&stored.peer).map_err(|e| {
-                LedgerError::Restore {
+            let peer =
+                Identity::from_public_key(&stored.peer).map_err(|e| LedgerError::Restore {
                     channel: id,
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             self.opens.insert(
                 id,
                 PendingOpen {
@@ -729,11 +728,7 @@ impl LedgerCore {
                 state: "open",
             });
         }
-        if let Some((&channel, _)) = self
-            .opens
-            .iter()
-            .find(|(_, o)| node_id(&o.peer) == peer)
-        {
+        if let Some((&channel, _)) = self.opens.iter().find(|(_, o)| node_id(&o.peer) == peer) {
             return Err(LedgerError::ChannelExists {
                 peer,
                 channel,
@@ -768,7 +763,10 @@ impl LedgerCore {
         if amount == 0 {
             return Err(LedgerError::ZeroAmount("amount"));
         }
-        let id = *self.by_peer.get(&peer).ok_or(LedgerError::NoChannel(peer))?;
+        let id = *self
+            .by_peer
+            .get(&peer)
+            .ok_or(LedgerError::NoChannel(peer))?;
         let entry = self
             .channels
             .get_mut(&id)
@@ -931,8 +929,16 @@ impl LedgerCore {
             seq: body.seq,
             my_balance: body.balance(me),
             peer_balance: body.balance(other),
-            my_deposit: if me == Party::A { deposits.a } else { deposits.b },
-            peer_deposit: if me == Party::A { deposits.b } else { deposits.a },
+            my_deposit: if me == Party::A {
+                deposits.a
+            } else {
+                deposits.b
+            },
+            peer_deposit: if me == Party::A {
+                deposits.b
+            } else {
+                deposits.a
+            },
             paid: body.paid_by(me),
             received: body.paid_by(other),
             burned: burn_of(body.paid_a_to_b) + burn_of(body.paid_b_to_a),
@@ -1019,7 +1025,9 @@ impl LedgerCore {
             valid: committed != Some(false),
             payout,
             reason: match committed {
-                Some(false) => "the probability is not the one the channel committed for the period".into(),
+                Some(false) => {
+                    "the probability is not the one the channel committed for the period".into()
+                }
                 _ => String::new(),
             },
             committed_checked: committed.is_some(),
@@ -1063,7 +1071,10 @@ impl LedgerCore {
             b: *identity_b.signing_key(),
         };
         let outcome = self.ledger.insert(record, &keys)?;
-        if matches!(outcome, InsertOutcome::Applied | InsertOutcome::Equivocation) {
+        if matches!(
+            outcome,
+            InsertOutcome::Applied | InsertOutcome::Equivocation
+        ) {
             if outcome == InsertOutcome::Applied
                 && let Some(old) = previous
             {
@@ -1079,8 +1090,10 @@ impl LedgerCore {
                 },
             );
             self.records_digest = None;
-            self.parties.insert(node_id(&identity_a), identity_a.clone());
-            self.parties.insert(node_id(&identity_b), identity_b.clone());
+            self.parties
+                .insert(node_id(&identity_a), identity_a.clone());
+            self.parties
+                .insert(node_id(&identity_b), identity_b.clone());
             self.gossip.push(GossipedRecord {
                 record,
                 identity_a,

@@ -45,7 +45,11 @@ impl LedgerCore {
 
     /// Sends this node's digest to every neighbour, once per gossip interval.
     pub(super) fn gossip_digest(&mut self, now: Now) {
-        if now.unix_ms < self.digest_sent_ms.saturating_add(self.config.gossip_interval_ms) {
+        if now.unix_ms
+            < self
+                .digest_sent_ms
+                .saturating_add(self.config.gossip_interval_ms)
+        {
             return;
         }
         self.digest_sent_ms = now.unix_ms;
@@ -104,11 +108,8 @@ impl LedgerCore {
                 self.rejects.forged += 1;
                 continue;
             }
-            match self.record_settlement(
-                gossiped.record,
-                gossiped.identity_a,
-                gossiped.identity_b,
-            ) {
+            match self.record_settlement(gossiped.record, gossiped.identity_a, gossiped.identity_b)
+            {
                 Ok(InsertOutcome::Applied | InsertOutcome::Equivocation) => {
                     self.observe_own_channel_record(&gossiped.record)
                 }

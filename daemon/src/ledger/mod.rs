@@ -81,6 +81,10 @@ pub enum SettleMode {
 
 /// What a settlement produced.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per settlement; a box buys nothing"
+)]
 pub enum SettleOutcome {
     /// The co-signed record, now in the ledger.
     Recorded(SettlementRecord),
@@ -111,6 +115,10 @@ pub struct LedgerStart {
     pub stop: CancellationToken,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once through the command channel; boxing would add an allocation per call"
+)]
 enum Command {
     Balance(oneshot::Sender<BalanceView>),
     Channels(oneshot::Sender<Vec<ChannelView>>),
@@ -307,11 +315,19 @@ impl LedgerHandle {
     }
 }
 
+type PaymentWaiter = (
+    ChannelId,
+    u64,
+    oneshot::Sender<Result<ChannelView, LedgerError>>,
+);
+
 /// Requests waiting for something to happen.
 #[derive(Default)]
 struct Waiters {
     opens: HashMap<ChannelId, Vec<oneshot::Sender<Result<ChannelView, LedgerError>>>>,
-    payments: Vec<(ChannelId, u64, oneshot::Sender<Result<ChannelView, LedgerError>>)>,
+    /// Payments waiting for their acknowledgement: the channel, the paid total that
+    /// settles them, and the caller.
+    payments: Vec<PaymentWaiter>,
     settlements: HashMap<ChannelId, Vec<oneshot::Sender<Result<SettleOutcome, LedgerError>>>>,
 }
 
@@ -352,12 +368,7 @@ pub async fn start(start: LedgerStart) -> Result<(LedgerHandle, JoinHandle<()>),
         checkpoint_interval_ms: config.checkpoint_interval_secs.saturating_mul(1000),
     };
     let core = tokio::task::block_in_place(|| {
-        LedgerCore::load(
-            store,
-            &identity,
-            core_config,
-            StdRng::from_entropy(),
-        )
+        LedgerCore::load(store, &identity, core_config, StdRng::from_entropy())
     })?;
     let node = core.node_id();
 
@@ -412,6 +423,10 @@ fn now() -> Now {
 }
 
 /// One input to the core.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "short-lived, moved once from the select loop into the core"
+)]
 enum Input {
     Command(Command),
     Control(ControlMessage),
@@ -643,10 +658,8 @@ impl Actor {
                 if let Some(waiters) = self.waiters.opens.remove(&channel) {
                     let view = self.core.channel_view(&channel);
                     for waiter in waiters {
-                        let _ = waiter.send(
-                            view.clone()
-                                .ok_or(LedgerError::UnknownChannel(channel)),
-                        );
+                        let _ =
+                            waiter.send(view.clone().ok_or(LedgerError::UnknownChannel(channel)));
                     }
                 }
             }
@@ -776,4 +789,3 @@ async fn recv_report(
         None => std::future::pending().await,
     }
 }
-

@@ -10,7 +10,9 @@
 
 use mehr_ledger::{
     ChannelId, NodeId, Party,
-    channel::{CHANNEL_STATE_LEN, ChannelMessage, OpenProposal, PersistedChannel, PersistedDispute},
+    channel::{
+        CHANNEL_STATE_LEN, ChannelMessage, OpenProposal, PersistedChannel, PersistedDispute,
+    },
     ledger::{SETTLEMENT_RECORD_LEN, SettlementRecord},
 };
 use mehr_transport::identity::{Identity, PUBLIC_KEY_LEN};
@@ -138,7 +140,10 @@ impl<'a> Reader<'a> {
         if self.bytes.len() < n {
             return Err(CodecError::new(
                 self.what,
-                format!("truncated: needed {n} more bytes, {} left", self.bytes.len()),
+                format!(
+                    "truncated: needed {n} more bytes, {} left",
+                    self.bytes.len()
+                ),
             ));
         }
         let (head, rest) = self.bytes.split_at(n);

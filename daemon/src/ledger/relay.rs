@@ -147,7 +147,10 @@ impl LedgerCore {
     /// offers its own deposit (as far as its free balance allows) and asks for the configured
     /// deposit of the neighbour. Tried again only after a back-off.
     fn open_on_demand(&mut self, peer: NodeId, now: Now) {
-        if self.open_backoff.get(&peer).is_some_and(|t| now.unix_ms < *t)
+        if self
+            .open_backoff
+            .get(&peer)
+            .is_some_and(|t| now.unix_ms < *t)
             || self.opens.values().any(|o| node_id(&o.peer) == peer)
         {
             return;
@@ -216,7 +219,10 @@ impl LedgerCore {
             self.rejects.forged += 1;
             return;
         };
-        match entry.channel.check_ticket(&ticket, verifier, &mut entry.redeemed) {
+        match entry
+            .channel
+            .check_ticket(&ticket, verifier, &mut entry.redeemed)
+        {
             Ok(payout) => {
                 entry.owed += payout;
                 entry.redeemed_gross += payout;
@@ -247,9 +253,7 @@ impl LedgerCore {
                     | mehr_ledger::lottery::LotteryError::MalformedProof
                     | mehr_ledger::lottery::LotteryError::NotAWin
                     | mehr_ledger::lottery::LotteryError::ProbabilityMismatch { .. }
-                    | mehr_ledger::lottery::LotteryError::WrongChannel => {
-                        self.rejects.forged += 1
-                    }
+                    | mehr_ledger::lottery::LotteryError::WrongChannel => self.rejects.forged += 1,
                     _ => self.rejects.refused += 1,
                 }
             }
@@ -299,7 +303,9 @@ impl LedgerCore {
                     self.mark_dirty(id);
                     self.send_channel(peer, message);
                 }
-                Err(e) => tracing::debug!(channel = %id, error = %e, "cannot propose lottery terms"),
+                Err(e) => {
+                    tracing::debug!(channel = %id, error = %e, "cannot propose lottery terms")
+                }
             }
         }
     }

@@ -87,9 +87,7 @@ impl Net {
             nodes,
             genesis,
             links: Vec::new(),
-            now: Now {
-                unix_ms: 1_000_000,
-            },
+            now: Now { unix_ms: 1_000_000 },
             in_flight: Vec::new(),
             cut: Vec::new(),
         };
@@ -346,7 +344,11 @@ fn payments_move_balances_with_the_burn_and_replays_and_forgeries_are_counted() 
     inject(&mut net, 1, kinds::CHANNEL, &[1, 2, 3]);
     // A valid update from a node that is not a party: forged.
     let mut stranger = body.clone();
-    stranger[..64].copy_from_slice(&PrivateIdentity::from_private_key(&[99; 64]).public().public_key());
+    stranger[..64].copy_from_slice(
+        &PrivateIdentity::from_private_key(&[99; 64])
+            .public()
+            .public_key(),
+    );
     inject(&mut net, 1, kind, &stranger);
     let rejects = net.nodes[1].core().summary().rejects;
     assert_eq!(rejects.stale, 1, "{rejects:?}");
@@ -565,7 +567,12 @@ fn partitions_that_transact_apart_converge_whatever_the_order() {
     }
     let digest = |net: &mut Net, i: usize| {
         let s = net.nodes[i].core().summary();
-        (s.snapshot_root, s.records_digest, s.record_count, s.accounts)
+        (
+            s.snapshot_root,
+            s.records_digest,
+            s.record_count,
+            s.accounts,
+        )
     };
     assert_eq!(digest(&mut net, 0), digest(&mut net, 1));
     assert_eq!(digest(&mut net, 2), digest(&mut net, 3));
@@ -581,9 +588,11 @@ fn partitions_that_transact_apart_converge_whatever_the_order() {
         assert_eq!(digest(&mut net, i), healed, "node {i}");
     }
     assert_eq!(healed.2, 2, "the latest checkpoint of each channel");
-    let accounts: BTreeMap<NodeId, i128> =
-        healed.3.iter().map(|(id, b, _)| (*id, *b)).collect();
-    assert_eq!(accounts[&net.nodes[1].id()], i128::from(GENESIS + net_of(30_000)));
+    let accounts: BTreeMap<NodeId, i128> = healed.3.iter().map(|(id, b, _)| (*id, *b)).collect();
+    assert_eq!(
+        accounts[&net.nodes[1].id()],
+        i128::from(GENESIS + net_of(30_000))
+    );
     assert_eq!(accounts[&net.nodes[2].id()], i128::from(GENESIS - 70_000));
 
     // A fresh node that gets the same records in reverse order holds the same ledger.

@@ -24,11 +24,9 @@ use std::{
 };
 
 use ed25519_dalek::SigningKey;
-use mehr_transport::hashes::IdentityHash;
 use mehr_market::{
-    CapabilityKind, CostStructure, FunctionId, NodeCapabilities, NodeId, NodeKey, PeerKey, Query,
-    RankedOffer,
-    ChannelId,
+    CapabilityKind, ChannelId, CostStructure, FunctionId, NodeCapabilities, NodeId, NodeKey,
+    PeerKey, Query, RankedOffer,
     agreement::{
         AgreementError, AgreementId, AgreementState, CancelReason, Capability, ComputeTarget,
         Privacy, ProofMethod, RejectReason, Role,
@@ -40,6 +38,7 @@ use mehr_market::{
     message::MarketMessage,
     verification::TierError,
 };
+use mehr_transport::hashes::IdentityHash;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -673,11 +672,20 @@ impl Market {
                 function,
                 cap,
                 duration_seconds,
-            } => self.resell(request_hash, function, cap, duration_seconds).await,
+            } => {
+                self.resell(request_hash, function, cap, duration_seconds)
+                    .await
+            }
         }
     }
 
     async fn on_job(self, job: SignedJob) {
+        let offered = self.state().offered_for(&job);
+        if let Some(hash) = offered {
+            // The countersignature is on its way; give it the time a reliable send takes.
+            self.wait_for(hash, SEND_TIMEOUT, |s| s != AgreementState::Offered)
+                .await;
+        }
         let plan = match self.state().accept_job(&job, now_ms()) {
             Ok(plan) => plan,
             Err(state::JobRefusal::Repeat(out)) => return self.send(out),
@@ -759,8 +767,11 @@ impl Market {
             state.sync_links(&neighbours, now);
             state.modules = modules;
             if self.shared.config.market.resell {
-                let local: BTreeSet<String> =
-                    facts.functions.iter().map(|f| f.function_id.clone()).collect();
+                let local: BTreeSet<String> = facts
+                    .functions
+                    .iter()
+                    .map(|f| f.function_id.clone())
+                    .collect();
                 facts.resold = state.resale_functions(&local, now);
             }
             state.resold = facts.resold.iter().map(|f| f.name.clone()).collect();
@@ -831,7 +842,11 @@ impl Market {
 
     /// Load 0 (idle) … 255 (saturated) of the functions this node serves.
     async fn load(&self) -> u8 {
-        let Ok(page) = self.shared.compute.list_functions("", crate::compute::MAX_PAGE_SIZE) else {
+        let Ok(page) = self
+            .shared
+            .compute
+            .list_functions("", crate::compute::MAX_PAGE_SIZE)
+        else {
             return 0;
         };
         let (busy, capacity) = page.functions.iter().fold((0u64, 0u64), |(b, c), f| {
@@ -840,11 +855,9 @@ impl Market {
                 c + u64::from(f.max_concurrency),
             )
         });
-        if capacity == 0 {
-            0
-        } else {
-            u8::try_from((busy * 255 / capacity).min(255)).unwrap_or(u8::MAX)
-        }
+        (busy * 255)
+            .checked_div(capacity)
+            .map_or(0, |load| u8::try_from(load.min(255)).unwrap_or(u8::MAX))
     }
 
     /// Mehr neighbours with their keys, link bit rates and relay fees.
@@ -864,12 +877,10 @@ impl Market {
             let Ok(key) = PeerKey::from_public_key(&public) else {
                 continue;
             };
-            let bitrate = interfaces
-                .iter()
-                .find(|i| i.id == n.interface)
-                .map_or(crate::transport::interfaces::spec::DEFAULT_IP_BITRATE, |i| {
-                    i.bitrate
-                });
+            let bitrate = interfaces.iter().find(|i| i.id == n.interface).map_or(
+                crate::transport::interfaces::spec::DEFAULT_IP_BITRATE,
+                |i| i.bitrate,
+            );
             facts.push(NeighbourFact {
                 node_id,
                 key,
@@ -1133,7 +1144,8 @@ impl Market {
     pub fn agreement(&self, id: &[u8; 32]) -> Result<AgreementView, MarketError> {
         let state = self.state();
         let hash = state.resolve(id).ok_or(MarketError::UnknownAgreement)?;
-        self.view(&state, &hash).ok_or(MarketError::UnknownAgreement)
+        self.view(&state, &hash)
+            .ok_or(MarketError::UnknownAgreement)
     }
 
     /// The price `provider` advertises for `capability`.
@@ -1144,7 +1156,10 @@ impl Market {
     ) -> Result<CostStructure, MarketError> {
         let state = self.state();
         let no_advert = || MarketError::NoAdvert { node: *provider };
-        let advert = state.table.advert(provider, now_ms()).ok_or_else(no_advert)?;
+        let advert = state
+            .table
+            .advert(provider, now_ms())
+            .ok_or_else(no_advert)?;
         let caps = advert.capabilities();
         match capability {
             Capability::Compute(ComputeTarget::Function(id)) => {
@@ -1189,15 +1204,14 @@ impl Market {
             Some(cap) => cap,
             None => self.advertised_cost(&proposal.provider, &proposal.capability)?,
         };
-        let hash = self
-            .propose_to(
-                provider,
-                proposal.capability,
-                cost_cap,
-                proposal.duration_seconds,
-                proposal.proof,
-                proposal.accept,
-            )?;
+        let hash = self.propose_to(
+            provider,
+            proposal.capability,
+            cost_cap,
+            proposal.duration_seconds,
+            proposal.proof,
+            proposal.accept,
+        )?;
         if !proposal.wait.is_zero() {
             let settled = |s: AgreementState| match s {
                 AgreementState::Proposed => false,
@@ -1294,9 +1308,7 @@ impl Market {
         deadline: Duration,
     ) -> Result<tiers::JobOutput, MarketError> {
         let deadline_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
-        let pending = self
-            .state()
-            .start_job(hash, function, input, deadline_ms)?;
+        let pending = self.state().start_job(hash, function, input, deadline_ms)?;
         let provider = pending.provider.node_id();
         let job_hash = pending.job_hash;
         self.send(pending.outbound);
@@ -1360,7 +1372,10 @@ impl Market {
                 found
                     .offers
                     .iter()
-                    .filter(|f| f.offer.node_id != self.shared.me && !state.is_excluded(&f.offer.node_id, now))
+                    .filter(|f| {
+                        f.offer.node_id != self.shared.me
+                            && !state.is_excluded(&f.offer.node_id, now)
+                    })
                     .filter_map(|f| {
                         let cost = f.offer.cost?;
                         let resale = cost
@@ -1407,7 +1422,9 @@ impl Market {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot offer the resale");
-                    if let Ok(out) = self.state().cancel(upstream, CancelReason::Requested, now_ms())
+                    if let Ok(out) =
+                        self.state()
+                            .cancel(upstream, CancelReason::Requested, now_ms())
                     {
                         self.send_all(out);
                     }

@@ -276,7 +276,7 @@ fn parse_mem_total_mb(meminfo: &str) -> Option<u32> {
 /// Bytes free for unprivileged use on the file system holding `path`.
 pub(super) fn disk_free_bytes(path: &std::path::Path) -> Option<u64> {
     let stat = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size())))
+    Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
 }
 
 #[cfg(test)]
@@ -356,7 +356,8 @@ mod tests {
         assert_eq!(caps.storage.unwrap().max_object_size, u32::MAX);
         assert_eq!(caps.interfaces[0].medium, Medium::Internet);
         let key = NodeKey::new(ed25519_dalek::SigningKey::from_bytes(&[1; 32]), [2; 32]);
-        caps.sign(&key, 1, 600).expect("a built advert always signs");
+        caps.sign(&key, 1, 600)
+            .expect("a built advert always signs");
 
         settings.offer_relay = false;
         settings.offer_storage = false;

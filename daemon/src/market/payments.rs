@@ -36,7 +36,13 @@ pub trait Payments: Send + Sync + 'static {
     fn channel_for(&self, me: NodeId, provider: NodeId) -> ChannelId;
 
     /// An agreement became active: payments for it will flow over `channel`.
-    fn opened(&self, agreement_id: AgreementId, role: Role, counterparty: NodeId, channel: ChannelId);
+    fn opened(
+        &self,
+        agreement_id: AgreementId,
+        role: Role,
+        counterparty: NodeId,
+        channel: ChannelId,
+    );
 
     /// A unit of service was delivered and accepted under an active agreement.
     fn charge(&self, charge: &Charge);
@@ -56,7 +62,13 @@ impl Payments for RecordOnly {
         ChannelId::derive(&me, &provider, &[0; mehr_ledger::ids::CHANNEL_NONCE_LEN])
     }
 
-    fn opened(&self, agreement_id: AgreementId, role: Role, counterparty: NodeId, channel: ChannelId) {
+    fn opened(
+        &self,
+        agreement_id: AgreementId,
+        role: Role,
+        counterparty: NodeId,
+        channel: ChannelId,
+    ) {
         tracing::debug!(agreement = %agreement_id, ?role, %counterparty, channel = %channel, "agreement opened for payment");
     }
 

@@ -357,7 +357,11 @@ impl State {
             deps.config.advert_ttl_secs,
             now,
         )?;
-        store.put(STATE, &OWN_SEQ_KEY.to_string(), &own.seq().to_le_bytes().to_vec())?;
+        store.put(
+            STATE,
+            &OWN_SEQ_KEY.to_string(),
+            &own.seq().to_le_bytes().to_vec(),
+        )?;
         let me = key.node_id();
         let mut table = DiscoveryTable::new(me);
         table.set_own_advert(own.advert().clone(), key.peer_key());
@@ -473,7 +477,11 @@ impl State {
     }
 
     /// Functions of neighbours that this node lacks, marked up for resale.
-    pub(super) fn resale_functions(&self, own: &BTreeSet<String>, now: u64) -> Vec<OfferedFunction> {
+    pub(super) fn resale_functions(
+        &self,
+        own: &BTreeSet<String>,
+        now: u64,
+    ) -> Vec<OfferedFunction> {
         let percent = self.deps.config.resale_markup_percent;
         let mut found: BTreeMap<String, OfferedFunction> = BTreeMap::new();
         for node in self.links.keys() {
@@ -489,13 +497,7 @@ impl State {
                 }
                 let markup = resale_markup(f.cost.unit_price(), percent);
                 if let Ok(cost) = f.cost.with_markup(markup) {
-                    found.insert(
-                        f.name.clone(),
-                        OfferedFunction {
-                            cost,
-                            ..f.clone()
-                        },
-                    );
+                    found.insert(f.name.clone(), OfferedFunction { cost, ..f.clone() });
                 }
             }
         }
@@ -616,10 +618,10 @@ impl State {
                 let forwarded = pull.forwarded();
                 // A flood is answered only with something to say; a ring-1 pull always, so
                 // the asker knows this neighbour is done.
-                if forwarded.is_none() || !answer.entries.is_empty() {
-                    if let Some(link) = self.links.get_mut(&from) {
-                        link.gossip.queue_answer(&answer);
-                    }
+                if (forwarded.is_none() || !answer.entries.is_empty())
+                    && let Some(link) = self.links.get_mut(&from)
+                {
+                    link.gossip.queue_answer(&answer);
                 }
                 if let Some(next) = forwarded {
                     self.floods.insert(pull.nonce, (from, now));
@@ -973,7 +975,11 @@ impl State {
     }
 
     /// Countersigns an offered agreement.
-    pub(super) fn accept(&mut self, hash: [u8; 32], now: u64) -> Result<Vec<Outbound>, MarketError> {
+    pub(super) fn accept(
+        &mut self,
+        hash: [u8; 32],
+        now: u64,
+    ) -> Result<Vec<Outbound>, MarketError> {
         let entry = self
             .agreements
             .get_mut(&hash)
@@ -1089,7 +1095,8 @@ impl State {
             .agreements
             .values()
             .filter(|e| {
-                e.agreement.role() == Role::Provider && e.agreement.state() == AgreementState::Active
+                e.agreement.role() == Role::Provider
+                    && e.agreement.state() == AgreementState::Active
             })
             .count();
         if active >= self.deps.config.max_active_agreements as usize {
@@ -1171,7 +1178,7 @@ impl State {
         };
         self.counters.records_accepted += 1;
         self.keys.insert(consumer.node_id(), consumer.clone());
-        let body = agreement.request().body().clone();
+        let body = *agreement.request().body();
         self.agreements.insert(
             hash,
             Entry {
@@ -1338,7 +1345,9 @@ impl State {
                 }
                 self.settle(hash, Some(before), now, out)
                     .map_err(|e| Refusal::Refused(e.to_string()))?;
-                result.map(|_| true).map_err(|e| Refusal::Refused(e.to_string()))
+                result
+                    .map(|_| true)
+                    .map_err(|e| Refusal::Refused(e.to_string()))
             }
             MarketMessage::Rejection(rejection) => {
                 let hash = rejection.body().request_hash;
@@ -1357,7 +1366,9 @@ impl State {
                 }
                 self.settle(hash, Some(before), now, out)
                     .map_err(|e| Refusal::Refused(e.to_string()))?;
-                result.map(|_| true).map_err(|e| Refusal::Refused(e.to_string()))
+                result
+                    .map(|_| true)
+                    .map_err(|e| Refusal::Refused(e.to_string()))
             }
             MarketMessage::Acceptance(acceptance) => {
                 let hash = *self
@@ -1373,10 +1384,14 @@ impl State {
                     return Err(Refusal::Forged("acceptance"));
                 }
                 let before = entry.agreement.state();
-                let result = entry.agreement.receive_acceptance(acceptance, &entry.peer, now);
+                let result = entry
+                    .agreement
+                    .receive_acceptance(acceptance, &entry.peer, now);
                 self.settle(hash, Some(before), now, out)
                     .map_err(|e| Refusal::Refused(e.to_string()))?;
-                result.map(|_| true).map_err(|e| Refusal::Refused(e.to_string()))
+                result
+                    .map(|_| true)
+                    .map_err(|e| Refusal::Refused(e.to_string()))
             }
             MarketMessage::Cancel(cancel) => {
                 let hash = *self
@@ -1398,7 +1413,9 @@ impl State {
                 }
                 self.settle(hash, Some(before), now, out)
                     .map_err(|e| Refusal::Refused(e.to_string()))?;
-                result.map(|_| true).map_err(|e| Refusal::Refused(e.to_string()))
+                result
+                    .map(|_| true)
+                    .map_err(|e| Refusal::Refused(e.to_string()))
             }
             MarketMessage::Ping(ping) => {
                 let hash = *self
@@ -1409,7 +1426,9 @@ impl State {
                 if entry.agreement.role() != Role::Provider
                     || entry.agreement.state() != AgreementState::Active
                 {
-                    return Err(Refusal::Refused("ping for an agreement not provided".into()));
+                    return Err(Refusal::Refused(
+                        "ping for an agreement not provided".into(),
+                    ));
                 }
                 let id = ping.body().agreement_id;
                 let pong = answer_ping(&ping, &entry.peer, id, &self.key).map_err(|e| match e {
@@ -1429,10 +1448,9 @@ impl State {
                     .get(&pong.body().agreement_id)
                     .ok_or_else(unknown)?;
                 let peer = self.agreements.get(&hash).ok_or_else(unknown)?.peer.clone();
-                let monitor = self
-                    .monitors
-                    .get_mut(&hash)
-                    .ok_or_else(|| Refusal::Refused("pong for an agreement not monitored".into()))?;
+                let monitor = self.monitors.get_mut(&hash).ok_or_else(|| {
+                    Refusal::Refused("pong for an agreement not monitored".into())
+                })?;
                 monitor.on_pong(&pong, &peer).map_err(|e| match e {
                     HeartbeatError::Record(_) => Refusal::Forged("pong"),
                     other => Refusal::Refused(other.to_string()),
@@ -1486,7 +1504,10 @@ impl State {
                     };
                     out.push(Outbound {
                         reliable: false,
-                        ..Outbound::record(entry.agreement.counterparty(), MarketMessage::Ping(ping))
+                        ..Outbound::record(
+                            entry.agreement.counterparty(),
+                            MarketMessage::Ping(ping),
+                        )
                     });
                 }
                 mehr_market::verification::HeartbeatAction::Terminate { misses } => {
@@ -1591,6 +1612,16 @@ impl State {
     }
 
     /// Checks a job against its agreement (this node the provider).
+    /// The provider-side agreement `job` names when it is still only offered here: the
+    /// consumer sends a job right after its countersignature, and the mesh may deliver the
+    /// job first.
+    pub(super) fn offered_for(&self, job: &SignedJob) -> Option<[u8; 32]> {
+        let hash = *self.by_id.get(&job.job().agreement_id)?;
+        let agreement = &self.agreements.get(&hash)?.agreement;
+        (agreement.role() == Role::Provider && agreement.state() == AgreementState::Offered)
+            .then_some(hash)
+    }
+
     pub(super) fn accept_job(&mut self, job: &SignedJob, now: u64) -> Result<JobPlan, JobRefusal> {
         let job_hash = job.hash();
         if let Some((_, answer)) = self.served_jobs.get(&job_hash) {
@@ -1600,13 +1631,11 @@ impl State {
             });
         }
         let body = job.job();
-        let failed = |reason: String| {
-            Outbound {
-                to: body.consumer,
-                kind: kinds::JOB_RESULT,
-                body: JobResult::Failed { job_hash, reason }.encode(),
-                reliable: false,
-            }
+        let failed = |reason: String| Outbound {
+            to: body.consumer,
+            kind: kinds::JOB_RESULT,
+            body: JobResult::Failed { job_hash, reason }.encode(),
+            reliable: false,
         };
         let Some(hash) = self.by_id.get(&body.agreement_id).copied() else {
             self.counters.jobs_refused += 1;
@@ -1622,30 +1651,29 @@ impl State {
             return Err(JobRefusal::Refused(None));
         }
         let agreement = &entry.agreement;
-        let refusal = if agreement.role() != Role::Provider
-            || agreement.state() != AgreementState::Active
-        {
-            Some(format!("agreement is {:?}, not active", agreement.state()))
-        } else if agreement.request().body().capability
-            != Capability::Compute(ComputeTarget::Function(FunctionId::of(&body.function)))
-        {
-            Some(format!(
-                "the agreement is not for function `{}`",
-                body.function
-            ))
-        } else {
-            match agreement.cost() {
-                Some(CostStructure::PerInvocation { max_input, .. })
-                    if body.input.len() as u64 > u64::from(max_input) =>
-                {
-                    Some(format!(
-                        "input is {} bytes, the agreement allows {max_input}",
-                        body.input.len()
-                    ))
+        let refusal =
+            if agreement.role() != Role::Provider || agreement.state() != AgreementState::Active {
+                Some(format!("agreement is {:?}, not active", agreement.state()))
+            } else if agreement.request().body().capability
+                != Capability::Compute(ComputeTarget::Function(FunctionId::of(&body.function)))
+            {
+                Some(format!(
+                    "the agreement is not for function `{}`",
+                    body.function
+                ))
+            } else {
+                match agreement.cost() {
+                    Some(CostStructure::PerInvocation { max_input, .. })
+                        if body.input.len() as u64 > u64::from(max_input) =>
+                    {
+                        Some(format!(
+                            "input is {} bytes, the agreement allows {max_input}",
+                            body.input.len()
+                        ))
+                    }
+                    _ => None,
                 }
-                _ => None,
-            }
-        };
+            };
         if let Some(reason) = refusal {
             self.counters.jobs_refused += 1;
             return Err(JobRefusal::Refused(Some(failed(reason))));
@@ -1718,8 +1746,7 @@ impl State {
             body: result.encode(),
             reliable: false,
         };
-        self.served_jobs
-            .insert(job_hash, (now, Some(out.clone())));
+        self.served_jobs.insert(job_hash, (now, Some(out.clone())));
         out
     }
 
@@ -1788,7 +1815,8 @@ impl State {
                 && a.state() == AgreementState::Active
                 && a.counterparty() == *provider
                 && a.request().body().capability == *capability
-                && a.ends_at_ms().is_some_and(|end| end > now.saturating_add(margin_ms)))
+                && a.ends_at_ms()
+                    .is_some_and(|end| end > now.saturating_add(margin_ms)))
             .then_some(*hash)
         })
     }

@@ -131,7 +131,10 @@ impl Answer {
 
 impl Market {
     /// Runs `call` on providers per its tier and returns the verdict (see the module docs).
-    pub async fn invoke_verified(&self, call: VerifiedCall) -> Result<VerifiedOutcome, MarketError> {
+    pub async fn invoke_verified(
+        &self,
+        call: VerifiedCall,
+    ) -> Result<VerifiedOutcome, MarketError> {
         if call.function.is_empty() {
             return Err(MarketError::InvalidArgument {
                 field: "function",
@@ -162,13 +165,24 @@ impl Market {
         let candidates: Vec<(NodeId, CostStructure)> = {
             let state = self.state();
             let now = now_ms();
-            found
+            let capability = function_capability(&call.function);
+            let margin = reuse_margin_ms(call.deadline);
+            let mut candidates: Vec<_> = found
                 .offers
                 .iter()
                 .filter(|f| f.offer.node_id != self.shared.me)
                 .filter(|f| !state.is_excluded(&f.offer.node_id, now))
                 .filter_map(|f| f.offer.cost.map(|c| (f.offer.node_id, c)))
-                .collect()
+                .collect();
+            // A provider this node already holds an active agreement with needs no
+            // negotiation and was chosen before: ask it first (a stable sort keeps the
+            // discovery ranking among the rest).
+            candidates.sort_by_key(|(node, _)| {
+                state
+                    .reusable_agreement(node, &capability, now, margin)
+                    .is_none()
+            });
+            candidates
         };
         if candidates.len() < needed {
             return Err(MarketError::NoProviders {
@@ -186,7 +200,9 @@ impl Market {
             Tier::Redundant { k } => {
                 let asked = &candidates[..usize::from(k)];
                 let answers = futures::future::join_all(
-                    asked.iter().map(|(node, cost)| self.ask(&call, *node, *cost)),
+                    asked
+                        .iter()
+                        .map(|(node, cost)| self.ask(&call, *node, *cost)),
                 )
                 .await;
                 self.settle_majority(&call, answers, false, false)
@@ -257,7 +273,12 @@ impl Market {
                             let now = now_ms();
                             {
                                 let mut state = self.state();
-                                state.record_outcome(flagged, ServiceKind::Compute, Outcome::Failure, now);
+                                state.record_outcome(
+                                    flagged,
+                                    ServiceKind::Compute,
+                                    Outcome::Failure,
+                                    now,
+                                );
                             }
                             Err(MarketError::Unverified(format!(
                                 "the audit of {flagged} diverged and no third provider could settle it"
@@ -292,7 +313,11 @@ impl Market {
                 accepted: Some(hashes[0].1),
                 agreeing: vec![hashes[0].0],
                 dissenters: Vec::new(),
-                missing: asked.iter().filter(|n| **n != hashes[0].0).copied().collect(),
+                missing: asked
+                    .iter()
+                    .filter(|n| **n != hashes[0].0)
+                    .copied()
+                    .collect(),
             }
         } else {
             redundant_verdict(&asked, &hashes)
@@ -366,7 +391,9 @@ impl Market {
 
     /// Runs the call on one provider under an agreement with it.
     async fn ask(&self, call: &VerifiedCall, node: NodeId, cost: CostStructure) -> Answer {
-        let agreement = self.agreement_with(node, cost, &call.function, call.deadline).await;
+        let agreement = self
+            .agreement_with(node, cost, &call.function, call.deadline)
+            .await;
         let (request_hash, agreement_id, result) = match agreement {
             Ok((hash, id)) => {
                 let result = self
@@ -398,13 +425,13 @@ impl Market {
         function: &str,
         deadline: Duration,
     ) -> Result<([u8; 32], AgreementId), MarketError> {
-        let capability = Capability::Compute(ComputeTarget::Function(FunctionId::of(function)));
-        let margin = u64::try_from(deadline.as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_add(5_000);
-        let reusable = self
-            .state()
-            .reusable_agreement(&provider, &capability, now_ms(), margin);
+        let capability = function_capability(function);
+        let reusable = self.state().reusable_agreement(
+            &provider,
+            &capability,
+            now_ms(),
+            reuse_margin_ms(deadline),
+        );
         let hash = match reusable {
             Some(hash) => hash,
             None => {
@@ -447,6 +474,18 @@ impl Market {
             .ok_or(MarketError::UnknownAgreement)?;
         Ok((hash, id))
     }
+}
+
+fn function_capability(function: &str) -> Capability {
+    Capability::Compute(ComputeTarget::Function(FunctionId::of(function)))
+}
+
+/// How long an agreement must still run to be reused for a job with `deadline`: the job
+/// plus a margin for the answer's trip back.
+fn reuse_margin_ms(deadline: Duration) -> u64 {
+    u64::try_from(deadline.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(5_000)
 }
 
 fn result_of(answer: &Answer, outcome: ProviderOutcome) -> ProviderResult {

@@ -426,6 +426,10 @@ impl SignedJob {
 /// ```
 /// A failure is unsigned: it only tells the consumer not to wait; it is never evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "decoded and consumed at once; the output dwarfs the variant anyway"
+)]
 pub enum JobResult {
     /// The job ran; the provider signed the hash of its output.
     Done {
@@ -547,8 +551,12 @@ mod tests {
         decoded.verify(&node.peer_key()).unwrap();
         let (_, other) = key(2);
         assert!(decoded.verify(&other.peer_key()).is_err());
+        // Flip a bit inside the signed input, so the frame still parses but the signature fails.
         let mut tampered = signed.as_bytes().to_vec();
-        let at = tampered.len() - 70;
+        let at = tampered
+            .windows(5)
+            .position(|w| w == b"hello")
+            .expect("input is in the frame");
         tampered[at] ^= 1;
         let tampered = SignedJob::decode(&tampered).unwrap();
         assert!(matches!(

@@ -32,8 +32,8 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ControlMessage, ForwardedPacket, InboundMessage, InterfaceInfo, InterfaceSpec, InterfaceType, MessageVia,
-    Neighbour, PathView, SendReport, TransportConfig, TransportError, TransportHandle,
+    ControlMessage, ForwardedPacket, InboundMessage, InterfaceInfo, InterfaceSpec, InterfaceType,
+    MessageVia, Neighbour, PathView, SendReport, TransportConfig, TransportError, TransportHandle,
     TransportStats,
     interfaces::{
         self, InterfaceMessage, InterfaceStats, OutboundQueue, Port, queue::DEFAULT_QUEUE_BYTES,
@@ -48,6 +48,8 @@ use crate::events::{EventBus, EventKind};
 const TICK: Duration = Duration::from_millis(100);
 /// Frames handled per wake-up before commands get another look.
 const FRAME_BATCH: usize = 256;
+/// Least time between two announces made to greet newly heard neighbours.
+const GREETING_GAP: Duration = Duration::from_secs(2);
 
 /// What handles ask of the actor.
 pub(super) enum Command {
@@ -130,6 +132,11 @@ struct Actor {
     stop: CancellationToken,
     unsolicited_link_data: u64,
     forward_reports: Option<(mpsc::Sender<ForwardedPacket>, Arc<AtomicU64>)>,
+    /// When to announce to greet a Mehr neighbour heard for the first time (see
+    /// [`Actor::greet_neighbour`]).
+    greeting_due: Option<Timestamp>,
+    /// When the last greeting announce went out.
+    last_greeting: Option<Timestamp>,
 }
 
 /// Starts the transport: binds every enabled interface of `interfaces` (a bind failure is an
@@ -165,6 +172,9 @@ pub async fn start(
         DestinationName::mehr_node(),
     );
     local.app_data = mehr.app_data(interfaces::spec::DEFAULT_IP_BITRATE);
+    // Control messages (market records, ledger gossip, jobs) are retried until delivered, so
+    // the sender needs the delivery proof.
+    local.proof_strategy = mehr_transport::router::ProofStrategy::All;
     router.register_destination(local);
 
     let (frames_tx, frames_rx) = mpsc::channel(4096);
@@ -189,6 +199,8 @@ pub async fn start(
         stop,
         unsolicited_link_data: 0,
         forward_reports: None,
+        greeting_due: None,
+        last_greeting: None,
     };
     for spec in interfaces.into_iter().filter(|s| s.enabled) {
         if let Err(e) = actor.add_interface(spec).await {
@@ -239,6 +251,11 @@ impl Actor {
                     self.router.tick(now);
                     self.messaging.tick(&mut self.router, now);
                     self.path_waiters.retain(|_, waiters| { waiters.retain(|w| !w.is_closed()); !waiters.is_empty() });
+                    if self.greeting_due.is_some_and(|due| due <= now) {
+                        self.greeting_due = None;
+                        self.last_greeting = Some(now);
+                        let _ = self.announce_all();
+                    }
                 }
                 _ = announce.tick() => { let _ = self.announce_all(); }
                 _ = clock_refresh.tick() => {
@@ -380,6 +397,13 @@ impl Actor {
                 // Tell the newcomer who we are right away rather than at the next period.
                 let _ = self.announce_all();
             }
+            InterfaceMessage::Connected { interface } => {
+                tracing::debug!(interface = interface.0, "announcing on a new connection");
+                // The server's side may have restarted and forgotten this node: announce now
+                // rather than at the next period (frames queued before the connection were
+                // dropped with the old one).
+                let _ = self.announce_all();
+            }
             InterfaceMessage::Closed { interface } => {
                 let _ = self.remove_interface(interface, "connection closed");
             }
@@ -490,6 +514,9 @@ impl Actor {
                 if MehrNode::is_mehr_announce(&announce)
                     && let Some(path) = self.router.path(&announce.destination)
                 {
+                    if hops == 1 && !self.mehr.is_neighbour(&announce.destination) {
+                        self.greet_neighbour(now);
+                    }
                     let bitrate = self
                         .interfaces
                         .get(&interface)
@@ -625,7 +652,10 @@ impl Actor {
             .neighbours()
             .filter(|(_, n)| n.interface == interface);
         let first = on_interface.next()?;
-        on_interface.next().is_none().then(|| first.1.identity.hash())
+        on_interface
+            .next()
+            .is_none()
+            .then(|| first.1.identity.hash())
     }
 
     fn resolve_path_waiters(&mut self, destination: &DestinationHash) {
@@ -665,6 +695,21 @@ impl Actor {
     }
 
     /// Announces `mehr.node` and every app destination that asked for it.
+    /// Schedules an announce for a Mehr neighbour heard for the first time. Its own
+    /// announce may have been the only one: when two nodes bring up a link at slightly
+    /// different moments, the first announce finds the other end not listening yet, and
+    /// without a reply that side would not know its neighbour until the next periodic
+    /// announce. At most one greeting per [`GREETING_GAP`], so a crowd of new neighbours
+    /// costs one announce, and a neighbour already known triggers none (no ping-pong).
+    fn greet_neighbour(&mut self, now: Timestamp) {
+        if self.greeting_due.is_none() {
+            let earliest = self
+                .last_greeting
+                .map_or(now, |last| last.saturating_add(GREETING_GAP));
+            self.greeting_due = Some(earliest.max(now));
+        }
+    }
+
     fn announce_all(&mut self) -> Result<usize, TransportError> {
         let now = self.now();
         let mehr = self.mehr.destination();

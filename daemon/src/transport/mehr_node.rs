@@ -117,6 +117,11 @@ impl MehrNode {
     }
 
     /// True for announces of `mehr.node` destinations.
+    /// Whether `destination` is a Mehr neighbour heard directly.
+    pub(super) fn is_neighbour(&self, destination: &DestinationHash) -> bool {
+        self.neighbours.contains_key(destination)
+    }
+
     pub(super) fn is_mehr_announce(announce: &Announce) -> bool {
         announce.name_hash == DestinationName::mehr_node().name_hash()
     }

@@ -44,6 +44,11 @@ pub enum InterfaceMessage {
         /// The connection.
         stream: TcpStream,
     },
+    /// A TCP client interface (re)connected to its server.
+    Connected {
+        /// The client's interface.
+        interface: InterfaceId,
+    },
     /// A connection that was spawned by a server ended.
     Closed {
         /// The interface that ended.

@@ -74,6 +74,10 @@ pub(super) async fn connect_loop(host: String, target_port: u16, port: Port) {
                 let _ = stream.set_nodelay(true);
                 tracing::info!(interface = port.id.0, %target, "TCP client interface connected");
                 backoff = MIN_BACKOFF;
+                let _ = port
+                    .to_router
+                    .send(InterfaceMessage::Connected { interface: port.id })
+                    .await;
                 match framed::run(stream, Framing::Hdlc, &port).await {
                     Ended::Stopped => break,
                     Ended::Closed(reason) => {

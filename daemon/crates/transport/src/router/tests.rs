@@ -236,26 +236,38 @@ fn forwarding_reports_name_the_same_hash_at_sender_and_relay_and_are_off_by_defa
     net.nodes[2].set_forwarding_reports(true);
     net.nodes[2].send(&dest, b"reported", now).unwrap();
     net.flush();
-    let reports = |events: &[RouterEvent]| -> Vec<([u8; 32], Option<InterfaceId>, InterfaceId, u32)> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                RouterEvent::Forwarded {
-                    relay_hash,
-                    from,
-                    to,
-                    bytes,
-                } => Some((*relay_hash, *from, *to, *bytes)),
-                _ => None,
-            })
-            .collect()
-    };
+    let reports =
+        |events: &[RouterEvent]| -> Vec<([u8; 32], Option<InterfaceId>, InterfaceId, u32)> {
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    RouterEvent::Forwarded {
+                        relay_hash,
+                        from,
+                        to,
+                        bytes,
+                    } => Some((*relay_hash, *from, *to, *bytes)),
+                    _ => None,
+                })
+                .collect()
+        };
     let sent = reports(&net.events[2]);
     let relayed = reports(&net.events[1]);
-    assert_eq!(sent.len(), 1, "the sender reports its own data packet once: {sent:?}");
+    assert_eq!(
+        sent.len(),
+        1,
+        "the sender reports its own data packet once: {sent:?}"
+    );
     assert_eq!(sent[0].1, None, "originated here");
-    assert_eq!(relayed.len(), 1, "the proof going back is not reported: {relayed:?}");
-    assert_eq!(relayed[0].0, sent[0].0, "one hash for the packet at every hop");
+    assert_eq!(
+        relayed.len(),
+        1,
+        "the proof going back is not reported: {relayed:?}"
+    );
+    assert_eq!(
+        relayed[0].0, sent[0].0,
+        "one hash for the packet at every hop"
+    );
     assert_eq!(relayed[0].1, Some(InterfaceId(1)), "arrived from C's side");
     assert_eq!(relayed[0].2, InterfaceId(0), "left towards A");
     assert!(
