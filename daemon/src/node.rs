@@ -15,7 +15,7 @@ use crate::{
     data_dir::{DataDir, DataDirError, STORE_DIR},
     events::{EventBus, EventKind},
     identity::{IdentityError, NodeIdentity},
-    market::{Market, MarketParts, RecordOnly},
+    market::{ChannelPayments, Market, MarketParts},
     storage::{ObjectStore, StorageError, StorageLimits},
     store::{META, Store, StoreError},
 };
@@ -142,7 +142,11 @@ impl Node {
                     objects: objects.clone(),
                     store: store.clone(),
                     events: events.clone(),
-                    payments: Arc::new(RecordOnly),
+                    payments: Arc::new(ChannelPayments::start(
+                        ledger.clone(),
+                        config.ledger.channel_deposit_umhr,
+                        shutdown.child_token(),
+                    )),
                     shutdown: shutdown.child_token(),
                 })
                 .await?,

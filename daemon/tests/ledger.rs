@@ -1,7 +1,7 @@
 //! Economics between real daemons over the real transport: a relay paid through its channel
 //! with the sender (tickets, the 2% burn), trusted neighbours relayed free, payments that
-//! survive `kill -9`, partitions whose ledgers converge after healing, and forged messages
-//! counted.
+//! survive `kill -9`, partitions whose ledgers converge after healing, forged messages
+//! counted, and marketplace agreements paid through the channel with the provider.
 
 mod common;
 
@@ -9,7 +9,10 @@ use std::{os::unix::fs::PermissionsExt, path::PathBuf, time::Duration};
 
 use common::{TestDaemon, eventually, free_port, free_udp_port};
 use futures::StreamExt;
-use mehr_sdk::{Client, SettleResult, Settlement, proto as pb};
+use mehr_sdk::{
+    Client, InvokeOptions, Placement, SettleResult, Settlement, proto as pb,
+    serve::{FunctionSpec, HandlerError, handler_fn},
+};
 use mehr_transport::identity::PrivateIdentity;
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -713,4 +716,62 @@ async fn mehr_node(client: &Client) -> Vec<u8> {
         .unwrap()
         .mehr_destination
         .to_vec()
+}
+
+/// A function served on B and called from A through the marketplace: the agreement's charges
+/// are paid through a channel A opens with B on demand, so B's side of the channel receives
+/// what the agreement says A was charged (less the 2 % burn).
+#[test]
+fn marketplace_charges_are_paid_through_the_channel_with_the_provider() {
+    let nodes = plan(2);
+    let port = free_port();
+    let market =
+        "[market]\ngossip_round_ms = 500\nbeacon_interval_ms = 1000\npull_timeout_ms = 1500\n";
+    let genesis = ledger_toml(&nodes);
+    let a = start(&nodes[0], &format!("{}{market}{genesis}", tcp_server(port)));
+    let b = start(&nodes[1], &format!("{}{market}{genesis}", tcp_client(port)));
+    let (a_id, b_id) = (nodes[0].id, nodes[1].id);
+    runtime().block_on(async {
+        let (ac, bc) = (a.client().await.unwrap(), b.client().await.unwrap());
+        wait_neighbour(&ac, &b_id).await;
+        let handler = handler_fn(|call, _out| async move {
+            let text =
+                std::str::from_utf8(&call.input).map_err(|e| HandlerError::new(e.to_string()))?;
+            Ok::<Vec<u8>, HandlerError>(text.to_uppercase().into_bytes())
+        });
+        let _serving = bc
+            .serve(
+                vec![FunctionSpec::new("upper").price_per_invocation_umhr(5_000)],
+                handler,
+            )
+            .await
+            .unwrap();
+        let mesh = || InvokeOptions::default().placement(Placement::Mesh);
+        let first = eventually("upper found on the mesh", WAIT, || async {
+            ac.invoke_with("upper", b"pay me".to_vec(), mesh())
+                .await
+                .ok()
+        })
+        .await;
+        assert_eq!(first.output.as_ref(), b"PAY ME");
+        assert_eq!(first.remote.unwrap().charged_umhr, 5_000);
+        let second = ac
+            .invoke_with("upper", b"again".to_vec(), mesh())
+            .await
+            .unwrap();
+        assert_eq!(second.remote.unwrap().charged_umhr, 5_000);
+
+        let (payer, payee) = eventually("both calls paid", WAIT, || async {
+            let payer = channel_with(&ac, &b_id).await?;
+            let payee = channel_with(&bc, &a_id).await?;
+            (payer.paid_umhr == 10_000 && payee.received_umhr == 10_000).then_some((payer, payee))
+        })
+        .await;
+        assert_eq!(
+            payer.deposit_umhr, DEPOSIT,
+            "opened on demand with ledger.channel_deposit_umhr"
+        );
+        assert_eq!(payer.balance_umhr, DEPOSIT - 10_000);
+        assert_eq!(payee.balance_umhr, 10_000 - burn_of(10_000));
+    });
 }

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::{
     offer::OfferSettings,
-    payments::{Charge, Payments, RecordOnly},
+    payments::{ChannelPayments, Charge, Payments, RecordOnly},
     records::{AGREEMENTS, AgreementRecord, CF_AGREEMENTS, CF_STATE, Charges, STATE},
     state::{Counters, Exclusion},
     tiers::{ProviderOutcome, ProviderResult, VerifiedCall, VerifiedOutcome},

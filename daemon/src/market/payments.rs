@@ -4,13 +4,23 @@
 //! accepted (a verified job, a delivered byte), the agreement ends and payment stops. The
 //! ledger decides *how* it is paid (which channel, when a state update goes out). The market
 //! records every charge against the agreement itself (visible in the API as
-//! `charged_units`/`charged_umhr`) and tells a [`Payments`] implementation; until the ledger
-//! plugs one in, [`RecordOnly`] keeps the accounting and moves no money.
+//! `charged_units`/`charged_umhr`) and tells a [`Payments`] implementation: the daemon uses
+//! [`ChannelPayments`], which pays over the ledger's channels; [`RecordOnly`] keeps the
+//! accounting and moves no money (the market alone, in tests).
+
+use std::time::Duration;
 
 use mehr_market::{
     ChannelId, NodeId,
     agreement::{AgreementId, AgreementState, Role},
 };
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ledger::{LedgerError, LedgerHandle};
+
+/// How long one channel open or payment may wait for the provider's signature.
+const PAY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One charge under an agreement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,5 +94,109 @@ impl Payments for RecordOnly {
 
     fn closed(&self, agreement_id: AgreementId, role: Role, state: AgreementState) {
         tracing::debug!(agreement = %agreement_id, ?role, ?state, "agreement closed for payment");
+    }
+}
+
+/// Pays what this node owes as a consumer through the ledger's payment channel with the
+/// provider, charge by charge, in the order the charges were made. Channels are between
+/// neighbours: a provider one hop away is paid at once (a channel is opened on demand, with
+/// `ledger.channel_deposit_umhr` or the charge if larger); a charge to a provider further
+/// away, or one the channel cannot cover, stays recorded on the agreement as owed and is
+/// logged — multi-hop payment (paying along the path) is not built.
+pub struct ChannelPayments {
+    charges: mpsc::UnboundedSender<Charge>,
+    /// The deterministic channel ids requests name.
+    ids: RecordOnly,
+}
+
+impl ChannelPayments {
+    /// Starts paying over `ledger` until `stop`.
+    pub fn start(ledger: LedgerHandle, deposit_umhr: u64, stop: CancellationToken) -> Self {
+        let (charges, queue) = mpsc::unbounded_channel();
+        tokio::spawn(pay_charges(ledger, deposit_umhr, queue, stop));
+        ChannelPayments {
+            charges,
+            ids: RecordOnly,
+        }
+    }
+}
+
+impl Payments for ChannelPayments {
+    fn channel_for(&self, me: NodeId, provider: NodeId) -> ChannelId {
+        self.ids.channel_for(me, provider)
+    }
+
+    fn opened(
+        &self,
+        agreement_id: AgreementId,
+        role: Role,
+        counterparty: NodeId,
+        channel: ChannelId,
+    ) {
+        self.ids.opened(agreement_id, role, counterparty, channel);
+    }
+
+    fn charge(&self, charge: &Charge) {
+        self.ids.charge(charge);
+        // The consumer pays; the provider is paid through the same channel.
+        if charge.role == Role::Consumer && charge.amount_umhr > 0 {
+            let _ = self.charges.send(*charge);
+        }
+    }
+
+    fn closed(&self, agreement_id: AgreementId, role: Role, state: AgreementState) {
+        self.ids.closed(agreement_id, role, state);
+    }
+}
+
+async fn pay_charges(
+    ledger: LedgerHandle,
+    deposit_umhr: u64,
+    mut queue: mpsc::UnboundedReceiver<Charge>,
+    stop: CancellationToken,
+) {
+    loop {
+        let charge = tokio::select! {
+            _ = stop.cancelled() => return,
+            charge = queue.recv() => match charge {
+                Some(charge) => charge,
+                None => return,
+            },
+        };
+        match pay(&ledger, deposit_umhr, &charge).await {
+            Ok(()) => tracing::debug!(
+                agreement = %charge.agreement_id,
+                provider = %charge.counterparty,
+                amount_umhr = charge.amount_umhr,
+                "charge paid through the channel"
+            ),
+            Err(e) => tracing::info!(
+                agreement = %charge.agreement_id,
+                provider = %charge.counterparty,
+                amount_umhr = charge.amount_umhr,
+                error = %e,
+                "charge recorded on the agreement but not paid through a channel"
+            ),
+        }
+    }
+}
+
+/// Pays one charge, opening the channel first if there is none.
+async fn pay(ledger: &LedgerHandle, deposit_umhr: u64, charge: &Charge) -> Result<(), LedgerError> {
+    match ledger
+        .pay(charge.counterparty, charge.amount_umhr, PAY_TIMEOUT)
+        .await
+    {
+        Err(LedgerError::NoChannel(_)) => {
+            let deposit = deposit_umhr.max(charge.amount_umhr);
+            ledger
+                .open_channel(charge.counterparty, deposit, 0, PAY_TIMEOUT)
+                .await?;
+            ledger
+                .pay(charge.counterparty, charge.amount_umhr, PAY_TIMEOUT)
+                .await
+                .map(drop)
+        }
+        paid => paid.map(drop),
     }
 }
