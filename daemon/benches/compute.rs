@@ -4,7 +4,10 @@
 //!   `Runtime::invoke` in-process, so the difference is the API's cost;
 //! - `GetInfo`, which computes nothing, as the API's own round trip;
 //! - a trivial function served by this process through the SDK (`Client::serve`), called
-//!   through the daemon: the latency serving adds, and throughput with concurrent callers.
+//!   through the daemon: the latency serving adds, and throughput with concurrent callers;
+//! - the same served function called from a second daemon one mesh hop away (loopback TCP)
+//!   with `placement = mesh`: discovery's answer and the agreement are reused, so each call is
+//!   a signed job out and a signed result back over the transport.
 //!
 //! Run: `cargo bench -p mehrd --bench compute` (`MEHR_BENCH_CALLS` changes the call count).
 
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::TestDaemon;
 use mehr_compute::{Runtime, RuntimeConfig, Tier};
 use mehr_sdk::{
-    Client,
+    Client, InvokeOptions, Placement,
     serve::{Call, FunctionSpec, handler_fn},
 };
 
@@ -77,6 +80,41 @@ fn raw_runtime(calls: usize) -> Figures {
     }
     figures(
         "WASM echo, Runtime::invoke in-process",
+        latencies,
+        started.elapsed(),
+    )
+}
+
+/// Calls `function` from `client` with `placement = mesh`, one caller.
+async fn over_the_mesh(client: &Client, function: &str, calls: usize) -> Figures {
+    let input = vec![7u8; 64];
+    let mesh = || InvokeOptions::default().placement(Placement::Mesh);
+    // The first call discovers the provider and forms the agreement; wait for it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client
+        .invoke_with(function, input.clone(), mesh())
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the provider was not found on the mesh"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut latencies = Vec::with_capacity(calls);
+    let started = Instant::now();
+    for _ in 0..calls {
+        let t = Instant::now();
+        let response = client
+            .invoke_with(function, input.clone(), mesh())
+            .await
+            .unwrap();
+        latencies.push(t.elapsed());
+        assert_eq!(response.output.len(), 64);
+    }
+    figures(
+        "served echo, called one mesh hop away, 1 caller",
         latencies,
         started.elapsed(),
     )
@@ -151,7 +189,37 @@ fn main() {
     let mut rows = vec![raw_runtime(calls * 4)];
 
     let temp = tempfile::tempdir().unwrap();
-    let daemon = TestDaemon::start_in(&temp.path().join("node"), &[]);
+    // The node under test serves on a TCP mesh interface; a second node dials it.
+    let mesh_port = common::free_port();
+    let config = |name: &str, interface: String| {
+        let path = temp.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!("[market]\ngossip_round_ms = 500\npull_timeout_ms = 1500\n\n{interface}"),
+        )
+        .unwrap();
+        path
+    };
+    let server = config(
+        "node",
+        format!(
+            "[[interfaces]]\ntype = \"tcp_server\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {mesh_port}\n"
+        ),
+    );
+    let client_config = config(
+        "caller",
+        format!(
+            "[[interfaces]]\ntype = \"tcp_client\"\ntarget_host = \"127.0.0.1\"\ntarget_port = {mesh_port}\n"
+        ),
+    );
+    let daemon = TestDaemon::start_in(
+        &temp.path().join("node"),
+        &["--config", server.to_str().unwrap()],
+    );
+    let caller = TestDaemon::start_in(
+        &temp.path().join("caller"),
+        &["--config", client_config.to_str().unwrap()],
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -193,6 +261,8 @@ fn main() {
             latencies,
             wall,
         ));
+        let remote = caller.client().await.unwrap();
+        rows.push(over_the_mesh(&remote, "echo", (calls / 5).max(100)).await);
         serving.stop().await.unwrap();
     });
     println!(

@@ -101,9 +101,21 @@ impl ComputeApi {
             .await
             .map_err(|e| match e {
                 // The caller asked the compute service for a function: say so in its terms.
-                MarketError::NoProviders { .. } => Status::not_found(format!(
-                    "no node offers this function within the price cap ({e})"
-                )),
+                MarketError::NoProviders {
+                    ref function,
+                    found,
+                    needed,
+                } => Status::not_found(if call.fell_back {
+                    format!(
+                        "no function `{function}` on this node, and {found} provider(s) of it \
+                         on the mesh under the price cap where the tier needs {needed}"
+                    )
+                } else {
+                    format!(
+                        "no provider of `{function}` on the mesh: {found} found under the \
+                         price cap, the tier needs {needed}"
+                    )
+                }),
                 e => Status::from(e),
             })?;
         let provider = outcome
@@ -135,6 +147,9 @@ impl ComputeApi {
 
 /// A call bound for the mesh.
 struct MeshCall {
+    /// Whether the call went to the mesh because this node lacks the function (rather
+    /// than because the caller asked for the mesh).
+    fell_back: bool,
     function_id: String,
     input: prost::bytes::Bytes,
     deadline: Duration,
@@ -265,6 +280,7 @@ impl ComputeService for ComputeApi {
         }
         let result = self
             .invoke_on_mesh(MeshCall {
+                fell_back: placement != pb::Placement::Mesh,
                 deadline: mesh_deadline(request.deadline_ms, Some(self.unary_deadline_cap)),
                 function_id: request.function_id,
                 input: request.input,
@@ -304,6 +320,7 @@ impl ComputeService for ComputeApi {
             // Jobs travel whole across the mesh, so the output comes as one final message.
             let result = self
                 .invoke_on_mesh(MeshCall {
+                    fell_back: placement != pb::Placement::Mesh,
                     deadline: mesh_deadline(request.deadline_ms, None),
                     function_id: request.function_id,
                     input: request.input,

@@ -401,7 +401,7 @@ pub struct MarketStats {
     pub own_seq: u64,
     /// Agreements by state name.
     pub agreements: BTreeMap<String, u64>,
-    /// Control messages that could not be delivered.
+    /// Control messages that could not be sent, and records never proved delivered.
     pub sends_failed: u64,
     /// Since when the counters run, ms since the Unix epoch.
     pub since_unix_ms: u64,
@@ -511,7 +511,12 @@ impl Market {
             }),
         };
         for kind in kinds::ALL {
-            let receiver = parts.transport.control_messages(kind).await?;
+            // Records are sent until proved delivered; the rest is periodic or answered.
+            let receiver = if kind == kinds::RECORD {
+                parts.transport.acknowledged_control_messages(kind).await?
+            } else {
+                parts.transport.control_messages(kind).await?
+            };
             tokio::spawn(market.clone().receive(receiver));
         }
         tokio::spawn(market.clone().gossip_loop());
@@ -570,7 +575,8 @@ impl Market {
                     )
                     .await;
                 match sent {
-                    Ok(report) if report.delivered => return,
+                    // Only records are proved (see `Market::start`); the rest counts as sent.
+                    Ok(report) if report.delivered || !message.reliable => return,
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(to = %message.to, kind = message.kind, attempt, error = %e, "market message not delivered")

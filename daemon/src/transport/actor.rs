@@ -50,6 +50,9 @@ const TICK: Duration = Duration::from_millis(100);
 const FRAME_BATCH: usize = 256;
 /// Least time between two announces made to greet newly heard neighbours.
 const GREETING_GAP: Duration = Duration::from_secs(2);
+/// Slowest link on which a new neighbour is greeted: below it (LoRa, packet radio) airtime
+/// is too dear, and the periodic announce does the job.
+const GREETING_MIN_BITRATE: u64 = 10_000;
 
 /// What handles ask of the actor.
 pub(super) enum Command {
@@ -98,6 +101,7 @@ pub(super) enum Command {
     RegisterControl {
         kind: u8,
         sender: mpsc::Sender<ControlMessage>,
+        acknowledge: bool,
         reply: oneshot::Sender<()>,
     },
     ForwardReports {
@@ -126,7 +130,9 @@ struct Actor {
     frames_tx: mpsc::Sender<InterfaceMessage>,
     mehr: MehrNode,
     messaging: Messaging,
-    control: HashMap<u8, mpsc::Sender<ControlMessage>>,
+    /// Subscribers to control message kinds, and whether each kind's packets are proved to
+    /// their senders (see [`TransportHandle::acknowledged_control_messages`]).
+    control: HashMap<u8, (mpsc::Sender<ControlMessage>, bool)>,
     path_waiters: HashMap<DestinationHash, Vec<oneshot::Sender<PathView>>>,
     events: Arc<EventBus>,
     stop: CancellationToken,
@@ -172,9 +178,9 @@ pub async fn start(
         DestinationName::mehr_node(),
     );
     local.app_data = mehr.app_data(interfaces::spec::DEFAULT_IP_BITRATE);
-    // Control messages (market records, ledger gossip, jobs) are retried until delivered, so
-    // the sender needs the delivery proof.
-    local.proof_strategy = mehr_transport::router::ProofStrategy::All;
+    // Control messages that travel whole in a packet are proved per kind (see
+    // `on_control`); those large enough to need a link are proved like any link traffic.
+    local.proof_strategy = mehr_transport::router::ProofStrategy::Links;
     router.register_destination(local);
 
     let (frames_tx, frames_rx) = mpsc::channel(4096);
@@ -429,14 +435,18 @@ impl Actor {
                     destination,
                     plaintext,
                     interface,
-                    ..
+                    packet,
                 } => {
-                    self.deliver(
-                        destination,
-                        plaintext,
-                        MessageVia::Packet,
-                        Some(interface.0),
-                    );
+                    if destination == self.mehr.destination() {
+                        self.on_control(plaintext, Some((interface, packet.hash())));
+                    } else {
+                        self.deliver(
+                            destination,
+                            plaintext,
+                            MessageVia::Packet,
+                            Some(interface.0),
+                        );
+                    }
                 }
                 Action::Event(event) => self.on_router_event(event),
             }
@@ -451,7 +461,7 @@ impl Actor {
         interface: Option<u32>,
     ) {
         if destination == self.mehr.destination() {
-            return self.on_control(payload, interface);
+            return self.on_control(payload, None);
         }
         let bytes = payload.len() as u64;
         if self.messaging.deliver(InboundMessage {
@@ -467,7 +477,10 @@ impl Actor {
         }
     }
 
-    fn on_control(&mut self, payload: Vec<u8>, interface: Option<u32>) {
+    /// Hands a message to `mehr.node` to the part subscribed to its kind. `arrival` is the
+    /// packet it came in (none over a link): for an acknowledged kind, the packet is proved
+    /// to its sender once the message is taken.
+    fn on_control(&mut self, payload: Vec<u8>, arrival: Option<(InterfaceId, PacketHash)>) {
         let Some((&kind, body)) = payload.split_first() else {
             self.mehr.rejected += 1;
             return;
@@ -475,15 +488,19 @@ impl Actor {
         if kind == CONTROL_PATH_COST {
             return self.mehr.on_path_cost(body);
         }
+        let message = ControlMessage {
+            kind,
+            body: body.to_vec(),
+            interface: arrival.map(|(interface, _)| interface.0),
+        };
         match self.control.get(&kind) {
-            Some(handler)
-                if handler
-                    .try_send(ControlMessage {
-                        kind,
-                        body: body.to_vec(),
-                        interface,
-                    })
-                    .is_ok() => {}
+            Some((handler, acknowledge)) if handler.try_send(message).is_ok() => {
+                if *acknowledge && let Some((interface, hash)) = arrival {
+                    let _ = self
+                        .router
+                        .prove_delivery(&self.mehr.destination(), &hash, interface);
+                }
+            }
             _ => self.mehr.rejected += 1,
         }
     }
@@ -514,13 +531,16 @@ impl Actor {
                 if MehrNode::is_mehr_announce(&announce)
                     && let Some(path) = self.router.path(&announce.destination)
                 {
-                    if hops == 1 && !self.mehr.is_neighbour(&announce.destination) {
-                        self.greet_neighbour(now);
-                    }
                     let bitrate = self
                         .interfaces
                         .get(&interface)
                         .map_or(0, |e| e.spec.effective_bitrate());
+                    if hops == 1
+                        && bitrate >= GREETING_MIN_BITRATE
+                        && !self.mehr.is_neighbour(&announce.destination)
+                    {
+                        self.greet_neighbour(now);
+                    }
                     for packet in self.mehr.on_announce(
                         &self.router,
                         &HeardAnnounce {
@@ -700,7 +720,8 @@ impl Actor {
     /// different moments, the first announce finds the other end not listening yet, and
     /// without a reply that side would not know its neighbour until the next periodic
     /// announce. At most one greeting per [`GREETING_GAP`], so a crowd of new neighbours
-    /// costs one announce, and a neighbour already known triggers none (no ping-pong).
+    /// costs one announce, and a neighbour already known triggers none (no ping-pong); links
+    /// slower than [`GREETING_MIN_BITRATE`] wait for the periodic announce.
     fn greet_neighbour(&mut self, now: Timestamp) {
         if self.greeting_due.is_none() {
             let earliest = self
@@ -851,9 +872,10 @@ impl Actor {
             Command::RegisterControl {
                 kind,
                 sender,
+                acknowledge,
                 reply,
             } => {
-                self.control.insert(kind, sender);
+                self.control.insert(kind, (sender, acknowledge));
                 let _ = reply.send(());
             }
             Command::ForwardReports {

@@ -522,15 +522,36 @@ impl TransportHandle {
     }
 
     /// Receives every control message of type `kind` sent to this node's `mehr.node`
-    /// destination. Used by the parts above the transport (market, ledger, …).
+    /// destination. Used by the parts above the transport (market, ledger, …). Their packets
+    /// are not proved: for periodic traffic (gossip, beacons, digests) a proof would double
+    /// the packets on slow links, and the next round repeats what was lost.
     pub async fn control_messages(
         &self,
         kind: u8,
+    ) -> Result<mpsc::Receiver<ControlMessage>, TransportError> {
+        self.register_control(kind, false).await
+    }
+
+    /// Like [`TransportHandle::control_messages`], but every packet of this kind is proved
+    /// to its sender once taken, so a sender waiting on [`TransportHandle::send_control`]
+    /// learns it was delivered (for messages it retries until they are).
+    pub async fn acknowledged_control_messages(
+        &self,
+        kind: u8,
+    ) -> Result<mpsc::Receiver<ControlMessage>, TransportError> {
+        self.register_control(kind, true).await
+    }
+
+    async fn register_control(
+        &self,
+        kind: u8,
+        acknowledge: bool,
     ) -> Result<mpsc::Receiver<ControlMessage>, TransportError> {
         let (tx, rx) = mpsc::channel(1024);
         self.ask(|reply| actor::Command::RegisterControl {
             kind,
             sender: tx,
+            acknowledge,
             reply,
         })
         .await?;

@@ -21,7 +21,10 @@ impl Router {
         if self.links.len() >= self.config.max_local_links {
             return self.drop_packet(DropReason::InvalidLinkRequest, Some(interface));
         }
-        let prove_all = local.proof_strategy == ProofStrategy::All;
+        let prove_all = matches!(
+            local.proof_strategy,
+            ProofStrategy::All | ProofStrategy::Links
+        );
         let mut request = packet.clone();
         self.clamp_signalling(&mut request, Some(interface), None);
         let Some(local) = self.destinations.get(&packet.destination) else {

@@ -164,6 +164,10 @@ pub enum ProofStrategy {
     None,
     /// Every packet that decrypts.
     All,
+    /// Packets on links to this destination (a sender that segments a message over a link
+    /// waits for their proofs); single packets only through [`Router::prove_delivery`]. For
+    /// a destination whose small packets are mostly periodic traffic nobody waits on.
+    Links,
 }
 
 /// A SINGLE destination served by this node.
