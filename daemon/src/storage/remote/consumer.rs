@@ -457,14 +457,15 @@ impl RemoteStorage {
     }
 
     /// Reads bytes `offset .. offset + length` (to the end when `None`) of placed object `id`
-    /// from any `k` of its shards into `sink`, every chunk checked against its shard root and
-    /// the whole object against its id. Stops early when `sink` breaks.
+    /// from any `k` of its shards into `sink`, one window of stripes (a few MiB) per message,
+    /// every chunk checked against its shard root and the whole object against its id.
+    /// Fails with [`RemoteError::Cancelled`] when the receiver goes away.
     pub async fn read(
         &self,
         id: ObjectId,
         offset: u64,
         length: Option<u64>,
-        mut sink: impl FnMut(&[u8]) -> ControlFlow<()>,
+        sink: mpsc::Sender<Vec<u8>>,
     ) -> Result<(), RemoteError> {
         let record = self.load(&id)?.ok_or(RemoteError::NotPlaced(id))?;
         let manifest = decode_manifest(id, &record)?;
@@ -485,6 +486,7 @@ impl RemoteStorage {
         let mut decoder = ErasureDecoder::new(manifest.clone())?;
         while let Some(window) = gatherer.next_window().await? {
             let mut window_end = 0;
+            let mut out = Vec::new();
             for stripe in &window.stripes {
                 let bytes = decoder.decode_stripe(&window.pieces(stripe))?;
                 let stripe_end = stripe.object_offset + stripe.data_len as u64;
@@ -497,10 +499,11 @@ impl RemoteStorage {
                                 ..(to - stripe.object_offset) as usize,
                         )
                         .unwrap_or_default();
-                    if sink(part).is_break() {
-                        return Ok(());
-                    }
+                    out.extend_from_slice(part);
                 }
+            }
+            if !out.is_empty() && sink.send(out).await.is_err() {
+                return Err(RemoteError::Cancelled);
             }
             if end < manifest.length() && window_end >= end {
                 // A range ending early: every piece was checked against its shard root.
