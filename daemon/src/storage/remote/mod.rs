@@ -221,22 +221,20 @@ impl RemoteStorage {
 
     async fn send_reply(&self, consumer: IdentityHash, request_id: u64, reply: Reply) {
         let body = self.seal(kinds::REPLY, consumer, request_id, &reply.encode());
-        for attempt in 0..2 {
-            match self
-                .shared
-                .transport
-                .send_control(
-                    consumer,
-                    kinds::REPLY,
-                    &body,
-                    self.shared.settings.request_timeout,
-                )
-                .await
-            {
-                Ok(report) if report.delivered => return,
-                Ok(_) => tracing::debug!(%consumer, attempt, "storage reply not acknowledged"),
-                Err(e) => tracing::debug!(%consumer, attempt, error = %e, "storage reply not sent"),
-            }
+        // Sent once: a lost reply makes the consumer's request time out, and it decides
+        // whether to ask again.
+        if let Err(e) = self
+            .shared
+            .transport
+            .send_control(
+                consumer,
+                kinds::REPLY,
+                &body,
+                self.shared.settings.request_timeout,
+            )
+            .await
+        {
+            tracing::debug!(%consumer, request_id, error = %e, "storage reply not sent");
         }
     }
 
@@ -264,23 +262,31 @@ impl RemoteStorage {
         let body = self.seal(kind, provider, request_id, &request.encode());
         let timeout = self.shared.settings.request_timeout;
         let unreachable = |detail: String| RemoteError::Unreachable { provider, detail };
-        let report = self
-            .shared
-            .transport
-            .send_control(provider, kind, &body, timeout)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        if !report.delivered {
-            return Err(unreachable("the request was not delivered".into()));
-        }
-        match tokio::time::timeout(timeout, rx).await {
+        // The answer is the acknowledgement: single-packet control messages are not proved by
+        // the receiving node, so waiting for a proof would only add its timeout. A send that
+        // fails outright (no path, link refused) ends the wait early.
+        let transport = self.shared.transport.clone();
+        let sending = async move {
+            match transport.send_control(provider, kind, &body, timeout).await {
+                Err(e) => e,
+                Ok(_) => std::future::pending().await,
+            }
+        };
+        let answer = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                reply = rx => reply.map_err(|_| unreachable("the node is stopping".into())),
+                failed = sending => Err(unreachable(failed.to_string())),
+            }
+        })
+        .await;
+        match answer {
             Ok(Ok(Reply::Ok(bytes))) => Ok(bytes),
             Ok(Ok(Reply::Error(code, reason))) => Err(RemoteError::Provider {
                 provider,
                 code,
                 reason,
             }),
-            Ok(Err(_)) => Err(unreachable("the node is stopping".into())),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(unreachable(format!(
                 "no answer within {} s",
                 timeout.as_secs()
