@@ -205,7 +205,7 @@ fn challenges_pass_and_payment_follows_verified_storage() {
 
 #[test]
 fn a_provider_that_loses_its_shard_is_repaired_around() {
-    let mesh = Mesh::start(4, true);
+    let mut mesh = Mesh::start(4, true);
     runtime().block_on(async {
         let (consumer, providers) = clients(&mesh).await;
         let ids = connect(&consumer, &providers).await;
@@ -233,8 +233,7 @@ fn a_provider_that_loses_its_shard_is_repaired_around() {
 
         // Reading needs shard 0 or the others; drop one of the original holders too.
         consumer.delete(&id).await.unwrap();
-        let mut victim = mesh.providers.into_iter().nth(1).unwrap();
-        victim.stop_with(Signal::SIGKILL, Duration::from_secs(10));
+        mesh.providers[1].stop_with(Signal::SIGKILL, Duration::from_secs(10));
         let back = consumer.get_bytes(&id, ByteRange::all()).await.unwrap();
         assert!(back == bytes);
     });
@@ -345,5 +344,81 @@ fn bad_requests_are_refused_with_clear_errors() {
             .cli(&["store", "replicate", &id.to_string(), "--provider", "zz"]);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("node id"));
+    });
+}
+
+#[test]
+fn a_hundred_megabyte_object_round_trips_through_providers() {
+    let mesh = Mesh::start(3, false);
+    runtime().block_on(async {
+        let (consumer, providers) = clients(&mesh).await;
+        let ids = connect(&consumer, &providers).await;
+        let bytes = pattern(100 << 20, 11);
+        let id = put(&consumer, &bytes).await;
+        consumer
+            .replicate(&id, ReplicateOptions::on(ids).with_code(2, 1))
+            .await
+            .unwrap();
+        consumer.delete(&id).await.unwrap();
+        let back = consumer.get_bytes(&id, ByteRange::all()).await.unwrap();
+        assert_eq!(back.len(), bytes.len());
+        assert!(back == bytes);
+    });
+}
+
+#[test]
+fn a_consumer_killed_during_replication_lists_no_partial_placement() {
+    let mut mesh = Mesh::start(2, false);
+    let runtime = runtime();
+    let config = mesh.consumer.data_dir.parent().unwrap().join("mehrd.toml");
+    let (id, bytes) = runtime.block_on(async {
+        let (consumer, providers) = clients(&mesh).await;
+        let ids = connect(&consumer, &providers).await;
+        let bytes = pattern(40 << 20, 13);
+        let id = put(&consumer, &bytes).await;
+        let replicating = consumer.clone();
+        tokio::spawn(async move {
+            let _ = replicating
+                .replicate(&id, ReplicateOptions::on(ids).with_code(1, 1))
+                .await;
+        });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        (id, bytes)
+    });
+    mesh.consumer.stop_with(Signal::SIGKILL, Duration::from_secs(10));
+    let restarted = TestDaemon::start_in(
+        &mesh.consumer.data_dir,
+        &["--config", config.to_str().unwrap()],
+    );
+    runtime.block_on(async {
+        let consumer = restarted.client().await.unwrap();
+        let status = consumer.status(&id).await.unwrap();
+        assert!(status.held_locally);
+        match status.placement {
+            // The kill came after the commit: the placement is whole and reads back.
+            Some(placement) => {
+                assert_eq!(placement.shards.len(), 2);
+                consumer.delete(&id).await.unwrap();
+                let (_, providers) = clients(&mesh).await;
+                connect(&consumer, &providers).await;
+                let back = consumer.get_bytes(&id, ByteRange::all()).await.unwrap();
+                assert!(back == bytes);
+            }
+            // Before it: nothing is placed, and whatever a provider lists is whole (a shard
+            // that completed before the kill), never a partial one.
+            None => {
+                let (_, providers) = clients(&mesh).await;
+                for provider in &providers {
+                    let page = provider.list(Default::default()).await.unwrap();
+                    for object in page.objects {
+                        let held = provider
+                            .get_bytes(&object.id, ByteRange::all())
+                            .await
+                            .unwrap();
+                        assert_eq!(held.len() as u64, object.length);
+                    }
+                }
+            }
+        }
     });
 }
