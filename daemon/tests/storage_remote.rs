@@ -73,25 +73,33 @@ async fn connect(consumer: &Client, providers: &[Client]) -> Vec<NodeId> {
     let mut ids = Vec::new();
     for provider in providers {
         let id = node_id(provider).await;
-        eventually("the provider as the consumer's neighbour", Duration::from_secs(30), || async {
-            consumer
-                .neighbours()
-                .await
-                .unwrap()
-                .into_iter()
-                .any(|n| n.node_id[..] == id)
-                .then_some(())
-        })
+        eventually(
+            "the provider as the consumer's neighbour",
+            Duration::from_secs(30),
+            || async {
+                consumer
+                    .neighbours()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .any(|n| n.node_id[..] == id)
+                    .then_some(())
+            },
+        )
         .await;
-        eventually("the consumer as the provider's neighbour", Duration::from_secs(30), || async {
-            provider
-                .neighbours()
-                .await
-                .unwrap()
-                .into_iter()
-                .any(|n| n.node_id[..] == consumer_id)
-                .then_some(())
-        })
+        eventually(
+            "the consumer as the provider's neighbour",
+            Duration::from_secs(30),
+            || async {
+                provider
+                    .neighbours()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .any(|n| n.node_id[..] == consumer_id)
+                    .then_some(())
+            },
+        )
         .await;
         ids.push(id);
     }
@@ -128,7 +136,14 @@ fn objects_of_every_edge_size_round_trip_through_providers() {
     runtime().block_on(async {
         let (consumer, providers) = clients(&mesh).await;
         let ids = connect(&consumer, &providers).await;
-        for (len, seed) in [(0usize, 0u8), (1, 1), (4095, 2), (4096, 3), (4097, 4), (300_000, 5)] {
+        for (len, seed) in [
+            (0usize, 0u8),
+            (1, 1),
+            (4095, 2),
+            (4096, 3),
+            (4097, 4),
+            (300_000, 5),
+        ] {
             let bytes = pattern(len, seed);
             let id = put(&consumer, &bytes).await;
             let placement = consumer
@@ -187,16 +202,29 @@ fn challenges_pass_and_payment_follows_verified_storage() {
         for shard in &placement.shards {
             assert_eq!(shard.challenges_passed, 1);
             assert!(shard.last_challenge_at_unix_ms.is_some());
-            assert!(shard.owed_umhr > 0, "a passed challenge accrues what is owed");
+            assert!(
+                shard.owed_umhr > 0,
+                "a passed challenge accrues what is owed"
+            );
         }
 
         // Through the CLI as well.
         let out = mesh.consumer.cli(&["store", "challenge", &id.to_string()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(text.matches("passed").count(), 3, "{text}");
-        let out = mesh.consumer.cli(&["store", "stat", &id.to_string(), "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = mesh
+            .consumer
+            .cli(&["store", "stat", &id.to_string(), "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stat: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(stat["placement"]["shards"].as_array().unwrap().len(), 3);
         assert_eq!(stat["placement"]["shards"][0]["challenges_passed"], 2);
@@ -221,10 +249,14 @@ fn a_provider_that_loses_its_shard_is_repaired_around() {
         // The provider throws the shard away behind the consumer's back.
         providers[0].delete(&lost.root).await.unwrap();
 
-        let repaired = eventually("the shard to move to the spare", Duration::from_secs(120), || async {
-            let placement = consumer.status(&id).await.unwrap().placement.unwrap();
-            (placement.shards[0].provider == ids[3]).then_some(placement)
-        })
+        let repaired = eventually(
+            "the shard to move to the spare",
+            Duration::from_secs(120),
+            || async {
+                let placement = consumer.status(&id).await.unwrap().placement.unwrap();
+                (placement.shards[0].provider == ids[3]).then_some(placement)
+            },
+        )
         .await;
         assert!(repaired.spare_providers.is_empty());
         // The spare holds the rebuilt shard, with the root the manifest names.
@@ -288,7 +320,10 @@ fn bad_requests_are_refused_with_clear_errors() {
             .await
             .unwrap_err();
         assert_eq!(error.code(), Some(tonic::Code::InvalidArgument), "{error}");
-        assert!(error.to_string().contains("3 distinct providers"), "{error}");
+        assert!(
+            error.to_string().contains("3 distinct providers"),
+            "{error}"
+        );
 
         let me = node_id(&consumer).await;
         let error = consumer
@@ -385,7 +420,8 @@ fn a_consumer_killed_during_replication_lists_no_partial_placement() {
         tokio::time::sleep(Duration::from_millis(700)).await;
         (id, bytes)
     });
-    mesh.consumer.stop_with(Signal::SIGKILL, Duration::from_secs(10));
+    mesh.consumer
+        .stop_with(Signal::SIGKILL, Duration::from_secs(10));
     let restarted = TestDaemon::start_in(
         &mesh.consumer.data_dir,
         &["--config", config.to_str().unwrap()],

@@ -502,7 +502,9 @@ impl ShardHealth {
             Ok(pb::ShardHealth::Healthy) => Ok(ShardHealth::Healthy),
             Ok(pb::ShardHealth::Suspect) => Ok(ShardHealth::Suspect),
             Ok(pb::ShardHealth::Lost) => Ok(ShardHealth::Lost),
-            _ => Err(Error::InvalidResponse(format!("unknown shard health {value}"))),
+            _ => Err(Error::InvalidResponse(format!(
+                "unknown shard health {value}"
+            ))),
         }
     }
 }

@@ -88,11 +88,8 @@ impl StorageApi {
         let (parts, mut received) = mpsc::channel::<Vec<u8>>(2);
         let (messages, queue) = mpsc::channel(GET_QUEUE);
         let remote = self.remote.clone();
-        let reader = tokio::spawn(async move {
-            remote
-                .read(id, request.offset, Some(want), parts)
-                .await
-        });
+        let reader =
+            tokio::spawn(async move { remote.read(id, request.offset, Some(want), parts).await });
         tokio::spawn(async move {
             while let Some(part) = received.recv().await {
                 for piece in part.chunks(GET_MESSAGE_BYTES) {

@@ -9,8 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mehr_sdk::{
     Client,
     storage::{
-        ByteRange, ListOrder, NodeId, ObjectId, ObjectInfo, Placement, PutOptions,
-        ReplicateOptions,
+        ByteRange, ListOrder, NodeId, ObjectId, ObjectInfo, Placement, PutOptions, ReplicateOptions,
     },
 };
 use serde_json::json;
@@ -164,7 +163,10 @@ pub(super) async fn run(
             };
             let placement = client.replicate(&id, options).await?;
             if out.json {
-                out.line("", json!({ "id": id.to_string(), "placement": placement_json(&placement) }));
+                out.line(
+                    "",
+                    json!({ "id": id.to_string(), "placement": placement_json(&placement) }),
+                );
             } else {
                 println!("placed {id} on {} providers", placement.shards.len());
                 print_placement(&placement);
@@ -185,17 +187,23 @@ pub(super) async fn run(
                     ]
                 })
                 .collect();
-            let json = json!(results
-                .iter()
-                .map(|r| json!({
-                    "index": r.index,
-                    "provider": hex::encode(r.provider),
-                    "passed": r.passed,
-                    "health": r.health.to_string(),
-                    "detail": r.detail,
-                }))
-                .collect::<Vec<_>>());
-            out.table(&["SHARD", "PROVIDER", "RESULT", "HEALTH", "DETAIL"], &rows, json);
+            let json = json!(
+                results
+                    .iter()
+                    .map(|r| json!({
+                        "index": r.index,
+                        "provider": hex::encode(r.provider),
+                        "passed": r.passed,
+                        "health": r.health.to_string(),
+                        "detail": r.detail,
+                    }))
+                    .collect::<Vec<_>>()
+            );
+            out.table(
+                &["SHARD", "PROVIDER", "RESULT", "HEALTH", "DETAIL"],
+                &rows,
+                json,
+            );
             if results.iter().any(|r| !r.passed) {
                 anyhow::bail!(
                     "{} of {} shards failed their challenge",

@@ -181,9 +181,9 @@ impl ObjectStore {
         .encode_key();
         let mut hashes = Vec::with_capacity(usize::try_from(end - first).unwrap_or(0));
         let mut next = first;
-        for item in self
-            .store()
-            .scan_prefix_from(CHUNK_HASHES, &record.upload.0.to_be_bytes(), &from)
+        for item in
+            self.store()
+                .scan_prefix_from(CHUNK_HASHES, &record.upload.0.to_be_bytes(), &from)
         {
             if next >= end {
                 break;

@@ -13,7 +13,9 @@ use mehr_transport::hashes::IdentityHash;
 use tokio::sync::mpsc;
 
 use super::{
-    RemoteError, RemoteStorage, blocking, fetch::Gatherer, lock,
+    RemoteError, RemoteStorage, blocking,
+    fetch::Gatherer,
+    lock,
     records::{Placement, REMOTE_OBJECTS, RemoteRecord},
     wire::{MAX_CHUNKS_PER_MESSAGE, Request},
 };
@@ -126,7 +128,10 @@ impl RemoteStorage {
     }
 
     fn save(&self, id: &ObjectId, record: &RemoteRecord) -> Result<(), RemoteError> {
-        Ok(self.shared.store.put(REMOTE_OBJECTS, id.as_bytes(), record)?)
+        Ok(self
+            .shared
+            .store
+            .put(REMOTE_OBJECTS, id.as_bytes(), record)?)
     }
 
     /// Loads the consecutive failure counts of every placed shard into the tracker.
@@ -250,12 +255,23 @@ impl RemoteStorage {
         // Each shard to a provider that accepts it.
         let mut spares: Vec<IdentityHash> = providers.split_off(total);
         let mut accepted: Vec<(IdentityHash, bool)> = Vec::with_capacity(total);
-        let offers = manifest.shards().iter().zip(&providers).map(|(shard, provider)| {
-            self.offer(*provider, shard, expires_unix_s, options.price_per_byte_day_umhr)
-        });
+        let offers = manifest
+            .shards()
+            .iter()
+            .zip(&providers)
+            .map(|(shard, provider)| {
+                self.offer(
+                    *provider,
+                    shard,
+                    expires_unix_s,
+                    options.price_per_byte_day_umhr,
+                )
+            });
         let answers = join_all(offers).await;
         let mut failure = None;
-        for (shard, (provider, answer)) in manifest.shards().iter().zip(providers.iter().zip(answers)) {
+        for (shard, (provider, answer)) in
+            manifest.shards().iter().zip(providers.iter().zip(answers))
+        {
             let mut answer = answer.map(|held| (*provider, held));
             while let Err(e) = &answer {
                 tracing::info!(%provider, shard = shard.index, error = %e, "provider refused a shard");
@@ -263,7 +279,12 @@ impl RemoteStorage {
                     break;
                 };
                 answer = self
-                    .offer(spare, shard, expires_unix_s, options.price_per_byte_day_umhr)
+                    .offer(
+                        spare,
+                        shard,
+                        expires_unix_s,
+                        options.price_per_byte_day_umhr,
+                    )
                     .await
                     .map(|held| (spare, held));
             }
@@ -361,11 +382,14 @@ impl RemoteStorage {
         let objects = self.shared.objects.clone();
         let encode = blocking(move || {
             let mut encoder = ErasureEncoder::new(params)?;
-            let mut batches: Vec<ChunkBatch> = (0..senders.len()).map(|_| ChunkBatch::default()).collect();
+            let mut batches: Vec<ChunkBatch> =
+                (0..senders.len()).map(|_| ChunkBatch::default()).collect();
             let mut stopped = false;
             let mut emit = |shard: u8, index: u64, bytes: &[u8]| -> Result<(), ErasureError> {
                 let slot = usize::from(shard);
-                if let (Some(Some(sender)), Some(batch)) = (senders.get(slot), batches.get_mut(slot)) {
+                if let (Some(Some(sender)), Some(batch)) =
+                    (senders.get(slot), batches.get_mut(slot))
+                {
                     batch.push(index, bytes);
                     if batch.count >= MAX_CHUNKS_PER_MESSAGE && !stopped {
                         stopped |= sender.blocking_send(batch.take()).is_err();
@@ -413,12 +437,18 @@ impl RemoteStorage {
     ) -> Result<(), RemoteError> {
         let mut missing = None;
         while let Some((first, count, bytes)) = batches.recv().await {
-            missing = Some(self.send_chunks(provider, shard.root, first, count, bytes).await?);
+            missing = Some(
+                self.send_chunks(provider, shard.root, first, count, bytes)
+                    .await?,
+            );
         }
         // An empty shard has no chunk: one empty batch makes the provider commit it.
         let missing = match missing {
             Some(missing) => missing,
-            None => self.send_chunks(provider, shard.root, 0, 0, Vec::new()).await?,
+            None => {
+                self.send_chunks(provider, shard.root, 0, 0, Vec::new())
+                    .await?
+            }
         };
         if missing != 0 {
             return Err(RemoteError::BadData {
@@ -449,10 +479,14 @@ impl RemoteStorage {
                 },
             )
             .await?;
-        let missing: [u8; 8] = answer.as_slice().try_into().map_err(|_| RemoteError::Unreachable {
-            provider,
-            detail: format!("a chunks answer of {} bytes (expected 8)", answer.len()),
-        })?;
+        let missing: [u8; 8] =
+            answer
+                .as_slice()
+                .try_into()
+                .map_err(|_| RemoteError::Unreachable {
+                    provider,
+                    detail: format!("a chunks answer of {} bytes (expected 8)", answer.len()),
+                })?;
         Ok(u64::from_le_bytes(missing))
     }
 
@@ -474,12 +508,14 @@ impl RemoteStorage {
             None => manifest.length(),
         };
         if offset > manifest.length() || end > manifest.length() {
-            return Err(RemoteError::Storage(crate::storage::StorageError::RangeOutOfBounds {
-                id,
-                offset,
-                length: end.saturating_sub(offset),
-                object_length: manifest.length(),
-            }));
+            return Err(RemoteError::Storage(
+                crate::storage::StorageError::RangeOutOfBounds {
+                    id,
+                    offset,
+                    length: end.saturating_sub(offset),
+                    object_length: manifest.length(),
+                },
+            ));
         }
         let candidates = self.candidates(&id, &manifest, &record, None);
         let mut gatherer = Gatherer::new(self, &manifest, candidates);
@@ -631,15 +667,23 @@ impl RemoteStorage {
             let remote = self.clone();
             tokio::spawn(async move {
                 match remote.repair(id, shard).await {
-                    Ok(provider) => tracing::info!(object = %id, shard, %provider, "shard repaired"),
-                    Err(e) => tracing::warn!(object = %id, shard, error = %e, "shard repair failed"),
+                    Ok(provider) => {
+                        tracing::info!(object = %id, shard, %provider, "shard repaired")
+                    }
+                    Err(e) => {
+                        tracing::warn!(object = %id, shard, error = %e, "shard repair failed")
+                    }
                 }
             });
         }
         Ok(results)
     }
 
-    async fn challenge_shard(&self, provider: IdentityHash, info: &ShardInfo) -> Result<(), RemoteError> {
+    async fn challenge_shard(
+        &self,
+        provider: IdentityHash,
+        info: &ShardInfo,
+    ) -> Result<(), RemoteError> {
         let bad = |detail: String| RemoteError::BadData {
             provider,
             shard: info.index,
@@ -656,8 +700,11 @@ impl RemoteStorage {
             return self.request(provider, &request).await.map(drop);
         }
         let challenge = Challenge::random(info.root, &mut rand::rngs::OsRng);
-        let answer = self.request(provider, &Request::Challenge(challenge)).await?;
-        let proof = StorageProof::decode(&answer).map_err(|e| bad(format!("malformed proof: {e}")))?;
+        let answer = self
+            .request(provider, &Request::Challenge(challenge))
+            .await?;
+        let proof =
+            StorageProof::decode(&answer).map_err(|e| bad(format!("malformed proof: {e}")))?;
         verify_proof(&info.root, info.length, &challenge, &proof)
             .map_err(|e| bad(format!("the proof does not verify: {e}")))
     }
@@ -714,7 +761,9 @@ impl RemoteStorage {
         // The old provider keeps nothing it is not paid for (it may well be gone).
         let remote = self.clone();
         tokio::spawn(async move {
-            let _ = remote.request(old, &Request::Delete { root: info.root }).await;
+            let _ = remote
+                .request(old, &Request::Delete { root: info.root })
+                .await;
         });
         Ok(spare)
     }
@@ -728,7 +777,12 @@ impl RemoteStorage {
         spare: IdentityHash,
     ) -> Result<(), RemoteError> {
         let held = self
-            .offer(spare, &info, record.expires_unix_s, record.price_per_byte_day_umhr)
+            .offer(
+                spare,
+                &info,
+                record.expires_unix_s,
+                record.price_per_byte_day_umhr,
+            )
             .await?;
         if held {
             return Ok(());
@@ -750,7 +804,10 @@ impl RemoteStorage {
                 })?;
             }
             for (first, count, bytes) in ready {
-                missing = Some(self.send_chunks(spare, info.root, first, count, bytes).await?);
+                missing = Some(
+                    self.send_chunks(spare, info.root, first, count, bytes)
+                        .await?,
+                );
             }
         }
         rebuilder.finish(|chunk| {
@@ -759,7 +816,10 @@ impl RemoteStorage {
         })?;
         if batch.count > 0 || missing.is_none() {
             let (first, count, bytes) = batch.take();
-            missing = Some(self.send_chunks(spare, info.root, first, count, bytes).await?);
+            missing = Some(
+                self.send_chunks(spare, info.root, first, count, bytes)
+                    .await?,
+            );
         }
         match missing {
             Some(0) => Ok(()),

@@ -128,7 +128,9 @@ impl<'a> Gatherer<'a> {
         let mut stripes = vec![first];
         let mut end = first.shard_offset + first.piece_len as u64;
         while end - first.shard_offset < WINDOW_BYTES {
-            let Some(stripe) = self.manifest.stripe(self.next_stripe + stripes.len() as u64)
+            let Some(stripe) = self
+                .manifest
+                .stripe(self.next_stripe + stripes.len() as u64)
             else {
                 break;
             };
@@ -138,8 +140,13 @@ impl<'a> Gatherer<'a> {
         loop {
             self.fill().await?;
             let reads = self.active.iter().map(|shard| {
-                self.remote
-                    .fetch_bytes(shard.provider, &shard.info, &shard.hashes, first.shard_offset, end)
+                self.remote.fetch_bytes(
+                    shard.provider,
+                    &shard.info,
+                    &shard.hashes,
+                    first.shard_offset,
+                    end,
+                )
             });
             let results = join_all(reads).await;
             let mut shards = Vec::with_capacity(results.len());
@@ -243,11 +250,13 @@ impl RemoteStorage {
             let mut offset = 0usize;
             for i in index..index + u64::from(count) {
                 let len = chunk_len(info.length, i).unwrap_or(0);
-                let piece = data.get(offset..offset + len).ok_or_else(|| RemoteError::BadData {
-                    provider,
-                    shard: info.index,
-                    detail: format!("chunk {i} is missing from the answer"),
-                })?;
+                let piece = data
+                    .get(offset..offset + len)
+                    .ok_or_else(|| RemoteError::BadData {
+                        provider,
+                        shard: info.index,
+                        detail: format!("chunk {i} is missing from the answer"),
+                    })?;
                 hashes
                     .verify_chunk(i, piece)
                     .map_err(|e| RemoteError::BadData {

@@ -29,9 +29,7 @@ use std::{
     time::Duration,
 };
 
-pub use consumer::{
-    ChallengeResult, PlacementView, ReplicateOptions, ShardHealth, ShardView,
-};
+pub use consumer::{ChallengeResult, PlacementView, ReplicateOptions, ShardHealth, ShardView};
 pub use error::RemoteError;
 use mehr_storage::{ErasureParams, FailureTracker, ObjectId};
 use mehr_transport::{

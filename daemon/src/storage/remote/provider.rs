@@ -55,9 +55,7 @@ fn refuse(code: ErrorCode, reason: impl std::fmt::Display) -> Reply {
 fn storage_reply(error: &StorageError) -> Reply {
     let code = match error {
         StorageError::NotFound { .. } => ErrorCode::NotHeld,
-        StorageError::ObjectTooLarge { .. } | StorageError::OutOfSpace { .. } => {
-            ErrorCode::Refused
-        }
+        StorageError::ObjectTooLarge { .. } | StorageError::OutOfSpace { .. } => ErrorCode::Refused,
         StorageError::ChunkIndexOutOfRange { .. }
         | StorageError::ChunkLength { .. }
         | StorageError::RangeOutOfBounds { .. }
@@ -86,8 +84,14 @@ impl RemoteStorage {
                 expires_unix_s,
                 price_per_byte_day_umhr,
             } => {
-                self.on_offer(consumer, root, length, expires_unix_s, price_per_byte_day_umhr)
-                    .await
+                self.on_offer(
+                    consumer,
+                    root,
+                    length,
+                    expires_unix_s,
+                    price_per_byte_day_umhr,
+                )
+                .await
             }
             Request::Chunks {
                 root,
@@ -95,15 +99,13 @@ impl RemoteStorage {
                 count,
                 bytes,
             } => self.on_chunks(consumer, root, first, count, bytes).await,
-            Request::Challenge(challenge) => {
-                match self.held(consumer, challenge.object).await {
-                    Ok(()) => {
-                        let objects = self.shared.objects.clone();
-                        blocking(move || Ok(objects.prove(&challenge)?.encode())).await
-                    }
-                    Err(reply) => return reply,
+            Request::Challenge(challenge) => match self.held(consumer, challenge.object).await {
+                Ok(()) => {
+                    let objects = self.shared.objects.clone();
+                    blocking(move || Ok(objects.prove(&challenge)?.encode())).await
                 }
-            }
+                Err(reply) => return reply,
+            },
             Request::Fetch { root, first, count } => match self.held(consumer, root).await {
                 Ok(()) => {
                     let objects = self.shared.objects.clone();
@@ -169,11 +171,7 @@ impl RemoteStorage {
                 if stored.length != length {
                     return Err(StorageError::ContentMismatch { expected: root }.into());
                 }
-                store.put(
-                    HELD_SHARDS,
-                    &held_key(root.as_bytes(), &consumer.0),
-                    &held,
-                )?;
+                store.put(HELD_SHARDS, &held_key(root.as_bytes(), &consumer.0), &held)?;
                 return Ok(None);
             }
             Ok(Some(objects.begin_chunk_set(root, length, &name)?))
@@ -254,18 +252,19 @@ impl RemoteStorage {
             };
             let mut offset = 0usize;
             for index in first..first.saturating_add(count.into()) {
-                let len = chunk_len(held.length, index).ok_or(
-                    StorageError::ChunkIndexOutOfRange {
+                let len =
+                    chunk_len(held.length, index).ok_or(StorageError::ChunkIndexOutOfRange {
                         id: root,
                         index,
                         chunk_count: chunk_count(held.length),
-                    },
-                )?;
-                let chunk = bytes.get(offset..offset + len).ok_or(StorageError::ChunkLength {
-                    index,
-                    expected: len,
-                    got: bytes.len().saturating_sub(offset),
-                })?;
+                    })?;
+                let chunk = bytes
+                    .get(offset..offset + len)
+                    .ok_or(StorageError::ChunkLength {
+                        index,
+                        expected: len,
+                        got: bytes.len().saturating_sub(offset),
+                    })?;
                 upload.put_chunk(index, chunk)?;
                 offset += len;
             }
@@ -284,11 +283,7 @@ impl RemoteStorage {
                 let now = unix_ms_now();
                 upload.finish(now)?;
                 held.stored_unix_ms = now;
-                store.put(
-                    HELD_SHARDS,
-                    &held_key(root.as_bytes(), &consumer.0),
-                    &held,
-                )?;
+                store.put(HELD_SHARDS, &held_key(root.as_bytes(), &consumer.0), &held)?;
             }
             Ok(missing)
         })

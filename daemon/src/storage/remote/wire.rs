@@ -200,13 +200,7 @@ impl Envelope<'_> {
         recipient: &IdentityHash,
         sender_identity: &Identity,
     ) -> Result<(), WireError> {
-        let digest = signed_digest(
-            kind,
-            recipient,
-            &self.sender,
-            self.request_id,
-            self.payload,
-        );
+        let digest = signed_digest(kind, recipient, &self.sender, self.request_id, self.payload);
         sender_identity
             .verify(&digest, self.signature)
             .map_err(|_| WireError::BadSignature)
@@ -503,7 +497,10 @@ impl Reply {
                 limit: MAX_REASON as u64,
             });
         }
-        Ok(Reply::Error(code, String::from_utf8_lossy(rest).into_owned()))
+        Ok(Reply::Error(
+            code,
+            String::from_utf8_lossy(rest).into_owned(),
+        ))
     }
 }
 
