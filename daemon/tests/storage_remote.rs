@@ -117,7 +117,7 @@ async fn clients(mesh: &Mesh) -> (Client, Vec<Client>) {
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u64 * 2_654_435_761 >> 13) as u8 ^ seed)
+        .map(|i| ((i as u64 * 2_654_435_761) >> 13) as u8 ^ seed)
         .collect()
 }
 
