@@ -101,7 +101,10 @@ fn main() {
         // Shard 0 vanishes at its provider; three failed challenges mark it lost and start
         // the repair onto the spare.
         let lost = &placement.shards[0];
-        providers[0].delete(&lost.root).await.expect("drop the shard");
+        providers[0]
+            .delete(&lost.root)
+            .await
+            .expect("drop the shard");
         for _ in 0..2 {
             consumer.challenge(&id).await.expect("challenge");
         }
@@ -112,7 +115,10 @@ fn main() {
             if status.placement.expect("placement").shards[0].provider == ids[3] {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(600), "repair did not finish");
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "repair did not finish"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let repair = start.elapsed();
@@ -131,9 +137,16 @@ fn main() {
     for (name, time) in [
         ("replicate (encode, send 3 shards)", replicate),
         ("get from providers (2 shards, verified, decoded)", get),
-        ("repair one lost shard onto the spare (fetch 2, rebuild 1, send 1)", repair),
+        (
+            "repair one lost shard onto the spare (fetch 2, rebuild 1, send 1)",
+            repair,
+        ),
     ] {
-        println!("| {name} | {:.2} s | {:.0} |", time.as_secs_f64(), rate(time));
+        println!(
+            "| {name} | {:.2} s | {:.0} |",
+            time.as_secs_f64(),
+            rate(time)
+        );
     }
 }
 
@@ -144,7 +157,10 @@ async fn wait_neighbour(consumer: &Client, id: NodeId) {
         if neighbours.iter().any(|n| n.node_id[..] == id) {
             return;
         }
-        assert!(Instant::now() < deadline, "provider never became a neighbour");
+        assert!(
+            Instant::now() < deadline,
+            "provider never became a neighbour"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

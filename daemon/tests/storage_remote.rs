@@ -458,3 +458,27 @@ fn a_consumer_killed_during_replication_lists_no_partial_placement() {
         }
     });
 }
+
+#[test]
+fn providers_drop_shards_when_the_agreement_ends() {
+    let mesh = Mesh::start(2, true);
+    runtime().block_on(async {
+        let (consumer, providers) = clients(&mesh).await;
+        let ids = connect(&consumer, &providers).await;
+        let id = put(&consumer, &pattern(10_000, 21)).await;
+        let mut options = ReplicateOptions::on(ids).with_code(1, 1);
+        options.duration_secs = Some(1);
+        let placement = consumer.replicate(&id, options).await.unwrap();
+        for (shard, provider) in placement.shards.iter().zip(&providers) {
+            eventually(
+                "the expired shard to go",
+                Duration::from_secs(30),
+                || async {
+                    let error = provider.stat(&shard.root).await.err()?;
+                    (error.code() == Some(tonic::Code::NotFound)).then_some(())
+                },
+            )
+            .await;
+        }
+    });
+}

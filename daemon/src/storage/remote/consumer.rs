@@ -664,6 +664,9 @@ impl RemoteStorage {
             self.save(&id, &record)?;
         }
         for shard in lost {
+            if !lock(&self.shared.repairing).insert((id, shard)) {
+                continue;
+            }
             let remote = self.clone();
             tokio::spawn(async move {
                 match remote.repair(id, shard).await {
@@ -674,6 +677,7 @@ impl RemoteStorage {
                         tracing::warn!(object = %id, shard, error = %e, "shard repair failed")
                     }
                 }
+                lock(&remote.shared.repairing).remove(&(id, shard));
             });
         }
         Ok(results)

@@ -50,6 +50,10 @@ use crate::{
 /// How long a node waits for a path to an unknown sender before refusing its message.
 const KEY_LOOKUP: Duration = Duration::from_secs(5);
 
+/// How often (at most; more often when challenges are) a provider drops the shards whose
+/// agreement ended.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
+
 /// Remote-storage settings (config section `[storage]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteSettings {
@@ -111,6 +115,8 @@ struct Shared {
     health: Mutex<FailureTracker<(ObjectId, u8)>>,
     /// Serialises read-modify-write of consumer records (challenges, repairs, deletes).
     records: tokio::sync::Mutex<()>,
+    /// Shards being repaired now (a repair outlasting a challenge round is not started twice).
+    repairing: Mutex<std::collections::HashSet<(ObjectId, u8)>>,
     /// Provider side: chunk-set uploads in progress.
     uploads: Mutex<provider::Uploads>,
 }
@@ -138,6 +144,7 @@ impl RemoteStorage {
                 keys: Mutex::new(HashMap::new()),
                 health: Mutex::new(FailureTracker::new()),
                 records: tokio::sync::Mutex::new(()),
+                repairing: Mutex::new(std::collections::HashSet::new()),
                 uploads: Mutex::new(provider::Uploads::default()),
             }),
         };
@@ -146,6 +153,12 @@ impl RemoteStorage {
             let messages = parts.transport.control_messages(kind).await?;
             tokio::spawn(remote.clone().receive(messages));
         }
+        let sweep = remote
+            .shared
+            .settings
+            .challenge_interval
+            .map_or(EXPIRY_SWEEP, |interval| interval.min(EXPIRY_SWEEP));
+        tokio::spawn(remote.clone().expiry_loop(sweep));
         if let Some(interval) = remote.shared.settings.challenge_interval {
             tokio::spawn(remote.clone().challenge_loop(interval));
         }

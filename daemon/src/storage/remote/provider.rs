@@ -329,6 +329,50 @@ impl RemoteStorage {
     }
 }
 
+impl RemoteStorage {
+    /// Drops every shard whose agreement ended before `now_unix_s`, as if its consumer had
+    /// deleted it; returns how many holder records went.
+    pub(super) async fn expire_held(&self, now_unix_s: u64) -> Result<usize, RemoteError> {
+        let store = self.shared.store.clone();
+        let expired = blocking(move || {
+            let mut expired = Vec::new();
+            for item in store.scan_from(HELD_SHARDS, &[]) {
+                let (key, held) = item?;
+                if held.expires_unix_s < now_unix_s
+                    && let (Ok(root), Ok(consumer)) = (
+                        <[u8; 32]>::try_from(&key[..key.len().min(32)]),
+                        <[u8; 16]>::try_from(&key[key.len().min(32)..]),
+                    )
+                {
+                    expired.push((ObjectId::from_bytes(root), IdentityHash(consumer)));
+                }
+            }
+            Ok(expired)
+        })
+        .await?;
+        for (root, consumer) in &expired {
+            self.on_delete(*consumer, *root).await?;
+            tracing::info!(shard = %root, %consumer, "storage agreement ended; shard dropped");
+        }
+        Ok(expired.len())
+    }
+
+    /// Drops shards whose agreement ended, every `interval`.
+    pub(super) async fn expiry_loop(self, interval: std::time::Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(e) = self.expire_held(unix_ms_now() / 1000).await {
+                tracing::warn!(error = %e, "cannot drop expired shards");
+            }
+        }
+    }
+}
+
 /// Chunks `first .. first + count` of a held shard, verified by the local store.
 fn read_chunks(
     objects: &ObjectStore,
