@@ -349,3 +349,6 @@ async fn blocking<T: Send + 'static>(
         Err(_) => Err(RemoteError::Cancelled),
     }
 }
+
+#[cfg(test)]
+mod tests;

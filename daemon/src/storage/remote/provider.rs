@@ -70,6 +70,7 @@ fn storage_reply(error: &StorageError) -> Reply {
 fn remote_reply(error: RemoteError) -> Reply {
     match error {
         RemoteError::Storage(e) => storage_reply(&e),
+        RemoteError::Provider { code, reason, .. } => Reply::Error(code, reason),
         other => refuse(ErrorCode::Failed, other),
     }
 }
