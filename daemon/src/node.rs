@@ -144,6 +144,7 @@ impl Node {
             objects: objects.clone(),
             store: store.clone(),
             settings: config.storage.remote_settings(),
+            events: events.clone(),
             shutdown: shutdown.child_token(),
         })
         .await?;

@@ -7,8 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{TestDaemon, eventually, free_port};
+use futures::StreamExt;
 use mehr_sdk::{
-    Client,
+    Client, proto as pb,
     storage::{ByteRange, NodeId, ObjectId, PutOptions, ReplicateOptions, ShardHealth},
 };
 use nix::sys::signal::Signal;
@@ -246,6 +247,7 @@ fn a_provider_that_loses_its_shard_is_repaired_around() {
             .unwrap();
         assert_eq!(placement.spare_providers, vec![ids[3]]);
         let lost = &placement.shards[0];
+        let mut events = consumer.watch_events().await.unwrap();
         // The provider throws the shard away behind the consumer's back.
         providers[0].delete(&lost.root).await.unwrap();
 
@@ -259,6 +261,27 @@ fn a_provider_that_loses_its_shard_is_repaired_around() {
         )
         .await;
         assert!(repaired.spare_providers.is_empty());
+        // Subscribers heard the loss, then the repair.
+        let mut heard = Vec::new();
+        while heard.len() < 2 {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .expect("the shard events")
+                .unwrap()
+                .unwrap();
+            match event.kind {
+                Some(pb::node_event::Kind::ShardLost(e)) => {
+                    assert_eq!((e.shard, &e.provider[..]), (0, &ids[0][..]));
+                    heard.push("lost");
+                }
+                Some(pb::node_event::Kind::ShardRepaired(e)) => {
+                    assert_eq!((e.shard, &e.provider[..]), (0, &ids[3][..]));
+                    heard.push("repaired");
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(heard, ["lost", "repaired"]);
         // The spare holds the rebuilt shard, with the root the manifest names.
         let held = providers[3].stat(&lost.root).await.unwrap();
         assert_eq!(held.length, lost.length);

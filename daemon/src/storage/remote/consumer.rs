@@ -19,7 +19,10 @@ use super::{
     records::{Placement, REMOTE_OBJECTS, RemoteRecord},
     wire::{MAX_CHUNKS_PER_MESSAGE, Request},
 };
-use crate::{events::unix_ms_now, storage::ObjectInfo};
+use crate::{
+    events::{EventKind, unix_ms_now},
+    storage::ObjectInfo,
+};
 
 /// Shard chunk batches queued per shard while replicating.
 const SHARD_QUEUE: usize = 2;
@@ -335,6 +338,10 @@ impl RemoteStorage {
             self.save(&id, &record)?;
         }
         tracing::info!(object = %id, shards = total, "object placed on providers");
+        self.shared.events.publish(EventKind::ObjectPlaced {
+            id,
+            shards: u8::try_from(total).unwrap_or(u8::MAX),
+        });
         self.placement(&id)
     }
 
@@ -642,6 +649,7 @@ impl RemoteStorage {
                         e.to_string()
                     }
                 };
+                let was_lost = placement.consecutive_failures >= mehr_storage::FAILURES_BEFORE_LOST;
                 placement.consecutive_failures = match state {
                     Health::Healthy => 0,
                     Health::Suspect {
@@ -650,6 +658,13 @@ impl RemoteStorage {
                     Health::Lost => mehr_storage::FAILURES_BEFORE_LOST,
                 };
                 if state == Health::Lost {
+                    if !was_lost {
+                        self.shared.events.publish(EventKind::ShardLost {
+                            object: id,
+                            shard: info.index,
+                            provider: provider.0,
+                        });
+                    }
                     lost.push(info.index);
                 }
                 results.push(ChallengeResult {
@@ -762,6 +777,11 @@ impl RemoteStorage {
             self.save(&id, &record)?;
             lock(&self.shared.health).forget(&(id, shard));
         }
+        self.shared.events.publish(EventKind::ShardRepaired {
+            object: id,
+            shard,
+            provider: spare.0,
+        });
         // The old provider keeps nothing it is not paid for (it may well be gone).
         let remote = self.clone();
         tokio::spawn(async move {

@@ -43,6 +43,7 @@ use wire::{Reply, Request, kinds};
 
 use super::ObjectStore;
 use crate::{
+    events::EventBus,
     store::Store,
     transport::{ControlMessage, TransportHandle, mehr_node_destination},
 };
@@ -80,6 +81,8 @@ pub struct RemoteParts {
     pub store: Store,
     /// Settings.
     pub settings: RemoteSettings,
+    /// Where placement, loss and repair of shards are published.
+    pub events: Arc<EventBus>,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
 }
@@ -105,6 +108,7 @@ struct Shared {
     objects: ObjectStore,
     store: Store,
     settings: RemoteSettings,
+    events: Arc<EventBus>,
     shutdown: CancellationToken,
     /// Requests waiting for their reply, by (provider, request id).
     pending: Mutex<HashMap<(IdentityHash, u64), oneshot::Sender<Reply>>>,
@@ -137,6 +141,7 @@ impl RemoteStorage {
                 objects: parts.objects,
                 store: parts.store,
                 settings: parts.settings,
+                events: parts.events,
                 shutdown: parts.shutdown,
                 pending: Mutex::new(HashMap::new()),
                 // A random start keeps ids of a restarted node apart from its earlier ones.

@@ -64,6 +64,7 @@ async fn provider(available_bytes: u64) -> Provider {
             default_params: ErasureParams::default(),
             default_duration_secs: 3600,
         },
+        events: Arc::new(EventBus::default()),
         shutdown: stop.clone(),
     })
     .await
