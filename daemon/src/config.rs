@@ -304,6 +304,55 @@ pub struct StorageConfig {
     pub available_bytes: u64,
     /// The largest object a Put may store, in bytes.
     pub max_object_size: u64,
+    /// Seconds between two rounds of challenges of every shard this node placed on
+    /// providers; 0 turns periodic challenges off.
+    pub challenge_interval_secs: u64,
+    /// Seconds one request to a storage provider (or its answer) may take.
+    pub remote_timeout_secs: u64,
+    /// Data shards (`k`) of a replication that does not name them.
+    pub data_shards: u8,
+    /// Parity shards (`m`) of a replication that does not name them.
+    pub parity_shards: u8,
+    /// Agreement duration of a replication that does not name one, seconds.
+    pub agreement_duration_secs: u64,
+}
+
+impl StorageConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.remote_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.remote_timeout_secs must be above zero".into(),
+            ));
+        }
+        mehr_storage::ErasureParams::new(
+            self.data_shards,
+            self.parity_shards,
+            mehr_storage::DEFAULT_PIECE_SIZE,
+        )
+        .map_err(|e| {
+            ConfigError::Invalid(format!("storage.data_shards / storage.parity_shards: {e}"))
+        })?;
+        Ok(())
+    }
+
+    /// The remote-storage settings these values make.
+    pub fn remote_settings(&self) -> crate::storage::remote::RemoteSettings {
+        use std::time::Duration;
+        let default_params = mehr_storage::ErasureParams::new(
+            self.data_shards,
+            self.parity_shards,
+            mehr_storage::DEFAULT_PIECE_SIZE,
+        )
+        // `validate` checked them; the crate's default is the documented fallback.
+        .unwrap_or_default();
+        crate::storage::remote::RemoteSettings {
+            request_timeout: Duration::from_secs(self.remote_timeout_secs.max(1)),
+            challenge_interval: (self.challenge_interval_secs > 0)
+                .then(|| Duration::from_secs(self.challenge_interval_secs)),
+            default_params,
+            default_duration_secs: self.agreement_duration_secs,
+        }
+    }
 }
 
 /// Log output.
@@ -528,6 +577,11 @@ impl Config {
             storage: StorageConfig {
                 available_bytes: 10 << 30,
                 max_object_size: 4 << 30,
+                challenge_interval_secs: 3600,
+                remote_timeout_secs: 60,
+                data_shards: 4,
+                parity_shards: 2,
+                agreement_duration_secs: 30 * 86_400,
             },
             ledger: LedgerConfig {
                 genesis: Vec::new(),
@@ -662,6 +716,7 @@ impl Config {
             ));
         }
         self.compute.validate()?;
+        self.storage.validate()?;
         self.ledger.validate()?;
         self.market.validate()?;
         Ok(())

@@ -86,6 +86,31 @@ pub enum EventKind {
         /// Size in bytes.
         length: u64,
     },
+    /// An object was placed on providers (every shard stored).
+    ObjectPlaced {
+        /// The object id.
+        id: ObjectId,
+        /// Number of shards (`k + m`).
+        shards: u8,
+    },
+    /// Three challenges of a placed shard failed in a row.
+    ShardLost {
+        /// The object.
+        object: ObjectId,
+        /// The shard index.
+        shard: u8,
+        /// The provider that lost it.
+        provider: [u8; 16],
+    },
+    /// A lost shard was rebuilt onto another provider.
+    ShardRepaired {
+        /// The object.
+        object: ObjectId,
+        /// The shard index.
+        shard: u8,
+        /// The provider now holding it.
+        provider: [u8; 16],
+    },
     /// A payment channel opened (both parties signed its first state).
     ChannelOpened {
         /// The channel id.

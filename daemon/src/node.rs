@@ -16,7 +16,10 @@ use crate::{
     events::{EventBus, EventKind},
     identity::{IdentityError, NodeIdentity},
     market::{ChannelPayments, Market, MarketParts},
-    storage::{ObjectStore, StorageError, StorageLimits},
+    storage::{
+        ObjectStore, StorageError, StorageLimits,
+        remote::{RemoteParts, RemoteStorage},
+    },
     store::{META, Store, StoreError},
 };
 
@@ -50,6 +53,9 @@ pub enum NodeError {
     /// The ledger part could not start.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
+    /// Remote storage could not start.
+    #[error("remote storage: {0}")]
+    RemoteStorage(#[from] crate::storage::remote::RemoteError),
     /// The marketplace could not start.
     #[error("marketplace: {0}")]
     Market(#[from] crate::market::MarketError),
@@ -132,6 +138,16 @@ impl Node {
             max_object_size: config.storage.max_object_size,
         };
         let (objects, _) = ObjectStore::open(store.clone(), limits, events.clone())?;
+        let remote = RemoteStorage::start(RemoteParts {
+            identity: identity.keys().clone(),
+            transport: transport.clone(),
+            objects: objects.clone(),
+            store: store.clone(),
+            settings: config.storage.remote_settings(),
+            events: events.clone(),
+            shutdown: shutdown.child_token(),
+        })
+        .await?;
         let market = if config.market.enabled {
             Some(
                 Market::start(MarketParts {
@@ -164,6 +180,7 @@ impl Node {
             ),
             storage: StorageApi::new(
                 objects,
+                remote,
                 Duration::from_secs(config.api.request_timeout_secs),
             ),
             compute: ComputeApi::new(

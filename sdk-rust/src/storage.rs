@@ -441,6 +441,277 @@ impl Client {
     }
 }
 
+/// A node id (16 bytes), as providers are named.
+pub type NodeId = [u8; 16];
+
+fn node_id_of(bytes: &[u8], what: &str) -> Result<NodeId, Error> {
+    <[u8; 16]>::try_from(bytes).map_err(|_| {
+        Error::InvalidResponse(format!(
+            "{what}: a node id has 16 bytes, the daemon sent {}",
+            bytes.len()
+        ))
+    })
+}
+
+/// What a replication asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicateOptions {
+    /// Providers: the first `k + m` get a shard each, the rest are spares for repair.
+    pub providers: Vec<NodeId>,
+    /// `k` (data shards); `None` for the node's `storage.data_shards`.
+    pub data_shards: Option<u8>,
+    /// `m` (parity shards); `None` for the node's `storage.parity_shards`.
+    pub parity_shards: Option<u8>,
+    /// Agreement duration in seconds; `None` for `storage.agreement_duration_secs`.
+    pub duration_secs: Option<u64>,
+    /// The price agreed with the providers, μMHR per byte per day.
+    pub price_per_byte_day_umhr: u64,
+}
+
+impl ReplicateOptions {
+    /// On `providers`, with the node's default code and duration.
+    pub fn on(providers: impl IntoIterator<Item = NodeId>) -> Self {
+        ReplicateOptions {
+            providers: providers.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// With `k` data and `m` parity shards.
+    pub fn with_code(mut self, data_shards: u8, parity_shards: u8) -> Self {
+        self.data_shards = Some(data_shards);
+        self.parity_shards = Some(parity_shards);
+        self
+    }
+}
+
+/// A shard's health as its challenges say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardHealth {
+    /// The last challenge passed, or none was sent yet.
+    Healthy,
+    /// The last challenges failed, fewer than three in a row.
+    Suspect,
+    /// Three failures in a row: being repaired onto a spare.
+    Lost,
+}
+
+impl ShardHealth {
+    fn from_proto(value: i32) -> Result<Self, Error> {
+        match pb::ShardHealth::try_from(value) {
+            Ok(pb::ShardHealth::Healthy) => Ok(ShardHealth::Healthy),
+            Ok(pb::ShardHealth::Suspect) => Ok(ShardHealth::Suspect),
+            Ok(pb::ShardHealth::Lost) => Ok(ShardHealth::Lost),
+            _ => Err(Error::InvalidResponse(format!(
+                "unknown shard health {value}"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ShardHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ShardHealth::Healthy => "healthy",
+            ShardHealth::Suspect => "suspect",
+            ShardHealth::Lost => "lost",
+        })
+    }
+}
+
+/// One shard of a placed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardPlacement {
+    /// Shard index: `0..k` data, `k..k+m` parity.
+    pub index: u8,
+    /// The shard's object id.
+    pub root: ObjectId,
+    /// Its length.
+    pub length: u64,
+    /// The provider holding it.
+    pub provider: NodeId,
+    /// Its health.
+    pub health: ShardHealth,
+    /// Failed challenges since the last pass.
+    pub consecutive_failures: u32,
+    /// When it was last challenged (ms since the Unix epoch); `None` for never.
+    pub last_challenge_at_unix_ms: Option<u64>,
+    /// Challenges passed.
+    pub challenges_passed: u64,
+    /// Challenges failed.
+    pub challenges_failed: u64,
+    /// What verified storage has earned the provider, μMHR.
+    pub owed_umhr: u64,
+    /// Why the last challenge failed.
+    pub last_error: Option<String>,
+}
+
+/// Where an object's shards are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `k`.
+    pub data_shards: u8,
+    /// `m`.
+    pub parity_shards: u8,
+    /// When the agreement ends, seconds since the Unix epoch.
+    pub expires_at_unix_s: u64,
+    /// The agreed price, μMHR per byte per day.
+    pub price_per_byte_day_umhr: u64,
+    /// Every shard in index order.
+    pub shards: Vec<ShardPlacement>,
+    /// Providers left for repairs.
+    pub spare_providers: Vec<NodeId>,
+}
+
+impl TryFrom<pb::RemotePlacement> for Placement {
+    type Error = Error;
+
+    fn try_from(placement: pb::RemotePlacement) -> Result<Self, Error> {
+        let small = |value: u32, what: &str| {
+            u8::try_from(value)
+                .map_err(|_| Error::InvalidResponse(format!("{what} {value} is over 255")))
+        };
+        let shards = placement
+            .shards
+            .into_iter()
+            .map(|shard| {
+                let root = <[u8; 32]>::try_from(shard.root.as_ref()).map_err(|_| {
+                    Error::InvalidResponse(format!(
+                        "a shard root has 32 bytes, the daemon sent {}",
+                        shard.root.len()
+                    ))
+                })?;
+                Ok(ShardPlacement {
+                    index: small(shard.index, "shard index")?,
+                    root: ObjectId::from_bytes(root),
+                    length: shard.length,
+                    provider: node_id_of(&shard.provider, "shard provider")?,
+                    health: ShardHealth::from_proto(shard.health)?,
+                    consecutive_failures: shard.consecutive_failures,
+                    last_challenge_at_unix_ms: Some(shard.last_challenge_at_unix_ms)
+                        .filter(|t| *t > 0),
+                    challenges_passed: shard.challenges_passed,
+                    challenges_failed: shard.challenges_failed,
+                    owed_umhr: shard.owed_umhr,
+                    last_error: Some(shard.last_error).filter(|e| !e.is_empty()),
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Placement {
+            data_shards: small(placement.data_shards, "data shards")?,
+            parity_shards: small(placement.parity_shards, "parity shards")?,
+            expires_at_unix_s: placement.expires_at_unix_s,
+            price_per_byte_day_umhr: placement.price_per_byte_day_umhr,
+            shards,
+            spare_providers: placement
+                .spare_providers
+                .iter()
+                .map(|p| node_id_of(p, "spare provider"))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// An object with where it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectStatus {
+    /// The object.
+    pub object: ObjectInfo,
+    /// Whether its bytes are on the node itself.
+    pub held_locally: bool,
+    /// Where it is placed on providers, if it is.
+    pub placement: Option<Placement>,
+}
+
+/// The outcome of challenging one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeResult {
+    /// Shard index.
+    pub index: u8,
+    /// The provider challenged.
+    pub provider: NodeId,
+    /// Whether a valid proof came back.
+    pub passed: bool,
+    /// Why it failed.
+    pub detail: Option<String>,
+    /// The shard's health after the challenge.
+    pub health: ShardHealth,
+}
+
+impl Client {
+    /// Describes object `id` with its placement on providers (see [`Client::stat`] for the
+    /// object alone).
+    pub async fn status(&self, id: &ObjectId) -> Result<ObjectStatus, Error> {
+        let response = self
+            .storage()
+            .stat(pb::StatRequest {
+                id: Bytes::copy_from_slice(id.as_bytes()),
+            })
+            .await?
+            .into_inner();
+        Ok(ObjectStatus {
+            object: object_of(response.object)?,
+            held_locally: response.held_locally,
+            placement: response.placement.map(Placement::try_from).transpose()?,
+        })
+    }
+
+    /// Places the locally stored object `id` on providers, erasure coded; returns the
+    /// placement once every shard is stored.
+    pub async fn replicate(
+        &self,
+        id: &ObjectId,
+        options: ReplicateOptions,
+    ) -> Result<Placement, Error> {
+        let response = self
+            .storage()
+            .replicate(pb::ReplicateRequest {
+                id: Bytes::copy_from_slice(id.as_bytes()),
+                providers: options
+                    .providers
+                    .iter()
+                    .map(|p| Bytes::copy_from_slice(p))
+                    .collect(),
+                data_shards: options.data_shards.map_or(0, u32::from),
+                parity_shards: options.parity_shards.map_or(0, u32::from),
+                duration_secs: options.duration_secs.unwrap_or(0),
+                price_per_byte_day_umhr: options.price_per_byte_day_umhr,
+            })
+            .await?
+            .into_inner();
+        response
+            .placement
+            .ok_or_else(|| Error::InvalidResponse("the answer has no placement".into()))?
+            .try_into()
+    }
+
+    /// Challenges every shard of placed object `id` now.
+    pub async fn challenge(&self, id: &ObjectId) -> Result<Vec<ChallengeResult>, Error> {
+        let response = self
+            .storage()
+            .challenge(pb::ChallengeRequest {
+                id: Bytes::copy_from_slice(id.as_bytes()),
+            })
+            .await?
+            .into_inner();
+        response
+            .results
+            .into_iter()
+            .map(|r| {
+                Ok(ChallengeResult {
+                    index: u8::try_from(r.index).map_err(|_| {
+                        Error::InvalidResponse(format!("shard index {} is over 255", r.index))
+                    })?,
+                    provider: node_id_of(&r.provider, "challenged provider")?,
+                    passed: r.passed,
+                    detail: Some(r.detail).filter(|d| !d.is_empty()),
+                    health: ShardHealth::from_proto(r.health)?,
+                })
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -208,6 +208,28 @@ fn to_proto(event: &Event) -> pb::NodeEvent {
             id: id.as_bytes().to_vec().into(),
             length: *length,
         }),
+        EventKind::ObjectPlaced { id, shards } => Kind::ObjectPlaced(pb::ObjectPlaced {
+            id: id.as_bytes().to_vec().into(),
+            shards: (*shards).into(),
+        }),
+        EventKind::ShardLost {
+            object,
+            shard,
+            provider,
+        } => Kind::ShardLost(pb::ShardLost {
+            object_id: object.as_bytes().to_vec().into(),
+            shard: (*shard).into(),
+            provider: provider.to_vec().into(),
+        }),
+        EventKind::ShardRepaired {
+            object,
+            shard,
+            provider,
+        } => Kind::ShardRepaired(pb::ShardRepaired {
+            object_id: object.as_bytes().to_vec().into(),
+            shard: (*shard).into(),
+            provider: provider.to_vec().into(),
+        }),
         EventKind::ChannelOpened { channel, peer } => Kind::ChannelOpened(pb::ChannelOpened {
             channel_id: channel.to_vec().into(),
             peer: peer.to_vec().into(),

@@ -10,7 +10,7 @@ use crate::{
     },
     ledger::LedgerError,
     market::MarketError,
-    storage::StorageError,
+    storage::{StorageError, remote::RemoteError},
     store::StoreError,
     transport::TransportError,
 };
@@ -148,6 +148,36 @@ impl From<SessionViolation> for Status {
         match violation {
             SessionViolation::RegisteredTwice => Status::failed_precondition(violation.to_string()),
             SessionViolation::Malformed(_) => Status::invalid_argument(violation.to_string()),
+        }
+    }
+}
+
+impl From<RemoteError> for Status {
+    fn from(error: RemoteError) -> Status {
+        let message = error.to_string();
+        match error {
+            RemoteError::NoProviders { .. }
+            | RemoteError::TooFewProviders { .. }
+            | RemoteError::SelfProvider(_)
+            | RemoteError::BadProviderId(_)
+            | RemoteError::Code(_) => Status::invalid_argument(message),
+            RemoteError::NotPlaced(_) => Status::not_found(message),
+            RemoteError::AlreadyPlaced(_) => Status::already_exists(message),
+            RemoteError::Provider { code, .. } => match code {
+                crate::storage::remote::wire::ErrorCode::Refused => {
+                    Status::resource_exhausted(message)
+                }
+                _ => Status::failed_precondition(message),
+            },
+            RemoteError::Unreachable { .. } | RemoteError::NotEnoughShards { .. } => {
+                Status::unavailable(message)
+            }
+            RemoteError::BadData { .. } | RemoteError::Corrupt { .. } => Status::data_loss(message),
+            RemoteError::NoSpare { .. } => Status::failed_precondition(message),
+            RemoteError::Storage(e) => Status::from(e),
+            RemoteError::Store(e) => Status::from(e),
+            RemoteError::Transport(e) => Status::from(e),
+            RemoteError::Cancelled => Status::cancelled(message),
         }
     }
 }

@@ -20,8 +20,10 @@ use crate::{
     storage::{
         ListOrder, ObjectId, ObjectInfo, ObjectStore, StorageError, StoredObject, Upload,
         UploadOptions,
+        remote::{PlacementView, RemoteStorage, ReplicateOptions, ShardHealth},
     },
 };
+use mehr_transport::hashes::IdentityHash;
 
 /// Put messages queued for the writer: with messages of up to 4 MiB, at most 16 MiB in flight.
 const PUT_QUEUE: usize = 4;
@@ -34,17 +36,80 @@ const GET_QUEUE: usize = 4;
 #[derive(Clone)]
 pub struct StorageApi {
     objects: ObjectStore,
+    remote: RemoteStorage,
     idle_timeout: Duration,
 }
 
 impl StorageApi {
     /// Serves `objects`. A Put that sends nothing for `idle_timeout` is cancelled (Put has no
     /// overall deadline: its duration grows with its size).
-    pub fn new(objects: ObjectStore, idle_timeout: Duration) -> Self {
+    pub fn new(objects: ObjectStore, remote: RemoteStorage, idle_timeout: Duration) -> Self {
         StorageApi {
             objects,
+            remote,
             idle_timeout,
         }
+    }
+
+    /// The placement of `id`, or `None` when it is not placed on providers.
+    async fn placement(&self, id: ObjectId) -> Result<Option<PlacementView>, Status> {
+        let remote = self.remote.clone();
+        tokio::task::spawn_blocking(move || match remote.placement(&id) {
+            Ok(view) => Ok(Some(view)),
+            Err(crate::storage::remote::RemoteError::NotPlaced(_)) => Ok(None),
+            Err(e) => Err(Status::from(e)),
+        })
+        .await
+        .map_err(|e| Status::internal(format!("storage task failed: {e}")))?
+    }
+
+    /// Streams placed object `id` from its providers.
+    async fn remote_get(
+        &self,
+        id: ObjectId,
+        request: pb::GetRequest,
+    ) -> Result<Response<GetStream>, Status> {
+        let Some(view) = self.placement(id).await? else {
+            return Err(StorageError::NotFound { id }.into());
+        };
+        let object_length = view.info.length;
+        let want = request
+            .length
+            .unwrap_or(object_length.saturating_sub(request.offset));
+        if request.offset > object_length || request.offset.saturating_add(want) > object_length {
+            return Err(StorageError::RangeOutOfBounds {
+                id,
+                offset: request.offset,
+                length: want,
+                object_length,
+            }
+            .into());
+        }
+        let (parts, mut received) = mpsc::channel::<Vec<u8>>(2);
+        let (messages, queue) = mpsc::channel(GET_QUEUE);
+        let remote = self.remote.clone();
+        let reader =
+            tokio::spawn(async move { remote.read(id, request.offset, Some(want), parts).await });
+        tokio::spawn(async move {
+            while let Some(part) = received.recv().await {
+                for piece in part.chunks(GET_MESSAGE_BYTES) {
+                    let message = pb::GetResponse {
+                        data: Bytes::copy_from_slice(piece),
+                    };
+                    if messages.send(Ok(message)).await.is_err() {
+                        // The client is gone; dropping `received` stops the reader.
+                        return;
+                    }
+                }
+            }
+            let status = match reader.await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => Status::from(e),
+                Err(e) => Status::internal(format!("remote read task failed: {e}")),
+            };
+            let _ = messages.send(Err(status)).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(queue))))
     }
 
     async fn next_put_message(
@@ -120,6 +185,46 @@ fn info_to_proto(info: &ObjectInfo) -> pb::ObjectInfo {
         chunk_count: info.chunk_count,
         created_at_unix_ms: info.created_unix_ms,
         name: info.name.clone(),
+    }
+}
+
+fn health_to_proto(health: ShardHealth) -> pb::ShardHealth {
+    match health {
+        ShardHealth::Healthy => pb::ShardHealth::Healthy,
+        ShardHealth::Suspect => pb::ShardHealth::Suspect,
+        ShardHealth::Lost => pb::ShardHealth::Lost,
+    }
+}
+
+fn placement_to_proto(view: &PlacementView) -> pb::RemotePlacement {
+    pb::RemotePlacement {
+        manifest_id: Bytes::copy_from_slice(view.manifest_id.as_bytes()),
+        data_shards: view.data_shards.into(),
+        parity_shards: view.parity_shards.into(),
+        expires_at_unix_s: view.expires_unix_s,
+        price_per_byte_day_umhr: view.price_per_byte_day_umhr,
+        shards: view
+            .shards
+            .iter()
+            .map(|shard| pb::ShardPlacement {
+                index: shard.info.index.into(),
+                root: Bytes::copy_from_slice(shard.info.root.as_bytes()),
+                length: shard.info.length,
+                provider: Bytes::copy_from_slice(&shard.placement.provider),
+                health: health_to_proto(shard.health) as i32,
+                consecutive_failures: shard.placement.consecutive_failures,
+                last_challenge_at_unix_ms: shard.placement.last_challenge_unix_ms,
+                challenges_passed: shard.placement.passed,
+                challenges_failed: shard.placement.failed,
+                owed_umhr: shard.placement.owed_umhr,
+                last_error: shard.placement.last_error.clone(),
+            })
+            .collect(),
+        spare_providers: view
+            .spares
+            .iter()
+            .map(|s| Bytes::copy_from_slice(&s.0))
+            .collect(),
     }
 }
 
@@ -212,6 +317,10 @@ impl StorageService for StorageApi {
         let request = request.into_inner();
         let id = parse_id(&request.id)?;
         let objects = self.objects.clone();
+        if !blocking(move || objects.contains(&id)).await? {
+            return self.remote_get(id, request).await;
+        }
+        let objects = self.objects.clone();
         let (opened_tx, opened) = oneshot::channel();
         let (messages, queue) = mpsc::channel(GET_QUEUE);
         tokio::task::spawn_blocking(move || {
@@ -260,9 +369,21 @@ impl StorageService for StorageApi {
     ) -> Result<Response<pb::StatResponse>, Status> {
         let id = parse_id(&request.into_inner().id)?;
         let objects = self.objects.clone();
-        let info = blocking(move || objects.stat(&id)).await?;
+        let local = match blocking(move || objects.stat(&id)).await {
+            Ok(info) => Some(info),
+            Err(status) if status.code() == tonic::Code::NotFound => None,
+            Err(status) => return Err(status),
+        };
+        let placement = self.placement(id).await?;
+        let info = match (&local, &placement) {
+            (Some(info), _) => info.clone(),
+            (None, Some(view)) => view.info.clone(),
+            (None, None) => return Err(StorageError::NotFound { id }.into()),
+        };
         Ok(Response::new(pb::StatResponse {
             object: Some(info_to_proto(&info)),
+            held_locally: local.is_some(),
+            placement: placement.as_ref().map(placement_to_proto),
         }))
     }
 
@@ -297,9 +418,77 @@ impl StorageService for StorageApi {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let id = parse_id(&request.into_inner().id)?;
         let objects = self.objects.clone();
-        let info = blocking(move || objects.delete(&id)).await?;
+        let info = match blocking(move || objects.delete(&id)).await {
+            Ok(info) => info,
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                if self.placement(id).await?.is_none() {
+                    return Err(status);
+                }
+                self.remote.delete(id).await?.info
+            }
+            Err(status) => return Err(status),
+        };
         Ok(Response::new(pb::DeleteResponse {
             object: Some(info_to_proto(&info)),
+        }))
+    }
+
+    async fn replicate(
+        &self,
+        request: Request<pb::ReplicateRequest>,
+    ) -> Result<Response<pb::ReplicateResponse>, Status> {
+        let request = request.into_inner();
+        let id = parse_id(&request.id)?;
+        let mut providers = Vec::with_capacity(request.providers.len());
+        for (i, provider) in request.providers.iter().enumerate() {
+            let bytes = <[u8; 16]>::try_from(provider.as_ref()).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "providers[{i}]: a node id has 16 bytes, got {}",
+                    provider.len()
+                ))
+            })?;
+            providers.push(IdentityHash(bytes));
+        }
+        let shards = |field: &str, value: u32| -> Result<Option<u8>, Status> {
+            match value {
+                0 => Ok(None),
+                1..=63 => Ok(Some(value as u8)),
+                _ => Err(Status::invalid_argument(format!(
+                    "{field}: {value} is out of range 1..=63"
+                ))),
+            }
+        };
+        let options = ReplicateOptions {
+            providers,
+            data_shards: shards("data_shards", request.data_shards)?,
+            parity_shards: shards("parity_shards", request.parity_shards)?,
+            duration_secs: (request.duration_secs > 0).then_some(request.duration_secs),
+            price_per_byte_day_umhr: request.price_per_byte_day_umhr,
+        };
+        let view = self.remote.replicate(id, options).await?;
+        Ok(Response::new(pb::ReplicateResponse {
+            object: Some(info_to_proto(&view.info)),
+            placement: Some(placement_to_proto(&view)),
+        }))
+    }
+
+    async fn challenge(
+        &self,
+        request: Request<pb::ChallengeRequest>,
+    ) -> Result<Response<pb::ChallengeResponse>, Status> {
+        let id = parse_id(&request.into_inner().id)?;
+        let results = self.remote.challenge(id).await?;
+        Ok(Response::new(pb::ChallengeResponse {
+            results: results
+                .into_iter()
+                .map(|r| pb::ShardChallengeResult {
+                    index: r.shard.into(),
+                    provider: Bytes::copy_from_slice(&r.provider.0),
+                    passed: r.passed,
+                    detail: r.detail,
+                    health: health_to_proto(r.health) as i32,
+                })
+                .collect(),
         }))
     }
 }

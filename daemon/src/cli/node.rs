@@ -136,6 +136,32 @@ fn describe(event: &pb::NodeEvent) -> (String, serde_json::Value) {
             ),
             json!({ "type": "object_deleted", "id": hex::encode(&e.id), "length": e.length }),
         ),
+        Some(Kind::ObjectPlaced(e)) => (
+            format!(
+                "object placed: {} ({} shards)",
+                hex::encode(&e.id),
+                e.shards
+            ),
+            json!({ "type": "object_placed", "id": hex::encode(&e.id), "shards": e.shards }),
+        ),
+        Some(Kind::ShardLost(e)) => (
+            format!(
+                "shard lost: {} shard {} on {}",
+                hex::encode(&e.object_id),
+                e.shard,
+                hex::encode(&e.provider)
+            ),
+            json!({ "type": "shard_lost", "object_id": hex::encode(&e.object_id), "shard": e.shard, "provider": hex::encode(&e.provider) }),
+        ),
+        Some(Kind::ShardRepaired(e)) => (
+            format!(
+                "shard repaired: {} shard {} now on {}",
+                hex::encode(&e.object_id),
+                e.shard,
+                hex::encode(&e.provider)
+            ),
+            json!({ "type": "shard_repaired", "object_id": hex::encode(&e.object_id), "shard": e.shard, "provider": hex::encode(&e.provider) }),
+        ),
         Some(Kind::ChannelOpened(e)) => (
             format!(
                 "channel {} opened with {}",

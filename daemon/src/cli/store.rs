@@ -8,7 +8,9 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use mehr_sdk::{
     Client,
-    storage::{ByteRange, ListOrder, ObjectId, ObjectInfo, PutOptions},
+    storage::{
+        ByteRange, ListOrder, NodeId, ObjectId, ObjectInfo, Placement, PutOptions, ReplicateOptions,
+    },
 };
 use serde_json::json;
 
@@ -54,8 +56,34 @@ pub enum StoreCommand {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Delete an object.
+    /// Delete an object (the local copy; an object held only on providers loses its placement).
     Rm {
+        /// The object id.
+        id: String,
+    },
+    /// Place a stored object on providers, erasure coded (k data + m parity shards, one per
+    /// provider; extra providers are spares for repair).
+    Replicate {
+        /// The object id.
+        id: String,
+        /// A provider's node id (32 hex characters); repeat, at least k + m times.
+        #[arg(long = "provider", value_name = "NODE")]
+        providers: Vec<String>,
+        /// Data shards (default: storage.data_shards).
+        #[arg(short = 'k', long)]
+        data_shards: Option<u8>,
+        /// Parity shards (default: storage.parity_shards).
+        #[arg(short = 'm', long)]
+        parity_shards: Option<u8>,
+        /// Agreement duration, e.g. `30d`, `12h` (default: storage.agreement_duration_secs).
+        #[arg(long)]
+        duration: Option<humantime::Duration>,
+        /// Agreed price, μMHR per byte per day.
+        #[arg(long, default_value_t = 0)]
+        price: u64,
+    },
+    /// Challenge every shard of a placed object now and print the results.
+    Challenge {
         /// The object id.
         id: String,
     },
@@ -94,8 +122,95 @@ pub(super) async fn run(
             .await
         }
         StoreCommand::Stat { id } => {
-            let info = client.stat(&parse_id(&id)?).await?;
-            print_object(out, &info, None);
+            let status = client.status(&parse_id(&id)?).await?;
+            match &status.placement {
+                None => print_object(out, &status.object, None),
+                Some(placement) => {
+                    let mut json = object_json(&status.object, None);
+                    json["held_locally"] = json!(status.held_locally);
+                    json["placement"] = placement_json(placement);
+                    let mut rows = object_rows(&status.object);
+                    rows.push((
+                        "local",
+                        if status.held_locally { "yes" } else { "no" }.to_string(),
+                    ));
+                    out.record(&rows, json);
+                    if !out.json {
+                        print_placement(placement);
+                    }
+                }
+            }
+            Ok(())
+        }
+        StoreCommand::Replicate {
+            id,
+            providers,
+            data_shards,
+            parity_shards,
+            duration,
+            price,
+        } => {
+            let id = parse_id(&id)?;
+            let options = ReplicateOptions {
+                providers: providers
+                    .iter()
+                    .map(|p| parse_node(p))
+                    .collect::<anyhow::Result<_>>()?,
+                data_shards,
+                parity_shards,
+                duration_secs: duration.map(|d| d.as_secs()),
+                price_per_byte_day_umhr: price,
+            };
+            let placement = client.replicate(&id, options).await?;
+            if out.json {
+                out.line(
+                    "",
+                    json!({ "id": id.to_string(), "placement": placement_json(&placement) }),
+                );
+            } else {
+                println!("placed {id} on {} providers", placement.shards.len());
+                print_placement(&placement);
+            }
+            Ok(())
+        }
+        StoreCommand::Challenge { id } => {
+            let results = client.challenge(&parse_id(&id)?).await?;
+            let rows: Vec<Vec<String>> = results
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.index.to_string(),
+                        hex::encode(r.provider),
+                        if r.passed { "passed" } else { "FAILED" }.to_string(),
+                        r.health.to_string(),
+                        r.detail.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            let json = json!(
+                results
+                    .iter()
+                    .map(|r| json!({
+                        "index": r.index,
+                        "provider": hex::encode(r.provider),
+                        "passed": r.passed,
+                        "health": r.health.to_string(),
+                        "detail": r.detail,
+                    }))
+                    .collect::<Vec<_>>()
+            );
+            out.table(
+                &["SHARD", "PROVIDER", "RESULT", "HEALTH", "DETAIL"],
+                &rows,
+                json,
+            );
+            if results.iter().any(|r| !r.passed) {
+                anyhow::bail!(
+                    "{} of {} shards failed their challenge",
+                    results.iter().filter(|r| !r.passed).count(),
+                    results.len()
+                );
+            }
             Ok(())
         }
         StoreCommand::Ls { order, limit } => ls(client, out, order, limit).await,
@@ -108,6 +223,65 @@ pub(super) async fn run(
             Ok(())
         }
     }
+}
+
+fn parse_node(text: &str) -> anyhow::Result<NodeId> {
+    let bytes = hex::decode(text).with_context(|| format!("invalid node id `{text}`"))?;
+    <[u8; 16]>::try_from(bytes.as_slice())
+        .map_err(|_| anyhow::anyhow!("invalid node id `{text}`: expected 32 hex characters"))
+}
+
+fn print_placement(placement: &Placement) {
+    println!(
+        "\n{} data + {} parity shards, until {}, {} μMHR/byte-day",
+        placement.data_shards,
+        placement.parity_shards,
+        output::timestamp(placement.expires_at_unix_s.saturating_mul(1000)),
+        placement.price_per_byte_day_umhr
+    );
+    println!(
+        "{:<6} {:<32}  {:<8}  {:>6}  {:>6}  {:>10}  LAST ERROR",
+        "SHARD", "PROVIDER", "HEALTH", "PASSED", "FAILED", "OWED μMHR"
+    );
+    for shard in &placement.shards {
+        println!(
+            "{:<6} {:<32}  {:<8}  {:>6}  {:>6}  {:>10}  {}",
+            shard.index,
+            hex::encode(shard.provider),
+            shard.health.to_string(),
+            shard.challenges_passed,
+            shard.challenges_failed,
+            shard.owed_umhr,
+            shard.last_error.as_deref().unwrap_or("")
+        );
+    }
+    if !placement.spare_providers.is_empty() {
+        let spares: Vec<String> = placement.spare_providers.iter().map(hex::encode).collect();
+        println!("spares: {}", spares.join(" "));
+    }
+}
+
+fn placement_json(placement: &Placement) -> serde_json::Value {
+    json!({
+        "data_shards": placement.data_shards,
+        "parity_shards": placement.parity_shards,
+        "expires_at_unix_s": placement.expires_at_unix_s,
+        "price_per_byte_day_umhr": placement.price_per_byte_day_umhr,
+        "spare_providers": placement.spare_providers.iter().map(hex::encode).collect::<Vec<_>>(),
+        "shards": placement.shards.iter().map(|s| json!({
+            "index": s.index,
+            "root": s.root.to_string(),
+            "length": s.length,
+            "provider": hex::encode(s.provider),
+            "health": s.health.to_string(),
+            "consecutive_failures": s.consecutive_failures,
+            "last_challenge_at_unix_ms": s.last_challenge_at_unix_ms,
+            "challenges_passed": s.challenges_passed,
+            "challenges_failed": s.challenges_failed,
+            "owed_umhr": s.owed_umhr,
+            "last_error": s.last_error,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn parse_id(text: &str) -> anyhow::Result<ObjectId> {
@@ -259,14 +433,18 @@ async fn ls(
     Ok(())
 }
 
-fn print_object(out: &Output, info: &ObjectInfo, already_stored: Option<bool>) {
-    let mut rows = vec![
+fn object_rows(info: &ObjectInfo) -> Vec<(&'static str, String)> {
+    vec![
         ("id", info.id.to_string()),
         ("size", size(info.length)),
         ("chunks", info.chunk_count.to_string()),
         ("created", output::timestamp(info.created_at_unix_ms)),
         ("name", info.name.clone().unwrap_or_default()),
-    ];
+    ]
+}
+
+fn print_object(out: &Output, info: &ObjectInfo, already_stored: Option<bool>) {
+    let mut rows = object_rows(info);
     if already_stored == Some(true) {
         rows.push(("note", "already stored: nothing new was written".into()));
     }

@@ -17,6 +17,7 @@ mod error;
 mod listing;
 mod read;
 pub mod records;
+pub mod remote;
 mod upload;
 
 use std::{

@@ -155,6 +155,52 @@ impl ObjectStore {
         self.verified_chunk(id, record.length, record.upload, index)
     }
 
+    /// The stored hashes of chunks `first .. first + count` of object `id` (fewer at the end of
+    /// the object), as stored: the receiver checks them against the id
+    /// (`mehr_storage::VerifiedChunkHashes`) before trusting them.
+    pub fn chunk_hashes(
+        &self,
+        id: &ObjectId,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<ChunkHash>, StorageError> {
+        let record = self.record(id)?;
+        let total = record.chunk_count();
+        if first > total || (first == total && count > 0 && total > 0) {
+            return Err(StorageError::ChunkIndexOutOfRange {
+                id: *id,
+                index: first,
+                chunk_count: total,
+            });
+        }
+        let end = first.saturating_add(count).min(total);
+        let from = ChunkKey {
+            upload: record.upload,
+            index: first,
+        }
+        .encode_key();
+        let mut hashes = Vec::with_capacity(usize::try_from(end - first).unwrap_or(0));
+        let mut next = first;
+        for item in
+            self.store()
+                .scan_prefix_from(CHUNK_HASHES, &record.upload.0.to_be_bytes(), &from)
+        {
+            if next >= end {
+                break;
+            }
+            let (key, hash) = item?;
+            if key.index != next {
+                return Err(corrupt(id, format!("the hash of chunk {next} is missing")));
+            }
+            hashes.push(ChunkHash::from_bytes(hash));
+            next += 1;
+        }
+        if next < end {
+            return Err(corrupt(id, format!("the hash of chunk {next} is missing")));
+        }
+        Ok(hashes)
+    }
+
     /// Answers `challenge` for a stored object (the provider's side of the storage proof).
     pub fn prove(&self, challenge: &Challenge) -> Result<StorageProof, StorageError> {
         let id = challenge.object;

@@ -653,3 +653,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn chunk_hashes_are_served_in_ranges_and_verify_against_the_id() {
+    let f = roomy();
+    let data = pattern(10 * CHUNK_SIZE + 7, 41);
+    let id = put(&f.objects, &data, "", 1).info.id;
+    let all = f.objects.chunk_hashes(&id, 0, 100).unwrap();
+    assert_eq!(all.len(), 11);
+    mehr_storage::VerifiedChunkHashes::new(&id, data.len() as u64, all.clone()).unwrap();
+    assert_eq!(f.objects.chunk_hashes(&id, 3, 4).unwrap(), all[3..7]);
+    assert_eq!(f.objects.chunk_hashes(&id, 9, 10).unwrap(), all[9..]);
+    assert!(f.objects.chunk_hashes(&id, 11, 0).unwrap().is_empty());
+    assert!(matches!(
+        f.objects.chunk_hashes(&id, 12, 1),
+        Err(StorageError::ChunkIndexOutOfRange { .. })
+    ));
+    let unknown = ObjectId::for_bytes(b"absent");
+    assert!(matches!(
+        f.objects.chunk_hashes(&unknown, 0, 1),
+        Err(StorageError::NotFound { .. })
+    ));
+}

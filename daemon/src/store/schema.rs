@@ -18,6 +18,10 @@ pub(crate) const CF_STORAGE_CHUNKS: &str = "storage_chunks";
 /// Chunk hashes by (upload id, chunk index): apart from the bytes, so that proofs and
 /// verification read 32 bytes per chunk, not 4 KiB.
 pub(crate) const CF_STORAGE_CHUNK_HASHES: &str = "storage_chunk_hashes";
+/// Objects placed on providers, by id (`crate::storage::remote::records`).
+pub(crate) const CF_STORAGE_REMOTE_OBJECTS: &str = "storage_remote_objects";
+/// Shards held for other nodes, by (shard root, consumer).
+pub(crate) const CF_STORAGE_HELD_SHARDS: &str = "storage_held_shards";
 
 // The ledger part's records (`crate::ledger::records`).
 /// Payment channels this node is a party of.
@@ -40,6 +44,8 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_STORAGE_OBJECTS_BY_CREATED,
     CF_STORAGE_CHUNKS,
     CF_STORAGE_CHUNK_HASHES,
+    CF_STORAGE_REMOTE_OBJECTS,
+    CF_STORAGE_HELD_SHARDS,
     CF_LEDGER_CHANNELS,
     CF_LEDGER_OPENS,
     CF_LEDGER_RECORDS,

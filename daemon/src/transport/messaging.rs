@@ -4,7 +4,7 @@
 //! with the router and the time.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -27,6 +27,8 @@ use super::{
 const INCOMING_IDLE: Duration = Duration::from_secs(120);
 /// Messages one inbound link may have in progress at once.
 const MAX_INCOMING_PER_LINK: usize = 8;
+/// Completed message ids remembered per inbound link.
+const COMPLETED_REMEMBERED: usize = 64;
 
 /// The caller of a send, waiting for its outcome.
 pub(super) struct PendingSend {
@@ -64,6 +66,10 @@ pub(super) struct Messaging {
     inbound_links: HashMap<LinkId, DestinationHash>,
     outgoing: HashMap<(LinkId, u32), (Outgoing, PendingSend)>,
     incoming: HashMap<(LinkId, u32), Incoming>,
+    /// The latest messages completed per inbound link: a segment of one of them arriving late
+    /// (resent before the final Ack reached the sender) is answered "complete" instead of
+    /// starting a message that never completes and holds one of the link's slots.
+    completed: HashMap<LinkId, VecDeque<u32>>,
     next_msg: u32,
     max_message: usize,
     origin: Instant,
@@ -91,6 +97,7 @@ impl Messaging {
             inbound_links: HashMap::new(),
             outgoing: HashMap::new(),
             incoming: HashMap::new(),
+            completed: HashMap::new(),
             next_msg: 1,
             max_message,
             origin: Instant::now(),
@@ -345,6 +352,7 @@ impl Messaging {
     pub(super) fn link_closed(&mut self, link: LinkId, reason: &str) {
         self.inbound_links.remove(&link);
         self.incoming.retain(|(l, _), _| *l != link);
+        self.completed.remove(&link);
         if let Some(destination) = self.out_link_destination.remove(&link) {
             if let Some((_, OutLink::Opening(waiting))) = self.out_links.remove(&destination) {
                 for (_, pending) in waiting {
@@ -417,6 +425,20 @@ impl Messaging {
                 bytes,
             } => {
                 let destination = self.inbound_link_destination(&link)?;
+                if !self.incoming.contains_key(&(link, msg))
+                    && self
+                        .completed
+                        .get(&link)
+                        .is_some_and(|done| done.contains(&msg))
+                {
+                    let ack = SegmentPacket::Ack {
+                        msg,
+                        next: count,
+                        missing: Vec::new(),
+                    };
+                    let _ = router.link_send(&link, SEGMENT_CONTEXT, &ack.encode(), now);
+                    return None;
+                }
                 if !self.incoming.contains_key(&(link, msg)) {
                     let refuse =
                         if count as usize * SEGMENT_PAYLOAD > self.max_message + SEGMENT_PAYLOAD {
@@ -447,6 +469,11 @@ impl Messaging {
                 }
                 let payload = received.message?;
                 self.incoming.remove(&(link, msg));
+                let done = self.completed.entry(link).or_default();
+                if done.len() >= COMPLETED_REMEMBERED {
+                    done.pop_front();
+                }
+                done.push_back(msg);
                 Some(Completed {
                     destination,
                     payload,

@@ -1,0 +1,359 @@
+//! Remote storage (MHR-Store, the mesh part): objects erasure-coded into `k + m` shards, each
+//! shard stored as an ordinary object on a distinct provider, challenged with storage proofs,
+//! and repaired onto a spare provider when one is lost.
+//!
+//! One [`RemoteStorage`] plays both roles. As a **consumer** it places objects
+//! ([`RemoteStorage::replicate`]), reads them back from any `k` shards
+//! ([`RemoteStorage::read`]), challenges every shard ([`RemoteStorage::challenge`], and
+//! periodically), and repairs lost shards. As a **provider** it answers the requests of other
+//! nodes (`provider`), storing their shards in the local [`ObjectStore`] with
+//! [`ObjectStore::begin_chunk_set`]. The messages and their signed envelope are in [`wire`].
+//!
+//! Providers are named by the caller for now; discovery through the marketplace, agreements and
+//! payment will be glued on later. What verified storage earns each provider is counted in the
+//! consumer's records ([`records::Placement::owed_umhr`]).
+
+mod consumer;
+mod error;
+mod fetch;
+mod provider;
+pub mod records;
+pub mod wire;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+pub use consumer::{ChallengeResult, PlacementView, ReplicateOptions, ShardHealth, ShardView};
+pub use error::RemoteError;
+use mehr_storage::{ErasureParams, FailureTracker, ObjectId};
+use mehr_transport::{
+    hashes::IdentityHash,
+    identity::{Identity, PrivateIdentity},
+};
+use rand::RngCore;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use wire::{Reply, Request, kinds};
+
+use super::ObjectStore;
+use crate::{
+    events::EventBus,
+    store::Store,
+    transport::{ControlMessage, TransportHandle, mehr_node_destination},
+};
+
+/// How long a node waits for a path to an unknown sender before refusing its message.
+const KEY_LOOKUP: Duration = Duration::from_secs(5);
+
+/// How often (at most; more often when challenges are) a provider drops the shards whose
+/// agreement ended.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
+
+/// Remote-storage settings (config section `[storage]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteSettings {
+    /// How long one request to a provider may take, delivery and answer together.
+    pub request_timeout: Duration,
+    /// Time between two rounds of challenges of every placed shard; `None`: no periodic
+    /// challenges.
+    pub challenge_interval: Option<Duration>,
+    /// The code used when a request does not name one.
+    pub default_params: ErasureParams,
+    /// Agreement duration when a request does not name one, seconds.
+    pub default_duration_secs: u64,
+}
+
+/// What the remote part needs to start.
+pub struct RemoteParts {
+    /// The node's keys (signs every message).
+    pub identity: PrivateIdentity,
+    /// The transport.
+    pub transport: TransportHandle,
+    /// The local object store (shards held for others, objects to replicate).
+    pub objects: ObjectStore,
+    /// The database (placements, held shards).
+    pub store: Store,
+    /// Settings.
+    pub settings: RemoteSettings,
+    /// Where placement, loss and repair of shards are published.
+    pub events: Arc<EventBus>,
+    /// Cancelled when the node stops.
+    pub shutdown: CancellationToken,
+}
+
+/// The remote-storage part. Cheap to clone.
+#[derive(Clone)]
+pub struct RemoteStorage {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RemoteStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteStorage")
+            .field("node", &self.shared.me)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    me: IdentityHash,
+    identity: PrivateIdentity,
+    transport: TransportHandle,
+    objects: ObjectStore,
+    store: Store,
+    settings: RemoteSettings,
+    events: Arc<EventBus>,
+    shutdown: CancellationToken,
+    /// Requests waiting for their reply, by (provider, request id).
+    pending: Mutex<HashMap<(IdentityHash, u64), oneshot::Sender<Reply>>>,
+    next_request: AtomicU64,
+    /// Keys of nodes heard from, checked against their node ids.
+    keys: Mutex<HashMap<IdentityHash, Identity>>,
+    /// Consecutive challenge failures per (object, shard index), seeded from the records.
+    health: Mutex<FailureTracker<(ObjectId, u8)>>,
+    /// Serialises read-modify-write of consumer records (challenges, repairs, deletes).
+    records: tokio::sync::Mutex<()>,
+    /// Shards being repaired now (a repair outlasting a challenge round is not started twice).
+    repairing: Mutex<std::collections::HashSet<(ObjectId, u8)>>,
+    /// Provider side: chunk-set uploads in progress.
+    uploads: Mutex<provider::Uploads>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RemoteStorage {
+    /// Registers the storage control messages and starts the periodic challenges.
+    pub async fn start(parts: RemoteParts) -> Result<RemoteStorage, RemoteError> {
+        let me = parts.identity.hash();
+        let remote = RemoteStorage {
+            shared: Arc::new(Shared {
+                me,
+                identity: parts.identity,
+                transport: parts.transport.clone(),
+                objects: parts.objects,
+                store: parts.store,
+                settings: parts.settings,
+                events: parts.events,
+                shutdown: parts.shutdown,
+                pending: Mutex::new(HashMap::new()),
+                // A random start keeps ids of a restarted node apart from its earlier ones.
+                next_request: AtomicU64::new(rand::rngs::OsRng.next_u64() >> 1),
+                keys: Mutex::new(HashMap::new()),
+                health: Mutex::new(FailureTracker::new()),
+                records: tokio::sync::Mutex::new(()),
+                repairing: Mutex::new(std::collections::HashSet::new()),
+                uploads: Mutex::new(provider::Uploads::default()),
+            }),
+        };
+        remote.seed_health()?;
+        for kind in kinds::REQUESTS.into_iter().chain([kinds::REPLY]) {
+            let messages = parts.transport.control_messages(kind).await?;
+            tokio::spawn(remote.clone().receive(messages));
+        }
+        let sweep = remote
+            .shared
+            .settings
+            .challenge_interval
+            .map_or(EXPIRY_SWEEP, |interval| interval.min(EXPIRY_SWEEP));
+        tokio::spawn(remote.clone().expiry_loop(sweep));
+        if let Some(interval) = remote.shared.settings.challenge_interval {
+            tokio::spawn(remote.clone().challenge_loop(interval));
+        }
+        Ok(remote)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> IdentityHash {
+        self.shared.me
+    }
+
+    async fn receive(self, mut messages: mpsc::Receiver<ControlMessage>) {
+        loop {
+            let message = tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                message = messages.recv() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            tokio::spawn(self.clone().on_message(message.kind, message.body));
+        }
+    }
+
+    async fn on_message(self, kind: u8, body: Vec<u8>) {
+        let envelope = match wire::open(&body) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::debug!(kind, error = %e, "malformed storage message");
+                return;
+            }
+        };
+        let sender = envelope.sender;
+        let verified = match self.identity_of(sender).await {
+            Some(identity) => envelope
+                .verify(kind, &self.shared.me, &identity)
+                .map_err(|e| e.to_string()),
+            None => Err(format!("no announce of node {sender} was heard")),
+        };
+        if kind == kinds::REPLY {
+            match verified.and_then(|()| Reply::decode(envelope.payload).map_err(|e| e.to_string()))
+            {
+                Ok(reply) => self.on_reply(sender, envelope.request_id, reply),
+                Err(e) => tracing::debug!(%sender, error = %e, "storage reply dropped"),
+            }
+            return;
+        }
+        let reply = match verified {
+            Ok(()) => match Request::decode(kind, envelope.payload) {
+                Ok(request) => self.serve(sender, request).await,
+                Err(e) => Reply::Error(wire::ErrorCode::BadRequest, e.to_string()),
+            },
+            Err(e) => {
+                tracing::debug!(%sender, kind, error = %e, "storage request not authenticated");
+                Reply::Error(wire::ErrorCode::Unauthenticated, e)
+            }
+        };
+        let request_id = envelope.request_id;
+        self.send_reply(sender, request_id, reply).await;
+    }
+
+    fn on_reply(&self, provider: IdentityHash, request_id: u64, reply: Reply) {
+        let waiter = lock(&self.shared.pending).remove(&(provider, request_id));
+        match waiter {
+            Some(waiter) => {
+                let _ = waiter.send(reply);
+            }
+            None => tracing::debug!(%provider, request_id, "storage reply to no pending request"),
+        }
+    }
+
+    async fn send_reply(&self, consumer: IdentityHash, request_id: u64, reply: Reply) {
+        let body = self.seal(kinds::REPLY, consumer, request_id, &reply.encode());
+        // Sent once: a lost reply makes the consumer's request time out, and it decides
+        // whether to ask again.
+        if let Err(e) = self
+            .shared
+            .transport
+            .send_control(
+                consumer,
+                kinds::REPLY,
+                &body,
+                self.shared.settings.request_timeout,
+            )
+            .await
+        {
+            tracing::debug!(%consumer, request_id, error = %e, "storage reply not sent");
+        }
+    }
+
+    fn seal(&self, kind: u8, to: IdentityHash, request_id: u64, payload: &[u8]) -> Vec<u8> {
+        wire::seal(kind, &to, &self.shared.me, request_id, payload, |digest| {
+            self.shared.identity.sign(digest)
+        })
+    }
+
+    /// Sends `request` to `provider` and waits for its answer.
+    async fn request(
+        &self,
+        provider: IdentityHash,
+        request: &Request,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let request_id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.pending).insert((provider, request_id), tx);
+        // Removes the waiter however this call ends.
+        let _pending = PendingGuard {
+            shared: &self.shared,
+            key: (provider, request_id),
+        };
+        let kind = request.kind();
+        let body = self.seal(kind, provider, request_id, &request.encode());
+        let timeout = self.shared.settings.request_timeout;
+        let unreachable = |detail: String| RemoteError::Unreachable { provider, detail };
+        // The answer is the acknowledgement: single-packet control messages are not proved by
+        // the receiving node, so waiting for a proof would only add its timeout. A send that
+        // fails outright (no path, link refused) ends the wait early.
+        let transport = self.shared.transport.clone();
+        let sending = async move {
+            match transport.send_control(provider, kind, &body, timeout).await {
+                Err(e) => e,
+                Ok(_) => std::future::pending().await,
+            }
+        };
+        let answer = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                reply = rx => reply.map_err(|_| unreachable("the node is stopping".into())),
+                failed = sending => Err(unreachable(failed.to_string())),
+            }
+        })
+        .await;
+        match answer {
+            Ok(Ok(Reply::Ok(bytes))) => Ok(bytes),
+            Ok(Ok(Reply::Error(code, reason))) => Err(RemoteError::Provider {
+                provider,
+                code,
+                reason,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unreachable(format!(
+                "no answer within {} s",
+                timeout.as_secs()
+            ))),
+        }
+    }
+
+    /// The identity of `node`: cached, from its announce, or after asking for its path.
+    async fn identity_of(&self, node: IdentityHash) -> Option<Identity> {
+        if let Some(identity) = lock(&self.shared.keys).get(&node) {
+            return Some(identity.clone());
+        }
+        let transport = &self.shared.transport;
+        let mut public = transport.identity_of(node).await.ok().flatten();
+        if public.is_none() {
+            let _ = transport
+                .request_path(mehr_node_destination(&node), KEY_LOOKUP)
+                .await;
+            public = transport.identity_of(node).await.ok().flatten();
+        }
+        let identity = Identity::from_public_key(&public?).ok()?;
+        if identity.hash() != node {
+            return None;
+        }
+        lock(&self.shared.keys).insert(node, identity.clone());
+        Some(identity)
+    }
+}
+
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    key: (IdentityHash, u64),
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.pending).remove(&self.key);
+    }
+}
+
+/// Runs a blocking store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, RemoteError> + Send + 'static,
+) -> Result<T, RemoteError> {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => Err(RemoteError::Cancelled),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,322 @@
+//! The provider's side driven directly (no mesh): who may do what with a shard, what a
+//! consumer's checks reject.
+
+use std::sync::Arc;
+
+use mehr_storage::{
+    CHUNK_SIZE, Challenge, ErasureParams, ObjectId, ProofError, StorageProof, verify_proof,
+};
+use mehr_transport::{hashes::IdentityHash, identity::PrivateIdentity};
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    RemoteParts, RemoteSettings, RemoteStorage,
+    wire::{ErrorCode, Reply, Request},
+};
+use crate::{
+    events::EventBus,
+    storage::{ObjectStore, StorageLimits},
+    store::Store,
+};
+
+struct Provider {
+    _dir: tempfile::TempDir,
+    remote: RemoteStorage,
+    objects: ObjectStore,
+    stop: CancellationToken,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn provider(available_bytes: u64) -> Provider {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let events = Arc::new(EventBus::default());
+    let limits = StorageLimits {
+        available_bytes,
+        max_object_size: available_bytes,
+    };
+    let (objects, _) = ObjectStore::open(store.clone(), limits, events.clone()).unwrap();
+    let identity = PrivateIdentity::generate(&mut rand::rngs::OsRng);
+    let stop = CancellationToken::new();
+    let (transport, _) = crate::transport::start(
+        identity.clone(),
+        crate::transport::TransportConfig::default(),
+        Vec::new(),
+        events,
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let remote = RemoteStorage::start(RemoteParts {
+        identity,
+        transport,
+        objects: objects.clone(),
+        store,
+        settings: RemoteSettings {
+            request_timeout: std::time::Duration::from_secs(1),
+            challenge_interval: None,
+            default_params: ErasureParams::default(),
+            default_duration_secs: 3600,
+        },
+        events: Arc::new(EventBus::default()),
+        shutdown: stop.clone(),
+    })
+    .await
+    .unwrap();
+    Provider {
+        _dir: dir,
+        remote,
+        objects,
+        stop,
+    }
+}
+
+fn shard(len: usize) -> (ObjectId, Vec<u8>) {
+    let mut data = vec![0u8; len];
+    StdRng::seed_from_u64(len as u64).fill_bytes(&mut data);
+    (ObjectId::for_bytes(&data), data)
+}
+
+fn node(byte: u8) -> IdentityHash {
+    IdentityHash([byte; 16])
+}
+
+fn offer(root: ObjectId, length: usize) -> Request {
+    Request::Offer {
+        root,
+        length: length as u64,
+        expires_unix_s: u64::MAX,
+        price_per_byte_day_umhr: 1,
+    }
+}
+
+fn chunks(root: ObjectId, data: &[u8], first: u64, count: u16) -> Request {
+    let start = first as usize * CHUNK_SIZE;
+    let end = (start + usize::from(count) * CHUNK_SIZE).min(data.len());
+    Request::Chunks {
+        root,
+        first,
+        count,
+        bytes: data[start..end].to_vec(),
+    }
+}
+
+fn ok(reply: Reply) -> Vec<u8> {
+    match reply {
+        Reply::Ok(bytes) => bytes,
+        Reply::Error(code, reason) => panic!("{code:?}: {reason}"),
+    }
+}
+
+fn refused(reply: Reply) -> ErrorCode {
+    match reply {
+        Reply::Error(code, _) => code,
+        Reply::Ok(_) => panic!("the request was accepted"),
+    }
+}
+
+async fn store(provider: &Provider, consumer: IdentityHash, root: ObjectId, data: &[u8]) {
+    assert_eq!(
+        ok(provider
+            .remote
+            .serve(consumer, offer(root, data.len()))
+            .await),
+        [0]
+    );
+    let count = data.len().div_ceil(CHUNK_SIZE) as u16;
+    // Out of order, the last batch first.
+    let missing = ok(provider
+        .remote
+        .serve(consumer, chunks(root, data, 2, count - 2))
+        .await);
+    assert_eq!(missing, 2u64.to_le_bytes());
+    let missing = ok(provider
+        .remote
+        .serve(consumer, chunks(root, data, 0, 2))
+        .await);
+    assert_eq!(missing, 0u64.to_le_bytes());
+}
+
+#[tokio::test]
+async fn only_the_consumer_that_stored_a_shard_may_read_prove_or_delete_it() {
+    let provider = provider(1 << 20).await;
+    let (root, data) = shard(5 * CHUNK_SIZE + 100);
+    let (owner, stranger) = (node(1), node(2));
+    store(&provider, owner, root, &data).await;
+    assert_eq!(
+        provider.objects.stat(&root).unwrap().length,
+        data.len() as u64
+    );
+
+    let challenge = Challenge::random(root, &mut rand::rngs::OsRng);
+    for request in [
+        Request::Challenge(challenge),
+        Request::Fetch {
+            root,
+            first: 0,
+            count: 1,
+        },
+        Request::FetchHashes {
+            root,
+            first: 0,
+            count: 6,
+        },
+        Request::Delete { root },
+    ] {
+        assert_eq!(
+            refused(provider.remote.serve(stranger, request.clone()).await),
+            ErrorCode::NotHeld,
+            "{request:?}"
+        );
+    }
+
+    let proof = ok(provider
+        .remote
+        .serve(owner, Request::Challenge(challenge))
+        .await);
+    let proof = StorageProof::decode(&proof).unwrap();
+    verify_proof(&root, data.len() as u64, &challenge, &proof).unwrap();
+    let fetched = ok(provider
+        .remote
+        .serve(
+            owner,
+            Request::Fetch {
+                root,
+                first: 5,
+                count: 4,
+            },
+        )
+        .await);
+    assert_eq!(fetched, data[5 * CHUNK_SIZE..]);
+    let hashes = ok(provider
+        .remote
+        .serve(
+            owner,
+            Request::FetchHashes {
+                root,
+                first: 0,
+                count: 100,
+            },
+        )
+        .await);
+    assert_eq!(hashes.len(), 6 * 32);
+
+    ok(provider.remote.serve(owner, Request::Delete { root }).await);
+    assert!(!provider.objects.contains(&root).unwrap());
+}
+
+#[tokio::test]
+async fn forged_proofs_are_rejected() {
+    let provider = provider(1 << 20).await;
+    let (root, data) = shard(40 * CHUNK_SIZE);
+    store(&provider, node(1), root, &data).await;
+    let asked = Challenge::random(root, &mut rand::rngs::OsRng);
+    // A provider answering another challenge (a segment of its choosing) is caught...
+    let mut other = asked;
+    other.nonce[0] ^= 1;
+    if other.select(data.len() as u64).unwrap() == asked.select(data.len() as u64).unwrap() {
+        other.nonce[1] ^= 1;
+    }
+    let proof = ok(provider
+        .remote
+        .serve(node(1), Request::Challenge(other))
+        .await);
+    let proof = StorageProof::decode(&proof).unwrap();
+    assert!(matches!(
+        verify_proof(&root, data.len() as u64, &asked, &proof),
+        Err(ProofError::WrongSegment { .. })
+    ));
+    // ...and so is a right position with wrong bytes.
+    let proof = ok(provider
+        .remote
+        .serve(node(1), Request::Challenge(asked))
+        .await);
+    let mut forged = proof.clone();
+    let flip = 12; // the first segment byte, after the indices
+    forged[flip] ^= 0xff;
+    let forged = StorageProof::decode(&forged).unwrap();
+    assert!(verify_proof(&root, data.len() as u64, &asked, &forged).is_err());
+}
+
+#[tokio::test]
+async fn chunks_that_do_not_match_the_root_are_never_committed() {
+    let provider = provider(1 << 20).await;
+    let (root, data) = shard(3 * CHUNK_SIZE);
+    let consumer = node(1);
+    ok(provider
+        .remote
+        .serve(consumer, offer(root, data.len()))
+        .await);
+    let mut bad = data.clone();
+    bad[100] ^= 1;
+    let reply = provider
+        .remote
+        .serve(consumer, chunks(root, &bad, 0, 3))
+        .await;
+    assert_eq!(refused(reply), ErrorCode::BadRequest);
+    assert!(!provider.objects.contains(&root).unwrap());
+    assert_eq!(provider.objects.usage().reserved_bytes, 0);
+    // The failed upload is gone: chunks now need a new offer.
+    let reply = provider
+        .remote
+        .serve(consumer, chunks(root, &data, 0, 3))
+        .await;
+    assert_eq!(refused(reply), ErrorCode::NotHeld);
+    // A chunk of the wrong length is refused as well.
+    ok(provider
+        .remote
+        .serve(consumer, offer(root, data.len()))
+        .await);
+    let reply = provider
+        .remote
+        .serve(
+            consumer,
+            Request::Chunks {
+                root,
+                first: 0,
+                count: 1,
+                bytes: vec![0; 10],
+            },
+        )
+        .await;
+    assert_eq!(refused(reply), ErrorCode::BadRequest);
+}
+
+#[tokio::test]
+async fn offers_over_the_space_left_are_refused() {
+    let provider = provider(10_000).await;
+    let (root, data) = shard(20_000);
+    let reply = provider
+        .remote
+        .serve(node(1), offer(root, data.len()))
+        .await;
+    assert_eq!(refused(reply), ErrorCode::Refused);
+}
+
+#[tokio::test]
+async fn expired_shards_are_dropped() {
+    let provider = provider(1 << 20).await;
+    let (root, data) = shard(2 * CHUNK_SIZE);
+    let consumer = node(1);
+    let request = Request::Offer {
+        root,
+        length: data.len() as u64,
+        expires_unix_s: 1000,
+        price_per_byte_day_umhr: 0,
+    };
+    ok(provider.remote.serve(consumer, request).await);
+    ok(provider
+        .remote
+        .serve(consumer, chunks(root, &data, 0, 2))
+        .await);
+    assert_eq!(provider.remote.expire_held(999).await.unwrap(), 0);
+    assert!(provider.objects.contains(&root).unwrap());
+    assert_eq!(provider.remote.expire_held(1001).await.unwrap(), 1);
+    assert!(!provider.objects.contains(&root).unwrap());
+}
