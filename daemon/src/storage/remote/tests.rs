@@ -304,10 +304,16 @@ async fn expired_shards_are_dropped() {
     let provider = provider(1 << 20).await;
     let (root, data) = shard(2 * CHUNK_SIZE);
     let consumer = node(1);
+    // An hour from now: a time already past would race the provider's own expiry sweep.
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
     let request = Request::Offer {
         root,
         length: data.len() as u64,
-        expires_unix_s: 1000,
+        expires_unix_s: expires,
         price_per_byte_day_umhr: 0,
     };
     ok(provider.remote.serve(consumer, request).await);
@@ -315,8 +321,8 @@ async fn expired_shards_are_dropped() {
         .remote
         .serve(consumer, chunks(root, &data, 0, 2))
         .await);
-    assert_eq!(provider.remote.expire_held(999).await.unwrap(), 0);
+    assert_eq!(provider.remote.expire_held(expires - 1).await.unwrap(), 0);
     assert!(provider.objects.contains(&root).unwrap());
-    assert_eq!(provider.remote.expire_held(1001).await.unwrap(), 1);
+    assert_eq!(provider.remote.expire_held(expires + 1).await.unwrap(), 1);
     assert!(!provider.objects.contains(&root).unwrap());
 }
