@@ -181,6 +181,7 @@ impl Node {
             storage: StorageApi::new(
                 objects,
                 remote,
+                market.clone(),
                 Duration::from_secs(config.api.request_timeout_secs),
             ),
             compute: ComputeApi::new(

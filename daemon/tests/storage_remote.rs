@@ -323,6 +323,35 @@ fn an_object_reads_with_two_providers_killed() {
     });
 }
 
+/// A Replicate that names no providers finds them through the marketplace: the consumer's
+/// neighbours advertise storage, discovery answers, and each gets a shard.
+#[test]
+fn providers_are_found_through_the_marketplace_when_none_are_given() {
+    let mesh = Mesh::start(3, false);
+    runtime().block_on(async {
+        let (consumer, providers) = clients(&mesh).await;
+        let mut ids = connect(&consumer, &providers).await;
+        let bytes = pattern(100_000, 9);
+        let id = put(&consumer, &bytes).await;
+        let options = ReplicateOptions {
+            data_shards: Some(2),
+            parity_shards: Some(1),
+            ..ReplicateOptions::default()
+        };
+        let placement = eventually("three providers found", Duration::from_secs(60), || async {
+            consumer.replicate(&id, options.clone()).await.ok()
+        })
+        .await;
+        let mut holders: Vec<NodeId> = placement.shards.iter().map(|s| s.provider).collect();
+        holders.sort();
+        ids.sort();
+        assert_eq!(holders, ids, "one shard on each discovered provider");
+        consumer.delete(&id).await.unwrap();
+        let back = consumer.get_bytes(&id, ByteRange::all()).await.unwrap();
+        assert!(back == bytes);
+    });
+}
+
 #[test]
 fn bad_requests_are_refused_with_clear_errors() {
     let mesh = Mesh::start(2, false);

@@ -17,12 +17,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     events::unix_ms_now,
+    market::{DiscoverRequest, Market},
     storage::{
         ListOrder, ObjectId, ObjectInfo, ObjectStore, StorageError, StoredObject, Upload,
         UploadOptions,
         remote::{PlacementView, RemoteStorage, ReplicateOptions, ShardHealth},
     },
 };
+use mehr_market::{CapabilityKind, discovery::Filter};
 use mehr_transport::hashes::IdentityHash;
 
 /// Put messages queued for the writer: with messages of up to 4 MiB, at most 16 MiB in flight.
@@ -37,18 +39,65 @@ const GET_QUEUE: usize = 4;
 pub struct StorageApi {
     objects: ObjectStore,
     remote: RemoteStorage,
+    /// Finds providers for a Replicate that names none; `None` when the market is off.
+    market: Option<Market>,
     idle_timeout: Duration,
 }
+
+/// Spare providers a discovery for a Replicate looks for beyond k + m (for repair).
+const DISCOVERED_SPARES: usize = 2;
+/// Longest a discovery of storage providers may take.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl StorageApi {
     /// Serves `objects`. A Put that sends nothing for `idle_timeout` is cancelled (Put has no
     /// overall deadline: its duration grows with its size).
-    pub fn new(objects: ObjectStore, remote: RemoteStorage, idle_timeout: Duration) -> Self {
+    pub fn new(
+        objects: ObjectStore,
+        remote: RemoteStorage,
+        market: Option<Market>,
+        idle_timeout: Duration,
+    ) -> Self {
         StorageApi {
             objects,
             remote,
+            market,
             idle_timeout,
         }
+    }
+
+    /// Storage providers found by the marketplace for a Replicate that names none: the
+    /// nearest that offer storage at `max_price` or less (0: any price), `total` of them and
+    /// a few spares, nearest ring first.
+    async fn discover_providers(
+        &self,
+        total: usize,
+        max_price: u64,
+    ) -> Result<Vec<IdentityHash>, Status> {
+        let market = self.market.as_ref().ok_or_else(|| {
+            Status::invalid_argument(
+                "providers: none given, and the marketplace that would find them is disabled \
+                 (market.enabled = false)",
+            )
+        })?;
+        let mut filter = Filter::kind(CapabilityKind::Storage);
+        filter.max_price = (max_price > 0).then_some(max_price);
+        let found = market
+            .discover(DiscoverRequest {
+                filter,
+                want: total + DISCOVERED_SPARES,
+                max_ring: mehr_market::params::MAX_RING,
+                timeout: DISCOVERY_TIMEOUT,
+            })
+            .await?;
+        let me = market.node_id();
+        Ok(found
+            .offers
+            .iter()
+            .map(|f| f.offer.node_id)
+            .filter(|node| *node != me)
+            .map(|node| IdentityHash(node.0))
+            .collect())
     }
 
     /// The placement of `id`, or `None` when it is not placed on providers.
@@ -448,6 +497,18 @@ impl StorageService for StorageApi {
                 ))
             })?;
             providers.push(IdentityHash(bytes));
+        }
+        if providers.is_empty() {
+            let defaults = self.remote.default_params();
+            let or_default = |asked: u32, default: u8| match asked {
+                0 => usize::from(default),
+                n => n as usize,
+            };
+            let total = or_default(request.data_shards, defaults.data_shards())
+                + or_default(request.parity_shards, defaults.parity_shards());
+            providers = self
+                .discover_providers(total, request.price_per_byte_day_umhr)
+                .await?;
         }
         let shards = |field: &str, value: u32| -> Result<Option<u8>, Status> {
             match value {

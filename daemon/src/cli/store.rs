@@ -66,7 +66,8 @@ pub enum StoreCommand {
     Replicate {
         /// The object id.
         id: String,
-        /// A provider's node id (32 hex characters); repeat, at least k + m times.
+        /// A provider's node id (32 hex characters); repeat, at least k + m times (none: the
+        /// marketplace finds storage providers).
         #[arg(long = "provider", value_name = "NODE")]
         providers: Vec<String>,
         /// Data shards (default: storage.data_shards).

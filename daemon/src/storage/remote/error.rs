@@ -9,17 +9,20 @@ use crate::{storage::StorageError, store::StoreError, transport::TransportError}
 /// Why a remote-storage operation failed. `api/status.rs` maps each case to a gRPC code.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    /// No providers were given and no provider directory is wired in yet.
+    /// No providers were given, and the marketplace found none.
     #[error(
-        "providers: give the node ids of the providers to store on (at least {needed}, one per \
-         shard; more are kept as spares for repair)"
+        "providers: none given and none found by the marketplace; give the node ids of the \
+         providers to store on (at least {needed}, one per shard; more are kept as spares for \
+         repair)"
     )]
     NoProviders {
         /// Shards to place.
         needed: usize,
     },
     /// Fewer distinct providers than shards.
-    #[error("providers: {needed} distinct providers are needed (one per shard), {got} given")]
+    #[error(
+        "providers: {needed} distinct providers are needed (one per shard), {got} given or found"
+    )]
     TooFewProviders {
         /// Shards to place.
         needed: usize,

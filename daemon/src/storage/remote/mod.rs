@@ -130,6 +130,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RemoteStorage {
+    /// The erasure code a Replicate uses for what it does not name.
+    pub fn default_params(&self) -> mehr_storage::ErasureParams {
+        self.shared.settings.default_params
+    }
+
     /// Registers the storage control messages and starts the periodic challenges.
     pub async fn start(parts: RemoteParts) -> Result<RemoteStorage, RemoteError> {
         let me = parts.identity.hash();
