@@ -155,3 +155,24 @@ pub(crate) fn tier(
         _ => Err(bad()),
     }
 }
+
+/// A capability kind as Python names it: `"storage"`, `"relay"`, `"gateway"`, `"wasm"`, …
+pub(crate) fn capability_kind(
+    py: Python<'_>,
+    value: &str,
+) -> PyResult<mehr_sdk::proto::CapabilityKind> {
+    use mehr_sdk::proto::CapabilityKind;
+    let name = format!(
+        "CAPABILITY_KIND_{}",
+        value.to_ascii_uppercase().replace('-', "_")
+    );
+    match CapabilityKind::from_str_name(&name) {
+        Some(kind) if kind != CapabilityKind::Unspecified => Ok(kind),
+        _ => Err(invalid_argument(
+            py,
+            format!(
+                "kind must be a capability kind such as \"storage\", \"relay\" or \"wasm\", got {value:?}"
+            ),
+        )),
+    }
+}

@@ -11,7 +11,7 @@ use pyo3::{prelude::*, sync::PyOnceLock, types::PyTuple};
 use tonic::Code;
 
 use crate::{
-    args::{Payload, id_bytes, placement, seconds, tier},
+    args::{Payload, capability_kind, id_bytes, placement, seconds, tier},
     bridge::{self, Built},
     failure::{Failure, invalid_argument},
     runtime::ProcessBound,
@@ -183,6 +183,41 @@ macro_rules! client_methods {
             fn neighbours<'py>(&self, py: Python<'py>) -> PyResult<$ret> {
                 let client = self.inner.get($what)?.clone();
                 $run(py, async move { Ok::<_, Failure>(client.neighbours().await?) })
+            }
+
+            /// Finds providers on the mesh, nearest ring first, ranked by price, path cost,
+            /// reputation and load: of `function` when given, else of `kind` (`"storage"`,
+            /// `"relay"`, `"gateway"`, `"wasm"`, …), at `max_price` μMHR per unit or less,
+            /// until `want` are found.
+            #[pyo3(signature = (function = None, *, kind = None, max_price = None, want = 1))]
+            fn discover<'py>(
+                &self,
+                py: Python<'py>,
+                function: Option<String>,
+                kind: Option<&str>,
+                max_price: Option<u64>,
+                want: u32,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let mut what = match (function, kind) {
+                    (Some(f), None | Some("function")) => mehr_sdk::market::Discover::function(f),
+                    (None, Some(kind)) => mehr_sdk::market::Discover::kind(capability_kind(py, kind)?),
+                    (None, None) => return Err(invalid_argument(py, "give a function or a kind".to_string())),
+                    (Some(_), Some(kind)) => {
+                        return Err(invalid_argument(py, format!("a function goes with kind \"function\", not {kind:?}")))
+                    }
+                };
+                what = what.want(want.max(1));
+                if let Some(price) = max_price {
+                    what = what.max_price(price);
+                }
+                $run(py, async move { Ok::<_, Failure>(client.discover(what).await?.offers) })
+            }
+
+            /// This node's balance in the ledger, in channels and free to spend (μMHR).
+            fn balance<'py>(&self, py: Python<'py>) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                $run(py, async move { Ok::<_, Failure>(client.balance().await?) })
             }
 
             /// Every function the node offers (WASM and served), ordered by id.

@@ -617,6 +617,91 @@ impl ToPython for String {
     }
 }
 
+/// A provider found by `discover`.
+#[pyclass(frozen, get_all, module = "mehr")]
+pub(crate) struct Offer {
+    /// Its node id, in hex.
+    node_id: String,
+    /// Its price per unit (call, byte, byte-day, …), μMHR; `None` for unpriced kinds.
+    unit_price_umhr: Option<u64>,
+    /// The discovery ring it was found in (1 = neighbours' summaries, 3 = flood).
+    ring: u32,
+    /// Hops away.
+    hops: u32,
+    /// What relaying a unit to it costs on the way, μMHR.
+    path_cost_umhr: u64,
+    /// Its reputation as this node knows it (0–10000).
+    reputation: u32,
+    /// Its advertised load (0–255), when it says.
+    load: Option<u32>,
+}
+
+#[pymethods]
+impl Offer {
+    fn __repr__(&self) -> String {
+        format!(
+            "Offer(node_id='{}', unit_price_umhr={:?}, hops={})",
+            self.node_id, self.unit_price_umhr, self.hops
+        )
+    }
+}
+
+impl ToPython for pb::ProviderOffer {
+    fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let offer = Offer {
+            node_id: hex::encode(&self.node_id),
+            unit_price_umhr: self.unit_price_umhr,
+            ring: self.ring,
+            hops: self.hops,
+            path_cost_umhr: self.path_cost_umhr,
+            reputation: self.reputation,
+            load: self.load,
+        };
+        Ok(Py::new(py, offer)?.into_any())
+    }
+}
+
+/// This node's money, μMHR.
+#[pyclass(frozen, get_all, module = "mehr")]
+pub(crate) struct Balance {
+    /// Its genesis allocation.
+    genesis_umhr: u64,
+    /// Its balance in the ledger: the genesis snapshot plus every settled channel record.
+    settled_umhr: i64,
+    /// Of that, what the ledger holds in escrow for open channels.
+    escrowed_umhr: i64,
+    /// What it may still lock into new channels (negative: overdrawn).
+    free_umhr: i64,
+    /// Its balances in its open channels, per their latest co-signed states.
+    in_channels_umhr: u64,
+    /// Of that, committed to payments not yet co-signed.
+    committed_umhr: u64,
+}
+
+#[pymethods]
+impl Balance {
+    fn __repr__(&self) -> String {
+        format!(
+            "Balance(free_umhr={}, in_channels_umhr={})",
+            self.free_umhr, self.in_channels_umhr
+        )
+    }
+}
+
+impl ToPython for pb::GetBalanceResponse {
+    fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let balance = Balance {
+            genesis_umhr: self.genesis_umhr,
+            settled_umhr: self.settled_umhr,
+            escrowed_umhr: self.escrowed_umhr,
+            free_umhr: self.free_umhr,
+            in_channels_umhr: self.in_channels_umhr,
+            committed_umhr: self.committed_umhr,
+        };
+        Ok(Py::new(py, balance)?.into_any())
+    }
+}
+
 /// A Mehr node one hop away.
 #[pyclass(frozen, get_all, module = "mehr")]
 pub(crate) struct Neighbour {
@@ -668,5 +753,7 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<SendResult>()?;
     module.add_class::<Message>()?;
     module.add_class::<Neighbour>()?;
+    module.add_class::<Offer>()?;
+    module.add_class::<Balance>()?;
     Ok(())
 }

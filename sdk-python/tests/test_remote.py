@@ -21,6 +21,15 @@ def test_serve_on_a_invoke_from_b(linked_daemons):
     with a_client.serve(upper):
         # B knows A as a neighbour before it can route a call to it.
         eventually("A as B's neighbour", lambda: any(n.node_id == a_id for n in b_client.neighbours()), timeout=30)
+        offers = eventually(
+            "remote.upper discovered",
+            lambda: b_client.discover("remote.upper", max_price=10),
+            timeout=60,
+        )
+        assert offers[0].node_id == a_id and offers[0].unit_price_umhr == 7 and offers[0].hops == 1
+        with pytest.raises(mehr.InvalidArgument):
+            b_client.discover(kind="teleport")
+        assert b_client.balance().free_umhr == 0  # no genesis allocation in this network
         result = eventually(
             "remote.upper found on the mesh",
             lambda: _try_invoke(b_client, "remote.upper", "over the mesh"),

@@ -1800,6 +1800,33 @@ impl State {
             .is_some_and(|e| e.until_unix_ms > now)
     }
 
+    /// The providers of the active consumer agreements for `capability` with at least
+    /// `margin_ms` left, with their agreed costs: a verified call that finds enough of them
+    /// needs no discovery.
+    pub(super) fn agreed_providers(
+        &self,
+        capability: &Capability,
+        now: u64,
+        margin_ms: u64,
+    ) -> Vec<(NodeId, CostStructure)> {
+        let mut providers: Vec<(NodeId, CostStructure)> = Vec::new();
+        for entry in self.agreements.values() {
+            let a = &entry.agreement;
+            let usable = a.role() == Role::Consumer
+                && a.state() == AgreementState::Active
+                && a.request().body().capability == *capability
+                && a.ends_at_ms()
+                    .is_some_and(|end| end > now.saturating_add(margin_ms))
+                && !self.is_excluded(&a.counterparty(), now);
+            if let (true, Some(cost)) = (usable, a.cost())
+                && !providers.iter().any(|(node, _)| *node == a.counterparty())
+            {
+                providers.push((a.counterparty(), cost));
+            }
+        }
+        providers
+    }
+
     /// Active consumer agreements with `provider` for `capability` with at least `margin_ms`
     /// left.
     pub(super) fn reusable_agreement(

@@ -25,7 +25,8 @@ use mehr_market::{
     agreement::{AgreementId, AgreementState, Capability, ComputeTarget, ProofMethod},
     reputation::{Outcome, ServiceKind},
     verification::{
-        AuditVerdict, SignedComputeResult, Tier, Verdict, audit_verdict, plan, redundant_verdict,
+        AuditVerdict, Plan, SignedComputeResult, Tier, Verdict, audit_verdict, plan,
+        redundant_verdict,
     },
 };
 use rand::{SeedableRng, rngs::StdRng};
@@ -152,6 +153,79 @@ impl Market {
             Tier::Redundant { k } => usize::from(k),
             _ => 1,
         };
+        let capability = function_capability(&call.function);
+        let margin = reuse_margin_ms(call.deadline);
+        // Providers already under agreement need no negotiation and were chosen before; when
+        // there are enough of them (and no audit needs a spare), discovery is skipped: it
+        // would wait out its rings looking for more than exist.
+        let mut agreed: Vec<(NodeId, CostStructure)> = self
+            .state()
+            .agreed_providers(&capability, now_ms(), margin)
+            .into_iter()
+            .filter(|(_, cost)| {
+                call.max_price_umhr
+                    .is_none_or(|max| job_price(cost, 0) <= max)
+            })
+            .collect();
+        // Cheapest first, as discovery would rank them among equals.
+        agreed.sort_by_key(|(node, cost)| (job_price(cost, 0), node.0));
+        let spares_wanted = usize::from(plan.audited);
+        if agreed.len() >= needed + spares_wanted {
+            match self.run_tier(&call, plan, needed, agreed).await {
+                // The providers under agreement failed it: look further before giving up.
+                Err(MarketError::Unverified(_)) => {}
+                done => return done,
+            }
+        }
+        let candidates = self
+            .discovered_candidates(&call, needed, &capability, margin)
+            .await?;
+        self.run_tier(&call, plan, needed, candidates).await
+    }
+
+    /// Runs `call` per its tier on `candidates`, best first.
+    async fn run_tier(
+        &self,
+        call: &VerifiedCall,
+        plan: Plan,
+        needed: usize,
+        candidates: Vec<(NodeId, CostStructure)>,
+    ) -> Result<VerifiedOutcome, MarketError> {
+        if candidates.len() < needed {
+            return Err(MarketError::NoProviders {
+                function: call.function.clone(),
+                found: candidates.len(),
+                needed,
+            });
+        }
+        match call.tier {
+            Tier::Reputation => self.first_answer(call, &candidates, false).await,
+            Tier::Optimistic { .. } if !plan.audited || candidates.len() < 2 => {
+                self.first_answer(call, &candidates, false).await
+            }
+            Tier::Optimistic { .. } => self.audited(call, &candidates).await,
+            Tier::Redundant { k } => {
+                let asked = &candidates[..usize::from(k)];
+                let answers = futures::future::join_all(
+                    asked
+                        .iter()
+                        .map(|(node, cost)| self.ask(call, *node, *cost)),
+                )
+                .await;
+                self.settle_majority(call, answers, false, false)
+            }
+        }
+    }
+
+    /// Providers of `call`'s function found by discovery, those already under agreement
+    /// first.
+    async fn discovered_candidates(
+        &self,
+        call: &VerifiedCall,
+        needed: usize,
+        capability: &Capability,
+        margin: u64,
+    ) -> Result<Vec<(NodeId, CostStructure)>, MarketError> {
         let function = FunctionId::of(&call.function);
         let excluded = self.state().excluded.len();
         let found = self
@@ -162,52 +236,24 @@ impl Market {
                 timeout: DISCOVERY_BUDGET,
             })
             .await?;
-        let candidates: Vec<(NodeId, CostStructure)> = {
-            let state = self.state();
-            let now = now_ms();
-            let capability = function_capability(&call.function);
-            let margin = reuse_margin_ms(call.deadline);
-            let mut candidates: Vec<_> = found
-                .offers
-                .iter()
-                .filter(|f| f.offer.node_id != self.shared.me)
-                .filter(|f| !state.is_excluded(&f.offer.node_id, now))
-                .filter_map(|f| f.offer.cost.map(|c| (f.offer.node_id, c)))
-                .collect();
-            // A provider this node already holds an active agreement with needs no
-            // negotiation and was chosen before: ask it first (a stable sort keeps the
-            // discovery ranking among the rest).
-            candidates.sort_by_key(|(node, _)| {
-                state
-                    .reusable_agreement(node, &capability, now, margin)
-                    .is_none()
-            });
-            candidates
-        };
-        if candidates.len() < needed {
-            return Err(MarketError::NoProviders {
-                function: call.function,
-                found: candidates.len(),
-                needed,
-            });
-        }
-        match call.tier {
-            Tier::Reputation => self.first_answer(&call, &candidates, false).await,
-            Tier::Optimistic { .. } if !plan.audited || candidates.len() < 2 => {
-                self.first_answer(&call, &candidates, false).await
-            }
-            Tier::Optimistic { .. } => self.audited(&call, &candidates).await,
-            Tier::Redundant { k } => {
-                let asked = &candidates[..usize::from(k)];
-                let answers = futures::future::join_all(
-                    asked
-                        .iter()
-                        .map(|(node, cost)| self.ask(&call, *node, *cost)),
-                )
-                .await;
-                self.settle_majority(&call, answers, false, false)
-            }
-        }
+        let state = self.state();
+        let now = now_ms();
+        let mut candidates: Vec<_> = found
+            .offers
+            .iter()
+            .filter(|f| f.offer.node_id != self.shared.me)
+            .filter(|f| !state.is_excluded(&f.offer.node_id, now))
+            .filter_map(|f| f.offer.cost.map(|c| (f.offer.node_id, c)))
+            .collect();
+        // A provider this node already holds an active agreement with needs no negotiation
+        // and was chosen before: ask it first (a stable sort keeps the discovery ranking
+        // among the rest).
+        candidates.sort_by_key(|(node, _)| {
+            state
+                .reusable_agreement(node, capability, now, margin)
+                .is_none()
+        });
+        Ok(candidates)
     }
 
     /// Reputation tier (and unaudited optimistic calls): the first provider that answers.

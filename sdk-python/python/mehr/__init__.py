@@ -46,6 +46,8 @@ from mehr._native import (  # noqa: E402
     Neighbour,
     NodeInfo,
     ObjectInfo,
+    Offer,
+    Balance,
     ObjectPage,
     OutputStream,
     ProviderResult,
@@ -110,6 +112,8 @@ __all__ = [
     "Message",
     "Subscription",
     "Neighbour",
+    "Offer",
+    "Balance",
     # errors
     "StatusCode",
     "MehrError",
