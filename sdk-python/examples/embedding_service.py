@@ -11,13 +11,16 @@ then:
     python embedding_service.py            # serve `embed-minilm` until Ctrl-C
     python embedding_service.py --demo     # serve, embed a few sentences through the daemon,
                                            # print their similarities as JSON, stop
+    python embedding_service.py --demo --caller DATA_DIR
+                                           # the same, called through another node's daemon
+                                           # (its data dir): the calls cross the mesh
 
 The function takes JSON — a list of texts, or {"texts": [...]} — and returns JSON:
 {"model": ..., "dimensions": 384, "embeddings": [[...], ...]} with unit-length vectors, so a
 dot product is the cosine similarity. It runs on CUDA when torch sees a GPU, else on the CPU.
 
-Callers invoke it through their own daemon. Until remote invocation is merged, the demo calls
-it through the same daemon that serves it (a local call).
+Callers invoke it through their own daemon: a daemon that does not offer `embed-minilm` finds
+this one on the mesh and forwards the call (`placement="auto"`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, List
+from typing import Any, List, Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -74,11 +77,24 @@ def dot(a: List[float], b: List[float]) -> float:
     return sum(x * y for x, y in zip(a, b))
 
 
-def demo() -> None:
+def first_call(caller: "mehr.Client", payload: str, timeout: float = 120) -> "mehr.InvokeResult":
+    """The first call; from another node, the provider's advert may still be on its way."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return caller.invoke("embed-minilm", payload, timeout=timeout)
+        except mehr.NotFound:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def demo(caller_data_dir: Optional[str]) -> None:
     started = time.perf_counter()
     embedder = Embedder()
     loaded = time.perf_counter() - started
     client = mehr.connect()
+    caller = mehr.connect(data_dir=caller_data_dir) if caller_data_dir else client
     sentences = [
         "A cat is sleeping on the sofa.",
         "A kitten naps on the couch.",
@@ -87,11 +103,11 @@ def demo() -> None:
     ]
     with client.serve(embedder) as serving:
         offered = {f.function_id: f for f in client.functions()}["embed-minilm"]
-        result = client.invoke("embed-minilm", json.dumps(sentences), timeout=120)
+        result = first_call(caller, json.dumps(sentences))
         timings = []
         for _ in range(5):
             t0 = time.perf_counter()
-            client.invoke("embed-minilm", json.dumps(["How fast is one sentence?"]), timeout=120)
+            caller.invoke("embed-minilm", json.dumps(["How fast is one sentence?"]), timeout=120)
             timings.append((time.perf_counter() - t0) * 1000)
         assert serving.functions == ["embed-minilm"]
     answer: Any = result.json()
@@ -101,7 +117,7 @@ def demo() -> None:
         "function": offered.function_id,
         "description": offered.description,
         "provider_node_id": result.metering.provider_node_id if result.metering else None,
-        "local_call": True,
+        "local_call": result.remote is None,
         "device": answer["device"],
         "dimensions": answer["dimensions"],
         "sentences": sentences,
@@ -113,8 +129,9 @@ def demo() -> None:
 
 
 if __name__ == "__main__":
-    if "--demo" in sys.argv[1:]:
-        demo()
+    args = sys.argv[1:]
+    if "--demo" in args:
+        demo(args[args.index("--caller") + 1] if "--caller" in args else None)
     else:
         embedder = Embedder()
         print(f"serving embed-minilm on {embedder.device}; Ctrl-C to stop", flush=True)

@@ -1,10 +1,7 @@
-"""The real-model example: all-MiniLM-L6-v2 served as a Mehr function and invoked through the
-daemon. It needs torch and sentence-transformers, which live in their own venv (tests/run.sh
-prepares ~/.cache/mehr/venv-ml and sets MEHR_ML_PYTHON); the rest of the suite never imports
-them.
-
-Remote invocation is not merged yet, so the example invokes the model through the daemon that
-serves it; test_remote.py holds the cross-node test.
+"""The real-model example: all-MiniLM-L6-v2 served as a Mehr function on node A and invoked
+from node B across the mesh. It needs torch and sentence-transformers, which live in their own
+venv (tests/run.sh prepares ~/.cache/mehr/venv-ml and sets MEHR_ML_PYTHON); the rest of the
+suite never imports them.
 """
 
 from __future__ import annotations
@@ -26,11 +23,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_embedding_service_embeds_through_the_daemon(daemon, client):
+def test_embedding_service_serves_on_a_and_embeds_from_b(linked_daemons):
+    a, b = linked_daemons
+    client = a.client()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEHR_")}
-    env.update(MEHR_DATA_DIR=str(daemon.data_dir), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    env.update(MEHR_DATA_DIR=str(a.data_dir), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
     out = subprocess.run(
-        [ML_PYTHON, str(EXAMPLES / "embedding_service.py"), "--demo"],
+        [ML_PYTHON, str(EXAMPLES / "embedding_service.py"), "--demo", "--caller", str(b.data_dir)],
         env=env,
         capture_output=True,
         text=True,
@@ -40,6 +39,7 @@ def test_embedding_service_embeds_through_the_daemon(daemon, client):
     report = json.loads(out.stdout)
     assert report["function"] == "embed-minilm"
     assert report["provider_node_id"] == client.info().node_id
+    assert report["local_call"] is False, "B called A's function across the mesh"
     assert report["dimensions"] == 384 and report["device"] == "cpu"
     similarity = report["similarity"]
     for i in range(4):
