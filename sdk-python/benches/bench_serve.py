@@ -9,6 +9,8 @@ the same number of worker threads; both are reached over Unix sockets. The Mehr 
 hops (caller -> daemon -> serving process), grpcio one. Rows:
   sequential  one caller thread, one call at a time: latency p50/p99
   parallel    N caller threads: throughput (and the latency each call saw)
+  mesh hop    the same function called through a second daemon linked to the first over
+              loopback TCP (placement "mesh": a signed job out, a signed result back)
 """
 
 from __future__ import annotations
@@ -135,13 +137,25 @@ def wait_ready(process: subprocess.Popen, what: str) -> None:
         raise RuntimeError(f"{what} did not start: {line!r}")
 
 
-def start_daemon(binary: str, data_dir: Path) -> subprocess.Popen:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MEHR_INTERFACES": "[]", "MEHR_LOG_LEVEL": "warn"}
+        return s.getsockname()[1]
+
+
+def start_daemon(binary: str, data_dir: Path, interface: Optional[str] = None) -> subprocess.Popen:
+    """Starts mehrd; `interface` is one `[[interfaces]]` table (none: no mesh interfaces)."""
+    port = free_port()
+    env = {**os.environ, "MEHR_LOG_LEVEL": "warn"}
+    args = [binary, "--data-dir", str(data_dir), "--api-listen", f"127.0.0.1:{port}"]
+    if interface is None:
+        env["MEHR_INTERFACES"] = "[]"
+    else:
+        config = data_dir.parent / f"{data_dir.name}.toml"
+        config.write_text(f"[market]\ngossip_round_ms = 500\npull_timeout_ms = 1500\n\n{interface}")
+        args += ["--config", str(config)]
     process = subprocess.Popen(
-        [binary, "--data-dir", str(data_dir), "--api-listen", f"127.0.0.1:{port}"],
+        args,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -187,10 +201,20 @@ def main() -> None:
         sys.exit("set MEHRD_BIN to the mehrd binary")
     payload = os.urandom(args.payload)
     tmp = Path(tempfile.mkdtemp(prefix="mehr-bench-"))
-    daemon = mehr_server = grpc_server = None
+    daemon = caller = mehr_server = grpc_server = None
     me = [sys.executable, os.path.abspath(__file__), "--workers", str(args.workers)]
+    mesh_port = free_port()
     try:
-        daemon = start_daemon(binary, tmp / "node")
+        daemon = start_daemon(
+            binary,
+            tmp / "node",
+            f'[[interfaces]]\ntype = "tcp_server"\nlisten_ip = "127.0.0.1"\nlisten_port = {mesh_port}\n',
+        )
+        caller = start_daemon(
+            binary,
+            tmp / "caller",
+            f'[[interfaces]]\ntype = "tcp_client"\ntarget_host = "127.0.0.1"\ntarget_port = {mesh_port}\n',
+        )
         mehr_server = subprocess.Popen(
             [*me, "--serve-mehr", str(tmp / "node")], stdout=subprocess.PIPE, text=True
         )
@@ -229,10 +253,30 @@ def main() -> None:
 
         aclient = asyncio.run(async_client())
         print(row("mehr AsyncClient (mehrd)", f"{args.threads} in flight", *run_async(aclient, payload, args.calls, args.threads)))
+
+        remote = mehr.connect(data_dir=tmp / "caller")
+
+        def hop_call() -> None:
+            if remote.invoke(FUNCTION, payload, placement="mesh").output != payload:
+                raise AssertionError("wrong echo")
+
+        deadline = time.monotonic() + 60
+        while True:  # the first call discovers the provider and forms the agreement
+            try:
+                hop_call()
+                break
+            except mehr.NotFound:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        hop_calls = max(100, args.calls // 5)
+        print(row("mehr SDK, one mesh hop", "sequential", *run_threads(hop_call, hop_calls, 1)), flush=True)
+        print(row("mehr SDK, one mesh hop", f"{args.threads} threads", *run_threads(hop_call, hop_calls, args.threads)), flush=True)
         channel.close()
     finally:
         stop(mehr_server)
         stop(grpc_server)
+        stop(caller)
         stop(daemon)
         shutil.rmtree(tmp, ignore_errors=True)
 

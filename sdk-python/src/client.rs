@@ -220,6 +220,51 @@ macro_rules! client_methods {
                 $run(py, async move { Ok::<_, Failure>(client.balance().await?) })
             }
 
+            /// This node's payment channels with their latest co-signed states.
+            fn channels<'py>(&self, py: Python<'py>) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                $run(py, async move { Ok::<_, Failure>(client.channels().await?) })
+            }
+
+            /// Opens a payment channel with the Mehr neighbour `peer` (16 bytes, hex or bytes),
+            /// depositing `deposit_umhr` (and asking `peer_deposit_umhr` of the peer); waits up
+            /// to `timeout` seconds until both signed it.
+            #[pyo3(signature = (peer, deposit_umhr, *, peer_deposit_umhr = 0, timeout = None))]
+            fn open_channel<'py>(
+                &self,
+                py: Python<'py>,
+                peer: &Bound<'py, PyAny>,
+                deposit_umhr: u64,
+                peer_deposit_umhr: u64,
+                timeout: Option<f64>,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let peer = id_bytes(py, peer, "peer", 16)?;
+                let timeout = seconds(py, timeout, "timeout")?.unwrap_or(DEFAULT_SEND_TIMEOUT);
+                $run(py, async move {
+                    Ok::<_, Failure>(client.open_channel(&peer, deposit_umhr, peer_deposit_umhr, timeout).await?)
+                })
+            }
+
+            /// Pays `amount_umhr` to the neighbour `peer` through the open channel with it
+            /// (the payee gets 98 %; 2 % is burned); waits up to `timeout` seconds until the
+            /// new state is co-signed.
+            #[pyo3(signature = (peer, amount_umhr, *, timeout = None))]
+            fn pay<'py>(
+                &self,
+                py: Python<'py>,
+                peer: &Bound<'py, PyAny>,
+                amount_umhr: u64,
+                timeout: Option<f64>,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let peer = id_bytes(py, peer, "peer", 16)?;
+                let timeout = seconds(py, timeout, "timeout")?.unwrap_or(DEFAULT_SEND_TIMEOUT);
+                $run(py, async move {
+                    Ok::<_, Failure>(client.pay(&peer, amount_umhr, timeout).await?)
+                })
+            }
+
             /// Every function the node offers (WASM and served), ordered by id.
             fn functions<'py>(&self, py: Python<'py>) -> PyResult<$ret> {
                 let client = self.inner.get($what)?.clone();

@@ -702,6 +702,62 @@ impl ToPython for pb::GetBalanceResponse {
     }
 }
 
+/// A payment channel with a neighbour, at its latest co-signed state (μMHR).
+#[pyclass(frozen, get_all, module = "mehr")]
+pub(crate) struct Channel {
+    /// The channel id, in hex.
+    channel_id: String,
+    /// The neighbour's node id, in hex.
+    peer: String,
+    /// `opener` or `acceptor`.
+    role: String,
+    /// `open`, `disputing` or `closed`.
+    phase: String,
+    /// The state's sequence number (grows with every payment).
+    seq: u64,
+    /// This node's balance in the channel.
+    balance_umhr: u64,
+    /// The neighbour's balance in the channel.
+    peer_balance_umhr: u64,
+    /// What this node deposited.
+    deposit_umhr: u64,
+    /// What this node paid through it.
+    paid_umhr: u64,
+    /// What this node received through it (before the 2 % burn).
+    received_umhr: u64,
+    /// Payments taken on but not yet co-signed.
+    owed_umhr: u64,
+}
+
+#[pymethods]
+impl Channel {
+    fn __repr__(&self) -> String {
+        format!(
+            "Channel(peer='{}', phase='{}', seq={}, balance_umhr={})",
+            self.peer, self.phase, self.seq, self.balance_umhr
+        )
+    }
+}
+
+impl ToPython for pb::Channel {
+    fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let channel = Channel {
+            channel_id: hex::encode(&self.channel_id),
+            peer: hex::encode(&self.peer),
+            role: enum_word(self.role().as_str_name(), "CHANNEL_ROLE_"),
+            phase: enum_word(self.phase().as_str_name(), "CHANNEL_PHASE_"),
+            seq: self.seq,
+            balance_umhr: self.balance_umhr,
+            peer_balance_umhr: self.peer_balance_umhr,
+            deposit_umhr: self.deposit_umhr,
+            paid_umhr: self.paid_umhr,
+            received_umhr: self.received_umhr,
+            owed_umhr: self.owed_umhr,
+        };
+        Ok(Py::new(py, channel)?.into_any())
+    }
+}
+
 /// A Mehr node one hop away.
 #[pyclass(frozen, get_all, module = "mehr")]
 pub(crate) struct Neighbour {
@@ -755,5 +811,6 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Neighbour>()?;
     module.add_class::<Offer>()?;
     module.add_class::<Balance>()?;
+    module.add_class::<Channel>()?;
     Ok(())
 }

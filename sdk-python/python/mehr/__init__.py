@@ -48,6 +48,7 @@ from mehr._native import (  # noqa: E402
     ObjectInfo,
     Offer,
     Balance,
+    Channel,
     ObjectPage,
     OutputStream,
     ProviderResult,
@@ -114,6 +115,7 @@ __all__ = [
     "Neighbour",
     "Offer",
     "Balance",
+    "Channel",
     # errors
     "StatusCode",
     "MehrError",
