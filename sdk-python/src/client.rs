@@ -449,6 +449,48 @@ macro_rules! client_methods {
                 $run(py, async move { Ok::<_, Failure>(client.stat(&id).await?) })
             }
 
+            /// Places stored object `object_id` on providers, Reed-Solomon coded into
+            /// `data_shards` + `parity_shards` (defaults: the node's `storage.data_shards` and
+            /// `storage.parity_shards`), one shard per provider. `providers` (node ids, hex or
+            /// bytes; extras are spares for repair) may be omitted: the marketplace finds them.
+            #[pyo3(signature = (object_id, providers = None, *, data_shards = None, parity_shards = None, duration = None, price_umhr = 0))]
+            #[allow(clippy::too_many_arguments)]
+            fn replicate<'py>(
+                &self,
+                py: Python<'py>,
+                object_id: &Bound<'py, PyAny>,
+                providers: Option<Vec<Bound<'py, PyAny>>>,
+                data_shards: Option<u8>,
+                parity_shards: Option<u8>,
+                duration: Option<f64>,
+                price_umhr: u64,
+            ) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let id = parse_object_id(py, object_id)?;
+                let mut ids = Vec::new();
+                for provider in providers.unwrap_or_default() {
+                    let raw = id_bytes(py, &provider, "provider", 16)?;
+                    let mut node = [0u8; 16];
+                    node.copy_from_slice(&raw);
+                    ids.push(node);
+                }
+                let options = mehr_sdk::storage::ReplicateOptions {
+                    providers: ids,
+                    data_shards,
+                    parity_shards,
+                    duration_secs: seconds(py, duration, "duration")?.map(|d| d.as_secs().max(1)),
+                    price_per_byte_day_umhr: price_umhr,
+                };
+                $run(py, async move { Ok::<_, Failure>(client.replicate(&id, options).await?) })
+            }
+
+            /// Challenges every shard of placed object `object_id` now; one result per shard.
+            fn challenge<'py>(&self, py: Python<'py>, object_id: &Bound<'py, PyAny>) -> PyResult<$ret> {
+                let client = self.inner.get($what)?.clone();
+                let id = parse_object_id(py, object_id)?;
+                $run(py, async move { Ok::<_, Failure>(client.challenge(&id).await?) })
+            }
+
             /// One page of the stored objects, oldest first (`order='created'`) or by id.
             #[pyo3(signature = (*, page_size = 0, page_token = None, order = "created"))]
             fn list_objects<'py>(

@@ -4,7 +4,10 @@
 
 use mehr_sdk::{
     proto as pb,
-    storage::{ObjectInfo as SdkObjectInfo, ObjectPage as SdkObjectPage, PutOutcome},
+    storage::{
+        ChallengeResult as SdkChallengeResult, ObjectInfo as SdkObjectInfo,
+        ObjectPage as SdkObjectPage, Placement as SdkPlacement, PutOutcome,
+    },
 };
 use pyo3::{prelude::*, types::PyBytes};
 
@@ -758,6 +761,123 @@ impl ToPython for pb::Channel {
     }
 }
 
+/// One shard of a placed object.
+#[pyclass(frozen, get_all, module = "mehr")]
+pub(crate) struct Shard {
+    /// Its index: data shards first, then parity.
+    index: u8,
+    /// Its root (the shard's own object id), in hex.
+    root: String,
+    /// Its length in bytes.
+    length: u64,
+    /// The provider holding it, in hex.
+    provider: String,
+    /// `healthy`, `suspect` or `lost`.
+    health: String,
+    /// Challenges it passed and failed.
+    challenges_passed: u64,
+    challenges_failed: u64,
+    /// What its provider has earned by passed challenges, μMHR.
+    owed_umhr: u64,
+}
+
+/// Where an object is placed: its erasure code and one shard per provider.
+#[pyclass(frozen, get_all, module = "mehr")]
+pub(crate) struct Placement {
+    /// Data shards (k): any k shards rebuild the object.
+    data_shards: u8,
+    /// Parity shards (m).
+    parity_shards: u8,
+    /// When the providers may drop their shards, Unix seconds.
+    expires_at_unix_s: u64,
+    /// The shards.
+    shards: Vec<Py<Shard>>,
+    /// Providers kept for repair, in hex.
+    spare_providers: Vec<String>,
+}
+
+#[pymethods]
+impl Placement {
+    fn __repr__(&self) -> String {
+        format!(
+            "Placement(data_shards={}, parity_shards={}, shards={})",
+            self.data_shards,
+            self.parity_shards,
+            self.shards.len()
+        )
+    }
+}
+
+impl ToPython for SdkPlacement {
+    fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let shards = self
+            .shards
+            .into_iter()
+            .map(|s| {
+                Py::new(
+                    py,
+                    Shard {
+                        index: s.index,
+                        root: s.root.to_string(),
+                        length: s.length,
+                        provider: hex::encode(s.provider),
+                        health: s.health.to_string(),
+                        challenges_passed: s.challenges_passed,
+                        challenges_failed: s.challenges_failed,
+                        owed_umhr: s.owed_umhr,
+                    },
+                )
+            })
+            .collect::<PyResult<_>>()?;
+        let placement = Placement {
+            data_shards: self.data_shards,
+            parity_shards: self.parity_shards,
+            expires_at_unix_s: self.expires_at_unix_s,
+            shards,
+            spare_providers: self.spare_providers.iter().map(hex::encode).collect(),
+        };
+        Ok(Py::new(py, placement)?.into_any())
+    }
+}
+
+/// The outcome of challenging one shard.
+#[pyclass(frozen, get_all, module = "mehr")]
+pub(crate) struct ChallengeResult {
+    /// The shard's index.
+    index: u8,
+    /// Its provider, in hex.
+    provider: String,
+    /// Whether the proof checked out against the shard's root.
+    passed: bool,
+    /// Why it failed, in words.
+    detail: Option<String>,
+    /// The shard's health after the challenge.
+    health: String,
+}
+
+#[pymethods]
+impl ChallengeResult {
+    fn __repr__(&self) -> String {
+        format!(
+            "ChallengeResult(index={}, passed={}, health='{}')",
+            self.index, self.passed, self.health
+        )
+    }
+}
+
+impl ToPython for SdkChallengeResult {
+    fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let result = ChallengeResult {
+            index: self.index,
+            provider: hex::encode(self.provider),
+            passed: self.passed,
+            detail: self.detail,
+            health: self.health.to_string(),
+        };
+        Ok(Py::new(py, result)?.into_any())
+    }
+}
+
 /// A Mehr node one hop away.
 #[pyclass(frozen, get_all, module = "mehr")]
 pub(crate) struct Neighbour {
@@ -812,5 +932,8 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Offer>()?;
     module.add_class::<Balance>()?;
     module.add_class::<Channel>()?;
+    module.add_class::<Placement>()?;
+    module.add_class::<Shard>()?;
+    module.add_class::<ChallengeResult>()?;
     Ok(())
 }
