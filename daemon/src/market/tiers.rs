@@ -9,7 +9,9 @@
 //! - `Redundant { k }`: k providers at once; a strict majority of the k asked wins.
 //!
 //! Every provider runs the job under an agreement of its own with this node (reused while
-//! one is active). Results are signed (`ComputeResult`), checked against the output, and
+//! one is active). When the providers already under agreement for the function are enough
+//! for the tier, they are asked (cheapest first) without a discovery, which would otherwise
+//! wait out its rings on every call; if they fail, discovery looks further. Results are signed (`ComputeResult`), checked against the output, and
 //! compared by output hash. Agreeing providers gain compute reputation and are charged for;
 //! dissenters lose reputation and are excluded from compute for `market.exclusion_secs`;
 //! silent ones lose reputation. Ranking reads the reputation, and excluded providers are
