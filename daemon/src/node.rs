@@ -18,7 +18,7 @@ use crate::{
     market::{ChannelPayments, Market, MarketParts},
     storage::{
         ObjectStore, StorageError, StorageLimits,
-        remote::{RemoteParts, RemoteStorage},
+        remote::{RemoteParts, RemoteStorage, StoragePayer},
     },
     store::{META, Store, StoreError},
 };
@@ -146,6 +146,10 @@ impl Node {
             settings: config.storage.remote_settings(),
             events: events.clone(),
             shutdown: shutdown.child_token(),
+            payer: Some(StoragePayer {
+                ledger: ledger.clone(),
+                deposit_umhr: config.ledger.channel_deposit_umhr,
+            }),
         })
         .await?;
         let market = if config.market.enabled {

@@ -1,7 +1,8 @@
 //! Economics between real daemons over the real transport: a relay paid through its channel
 //! with the sender (tickets, the 2% burn), trusted neighbours relayed free, payments that
 //! survive `kill -9`, partitions whose ledgers converge after healing, forged messages
-//! counted, and marketplace agreements paid through the channel with the provider.
+//! counted, marketplace agreements paid through the channel with the provider, and what
+//! verified storage earns paid the same way.
 
 mod common;
 
@@ -12,6 +13,7 @@ use futures::StreamExt;
 use mehr_sdk::{
     Client, InvokeOptions, Placement, SettleResult, Settlement, proto as pb,
     serve::{FunctionSpec, HandlerError, handler_fn},
+    storage::{PutOptions, ReplicateOptions},
 };
 use mehr_transport::identity::PrivateIdentity;
 use nix::sys::signal::Signal;
@@ -773,5 +775,69 @@ fn marketplace_charges_are_paid_through_the_channel_with_the_provider() {
         );
         assert_eq!(payer.balance_umhr, DEPOSIT - 10_000);
         assert_eq!(payee.balance_umhr, 10_000 - burn_of(10_000));
+    });
+}
+
+/// Remote storage: what passed challenges earn each provider is paid through the channel with
+/// it (opened on demand), and the placement moves it from owed to paid.
+#[test]
+fn verified_storage_is_paid_through_the_channel_with_each_provider() {
+    let nodes = plan(3);
+    let port = free_port();
+    let storage = "[storage]\nchallenge_interval_secs = 0\nremote_timeout_secs = 30\n";
+    let genesis = ledger_toml(&nodes);
+    let a = start(
+        &nodes[0],
+        &format!("{}{storage}{genesis}", tcp_server(port)),
+    );
+    let b = start(
+        &nodes[1],
+        &format!("{}{storage}{genesis}", tcp_client(port)),
+    );
+    let c = start(
+        &nodes[2],
+        &format!("{}{storage}{genesis}", tcp_client(port)),
+    );
+    let providers = [nodes[1].id, nodes[2].id];
+    runtime().block_on(async {
+        let ac = a.client().await.unwrap();
+        let (bc, cc) = (b.client().await.unwrap(), c.client().await.unwrap());
+        for (client, provider) in [(&bc, providers[0]), (&cc, providers[1])] {
+            wait_neighbour(&ac, &provider).await;
+            wait_neighbour(client, &nodes[0].id).await;
+        }
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let stored = ac.put_bytes(data, PutOptions::default()).await.unwrap();
+        let id = stored.object.id;
+        let options = ReplicateOptions {
+            price_per_byte_day_umhr: 100_000,
+            ..ReplicateOptions::on(providers).with_code(1, 1)
+        };
+        ac.replicate(&id, options).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let results = ac.challenge(&id).await.unwrap();
+        assert!(results.iter().all(|r| r.passed), "{results:?}");
+
+        let placement = eventually("both providers paid", WAIT, || async {
+            let placement = ac.status(&id).await.ok()?.placement?;
+            placement
+                .shards
+                .iter()
+                .all(|s| s.paid_umhr > 0 && s.owed_umhr == 0)
+                .then_some(placement)
+        })
+        .await;
+        for shard in &placement.shards {
+            // 20 000 bytes for at least 1.5 s at 100 000 μMHR per byte-day.
+            assert!(
+                shard.paid_umhr >= 20_000 * 100_000 * 1_500 / 86_400_000,
+                "{shard:?}"
+            );
+            let channel = channel_with(&ac, &shard.provider).await.unwrap();
+            assert_eq!(
+                channel.paid_umhr, shard.paid_umhr,
+                "paid through the channel"
+            );
+        }
     });
 }

@@ -777,8 +777,10 @@ pub(crate) struct Shard {
     /// Challenges it passed and failed.
     challenges_passed: u64,
     challenges_failed: u64,
-    /// What its provider has earned by passed challenges, μMHR.
+    /// What its provider has earned by passed challenges and is still owed, μMHR.
     owed_umhr: u64,
+    /// What has been paid to its provider through the ledger's channel, μMHR.
+    paid_umhr: u64,
 }
 
 /// Where an object is placed: its erasure code and one shard per provider.
@@ -825,6 +827,7 @@ impl ToPython for SdkPlacement {
                         challenges_passed: s.challenges_passed,
                         challenges_failed: s.challenges_failed,
                         owed_umhr: s.owed_umhr,
+                        paid_umhr: s.paid_umhr,
                     },
                 )
             })

@@ -542,6 +542,8 @@ pub struct ShardPlacement {
     pub challenges_failed: u64,
     /// What verified storage has earned the provider, μMHR.
     pub owed_umhr: u64,
+    /// Of it, what has been paid through the ledger's channel with the provider.
+    pub paid_umhr: u64,
     /// Why the last challenge failed.
     pub last_error: Option<String>,
 }
@@ -593,6 +595,7 @@ impl TryFrom<pb::RemotePlacement> for Placement {
                     challenges_passed: shard.challenges_passed,
                     challenges_failed: shard.challenges_failed,
                     owed_umhr: shard.owed_umhr,
+                    paid_umhr: shard.paid_umhr,
                     last_error: Some(shard.last_error).filter(|e| !e.is_empty()),
                 })
             })

@@ -266,6 +266,7 @@ fn placement_to_proto(view: &PlacementView) -> pb::RemotePlacement {
                 challenges_passed: shard.placement.passed,
                 challenges_failed: shard.placement.failed,
                 owed_umhr: shard.placement.owed_umhr,
+                paid_umhr: shard.placement.paid_umhr,
                 last_error: shard.placement.last_error.clone(),
             })
             .collect(),

@@ -241,18 +241,19 @@ fn print_placement(placement: &Placement) {
         placement.price_per_byte_day_umhr
     );
     println!(
-        "{:<6} {:<32}  {:<8}  {:>6}  {:>6}  {:>10}  LAST ERROR",
-        "SHARD", "PROVIDER", "HEALTH", "PASSED", "FAILED", "OWED μMHR"
+        "{:<6} {:<32}  {:<8}  {:>6}  {:>6}  {:>10}  {:>10}  LAST ERROR",
+        "SHARD", "PROVIDER", "HEALTH", "PASSED", "FAILED", "OWED μMHR", "PAID μMHR"
     );
     for shard in &placement.shards {
         println!(
-            "{:<6} {:<32}  {:<8}  {:>6}  {:>6}  {:>10}  {}",
+            "{:<6} {:<32}  {:<8}  {:>6}  {:>6}  {:>10}  {:>10}  {}",
             shard.index,
             hex::encode(shard.provider),
             shard.health.to_string(),
             shard.challenges_passed,
             shard.challenges_failed,
             shard.owed_umhr,
+            shard.paid_umhr,
             shard.last_error.as_deref().unwrap_or("")
         );
     }
@@ -280,6 +281,7 @@ fn placement_json(placement: &Placement) -> serde_json::Value {
             "challenges_passed": s.challenges_passed,
             "challenges_failed": s.challenges_failed,
             "owed_umhr": s.owed_umhr,
+            "paid_umhr": s.paid_umhr,
             "last_error": s.last_error,
         })).collect::<Vec<_>>(),
     })

@@ -163,7 +163,14 @@ async fn pay_charges(
                 None => return,
             },
         };
-        match pay(&ledger, deposit_umhr, &charge).await {
+        match pay_neighbour(
+            &ledger,
+            deposit_umhr,
+            charge.counterparty,
+            charge.amount_umhr,
+        )
+        .await
+        {
             Ok(()) => tracing::debug!(
                 agreement = %charge.agreement_id,
                 provider = %charge.counterparty,
@@ -181,21 +188,20 @@ async fn pay_charges(
     }
 }
 
-/// Pays one charge, opening the channel first if there is none.
-async fn pay(ledger: &LedgerHandle, deposit_umhr: u64, charge: &Charge) -> Result<(), LedgerError> {
-    match ledger
-        .pay(charge.counterparty, charge.amount_umhr, PAY_TIMEOUT)
-        .await
-    {
+/// Pays `amount_umhr` to the neighbour `to` through the channel with it, opening the channel
+/// first (depositing `deposit_umhr`, or the amount if larger) when there is none. Also used by
+/// remote storage to pay what verified storage earned.
+pub(crate) async fn pay_neighbour(
+    ledger: &LedgerHandle,
+    deposit_umhr: u64,
+    to: NodeId,
+    amount_umhr: u64,
+) -> Result<(), LedgerError> {
+    match ledger.pay(to, amount_umhr, PAY_TIMEOUT).await {
         Err(LedgerError::NoChannel(_)) => {
-            let deposit = deposit_umhr.max(charge.amount_umhr);
-            ledger
-                .open_channel(charge.counterparty, deposit, 0, PAY_TIMEOUT)
-                .await?;
-            ledger
-                .pay(charge.counterparty, charge.amount_umhr, PAY_TIMEOUT)
-                .await
-                .map(drop)
+            let deposit = deposit_umhr.max(amount_umhr);
+            ledger.open_channel(to, deposit, 0, PAY_TIMEOUT).await?;
+            ledger.pay(to, amount_umhr, PAY_TIMEOUT).await.map(drop)
         }
         paid => paid.map(drop),
     }

@@ -126,6 +126,40 @@ fn accrued(bytes: u64, price: u64, from_ms: u64, to_ms: u64) -> u64 {
 }
 
 impl RemoteStorage {
+    /// Pays each provider of `id` what it earned (`dues`: shard index, provider, amount,
+    /// already taken off `owed`) through the ledger, and records it as paid. A payment that
+    /// fails (a provider that is not a neighbour, an empty channel) goes back to owed for the
+    /// next round.
+    async fn pay_dues(&self, id: ObjectId, dues: Vec<(usize, [u8; 16], u64)>) {
+        let Some(payer) = self.shared.payer.clone() else {
+            return;
+        };
+        for (index, provider, amount) in dues {
+            let to = mehr_ledger::NodeId(provider);
+            let paid =
+                crate::market::pay_neighbour(&payer.ledger, payer.deposit_umhr, to, amount).await;
+            if let Err(e) = &paid {
+                tracing::info!(object = %id, provider = %to, amount_umhr = amount, error = %e,
+                    "storage earnings stay owed: not paid through a channel");
+            }
+            let _records = self.shared.records.lock().await;
+            let Ok(Some(mut record)) = self.load(&id) else {
+                continue; // deleted meanwhile
+            };
+            let Some(p) = record.placements.get_mut(index) else {
+                continue;
+            };
+            match paid {
+                Ok(()) => p.paid_umhr = p.paid_umhr.saturating_add(amount),
+                // Owed to whoever holds the shard now, even if a repair moved it since.
+                Err(_) => p.owed_umhr = p.owed_umhr.saturating_add(amount),
+            }
+            if let Err(e) = self.save(&id, &record) {
+                tracing::error!(object = %id, error = %e, "cannot record a storage payment");
+            }
+        }
+    }
+
     fn load(&self, id: &ObjectId) -> Result<Option<RemoteRecord>, RemoteError> {
         Ok(self.shared.store.get(REMOTE_OBJECTS, id.as_bytes())?)
     }
@@ -606,6 +640,7 @@ impl RemoteStorage {
         let now = unix_ms_now();
         let mut results = Vec::with_capacity(outcomes.len());
         let mut lost = Vec::new();
+        let dues: Vec<(usize, [u8; 16], u64)>;
         {
             let _records = self.shared.records.lock().await;
             // Reloaded under the lock: a repair may have moved a shard meanwhile.
@@ -676,8 +711,21 @@ impl RemoteStorage {
                 });
             }
             drop(health);
+            // What healthy shards earned is taken off `owed` before it is paid, so that two
+            // overlapping challenge rounds never pay the same amount twice.
+            dues = match self.shared.payer {
+                Some(_) => record
+                    .placements
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, p)| p.owed_umhr > 0 && p.consecutive_failures == 0)
+                    .map(|(index, p)| (index, p.provider, std::mem::take(&mut p.owed_umhr)))
+                    .collect(),
+                None => Vec::new(),
+            };
             self.save(&id, &record)?;
         }
+        self.pay_dues(id, dues).await;
         for shard in lost {
             if !lock(&self.shared.repairing).insert((id, shard)) {
                 continue;

@@ -85,6 +85,19 @@ pub struct RemoteParts {
     pub events: Arc<EventBus>,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
+    /// Pays providers what verified storage earned them; `None` keeps it owed.
+    pub payer: Option<StoragePayer>,
+}
+
+/// Pays providers what verified storage earned them through the ledger's channel with each
+/// (providers one hop away; a channel is opened on demand with `deposit_umhr`). What cannot
+/// be paid that way stays owed in the record.
+#[derive(Clone)]
+pub struct StoragePayer {
+    /// The ledger.
+    pub ledger: crate::ledger::LedgerHandle,
+    /// Deposit of a channel opened to pay a provider, μMHR.
+    pub deposit_umhr: u64,
 }
 
 /// The remote-storage part. Cheap to clone.
@@ -123,6 +136,8 @@ struct Shared {
     repairing: Mutex<std::collections::HashSet<(ObjectId, u8)>>,
     /// Provider side: chunk-set uploads in progress.
     uploads: Mutex<provider::Uploads>,
+    /// Pays what passed challenges earned (see [`StoragePayer`]).
+    payer: Option<StoragePayer>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -156,6 +171,7 @@ impl RemoteStorage {
                 records: tokio::sync::Mutex::new(()),
                 repairing: Mutex::new(std::collections::HashSet::new()),
                 uploads: Mutex::new(provider::Uploads::default()),
+                payer: parts.payer,
             }),
         };
         remote.seed_health()?;

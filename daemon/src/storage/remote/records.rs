@@ -64,6 +64,8 @@ pub struct Placement {
     /// What verified storage has earned the provider so far, μMHR (bytes × days × price,
     /// counted up to the last passed challenge).
     pub owed_umhr: u64,
+    /// Of what was owed, what has been paid through the ledger's channel with the provider.
+    pub paid_umhr: u64,
     /// Storage is counted as owed up to this time, ms since the Unix epoch.
     pub accounted_until_unix_ms: u64,
     /// Why the last challenge failed; empty after a pass.
@@ -80,6 +82,7 @@ impl Placement {
             passed: 0,
             failed: 0,
             owed_umhr: 0,
+            paid_umhr: 0,
             accounted_until_unix_ms: now_unix_ms,
             last_error: String::new(),
         }

@@ -66,6 +66,7 @@ async fn provider(available_bytes: u64) -> Provider {
         },
         events: Arc::new(EventBus::default()),
         shutdown: stop.clone(),
+        payer: None,
     })
     .await
     .unwrap();
