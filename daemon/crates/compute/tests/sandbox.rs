@@ -585,7 +585,6 @@ fn a_full_instance_pool_answers_busy() {
     let echo = deploy(&runtime, ECHO);
     let spin = || {
         let runtime = Arc::clone(&runtime);
-        let loops = loops.clone();
         std::thread::spawn(move || {
             let limits = Limits {
                 fuel: Tier::Full.limits().fuel,
