@@ -1,7 +1,8 @@
 //! Messages larger than one packet, carried over a Reticulum link between two Mehr nodes.
 //!
-//! Reticulum links carry single packets; its Resource protocol is not implemented here.
-//! Instead a message is cut into numbered segments sent as link packets with the private
+//! A Reticulum link carries one packet at a time. Between Mehr nodes, a larger message is cut
+//! into numbered segments (a simpler scheme than Reticulum's Resource transfers, which Mehr
+//! does not use: both ends here are Mehr nodes) sent as link packets with the private
 //! context [`SEGMENT_CONTEXT`] (plain Reticulum peers never send it, and relays forward link
 //! traffic without reading its context). The receiver acknowledges cumulatively; the sender
 //! keeps at most a window of unacknowledged segments in flight, resends what the receiver
