@@ -26,7 +26,11 @@ fn python() -> PathBuf {
 }
 
 fn peer_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/interop/rns_peer.py")
+    // Read at run time: a test binary in a shared target dir may have been compiled in another
+    // checkout of the same sources, whose path `env!` would have baked in.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.join("../tests/interop/rns_peer.py")
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -186,6 +186,7 @@ fn objects_round_trip_through_the_sdk_with_independent_ids() {
                 page_size: 4,
                 page_token: page.next_page_token.unwrap(),
                 order: ListOrder::Id,
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -10,7 +10,10 @@ use common::{TestDaemon, eventually, free_port};
 use futures::StreamExt;
 use mehr_sdk::{
     Client, proto as pb,
-    storage::{ByteRange, NodeId, ObjectId, PutOptions, ReplicateOptions, ShardHealth},
+    storage::{
+        ByteRange, ListOptions, ListOrder, ListScope, NodeId, ObjectId, PutOptions,
+        ReplicateOptions, ShardHealth,
+    },
 };
 use nix::sys::signal::Signal;
 
@@ -137,6 +140,7 @@ fn objects_of_every_edge_size_round_trip_through_providers() {
     runtime().block_on(async {
         let (consumer, providers) = clients(&mesh).await;
         let ids = connect(&consumer, &providers).await;
+        let mut placed = Vec::new();
         for (len, seed) in [
             (0usize, 0u8),
             (1, 1),
@@ -177,8 +181,77 @@ fn objects_of_every_edge_size_round_trip_through_providers() {
                     .unwrap();
                 assert_eq!(part, bytes[4000..5000]);
             }
+            placed.push(id);
         }
+
+        // Only placed now: `ls` lists none, `ls --placed` lists them all, by id, page by page.
+        let local: Vec<_> = consumer.list_all(ListOrder::Created).collect().await;
+        assert!(local.is_empty(), "{local:?}");
+        placed.sort();
+        let first = consumer
+            .list(ListOptions {
+                scope: ListScope::Placed,
+                page_size: 4,
+                ..ListOptions::default()
+            })
+            .await
+            .unwrap();
+        let rest = consumer
+            .list(ListOptions {
+                scope: ListScope::Placed,
+                page_token: first.next_page_token.clone().unwrap(),
+                ..ListOptions::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((first.objects.len(), rest.next_page_token), (4, None));
+        let listed: Vec<ObjectId> = first
+            .objects
+            .iter()
+            .chain(&rest.objects)
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(listed, placed);
+        let zero = first
+            .objects
+            .iter()
+            .chain(&rest.objects)
+            .find(|o| o.length == 0)
+            .unwrap();
+        assert_eq!(
+            (zero.name.as_deref(), zero.chunk_count),
+            (Some("payload"), 0)
+        );
+        // A page token of one listing is refused by another, and placed objects have no
+        // creation order.
+        let error = consumer
+            .list(ListOptions {
+                page_token: first.next_page_token.unwrap(),
+                ..ListOptions::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("another order"), "{error}");
+        let refused = consumer
+            .storage()
+            .list(pb::ListRequest {
+                order: pb::ListOrder::Created as i32,
+                scope: pb::ListScope::Placed as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("by id"), "{refused:?}");
     });
+    let cli = mesh.consumer.cli(&["--json", "store", "ls", "--placed"]);
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let lines = String::from_utf8(cli.stdout).unwrap();
+    assert_eq!(lines.lines().count(), 6, "{lines}");
 }
 
 #[test]
@@ -317,9 +390,119 @@ fn an_object_reads_with_two_providers_killed() {
         let consumer = mesh.consumer.client().await.unwrap();
         let back = consumer.get_bytes(&id, ByteRange::all()).await.unwrap();
         assert!(back == bytes);
-        // A challenge now reports the two dead providers.
-        let results = consumer.challenge(&id).await.unwrap();
+        // A challenge now reports the two dead providers, within the wait it was given.
+        let results = consumer
+            .challenge_within(&id, Duration::from_secs(10))
+            .await
+            .unwrap();
         assert_eq!(results.iter().filter(|r| !r.passed).count(), 2);
+    });
+}
+
+/// Flips a byte of every stored chunk in the store of a stopped daemon: its disk went bad.
+fn corrupt_every_chunk(data_dir: &std::path::Path) {
+    let path = data_dir.join("store");
+    let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), &path).unwrap();
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, &families).unwrap();
+    let chunks = db.cf_handle("storage_chunks").unwrap();
+    let stored: Vec<_> = db
+        .iterator_cf(chunks, rocksdb::IteratorMode::Start)
+        .map(Result::unwrap)
+        .collect();
+    assert!(!stored.is_empty(), "the provider holds chunks");
+    for (key, value) in stored {
+        let mut value = value.to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 0x01;
+        db.put_cf(chunks, key, value).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+/// A provider whose disk corrupted its shard sends no bad byte: the object reads from the
+/// others, and a challenge fails the provider with the damage named.
+#[test]
+fn a_provider_with_corrupted_chunks_is_caught_and_read_around() {
+    let mut mesh = Mesh::start(3, false);
+    let runtime = runtime();
+    let (id, bytes, victim_id) = runtime.block_on(async {
+        let (consumer, providers) = clients(&mesh).await;
+        let ids = connect(&consumer, &providers).await;
+        let bytes = pattern(200_000, 7);
+        let id = put(&consumer, &bytes).await;
+        consumer
+            .replicate(&id, ReplicateOptions::on(ids.clone()).with_code(2, 1))
+            .await
+            .unwrap();
+        consumer.delete(&id).await.unwrap();
+        (id, bytes, ids[0])
+    });
+    // Provider 0 (shard 0, read first) restarts on a damaged store.
+    let data_dir = mesh.providers[0].data_dir.clone();
+    mesh.providers[0].stop_with(Signal::SIGTERM, Duration::from_secs(20));
+    corrupt_every_chunk(&data_dir);
+    let config = data_dir.parent().unwrap().join("mehrd.toml");
+    let restarted = TestDaemon::start_in(&data_dir, &["--config", config.to_str().unwrap()]);
+    runtime.block_on(async {
+        let consumer = mesh.consumer.client().await.unwrap();
+        let victim = restarted.client().await.unwrap();
+        connect(&consumer, std::slice::from_ref(&victim)).await;
+        let back = consumer.get_bytes(&id, ByteRange::all()).await.unwrap();
+        assert!(back == bytes, "read around the damaged shard");
+        let results = consumer.challenge(&id).await.unwrap();
+        for result in &results {
+            if result.provider == victim_id {
+                assert!(!result.passed, "{result:?}");
+                let detail = result.detail.clone().unwrap_or_default();
+                assert!(
+                    detail.contains("corrupt") || detail.contains("damaged"),
+                    "{detail}"
+                );
+            } else {
+                assert!(result.passed, "{result:?}");
+            }
+        }
+    });
+}
+
+/// A Challenge in a hurry reports a provider that does not answer in time, but does not count
+/// the silence against it: only a full `storage.remote_timeout_secs` of silence does.
+#[test]
+fn a_hurried_challenge_reports_a_frozen_provider_without_condemning_it() {
+    let mesh = Mesh::start(3, false);
+    runtime().block_on(async {
+        let (consumer, providers) = clients(&mesh).await;
+        let ids = connect(&consumer, &providers).await;
+        let id = put(&consumer, &pattern(100_000, 5)).await;
+        consumer
+            .replicate(&id, ReplicateOptions::on(ids.clone()).with_code(2, 1))
+            .await
+            .unwrap();
+        let frozen = ids[0];
+        mesh.providers[0].signal(Signal::SIGSTOP);
+        let results = consumer
+            .challenge_within(&id, Duration::from_secs(3))
+            .await
+            .unwrap();
+        mesh.providers[0].signal(Signal::SIGCONT);
+        for result in &results {
+            let detail = result.detail.clone().unwrap_or_default();
+            if result.provider == frozen {
+                assert!(!result.passed, "{result:?}");
+                assert!(detail.contains("not counted"), "{detail}");
+                assert_eq!(result.health, ShardHealth::Healthy);
+            } else {
+                assert!(result.passed, "{result:?}");
+            }
+        }
+        let placement = consumer.status(&id).await.unwrap().placement.unwrap();
+        for shard in &placement.shards {
+            assert_eq!(shard.challenges_failed, 0, "{shard:?}");
+            assert_eq!(shard.consecutive_failures, 0, "{shard:?}");
+        }
+        // Thawed, it answers a challenge that gives it the full time.
+        let results = consumer.challenge(&id).await.unwrap();
+        assert!(results.iter().all(|r| r.passed), "{results:?}");
     });
 }
 

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use mehr_sdk::{
     ConnectOptions, InvokeOptions,
-    storage::{ByteRange, ListOptions, ListOrder, ObjectId, PutOptions},
+    storage::{ByteRange, ListOptions, ListOrder, ListScope, ObjectId, PutOptions},
 };
 use pyo3::{prelude::*, sync::PyOnceLock, types::PyTuple};
 use tonic::Code;
@@ -485,23 +485,40 @@ macro_rules! client_methods {
             }
 
             /// Challenges every shard of placed object `object_id` now; one result per shard.
-            fn challenge<'py>(&self, py: Python<'py>, object_id: &Bound<'py, PyAny>) -> PyResult<$ret> {
+            /// With `timeout` (seconds) the providers get at most that long; one still silent
+            /// then is reported as not passed but not counted against its health.
+            #[pyo3(signature = (object_id, *, timeout = None))]
+            fn challenge<'py>(
+                &self,
+                py: Python<'py>,
+                object_id: &Bound<'py, PyAny>,
+                timeout: Option<f64>,
+            ) -> PyResult<$ret> {
                 let client = self.inner.get($what)?.clone();
                 let id = parse_object_id(py, object_id)?;
-                $run(py, async move { Ok::<_, Failure>(client.challenge(&id).await?) })
+                let wait = seconds(py, timeout, "timeout")?;
+                $run(py, async move {
+                    Ok::<_, Failure>(match wait {
+                        Some(wait) => client.challenge_within(&id, wait).await?,
+                        None => client.challenge(&id).await?,
+                    })
+                })
             }
 
-            /// One page of the stored objects, oldest first (`order='created'`) or by id.
-            #[pyo3(signature = (*, page_size = 0, page_token = None, order = "created"))]
+            /// One page of the stored objects, oldest first (`order='created'`) or by id; with
+            /// `placed=True`, of the objects placed on providers (always by id).
+            #[pyo3(signature = (*, page_size = 0, page_token = None, order = "created", placed = false))]
             fn list_objects<'py>(
                 &self,
                 py: Python<'py>,
                 page_size: u32,
                 page_token: Option<String>,
                 order: &str,
+                placed: bool,
             ) -> PyResult<$ret> {
                 let client = self.inner.get($what)?.clone();
                 let options = ListOptions {
+                    scope: if placed { ListScope::Placed } else { ListScope::Local },
                     page_size,
                     page_token: page_token.unwrap_or_default(),
                     order: list_order(py, order)?,

@@ -36,9 +36,15 @@ def test_replicate_challenge_and_read_back(mehrd_bin, workdir):
 
         results = c.challenge(stored.object.id)
         assert len(results) == 2 and all(r.passed for r in results), results
+        results = c.challenge(stored.object.id, timeout=20.0)
+        assert len(results) == 2 and all(r.passed for r in results), results
+        with pytest.raises(mehr.InvalidArgument):
+            c.challenge(stored.object.id, timeout=-1.0)
 
         c.delete(stored.object.id)  # the local copy; the placement stays
         assert c.get(stored.object.id) == data
+        assert c.list_objects().objects == []
+        assert [o.id for o in c.list_objects(placed=True).objects] == [stored.object.id]
         with pytest.raises(mehr.InvalidArgument):
             c.replicate(stored.object.id, ["zz"])
     finally:

@@ -174,14 +174,26 @@ pub enum ListOrder {
     Id,
 }
 
+/// Which objects a listing covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListScope {
+    /// The objects stored on the node.
+    #[default]
+    Local,
+    /// The objects the node placed on providers (held locally or not), always by id.
+    Placed,
+}
+
 /// Which page of the object list to get.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListOptions {
+    /// Which objects.
+    pub scope: ListScope,
     /// Objects per page (the node's default, 100, when 0; at most 1000).
     pub page_size: u32,
     /// The previous page's `next_page_token`; empty for the first page.
     pub page_token: String,
-    /// The order.
+    /// The order (placed objects are always listed by id).
     pub order: ListOrder,
 }
 
@@ -382,9 +394,12 @@ impl Client {
 
     /// One page of the stored objects.
     pub async fn list(&self, options: ListOptions) -> Result<ObjectPage, Error> {
-        let order = match options.order {
-            ListOrder::Created => pb::ListOrder::Created,
-            ListOrder::Id => pb::ListOrder::Id,
+        let (scope, order) = match (options.scope, options.order) {
+            (ListScope::Placed, _) => (pb::ListScope::Placed, pb::ListOrder::Id),
+            (ListScope::Local, ListOrder::Created) => {
+                (pb::ListScope::Local, pb::ListOrder::Created)
+            }
+            (ListScope::Local, ListOrder::Id) => (pb::ListScope::Local, pb::ListOrder::Id),
         };
         let response = self
             .storage()
@@ -392,6 +407,7 @@ impl Client {
                 page_size: options.page_size,
                 page_token: options.page_token,
                 order: order as i32,
+                scope: scope as i32,
             })
             .await?
             .into_inner();
@@ -407,6 +423,15 @@ impl Client {
 
     /// Every stored object, fetching pages as the stream is read.
     pub fn list_all(&self, order: ListOrder) -> EventStream<ObjectInfo> {
+        self.list_every(ListScope::Local, order)
+    }
+
+    /// Every object placed on providers, by id, fetching pages as the stream is read.
+    pub fn list_all_placed(&self) -> EventStream<ObjectInfo> {
+        self.list_every(ListScope::Placed, ListOrder::Id)
+    }
+
+    fn list_every(&self, scope: ListScope, order: ListOrder) -> EventStream<ObjectInfo> {
         let client = self.clone();
         let pages = stream::try_unfold(Some(String::new()), move |token| {
             let client = client.clone();
@@ -416,6 +441,7 @@ impl Client {
                 };
                 let page = client
                     .list(ListOptions {
+                        scope,
                         page_size: 0,
                         page_token,
                         order,
@@ -688,15 +714,36 @@ impl Client {
             .try_into()
     }
 
-    /// Challenges every shard of placed object `id` now.
+    /// Challenges every shard of placed object `id` now. Each provider gets until the API's
+    /// deadline to answer (see [`Client::challenge_within`]).
     pub async fn challenge(&self, id: &ObjectId) -> Result<Vec<ChallengeResult>, Error> {
-        let response = self
-            .storage()
-            .challenge(pb::ChallengeRequest {
-                id: Bytes::copy_from_slice(id.as_bytes()),
-            })
-            .await?
-            .into_inner();
+        self.challenge_request(id, None).await
+    }
+
+    /// Challenges every shard of placed object `id`, waiting at most about `wait` for the
+    /// providers. A provider still silent then is reported as not passed, but — as the wait
+    /// is shorter than the node's `storage.remote_timeout_secs` — not counted against its
+    /// health; the node's periodic challenges give it the full time.
+    pub async fn challenge_within(
+        &self,
+        id: &ObjectId,
+        wait: std::time::Duration,
+    ) -> Result<Vec<ChallengeResult>, Error> {
+        self.challenge_request(id, Some(wait)).await
+    }
+
+    async fn challenge_request(
+        &self,
+        id: &ObjectId,
+        wait: Option<std::time::Duration>,
+    ) -> Result<Vec<ChallengeResult>, Error> {
+        let mut request = tonic::Request::new(pb::ChallengeRequest {
+            id: Bytes::copy_from_slice(id.as_bytes()),
+        });
+        if let Some(wait) = wait {
+            request.set_timeout(wait);
+        }
+        let response = self.storage().challenge(request).await?.into_inner();
         response
             .results
             .into_iter()

@@ -10,14 +10,39 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use http::HeaderMap;
 use tower::{Layer, Service};
 
-/// Methods without the server's deadline.
-pub(super) const UNTIMED_METHODS: &[&str] = &["/mehr.v1.StorageService/Put"];
+/// When the call must have answered, for handlers whose own waits should end before it (so
+/// they can answer with what they have rather than be cancelled). Put into the request's
+/// extensions by [`Deadline`] when the call has a deadline.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CallDeadline(Instant);
+
+impl CallDeadline {
+    /// The call's deadline, read from a tonic request.
+    pub(super) fn of<T>(request: &tonic::Request<T>) -> Option<CallDeadline> {
+        request.extensions().get::<CallDeadline>().copied()
+    }
+
+    /// How long is left until the deadline, less `margin` for the answer to travel.
+    pub(super) fn remaining_less(self, margin: Duration) -> Duration {
+        self.0
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(margin)
+    }
+}
+
+/// Methods without the server's deadline: their duration grows with the bytes they move. Put
+/// is cancelled when its stream goes idle; Replicate's every request to a provider is bounded
+/// by `storage.remote_timeout_secs`.
+pub(super) const UNTIMED_METHODS: &[&str] = &[
+    "/mehr.v1.StorageService/Put",
+    "/mehr.v1.StorageService/Replicate",
+];
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -68,13 +93,18 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let client = client_deadline(request.headers());
         let server = (!UNTIMED_METHODS.contains(&request.uri().path())).then_some(self.timeout);
         let deadline = match (client, server) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if let Some(deadline) = deadline {
+            request
+                .extensions_mut()
+                .insert(CallDeadline(Instant::now() + deadline));
+        }
         let response = self.inner.call(request);
         Box::pin(async move {
             match deadline {

@@ -169,9 +169,9 @@ impl From<RemoteError> for Status {
                 }
                 _ => Status::failed_precondition(message),
             },
-            RemoteError::Unreachable { .. } | RemoteError::NotEnoughShards { .. } => {
-                Status::unavailable(message)
-            }
+            RemoteError::Unreachable { .. }
+            | RemoteError::NoAnswer { .. }
+            | RemoteError::NotEnoughShards { .. } => Status::unavailable(message),
             RemoteError::BadData { .. } | RemoteError::Corrupt { .. } => Status::data_loss(message),
             RemoteError::NoSpare { .. } => Status::failed_precondition(message),
             RemoteError::Storage(e) => Status::from(e),

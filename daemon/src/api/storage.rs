@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::deadline::CallDeadline;
 use crate::{
     events::unix_ms_now,
     market::{DiscoverRequest, Market},
@@ -48,6 +49,8 @@ pub struct StorageApi {
 const DISCOVERED_SPARES: usize = 2;
 /// Longest a discovery of storage providers may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a Challenge's deadline is kept for recording the outcomes and answering.
+const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
 impl StorageApi {
     /// Serves `objects`. A Put that sends nothing for `idle_timeout` is cancelled (Put has no
@@ -279,9 +282,12 @@ fn placement_to_proto(view: &PlacementView) -> pb::RemotePlacement {
 }
 
 /// Runs a blocking store call on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, Status> {
+async fn blocking<T: Send + 'static, E: Send + 'static>(
+    call: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, Status>
+where
+    Status: From<E>,
+{
     tokio::task::spawn_blocking(call)
         .await
         .map_err(|e| Status::internal(format!("storage task failed: {e}")))?
@@ -442,20 +448,32 @@ impl StorageService for StorageApi {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         let request = request.into_inner();
-        let order = match pb::ListOrder::try_from(request.order) {
-            Ok(pb::ListOrder::Unspecified | pb::ListOrder::Created) => ListOrder::Created,
-            Ok(pb::ListOrder::Id) => ListOrder::Id,
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "order: unknown value {}",
-                    request.order
-                )));
+        let order = pb::ListOrder::try_from(request.order).map_err(|_| {
+            Status::invalid_argument(format!("order: unknown value {}", request.order))
+        })?;
+        let scope = pb::ListScope::try_from(request.scope).map_err(|_| {
+            Status::invalid_argument(format!("scope: unknown value {}", request.scope))
+        })?;
+        let (token, size) = (request.page_token, request.page_size as usize);
+        let page = match scope {
+            pb::ListScope::Unspecified | pb::ListScope::Local => {
+                let order = match order {
+                    pb::ListOrder::Unspecified | pb::ListOrder::Created => ListOrder::Created,
+                    pb::ListOrder::Id => ListOrder::Id,
+                };
+                let objects = self.objects.clone();
+                blocking(move || objects.list(order, &token, size)).await?
+            }
+            pb::ListScope::Placed => {
+                if order == pb::ListOrder::Created {
+                    return Err(Status::invalid_argument(
+                        "order: placed objects are listed by id only (order ID or unspecified)",
+                    ));
+                }
+                let remote = self.remote.clone();
+                blocking(move || remote.list_placed(&token, size)).await?
             }
         };
-        let objects = self.objects.clone();
-        let page =
-            blocking(move || objects.list(order, &request.page_token, request.page_size as usize))
-                .await?;
         Ok(Response::new(pb::ListResponse {
             objects: page.objects.iter().map(info_to_proto).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
@@ -538,8 +556,11 @@ impl StorageService for StorageApi {
         &self,
         request: Request<pb::ChallengeRequest>,
     ) -> Result<Response<pb::ChallengeResponse>, Status> {
+        // Providers that stay silent are reported, not left to turn the whole call into a
+        // CANCELLED one when the call's deadline is shorter than theirs.
+        let wait = CallDeadline::of(&request).map(|d| d.remaining_less(ANSWER_MARGIN));
         let id = parse_id(&request.into_inner().id)?;
-        let results = self.remote.challenge(id).await?;
+        let results = self.remote.challenge(id, wait).await?;
         Ok(Response::new(pb::ChallengeResponse {
             results: results
                 .into_iter()

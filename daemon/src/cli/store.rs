@@ -9,7 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mehr_sdk::{
     Client,
     storage::{
-        ByteRange, ListOrder, NodeId, ObjectId, ObjectInfo, Placement, PutOptions, ReplicateOptions,
+        ByteRange, ListOrder, ListScope, NodeId, ObjectId, ObjectInfo, Placement, PutOptions,
+        ReplicateOptions,
     },
 };
 use serde_json::json;
@@ -52,6 +53,9 @@ pub enum StoreCommand {
         /// Order: oldest first, or by id.
         #[arg(long, value_enum, default_value_t = Order::Created)]
         order: Order,
+        /// List the objects this node placed on providers (by id) instead of those it stores.
+        #[arg(long, conflicts_with = "order")]
+        placed: bool,
         /// Show at most this many.
         #[arg(long)]
         limit: Option<usize>,
@@ -214,7 +218,18 @@ pub(super) async fn run(
             }
             Ok(())
         }
-        StoreCommand::Ls { order, limit } => ls(client, out, order, limit).await,
+        StoreCommand::Ls {
+            order,
+            placed,
+            limit,
+        } => {
+            let scope = if placed {
+                ListScope::Placed
+            } else {
+                ListScope::Local
+            };
+            ls(client, out, scope, order, limit).await
+        }
         StoreCommand::Rm { id } => {
             let info = client.delete(&parse_id(&id)?).await?;
             out.line(
@@ -409,6 +424,7 @@ fn partial_path(path: &Path) -> PathBuf {
 async fn ls(
     client: &Client,
     out: &Output,
+    scope: ListScope,
     order: Order,
     limit: Option<usize>,
 ) -> anyhow::Result<()> {
@@ -416,7 +432,11 @@ async fn ls(
         Order::Created => ListOrder::Created,
         Order::Id => ListOrder::Id,
     };
-    let mut objects = client.list_all(order).take(limit.unwrap_or(usize::MAX));
+    let objects = match scope {
+        ListScope::Placed => client.list_all_placed(),
+        ListScope::Local => client.list_all(order),
+    };
+    let mut objects = objects.take(limit.unwrap_or(usize::MAX));
     if !out.json {
         println!("{:<64}  {:>12}  {:<24}  NAME", "ID", "BYTES", "CREATED");
     }

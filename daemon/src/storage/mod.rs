@@ -27,6 +27,7 @@ use std::{
 
 pub use error::StorageError;
 pub use listing::{DEFAULT_PAGE_SIZE, ListOrder, MAX_PAGE_SIZE, ObjectPage};
+pub(crate) use listing::{Listing, page};
 pub use mehr_storage::ObjectId;
 pub use read::{ObjectRead, VerifiedChunk};
 use records::{

@@ -174,6 +174,12 @@ impl TestDaemon {
             .expect("run mehr")
     }
 
+    /// Sends `signal` without waiting (SIGSTOP and SIGCONT freeze and thaw the daemon).
+    pub fn signal(&self, signal: Signal) {
+        let child = self.child.as_ref().expect("the daemon runs");
+        kill(Pid::from_raw(child.id() as i32), signal).expect("signal the daemon");
+    }
+
     /// Sends `signal` and waits for the exit, at most `timeout`.
     pub fn stop_with(&mut self, signal: Signal, timeout: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take()?;

@@ -44,9 +44,11 @@ impl PyPeer {
                  `python3 -m venv ~/.cache/mehr/venv-dev && ~/.cache/mehr/venv-dev/bin/pip install rns`)"
             )
         });
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/rns")
-            .join(script);
+        // Read at run time: a test binary in a shared target dir may have been compiled in
+        // another checkout of the same sources, whose path `env!` would have baked in.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        let path = manifest_dir.join("tests/rns").join(script);
         let mut child = Command::new(&python)
             .arg("-u")
             .arg(&path)

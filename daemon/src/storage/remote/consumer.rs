@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     events::{EventKind, unix_ms_now},
-    storage::ObjectInfo,
+    storage::{Listing, ObjectInfo, ObjectPage, StorageError, page},
 };
 
 /// Shard chunk batches queued per shard while replicating.
@@ -126,38 +126,53 @@ fn accrued(bytes: u64, price: u64, from_ms: u64, to_ms: u64) -> u64 {
 }
 
 impl RemoteStorage {
-    /// Pays each provider of `id` what it earned (`dues`: shard index, provider, amount,
-    /// already taken off `owed`) through the ledger, and records it as paid. A payment that
-    /// fails (a provider that is not a neighbour, an empty channel) goes back to owed for the
-    /// next round.
-    async fn pay_dues(&self, id: ObjectId, dues: Vec<(usize, [u8; 16], u64)>) {
+    /// Pays each `(shard, provider, amount)` of object `id` through the channel with the
+    /// provider; a paid amount moves from `owed` to `paid`, an unpaid one (a provider that is
+    /// not a neighbour, an empty channel) stays owed for the next round. The caller marked the
+    /// shards in `paying`.
+    async fn pay_dues(&self, id: ObjectId, dues: Vec<(u8, [u8; 16], u64)>) {
         let Some(payer) = self.shared.payer.clone() else {
             return;
         };
-        for (index, provider, amount) in dues {
+        for (shard, provider, amount) in dues {
             let to = mehr_ledger::NodeId(provider);
             let paid =
                 crate::market::pay_neighbour(&payer.ledger, payer.deposit_umhr, to, amount).await;
-            if let Err(e) = &paid {
-                tracing::info!(object = %id, provider = %to, amount_umhr = amount, error = %e,
-                    "storage earnings stay owed: not paid through a channel");
-            }
-            let _records = self.shared.records.lock().await;
-            let Ok(Some(mut record)) = self.load(&id) else {
-                continue; // deleted meanwhile
-            };
-            let Some(p) = record.placements.get_mut(index) else {
-                continue;
-            };
             match paid {
-                Ok(()) => p.paid_umhr = p.paid_umhr.saturating_add(amount),
-                // Owed to whoever holds the shard now, even if a repair moved it since.
-                Err(_) => p.owed_umhr = p.owed_umhr.saturating_add(amount),
+                Ok(()) => {
+                    if let Err(e) = self.record_payment(id, shard, provider, amount).await {
+                        tracing::error!(object = %id, error = %e, "cannot record a storage payment");
+                    }
+                }
+                Err(e) => tracing::info!(object = %id, provider = %to, amount_umhr = amount,
+                    error = %e, "storage earnings stay owed: not paid through a channel"),
             }
-            if let Err(e) = self.save(&id, &record) {
-                tracing::error!(object = %id, error = %e, "cannot record a storage payment");
-            }
+            lock(&self.shared.paying).remove(&(id, shard));
         }
+    }
+
+    /// Moves `amount` paid to `provider` from `owed` to `paid` of shard `shard` of object `id`.
+    async fn record_payment(
+        &self,
+        id: ObjectId,
+        shard: u8,
+        provider: [u8; 16],
+        amount: u64,
+    ) -> Result<(), RemoteError> {
+        let _records = self.shared.records.lock().await;
+        let Some(mut record) = self.load(&id)? else {
+            return Ok(()); // deleted meanwhile
+        };
+        let Some(p) = record.placements.get_mut(usize::from(shard)) else {
+            return Ok(());
+        };
+        if p.provider != provider {
+            // A repair moved the shard meanwhile and reset what is owed with it.
+            return Ok(());
+        }
+        p.owed_umhr = p.owed_umhr.saturating_sub(amount);
+        p.paid_umhr = p.paid_umhr.saturating_add(amount);
+        self.save(&id, &record)
     }
 
     fn load(&self, id: &ObjectId) -> Result<Option<RemoteRecord>, RemoteError> {
@@ -208,13 +223,7 @@ impl RemoteStorage {
             .collect();
         let params = manifest.params();
         Ok(PlacementView {
-            info: ObjectInfo {
-                id: *id,
-                length: manifest.length(),
-                chunk_count: mehr_storage::chunk_count(manifest.length()),
-                created_unix_ms: record.created_unix_ms,
-                name: record.name.clone(),
-            },
+            info: placed_info(*id, &manifest, &record),
             manifest_id: manifest.id(),
             data_shards: params.data_shards(),
             parity_shards: params.parity_shards(),
@@ -223,6 +232,31 @@ impl RemoteStorage {
             shards,
             spares: record.spares.iter().map(|s| IdentityHash(*s)).collect(),
         })
+    }
+
+    /// One page of the objects placed on providers, by id (see [`crate::storage::page`]).
+    pub fn list_placed(
+        &self,
+        page_token: &str,
+        page_size: usize,
+    ) -> Result<ObjectPage, RemoteError> {
+        let describe = |id: [u8; 32], record: RemoteRecord| {
+            let id = ObjectId::from_bytes(id);
+            let manifest =
+                ErasureManifest::decode(&record.manifest).map_err(|e| StorageError::Corrupt {
+                    id,
+                    detail: format!("placement manifest: {e}"),
+                })?;
+            Ok(placed_info(id, &manifest, &record))
+        };
+        Ok(page(
+            &self.shared.store,
+            REMOTE_OBJECTS,
+            Listing::Placed,
+            page_token,
+            page_size,
+            describe,
+        )?)
     }
 
     /// Erasure-codes the locally stored object `id` and stores one shard on each provider;
@@ -622,25 +656,39 @@ impl RemoteStorage {
             .collect()
     }
 
-    /// Challenges every shard of object `id` now, records the outcomes and starts repairs of
-    /// shards found lost.
-    pub async fn challenge(&self, id: ObjectId) -> Result<Vec<ChallengeResult>, RemoteError> {
+    /// Challenges every shard of object `id` now, records the outcomes, pays what healthy
+    /// shards earned (in the background) and starts repairs of shards found lost.
+    ///
+    /// Each provider gets `storage.remote_timeout_secs` to answer, or `wait` when that is
+    /// shorter (the caller's deadline). A provider that stays silent only because `wait` cut
+    /// its time short is reported as not passed but not counted as a failure: a caller in a
+    /// hurry must not get healthy shards declared lost and repaired.
+    pub async fn challenge(
+        &self,
+        id: ObjectId,
+        wait: Option<Duration>,
+    ) -> Result<Vec<ChallengeResult>, RemoteError> {
         let record = self.load(&id)?.ok_or(RemoteError::NotPlaced(id))?;
         let manifest = decode_manifest(id, &record)?;
+        let full_wait = self.shared.settings.request_timeout;
+        let wait = wait.map_or(full_wait, |wait| wait.min(full_wait));
         let checks = manifest
             .shards()
             .iter()
             .zip(&record.placements)
             .map(|(info, placement)| {
                 let provider = IdentityHash(placement.provider);
-                async move { (*info, provider, self.challenge_shard(provider, info).await) }
+                async move {
+                    let outcome = self.challenge_shard(provider, info, wait).await;
+                    (*info, provider, outcome)
+                }
             });
         let outcomes = join_all(checks).await;
 
         let now = unix_ms_now();
         let mut results = Vec::with_capacity(outcomes.len());
         let mut lost = Vec::new();
-        let dues: Vec<(usize, [u8; 16], u64)>;
+        let dues: Vec<(u8, [u8; 16], u64)>;
         {
             let _records = self.shared.records.lock().await;
             // Reloaded under the lock: a repair may have moved a shard meanwhile.
@@ -655,8 +703,23 @@ impl RemoteStorage {
                 if placement.provider != provider.0 {
                     continue;
                 }
-                placement.last_challenge_unix_ms = now;
                 let passed = outcome.is_ok();
+                if wait < full_wait && matches!(outcome, Err(RemoteError::NoAnswer { .. })) {
+                    let detail = format!(
+                        "{} (the call's deadline cut the wait short of \
+                         storage.remote_timeout_secs; not counted as a failure)",
+                        outcome.err().map(|e| e.to_string()).unwrap_or_default()
+                    );
+                    results.push(ChallengeResult {
+                        shard: info.index,
+                        provider,
+                        passed,
+                        detail,
+                        health: health.health(&(id, info.index)).into(),
+                    });
+                    continue;
+                }
+                placement.last_challenge_unix_ms = now;
                 let state = health.record(
                     (id, info.index),
                     if passed {
@@ -711,21 +774,27 @@ impl RemoteStorage {
                 });
             }
             drop(health);
-            // What healthy shards earned is taken off `owed` before it is paid, so that two
-            // overlapping challenge rounds never pay the same amount twice.
+            // What healthy shards earned is paid unless a payment for the shard is still under
+            // way, so that overlapping challenge rounds never pay the same amount twice.
             dues = match self.shared.payer {
-                Some(_) => record
-                    .placements
-                    .iter_mut()
-                    .enumerate()
-                    .filter(|(_, p)| p.owed_umhr > 0 && p.consecutive_failures == 0)
-                    .map(|(index, p)| (index, p.provider, std::mem::take(&mut p.owed_umhr)))
-                    .collect(),
+                Some(_) => {
+                    let mut paying = lock(&self.shared.paying);
+                    (0u8..)
+                        .zip(&record.placements)
+                        .filter(|(_, p)| p.owed_umhr > 0 && p.consecutive_failures == 0)
+                        .filter(|(shard, _)| paying.insert((id, *shard)))
+                        .map(|(shard, p)| (shard, p.provider, p.owed_umhr))
+                        .collect()
+                }
                 None => Vec::new(),
             };
             self.save(&id, &record)?;
         }
-        self.pay_dues(id, dues).await;
+        if !dues.is_empty() {
+            // Paying waits on each provider's channel update; the challenge's answer does not.
+            let remote = self.clone();
+            tokio::spawn(async move { remote.pay_dues(id, dues).await });
+        }
         for shard in lost {
             if !lock(&self.shared.repairing).insert((id, shard)) {
                 continue;
@@ -750,6 +819,7 @@ impl RemoteStorage {
         &self,
         provider: IdentityHash,
         info: &ShardInfo,
+        wait: Duration,
     ) -> Result<(), RemoteError> {
         let bad = |detail: String| RemoteError::BadData {
             provider,
@@ -764,11 +834,14 @@ impl RemoteStorage {
                 first: 0,
                 count: 0,
             };
-            return self.request(provider, &request).await.map(drop);
+            return self
+                .request_within(provider, &request, wait)
+                .await
+                .map(drop);
         }
         let challenge = Challenge::random(info.root, &mut rand::rngs::OsRng);
         let answer = self
-            .request(provider, &Request::Challenge(challenge))
+            .request_within(provider, &Request::Challenge(challenge), wait)
             .await?;
         let proof =
             StorageProof::decode(&answer).map_err(|e| bad(format!("malformed proof: {e}")))?;
@@ -953,7 +1026,7 @@ impl RemoteStorage {
                 if self.shared.shutdown.is_cancelled() {
                     return;
                 }
-                match self.challenge(id).await {
+                match self.challenge(id, None).await {
                     Ok(results) => {
                         let failed = results.iter().filter(|r| !r.passed).count();
                         if failed > 0 {
@@ -988,5 +1061,16 @@ impl ChunkBatch {
         let taken = (self.first, self.count, std::mem::take(&mut self.bytes));
         self.count = 0;
         taken
+    }
+}
+
+/// A placed object as its manifest and record describe it.
+fn placed_info(id: ObjectId, manifest: &ErasureManifest, record: &RemoteRecord) -> ObjectInfo {
+    ObjectInfo {
+        id,
+        length: manifest.length(),
+        chunk_count: mehr_storage::chunk_count(manifest.length()),
+        created_unix_ms: record.created_unix_ms,
+        name: record.name.clone(),
     }
 }

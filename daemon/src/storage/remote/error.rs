@@ -62,6 +62,14 @@ pub enum RemoteError {
         /// What happened.
         detail: String,
     },
+    /// A provider did not answer within the wait.
+    #[error("provider {provider}: no answer within {:.1} s", waited.as_secs_f64())]
+    NoAnswer {
+        /// The provider.
+        provider: IdentityHash,
+        /// How long the node waited.
+        waited: std::time::Duration,
+    },
     /// A provider sent data that does not match the shard root.
     #[error("provider {provider} sent bad data for shard {shard}: {detail}")]
     BadData {

@@ -5,10 +5,16 @@
 //! against its entry. A provider that cannot be reached, refuses, or sends a chunk that does not
 //! match is dropped and the next candidate shard takes its place, so the read goes on as long
 //! as `k` shards answer correctly.
+//!
+//! A provider that is gone does not fail fast: the node asks the mesh for a path to it and
+//! waits `storage.remote_timeout_secs` for an answer. So the hash lists are asked of `k`
+//! candidates at once, and every [`HEDGE_AFTER`] that they are not all in, one more candidate
+//! is asked as well; the first `k` to answer are read. A read with dead providers among the
+//! first candidates then costs seconds rather than a timeout per dead provider.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, time::Duration};
 
-use futures::future::join_all;
+use futures::{StreamExt, future::join_all, stream::FuturesUnordered};
 use mehr_storage::{
     CHUNK_SIZE, ChunkHash, ErasureManifest, ShardInfo, Stripe, VerifiedChunkHashes, chunk_count,
     chunk_len,
@@ -19,6 +25,10 @@ use super::{
     RemoteError, RemoteStorage,
     wire::{MAX_CHUNKS_PER_MESSAGE, MAX_HASHES_PER_MESSAGE, Request},
 };
+
+/// How long the hash lists asked for may all be outstanding before one more candidate is
+/// asked: long against a loopback or LAN round trip, short against the provider timeout.
+const HEDGE_AFTER: Duration = Duration::from_secs(2);
 
 /// Shard bytes fetched per shard and window (whole stripes, at least one).
 const WINDOW_BYTES: u64 = 1 << 20;
@@ -101,23 +111,54 @@ impl<'a> Gatherer<'a> {
         }
     }
 
-    /// Activates candidates until `k` shards are active.
+    /// Activates candidates until `k` shards are active, asking the missing number at once
+    /// and one more every [`HEDGE_AFTER`]. Candidates still being asked when `k` answered go
+    /// back to the end of the queue, for a shard that fails later in the read.
     async fn fill(&mut self) -> Result<(), RemoteError> {
         let k = usize::from(self.manifest.params().data_shards());
-        while self.active.len() < k {
-            let Some((info, provider)) = self.candidates.pop_front() else {
+        let remote = self.remote;
+        let ask = |info: ShardInfo, provider: IdentityHash| async move {
+            (info, provider, remote.fetch_hashes(provider, &info).await)
+        };
+        let mut asking = FuturesUnordered::new();
+        let mut unanswered = Vec::new();
+        let start = tokio::time::Instant::now() + HEDGE_AFTER;
+        let mut hedge = tokio::time::interval_at(start, HEDGE_AFTER);
+        loop {
+            while self.active.len() + asking.len() < k {
+                let Some((info, provider)) = self.candidates.pop_front() else {
+                    break;
+                };
+                unanswered.push((info, provider));
+                asking.push(ask(info, provider));
+            }
+            if self.active.len() >= k {
+                self.candidates.extend(unanswered);
+                return Ok(());
+            }
+            if asking.is_empty() {
                 return Err(self.not_enough());
-            };
-            match self.remote.fetch_hashes(provider, &info).await {
-                Ok(hashes) => self.active.push(ActiveShard {
-                    info,
-                    provider,
-                    hashes,
-                }),
-                Err(e) => self.failures.push((info.index, provider, e.to_string())),
+            }
+            tokio::select! {
+                Some((info, provider, answer)) = asking.next() => {
+                    unanswered.retain(|(i, _)| i.index != info.index);
+                    match answer {
+                        Ok(hashes) => self.active.push(ActiveShard {
+                            info,
+                            provider,
+                            hashes,
+                        }),
+                        Err(e) => self.failures.push((info.index, provider, e.to_string())),
+                    }
+                }
+                _ = hedge.tick() => {
+                    if let Some((info, provider)) = self.candidates.pop_front() {
+                        unanswered.push((info, provider));
+                        asking.push(ask(info, provider));
+                    }
+                }
             }
         }
-        Ok(())
     }
 
     /// The next run of stripes with the pieces of `k` shards; `None` after the last stripe.

@@ -134,6 +134,8 @@ struct Shared {
     records: tokio::sync::Mutex<()>,
     /// Shards being repaired now (a repair outlasting a challenge round is not started twice).
     repairing: Mutex<std::collections::HashSet<(ObjectId, u8)>>,
+    /// Shards whose earnings are being paid: a later challenge round leaves them to it.
+    paying: Mutex<std::collections::HashSet<(ObjectId, u8)>>,
     /// Provider side: chunk-set uploads in progress.
     uploads: Mutex<provider::Uploads>,
     /// Pays what passed challenges earned (see [`StoragePayer`]).
@@ -170,6 +172,7 @@ impl RemoteStorage {
                 health: Mutex::new(FailureTracker::new()),
                 records: tokio::sync::Mutex::new(()),
                 repairing: Mutex::new(std::collections::HashSet::new()),
+                paying: Mutex::new(std::collections::HashSet::new()),
                 uploads: Mutex::new(provider::Uploads::default()),
                 payer: parts.payer,
             }),
@@ -281,11 +284,23 @@ impl RemoteStorage {
         })
     }
 
-    /// Sends `request` to `provider` and waits for its answer.
+    /// Sends `request` to `provider` and waits for its answer, at most
+    /// `storage.remote_timeout_secs`.
     async fn request(
         &self,
         provider: IdentityHash,
         request: &Request,
+    ) -> Result<Vec<u8>, RemoteError> {
+        self.request_within(provider, request, self.shared.settings.request_timeout)
+            .await
+    }
+
+    /// Sends `request` to `provider` and waits at most `timeout` for its answer.
+    async fn request_within(
+        &self,
+        provider: IdentityHash,
+        request: &Request,
+        timeout: Duration,
     ) -> Result<Vec<u8>, RemoteError> {
         let request_id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -297,7 +312,6 @@ impl RemoteStorage {
         };
         let kind = request.kind();
         let body = self.seal(kind, provider, request_id, &request.encode());
-        let timeout = self.shared.settings.request_timeout;
         let unreachable = |detail: String| RemoteError::Unreachable { provider, detail };
         // The answer is the acknowledgement: single-packet control messages are not proved by
         // the receiving node, so waiting for a proof would only add its timeout. A send that
@@ -324,10 +338,10 @@ impl RemoteStorage {
                 reason,
             }),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(unreachable(format!(
-                "no answer within {} s",
-                timeout.as_secs()
-            ))),
+            Err(_) => Err(RemoteError::NoAnswer {
+                provider,
+                waited: timeout,
+            }),
         }
     }
 
