@@ -175,6 +175,16 @@ impl Node {
             None
         };
 
+        if let Some(market) = &market {
+            tokio::spawn(crate::relay_price::follow(
+                market.relay_price(),
+                config.transport.cost_per_byte,
+                transport.clone(),
+                ledger.clone(),
+                shutdown.child_token(),
+            ));
+        }
+
         let services = Services {
             node: NodeApi::new(facts.clone(), events.clone()),
             transport: crate::api::transport::TransportApi::new(transport.clone()),

@@ -262,6 +262,50 @@ fn a_relay_forwards_and_path_costs_accumulate_across_it() {
     });
 }
 
+/// The relay price set in the offer at run time reaches the neighbours at once when it rises
+/// or falls by more than 25 %: a re-announce, long before the periodic one (30 min).
+#[test]
+fn a_relay_price_change_is_announced_to_the_neighbours() {
+    let port = free_port();
+    let a = TestDaemon::start_with_config(&format!(
+        "{}[transport]\ncost_per_byte = 2.0\n",
+        tcp_server(port)
+    ));
+    let b = TestDaemon::start_with_config(&tcp_client(port));
+    runtime().block_on(async {
+        let (a, b) = (a.client().await.unwrap(), b.client().await.unwrap());
+        let a_node = node_destination(&a).await;
+        let heard_fee = |low: f64, high: f64| {
+            let (b, a_node) = (&b, &a_node);
+            async move {
+                let neighbours = b.neighbours().await.unwrap();
+                let fee = neighbours
+                    .iter()
+                    .find(|n| n.destination == *a_node)?
+                    .cost
+                    .as_ref()?
+                    .cost_per_byte;
+                (low..high).contains(&fee).then_some(fee)
+            }
+        };
+        let wait = Duration::from_secs(20);
+        eventually("A's configured fee at B", wait, || heard_fee(1.9, 2.2)).await;
+
+        for (price, low, high) in [(8u64, 7.6, 8.5), (2, 1.9, 2.2)] {
+            a.set_offer(pb::SetOfferRequest {
+                relay_price_per_byte_umhr: Some(price),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            eventually(&format!("A's fee of {price} at B"), wait, || {
+                heard_fee(low, high)
+            })
+            .await;
+        }
+    });
+}
+
 #[test]
 fn udp_interfaces_carry_messages() {
     let (pa, pb) = (free_udp_port(), free_udp_port());

@@ -884,6 +884,11 @@ impl LedgerCore {
             .collect()
     }
 
+    /// Sets the relay fee this node charges, μ per byte.
+    pub(crate) fn set_relay_price(&mut self, price_per_byte: f64) {
+        self.config.price_per_byte = price_per_byte;
+    }
+
     /// This node's balance.
     pub(crate) fn balance(&self) -> BalanceView {
         let account = self.ledger.account(&self.me);

@@ -121,6 +121,8 @@ pub struct LedgerStart {
 )]
 enum Command {
     Balance(oneshot::Sender<BalanceView>),
+    /// The relay fee this node charges, μ per byte.
+    SetRelayPrice(f64, oneshot::Sender<()>),
     Channels(oneshot::Sender<Vec<ChannelView>>),
     Open {
         peer: NodeId,
@@ -209,6 +211,13 @@ impl LedgerHandle {
             Ok(Err(_)) => Err(LedgerError::Stopped),
             Err(_) => Err(LedgerError::Timeout(what)),
         }
+    }
+
+    /// Sets the relay fee this node charges, μ per byte (the fee its announces carry: see
+    /// `TransportHandle::set_relay_price`).
+    pub(crate) async fn set_relay_price(&self, price_per_byte: f64) -> Result<(), LedgerError> {
+        self.ask(|reply| Command::SetRelayPrice(price_per_byte, reply))
+            .await
     }
 
     /// This node's balance.
@@ -528,6 +537,10 @@ impl Actor {
         match command {
             Command::Balance(reply) => {
                 let _ = reply.send(core.balance());
+            }
+            Command::SetRelayPrice(price, reply) => {
+                core.set_relay_price(price);
+                let _ = reply.send(());
             }
             Command::Channels(reply) => {
                 let _ = reply.send(core.channel_views());

@@ -456,6 +456,8 @@ struct Shared {
     sends_failed: std::sync::atomic::AtomicU64,
     started_unix_ms: u64,
     shutdown: CancellationToken,
+    /// The relay price of the offer, μMHR per byte, for the transport and the ledger.
+    relay_price: tokio::sync::watch::Sender<u64>,
 }
 
 /// Milliseconds since the Unix epoch: the market's clock (agreements persist across restarts).
@@ -488,6 +490,7 @@ impl Market {
         };
         let facts = collect_facts(&parts.transport, &parts.compute, &parts.objects, &config).await;
         let capabilities = build_capabilities(&facts.0, &settings, &config.market);
+        let relay_price = settings.relay_price_per_byte_umhr;
         let deps = Deps {
             store: parts.store.clone(),
             events: parts.events.clone(),
@@ -509,6 +512,7 @@ impl Market {
                 sends_failed: std::sync::atomic::AtomicU64::new(0),
                 started_unix_ms: now_ms(),
                 shutdown: parts.shutdown,
+                relay_price: tokio::sync::watch::Sender::new(relay_price),
             }),
         };
         for kind in kinds::ALL {
@@ -987,10 +991,20 @@ impl Market {
             if !update.reset || settings != OfferSettings::from_config(&self.shared.config) {
                 state::store_postcard(&self.shared.store, SETTINGS_KEY, &settings)?;
             }
+            self.shared.relay_price.send_if_modified(|price| {
+                std::mem::replace(price, settings.relay_price_per_byte_umhr)
+                    != settings.relay_price_per_byte_umhr
+            });
             state.settings = settings;
         }
         self.gossip_round().await;
         Ok(self.offer())
+    }
+
+    /// The relay price of the offer (μMHR per byte) as it changes: what the node's announces
+    /// carry and its ledger charges (see `crate::node`).
+    pub fn relay_price(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.relay_price.subscribe()
     }
 
     // ---- discovery -------------------------------------------------------------------

@@ -77,6 +77,11 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<oneshot::Receiver<PathView>, TransportError>>,
     },
     AnnounceNow(oneshot::Sender<Result<usize, TransportError>>),
+    /// Sets the relay price; answers whether the change was announced at once.
+    SetRelayPrice {
+        cost_per_byte: f64,
+        reply: oneshot::Sender<Result<bool, TransportError>>,
+    },
     Listen {
         name: DestinationName,
         announce: bool,
@@ -822,6 +827,19 @@ impl Actor {
             }
             Command::AnnounceNow(reply) => {
                 let _ = reply.send(self.announce_all());
+            }
+            Command::SetRelayPrice {
+                cost_per_byte,
+                reply,
+            } => {
+                let before = self.mehr.set_cost_per_byte(cost_per_byte);
+                let announced =
+                    if super::mehr_node::price_change_needs_announce(before, cost_per_byte) {
+                        self.announce_all().map(|_| true)
+                    } else {
+                        Ok(false)
+                    };
+                let _ = reply.send(announced);
             }
             Command::Listen {
                 name,

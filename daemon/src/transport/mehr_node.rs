@@ -99,6 +99,11 @@ impl MehrNode {
         self.destination
     }
 
+    /// Sets the relay fee the next announce carries; returns the one before.
+    pub(super) fn set_cost_per_byte(&mut self, cost_per_byte: f64) -> f64 {
+        std::mem::replace(&mut self.cost_per_byte, cost_per_byte)
+    }
+
     /// The hop this node adds to a path through an interface of `bitrate`.
     fn own_hop(&self, bitrate: u64) -> HopCost {
         HopCost {
@@ -257,6 +262,18 @@ impl MehrNode {
     }
 }
 
+/// Whether a change of this node's relay fee from `before` to `after` must be announced now
+/// rather than with the next periodic announce. PROTOCOL.md's trigger is a change of more
+/// than 25 %; a rise is announced whatever its size, because a neighbour pays a relay at most
+/// the fee it last heard (one cost-code step, 4.4 %, above it) and would refuse the dearer
+/// tickets until the next periodic announce.
+pub(super) fn price_change_needs_announce(before: f64, after: f64) -> bool {
+    if after > before {
+        return true;
+    }
+    before > 0.0 && (before - after) / before > 0.25
+}
+
 /// An encrypted DATA packet to `destination`, sent without a delivery receipt (control
 /// traffic that is re-sent with every announce does not need one).
 pub(super) fn encrypt_to(
@@ -276,4 +293,23 @@ pub(super) fn encrypt_to(
         Context::NONE,
         ciphertext,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::price_change_needs_announce;
+
+    #[test]
+    fn rises_are_announced_at_once_and_falls_past_a_quarter() {
+        assert!(price_change_needs_announce(10.0, 10.1));
+        assert!(price_change_needs_announce(0.0, 1.0));
+        assert!(!price_change_needs_announce(10.0, 10.0));
+        assert!(
+            !price_change_needs_announce(10.0, 7.5),
+            "exactly 25 % is not more"
+        );
+        assert!(price_change_needs_announce(10.0, 7.4));
+        assert!(price_change_needs_announce(10.0, 0.0));
+        assert!(!price_change_needs_announce(0.0, 0.0));
+    }
 }

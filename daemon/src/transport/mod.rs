@@ -417,6 +417,17 @@ impl TransportHandle {
         }
     }
 
+    /// Sets the relay fee this node announces, μMHR per byte. A rise is announced at once
+    /// (neighbours refuse to pay more than the announced fee); a fall only when it exceeds
+    /// 25 %, otherwise with the next periodic announce. Returns whether it announced.
+    pub async fn set_relay_price(&self, cost_per_byte: f64) -> Result<bool, TransportError> {
+        self.ask(|reply| actor::Command::SetRelayPrice {
+            cost_per_byte,
+            reply,
+        })
+        .await?
+    }
+
     /// Announces this node (and every app destination that asked to be announced) now.
     /// Returns how many destinations were announced.
     pub async fn announce_now(&self) -> Result<usize, TransportError> {

@@ -298,6 +298,16 @@ impl Router {
             .clock
             .unix_secs
             .saturating_add(now.since(self.clock.at).as_secs());
+        // Receivers take an announce as news only if it was emitted in a later second than
+        // the last one they took (the emission time is in whole seconds), so a second
+        // announce within the same second — a price change right after a greeting — would
+        // be ignored until the next periodic one. Each announce is dated at least a second
+        // after the one before.
+        let unix = match self.last_emitted.get(destination) {
+            Some(&last) if last >= unix => last + 1,
+            _ => unix,
+        };
+        self.last_emitted.insert(*destination, unix);
         let announce = Announce::create_random(
             &local.identity,
             &local.name,

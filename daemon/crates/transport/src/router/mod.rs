@@ -502,6 +502,8 @@ pub struct Router {
     clock: WallClock,
     interfaces: BTreeMap<InterfaceId, InterfaceState>,
     destinations: HashMap<DestinationHash, LocalDestination, bounded::FastHash>,
+    /// The emission time (Unix seconds) of each local destination's last announce.
+    last_emitted: HashMap<DestinationHash, u64, bounded::FastHash>,
     known: BoundedMap<DestinationHash, KnownDestination>,
     paths: BoundedMap<DestinationHash, PathEntry>,
     pending_announces: BoundedMap<DestinationHash, PendingAnnounce>,
@@ -547,6 +549,7 @@ impl Router {
             clock,
             interfaces: BTreeMap::new(),
             destinations: HashMap::default(),
+            last_emitted: HashMap::default(),
             known: BoundedMap::new(config.max_known_destinations),
             paths: BoundedMap::new(config.max_paths),
             pending_announces: BoundedMap::new(config.max_pending_announces),
@@ -676,6 +679,7 @@ impl Router {
         &mut self,
         destination: &DestinationHash,
     ) -> Option<LocalDestination> {
+        self.last_emitted.remove(destination);
         self.destinations.remove(destination)
     }
 

@@ -193,6 +193,33 @@ fn announces_propagate_through_a_transport_node() {
     assert_eq!(net.nodes[1].table_sizes().pending_announces, 0);
 }
 
+/// Two announces in one second: the second is dated a second later, so the neighbour takes
+/// it as news (its new app data) instead of dropping it as no newer than the first.
+#[test]
+fn a_second_announce_within_a_second_is_still_news() {
+    let mut net = Net::new(&[false, false]);
+    net.wire(0, 1);
+    let dest = net.serve(0, 1, false);
+    let now = net.now;
+    net.nodes[0].announce(&dest, now).unwrap();
+    net.flush();
+    net.nodes[0]
+        .set_app_data(&dest, b"changed".to_vec())
+        .unwrap();
+    net.nodes[0].announce(&dest, now).unwrap();
+    net.flush();
+    let heard: Vec<_> = net.events[1]
+        .iter()
+        .filter_map(|e| match e {
+            RouterEvent::AnnounceReceived { announce, .. } => Some(announce.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(heard.len(), 2, "both announces delivered");
+    assert_eq!(heard[1].app_data, b"changed");
+    assert!(heard[1].emitted_at() > heard[0].emitted_at());
+}
+
 #[test]
 fn endpoints_do_not_rebroadcast() {
     let mut net = Net::new(&[false, false, false]);
