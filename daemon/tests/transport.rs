@@ -629,6 +629,15 @@ fn messaging_errors_are_clear() {
             .unwrap_err();
         assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
         assert!(err.to_string().contains("no path"), "{err}");
+        // The default 30 s wait ends before a shorter call deadline: an answer, not CANCELLED.
+        let mut request = tonic::Request::new(pb::SendRequest {
+            destination: vec![7u8; 16].into(),
+            payload: b"x".to_vec().into(),
+            timeout_ms: 0,
+        });
+        request.set_timeout(Duration::from_secs(1));
+        let status = client.messaging().send(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
         let err = client
             .send(&[7u8; 5], b"x".to_vec(), Duration::from_secs(1))
             .await

@@ -23,16 +23,29 @@ use tower::{Layer, Service};
 pub(super) struct CallDeadline(Instant);
 
 impl CallDeadline {
+    /// Time kept back from a deadline for the handler to answer.
+    const ANSWER_MARGIN: Duration = Duration::from_millis(250);
+
     /// The call's deadline, read from a tonic request.
     pub(super) fn of<T>(request: &tonic::Request<T>) -> Option<CallDeadline> {
         request.extensions().get::<CallDeadline>().copied()
     }
 
-    /// How long is left until the deadline, less `margin` for the answer to travel.
-    pub(super) fn remaining_less(self, margin: Duration) -> Duration {
+    /// How long is left until the deadline, less the time to answer.
+    pub(super) fn remaining(self) -> Duration {
         self.0
             .saturating_duration_since(Instant::now())
-            .saturating_sub(margin)
+            .saturating_sub(Self::ANSWER_MARGIN)
+    }
+
+    /// `wait`, shortened to end before the deadline of `request`'s call if it has one: a
+    /// handler whose wait ends first answers with what it has (a result, or a clear error)
+    /// instead of having the whole call CANCELLED.
+    pub(super) fn cap<T>(request: &tonic::Request<T>, wait: Duration) -> Duration {
+        match CallDeadline::of(request) {
+            Some(deadline) => wait.min(deadline.remaining()),
+            None => wait,
+        }
     }
 }
 

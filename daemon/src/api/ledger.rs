@@ -13,7 +13,7 @@ use mehr_proto::v1::{self as pb, ledger_service_server::LedgerService};
 use mehr_transport::identity::{Identity, PUBLIC_KEY_LEN};
 use tonic::{Request, Response, Status};
 
-use super::paging::page;
+use super::{deadline::CallDeadline, paging::page};
 use crate::ledger::{ChannelView, LedgerHandle, RelayKey, SettleMode, SettleOutcome};
 
 /// Wait for a peer when the request names no timeout.
@@ -45,11 +45,14 @@ fn node(field: &str, bytes: &[u8]) -> Result<NodeId, Status> {
     id16(field, bytes).map(NodeId)
 }
 
-fn timeout(ms: u32) -> Duration {
-    match ms {
+/// How long to wait for the peer: `ms`, or the default for 0, ending before the call's
+/// deadline so that a silent peer is a clear error rather than a CANCELLED call.
+fn timeout<T>(request: &Request<T>, ms: u32) -> Duration {
+    let wait = match ms {
         0 => DEFAULT_TIMEOUT,
         ms => Duration::from_millis(u64::from(ms)),
-    }
+    };
+    CallDeadline::cap(request, wait)
 }
 
 fn positive(field: &str, amount: u64) -> Result<u64, Status> {
@@ -164,16 +167,12 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::OpenChannelRequest>,
     ) -> Result<Response<pb::OpenChannelResponse>, Status> {
+        let wait = timeout(&request, request.get_ref().timeout_ms);
         let request = request.into_inner();
         let peer = node("peer", &request.peer)?;
         let channel = self
             .ledger
-            .open_channel(
-                peer,
-                request.deposit_umhr,
-                request.peer_deposit_umhr,
-                timeout(request.timeout_ms),
-            )
+            .open_channel(peer, request.deposit_umhr, request.peer_deposit_umhr, wait)
             .await?;
         Ok(Response::new(pb::OpenChannelResponse {
             channel: Some(channel_to_proto(&channel)),
@@ -184,13 +183,11 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::PayRequest>,
     ) -> Result<Response<pb::PayResponse>, Status> {
+        let wait = timeout(&request, request.get_ref().timeout_ms);
         let request = request.into_inner();
         let peer = node("peer", &request.peer)?;
         let amount = positive("amount_umhr", request.amount_umhr)?;
-        let channel = self
-            .ledger
-            .pay(peer, amount, timeout(request.timeout_ms))
-            .await?;
+        let channel = self.ledger.pay(peer, amount, wait).await?;
         Ok(Response::new(pb::PayResponse {
             channel: Some(channel_to_proto(&channel)),
         }))
@@ -200,6 +197,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::SettleChannelRequest>,
     ) -> Result<Response<pb::SettleChannelResponse>, Status> {
+        let wait = timeout(&request, request.get_ref().timeout_ms);
         let request = request.into_inner();
         let channel = ChannelId(id16("channel_id", &request.channel_id)?);
         let mode = match request.mode() {
@@ -212,11 +210,7 @@ impl LedgerService for LedgerApi {
                 ));
             }
         };
-        let outcome = match self
-            .ledger
-            .settle(channel, mode, timeout(request.timeout_ms))
-            .await?
-        {
+        let outcome = match self.ledger.settle(channel, mode, wait).await? {
             SettleOutcome::Recorded(record) => {
                 pb::settle_channel_response::Outcome::Record(record_to_proto(&record))
             }

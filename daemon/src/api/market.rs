@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::paging::page;
+use super::{deadline::CallDeadline, paging::page};
 use crate::{
     events::{EventBus, EventKind},
     market::{
@@ -506,6 +506,15 @@ impl MarketService for MarketApi {
         &self,
         request: Request<pb::DiscoverRequest>,
     ) -> Result<Response<pb::DiscoverResponse>, Status> {
+        // Discovery answers with what it found when its time is up, which must come before
+        // the call's deadline.
+        let timeout = CallDeadline::cap(
+            &request,
+            match request.get_ref().timeout_ms {
+                0 => DEFAULT_DISCOVERY_TIMEOUT,
+                ms => Duration::from_millis(u64::from(ms)).min(MAX_DISCOVERY_TIMEOUT),
+            },
+        );
         let r = request.into_inner();
         let kind = kind_from_proto(r.kind)?;
         if !r.function.is_empty() && kind != CapabilityKind::Function {
@@ -522,10 +531,6 @@ impl MarketService for MarketApi {
             None => mehr_market::params::MAX_RING,
             Some(ring @ 0..=3) => ring as u8,
             Some(ring) => return Err(invalid("max_ring", format!("is {ring}, rings are 0 to 3"))),
-        };
-        let timeout = match r.timeout_ms {
-            0 => DEFAULT_DISCOVERY_TIMEOUT,
-            ms => Duration::from_millis(u64::from(ms)).min(MAX_DISCOVERY_TIMEOUT),
         };
         let found = self
             .market()?

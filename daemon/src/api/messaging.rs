@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::transport::destination;
+use super::{deadline::CallDeadline, transport::destination};
 use crate::transport::{MessageVia, SendMethod, TransportHandle};
 
 /// Default wait for a send.
@@ -98,12 +98,17 @@ impl MessagingService for MessagingApi {
         &self,
         request: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
+        // A wait for a proof that would outlast the call ends early and answers
+        // `delivered: false` (or no path) instead of a CANCELLED call.
+        let timeout = CallDeadline::cap(
+            &request,
+            match request.get_ref().timeout_ms {
+                0 => DEFAULT_SEND_TIMEOUT,
+                ms => Duration::from_millis(u64::from(ms)),
+            },
+        );
         let request = request.into_inner();
         let destination = destination("destination", &request.destination)?;
-        let timeout = match request.timeout_ms {
-            0 => DEFAULT_SEND_TIMEOUT,
-            ms => Duration::from_millis(u64::from(ms)),
-        };
         let report = self
             .transport
             .send(destination, request.payload.to_vec(), timeout)

@@ -49,8 +49,6 @@ pub struct StorageApi {
 const DISCOVERED_SPARES: usize = 2;
 /// Longest a discovery of storage providers may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How much of a Challenge's deadline is kept for recording the outcomes and answering.
-const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
 impl StorageApi {
     /// Serves `objects`. A Put that sends nothing for `idle_timeout` is cancelled (Put has no
@@ -558,7 +556,7 @@ impl StorageService for StorageApi {
     ) -> Result<Response<pb::ChallengeResponse>, Status> {
         // Providers that stay silent are reported, not left to turn the whole call into a
         // CANCELLED one when the call's deadline is shorter than theirs.
-        let wait = CallDeadline::of(&request).map(|d| d.remaining_less(ANSWER_MARGIN));
+        let wait = CallDeadline::of(&request).map(CallDeadline::remaining);
         let id = parse_id(&request.into_inner().id)?;
         let results = self.remote.challenge(id, wait).await?;
         Ok(Response::new(pb::ChallengeResponse {
