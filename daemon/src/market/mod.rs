@@ -1002,7 +1002,7 @@ impl Market {
     }
 
     /// The relay price of the offer (μMHR per byte) as it changes: what the node's announces
-    /// carry and its ledger charges (see `crate::node`).
+    /// carry and its ledger charges (see `crate::relay_price`).
     pub fn relay_price(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.relay_price.subscribe()
     }
