@@ -911,7 +911,7 @@ fn compute_invoke_runs_a_function_served_elsewhere_on_the_mesh() {
             "both agreeing providers are paid: {remote:?}"
         );
 
-        // The stream answers with one final message.
+        // A function that answers in one piece streams as one final message.
         let mut stream = c
             .invoke_stream("shout", b"streamed".to_vec(), InvokeOptions::default())
             .await
@@ -921,6 +921,57 @@ fn compute_invoke_runs_a_function_served_elsewhere_on_the_mesh() {
         assert_eq!(last.output.as_ref(), b"STREAMED");
         assert!(last.remote.is_some());
         assert!(stream.next().await.is_none());
+
+        // One that produces its output in parts streams them across the mesh as they come:
+        // a word at a time from A, two hops from C, then the rest with the verdict.
+        let _spell = clients[0]
+            .serve(
+                vec![
+                    FunctionSpec::new("spell")
+                        .price_per_invocation_umhr(2)
+                        .max_concurrency(4),
+                ],
+                handler_fn(|call, out| async move {
+                    for word in call.input.split(|b| *b == b' ') {
+                        out.send(word.to_ascii_uppercase())
+                            .await
+                            .map_err(|_| HandlerError::new("the call was cancelled"))?;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Ok::<Vec<u8>, HandlerError>(b"!".to_vec())
+                }),
+            )
+            .await
+            .unwrap();
+        let messages = eventually(
+            "C streams spell from A",
+            Duration::from_secs(60),
+            || async {
+                let stream = c
+                    .invoke_stream("spell", b"one two three".to_vec(), InvokeOptions::default())
+                    .await
+                    .ok()?;
+                stream
+                    .collect::<Vec<_>>()
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()
+                    .ok()
+            },
+        )
+        .await;
+        let (last, parts) = messages.split_last().unwrap();
+        assert!(last.done && last.remote.is_some(), "{last:?}");
+        assert_eq!(last.output.as_ref(), b"!");
+        assert_eq!(parts.len(), 3, "one message per word: {parts:?}");
+        assert!(parts.iter().all(|p| !p.done));
+        let whole: Vec<u8> = messages.iter().flat_map(|m| m.output.to_vec()).collect();
+        assert_eq!(whole, b"ONETWOTHREE!");
+        assert_eq!(
+            last.remote.as_ref().unwrap().output_hash.as_ref(),
+            blake3::hash(b"ONETWOTHREE!").as_bytes(),
+            "the streamed parts are the start of the output the provider signed"
+        );
 
         // A WASM module deployed on A is called from C the same way.
         clients[0]

@@ -22,12 +22,14 @@ use crate::{
         CancelReason, Chunk, Compute, FromProvider, FunctionInfo, FunctionKind, InvokeFailure,
         Metering, Price, RegistrationError, ServedFunctionSpec, SessionViolation, ToProvider,
     },
-    market::{Market, MarketError, ProviderOutcome, VerifiedCall},
+    market::{Market, MarketError, PartialSink, ProviderOutcome, VerifiedCall},
 };
 
 /// How much earlier than the API's request timeout a unary Invoke gives up, so the caller gets
 /// the function's DEADLINE_EXCEEDED rather than the transport's CANCELLED.
 const UNARY_MARGIN: Duration = Duration::from_millis(250);
+/// Stream messages queued for a slow InvokeStream caller before the call waits for it.
+const STREAM_QUEUE: usize = 16;
 
 /// The ComputeService implementation.
 #[derive(Clone)]
@@ -97,6 +99,7 @@ impl ComputeApi {
                 tier: tier_from_proto(call.tier.as_ref())?,
                 max_price_umhr: call.max_price_umhr,
                 deadline: call.deadline,
+                partials: call.partials,
             })
             .await
             .map_err(|e| match e {
@@ -145,6 +148,66 @@ impl ComputeApi {
     }
 }
 
+impl ComputeApi {
+    /// Runs `call` on the mesh and streams its output: the provider's parts (from `parts`, put
+    /// in `seq` order) as they come, then the rest of the verified output. The parts must be
+    /// the start of the output the provider signed; if they are not, the stream ends with
+    /// DATA_LOSS. Dropping the stream drops the call.
+    fn stream_from_mesh(
+        &self,
+        call: MeshCall,
+        mut parts: tokio::sync::mpsc::UnboundedReceiver<(u32, Vec<u8>)>,
+    ) -> BoxStream<InvokeStreamResponse> {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let invoke = api.invoke_on_mesh(call);
+            tokio::pin!(invoke);
+            let mut sent = Vec::new();
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut next = 0u32;
+            let result = loop {
+                tokio::select! {
+                    result = &mut invoke => break result,
+                    Some((seq, bytes)) = parts.recv() => {
+                        if seq >= next {
+                            waiting.insert(seq, bytes);
+                        }
+                        while let Some(bytes) = waiting.remove(&next) {
+                            next = next.wrapping_add(1);
+                            sent.extend_from_slice(&bytes);
+                            let part = InvokeStreamResponse {
+                                output: bytes.into(),
+                                done: false,
+                                metering: None,
+                                remote: None,
+                            };
+                            if tx.send(Ok(part)).await.is_err() {
+                                return; // the caller went away
+                            }
+                        }
+                    }
+                }
+            };
+            let last = result.and_then(|result| {
+                let rest = result.output.strip_prefix(sent.as_slice()).ok_or_else(|| {
+                    Status::data_loss(
+                        "the output streamed from the provider is not the start of the output                          it signed (it failed after streaming, or its parts were altered)",
+                    )
+                })?;
+                Ok(InvokeStreamResponse {
+                    output: prost::bytes::Bytes::copy_from_slice(rest),
+                    done: true,
+                    metering: Some(result.metering),
+                    remote: Some(result.remote),
+                })
+            });
+            let _ = tx.send(last).await;
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
 /// A call bound for the mesh.
 struct MeshCall {
     /// Whether the call went to the mesh because this node lacks the function (rather
@@ -155,6 +218,8 @@ struct MeshCall {
     deadline: Duration,
     tier: Option<pb::VerificationTier>,
     max_price_umhr: Option<u64>,
+    /// Where the output goes as it is produced (InvokeStream), when the tier allows.
+    partials: Option<PartialSink>,
 }
 
 /// What a call on the mesh returned.
@@ -286,6 +351,7 @@ impl ComputeService for ComputeApi {
                 input: request.input,
                 tier: request.tier,
                 max_price_umhr: request.max_price_umhr,
+                partials: None,
             })
             .await?;
         Ok(Response::new(InvokeResponse {
@@ -317,26 +383,17 @@ impl ComputeService for ComputeApi {
             },
         };
         let Some(invocation) = local else {
-            // Jobs travel whole across the mesh, so the output comes as one final message.
-            let result = self
-                .invoke_on_mesh(MeshCall {
-                    fell_back: placement != pb::Placement::Mesh,
-                    deadline: mesh_deadline(request.deadline_ms, None),
-                    function_id: request.function_id,
-                    input: request.input,
-                    tier: request.tier,
-                    max_price_umhr: request.max_price_umhr,
-                })
-                .await?;
-            let last = InvokeStreamResponse {
-                output: result.output,
-                done: true,
-                metering: Some(result.metering),
-                remote: Some(result.remote),
+            let (partials, parts) = tokio::sync::mpsc::unbounded_channel();
+            let call = MeshCall {
+                fell_back: placement != pb::Placement::Mesh,
+                deadline: mesh_deadline(request.deadline_ms, None),
+                function_id: request.function_id,
+                input: request.input,
+                tier: request.tier,
+                max_price_umhr: request.max_price_umhr,
+                partials: Some(partials),
             };
-            return Ok(Response::new(Box::pin(futures::stream::once(async {
-                Ok(last)
-            }))));
+            return Ok(Response::new(self.stream_from_mesh(call, parts)));
         };
         let api = self.clone();
         // Dropping the stream (the caller went away) drops the invocation, which cancels it.

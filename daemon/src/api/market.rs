@@ -668,6 +668,7 @@ impl MarketService for MarketApi {
                 tier,
                 max_price_umhr: r.max_price_umhr,
                 deadline,
+                partials: None,
             })
             .await?;
         Ok(Response::new(pb::InvokeVerifiedResponse {

@@ -49,7 +49,7 @@ pub use self::{
     records::{AGREEMENTS, AgreementRecord, CF_AGREEMENTS, CF_STATE, Charges, STATE},
     state::{Counters, Exclusion},
     tiers::{ProviderOutcome, ProviderResult, VerifiedCall, VerifiedOutcome},
-    wire::{GossipFrame, Job, JobResult, SignedJob, WireError, kinds},
+    wire::{GossipFrame, Job, JobPartial, JobResult, SignedJob, WireError, kinds},
 };
 use self::{
     offer::{FunctionFact, InterfaceFact, LocalFacts, build_capabilities},
@@ -57,7 +57,7 @@ use self::{
     state::{Deps, NeighbourFact, Outbound, RequestOutcome, State, function_filter},
 };
 use crate::{
-    compute::{Compute, InvokeRequest},
+    compute::{Chunk, Compute, InvokeRequest},
     config::Config,
     events::{EventBus, EventKind, unix_ms_now},
     identity::NodeIdentity,
@@ -460,6 +460,23 @@ struct Shared {
     relay_price: tokio::sync::watch::Sender<u64>,
 }
 
+/// Where the parts of a streamed job's output go, as `(seq, bytes)` in arrival order (not
+/// necessarily `seq` order). See [`wire::JobPartial`].
+pub type PartialSink = tokio::sync::mpsc::UnboundedSender<(u32, Vec<u8>)>;
+
+/// Forgets a job this node waits for when dropped (its result, if it still comes, is then
+/// counted as unsolicited).
+struct ForgetJob<'a> {
+    market: &'a Market,
+    job_hash: [u8; 32],
+}
+
+impl Drop for ForgetJob<'_> {
+    fn drop(&mut self) {
+        self.market.state().forget_job(&self.job_hash);
+    }
+}
+
 /// Milliseconds since the Unix epoch: the market's clock (agreements persist across restarts).
 fn now_ms() -> u64 {
     unix_ms_now()
@@ -654,11 +671,16 @@ impl Market {
                 Ok(beacon) => self.state().on_beacon(beacon, message.interface),
                 Err(_) => self.state().counters.gossip_refused += 1,
             },
-            kinds::JOB => match SignedJob::decode(&message.body) {
+            kinds::JOB | kinds::JOB_STREAMED => match SignedJob::decode(&message.body) {
                 Ok(job) => {
-                    tokio::spawn(self.clone().on_job(job));
+                    let streamed = message.kind == kinds::JOB_STREAMED;
+                    tokio::spawn(self.clone().on_job(job, streamed));
                 }
                 Err(_) => self.state().counters.jobs_refused += 1,
+            },
+            kinds::JOB_PARTIAL => match JobPartial::decode(&message.body) {
+                Ok(partial) => self.state().on_job_partial(partial),
+                Err(_) => self.state().counters.records_refused += 1,
             },
             kinds::JOB_RESULT => match JobResult::decode(&message.body) {
                 Ok(result) => self.state().on_job_result(result),
@@ -690,7 +712,7 @@ impl Market {
         }
     }
 
-    async fn on_job(self, job: SignedJob) {
+    async fn on_job(self, job: SignedJob, streamed: bool) {
         let offered = self.state().offered_for(&job);
         if let Some(hash) = offered {
             // The countersignature is on its way; give it the time a reliable send takes.
@@ -712,7 +734,7 @@ impl Market {
         let outcome = match plan.upstream {
             Some(upstream) => {
                 let done = self
-                    .run_job(upstream, &plan.function, plan.input.clone(), deadline)
+                    .run_job(upstream, &plan.function, plan.input.clone(), deadline, None)
                     .await
                     .map_err(|e| format!("upstream: {e}"));
                 if done.is_ok() {
@@ -734,16 +756,63 @@ impl Market {
                     deadline: Some(deadline),
                     ..InvokeRequest::new(plan.function.clone(), plan.input.clone())
                 };
-                self.shared
-                    .compute
-                    .invoke(request)
-                    .await
-                    .map(|done| (done.output.to_vec(), done.metering.fuel_used))
-                    .map_err(|e| e.to_string())
+                if streamed {
+                    self.run_streamed(&plan, request).await
+                } else {
+                    self.shared
+                        .compute
+                        .invoke(request)
+                        .await
+                        .map(|done| (done.output.to_vec(), done.metering.fuel_used))
+                        .map_err(|e| e.to_string())
+                }
             }
         };
         let out = self.state().finish_job(&plan, outcome, now_ms());
         self.send(out);
+    }
+
+    /// Runs a streamed job here, sending each part of the output to the consumer as it is
+    /// produced; returns the whole output (for the signed result) and the fuel used.
+    async fn run_streamed(
+        &self,
+        plan: &state::JobPlan,
+        request: InvokeRequest,
+    ) -> Result<(Vec<u8>, u64), String> {
+        let mut invocation = self
+            .shared
+            .compute
+            .start_invocation(request)
+            .map_err(|e| e.to_string())?;
+        let mut output = Vec::new();
+        let mut seq = 0u32;
+        while let Some(chunk) = invocation.next().await {
+            match chunk.map_err(|e| e.to_string())? {
+                Chunk::Partial(bytes) => {
+                    output.extend_from_slice(&bytes);
+                    let part = JobPartial {
+                        job_hash: plan.job_hash,
+                        seq,
+                        bytes: bytes.to_vec(),
+                    };
+                    seq = seq.wrapping_add(1);
+                    self.send(Outbound {
+                        to: plan.consumer,
+                        kind: kinds::JOB_PARTIAL,
+                        body: part.encode(),
+                        reliable: false,
+                    });
+                }
+                Chunk::Final {
+                    output: last,
+                    metering,
+                } => {
+                    output.extend_from_slice(&last);
+                    return Ok((output, metering.fuel_used));
+                }
+            }
+        }
+        Err("the function ended without a result".into())
     }
 
     async fn gossip_loop(self) {
@@ -1320,18 +1389,27 @@ impl Market {
     }
 
     /// Runs one job under the active consumer agreement `hash` and checks the provider's
-    /// signed result against the output.
+    /// signed result against the output. With `partials`, the provider is asked to stream
+    /// and the parts of the output go there as they come, ahead of the result.
     pub(crate) async fn run_job(
         &self,
         hash: [u8; 32],
         function: &str,
         input: Vec<u8>,
         deadline: Duration,
+        partials: Option<PartialSink>,
     ) -> Result<tiers::JobOutput, MarketError> {
         let deadline_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
-        let pending = self.state().start_job(hash, function, input, deadline_ms)?;
+        let pending = self
+            .state()
+            .start_job(hash, function, input, deadline_ms, partials)?;
         let provider = pending.provider.node_id();
         let job_hash = pending.job_hash;
+        // However this ends (a timeout, or the caller dropping the call), stop waiting.
+        let _forget = ForgetJob {
+            market: self,
+            job_hash,
+        };
         self.send(pending.outbound);
         // The answer travels back over the mesh: allow for it beside the run itself.
         let wait = deadline + SEND_TIMEOUT;
@@ -1339,7 +1417,6 @@ impl Market {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => return Err(MarketError::Stopped),
             Err(_) => {
-                self.state().forget_job(&job_hash);
                 return Err(MarketError::JobFailed {
                     provider,
                     reason: format!("no result within {wait:?}"),

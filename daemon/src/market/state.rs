@@ -40,13 +40,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AgreementEvent, MarketError,
+    AgreementEvent, MarketError, PartialSink,
     offer::OfferSettings,
     payments::{Charge, Payments},
     records::{
         AGREEMENTS, AgreementRecord, Charges, EXCLUDED_KEY, OWN_SEQ_KEY, REPUTATION_KEY, STATE,
     },
-    wire::{GossipFrame, Job, JobResult, SignedJob, kinds},
+    wire::{GossipFrame, Job, JobPartial, JobResult, MAX_PAYLOAD_LEN, SignedJob, kinds},
 };
 use crate::{
     config::MarketConfig,
@@ -258,6 +258,8 @@ pub(super) struct State {
     pub(super) reputation: ReputationBook,
     pub(super) excluded: BTreeMap<NodeId, Exclusion>,
     jobs: HashMap<[u8; 32], oneshot::Sender<JobResult>>,
+    /// Streamed jobs this node waits for: where their parts go, and how many bytes came.
+    partials: HashMap<[u8; 32], (PartialSink, usize)>,
     served_jobs: HashMap<[u8; 32], (u64, Option<Outbound>)>,
     watchers: HashMap<[u8; 32], Vec<oneshot::Sender<()>>>,
     /// WASM modules deployed here (what a `Compute(Wasm)` request may name).
@@ -384,6 +386,7 @@ impl State {
             reputation,
             excluded,
             jobs: HashMap::new(),
+            partials: HashMap::new(),
             served_jobs: HashMap::new(),
             watchers: HashMap::new(),
             modules: BTreeSet::new(),
@@ -1547,6 +1550,7 @@ impl State {
         function: &str,
         input: Vec<u8>,
         deadline_ms: u32,
+        partials: Option<PartialSink>,
     ) -> Result<PendingJob, MarketError> {
         let entry = self
             .agreements
@@ -1582,10 +1586,17 @@ impl State {
         let job_hash = job.hash();
         let (tx, rx) = oneshot::channel();
         self.jobs.insert(job_hash, tx);
+        let kind = match partials {
+            Some(sink) => {
+                self.partials.insert(job_hash, (sink, 0));
+                kinds::JOB_STREAMED
+            }
+            None => kinds::JOB,
+        };
         Ok(PendingJob {
             outbound: Outbound {
                 to: agreement.counterparty(),
-                kind: kinds::JOB,
+                kind,
                 body: job.as_bytes().to_vec(),
                 reliable: false,
             },
@@ -1599,10 +1610,24 @@ impl State {
     /// Stops waiting for a job's result.
     pub(super) fn forget_job(&mut self, job_hash: &[u8; 32]) {
         self.jobs.remove(job_hash);
+        self.partials.remove(job_hash);
+    }
+
+    /// Passes part of a streamed job's output to the consumer waiting for it. Parts beyond
+    /// the largest output a job may have are dropped (the result still carries it all).
+    pub(super) fn on_job_partial(&mut self, partial: JobPartial) {
+        let Some((sink, received)) = self.partials.get_mut(&partial.job_hash) else {
+            return; // late, or for a job this node did not stream
+        };
+        *received = received.saturating_add(partial.bytes.len());
+        if *received > MAX_PAYLOAD_LEN || sink.send((partial.seq, partial.bytes)).is_err() {
+            self.partials.remove(&partial.job_hash);
+        }
     }
 
     /// Hands a job result to the consumer waiting for it.
     pub(super) fn on_job_result(&mut self, result: JobResult) {
+        self.partials.remove(&result.job_hash());
         match self.jobs.remove(&result.job_hash()) {
             Some(waiter) => {
                 let _ = waiter.send(result);

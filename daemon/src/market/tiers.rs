@@ -34,7 +34,7 @@ use mehr_market::{
 use rand::{SeedableRng, rngs::StdRng};
 
 use super::{
-    DiscoverRequest, Market, MarketError, now_ms,
+    DiscoverRequest, Market, MarketError, PartialSink, now_ms,
     state::{function_filter, job_price},
 };
 
@@ -58,6 +58,10 @@ pub struct VerifiedCall {
     pub max_price_umhr: Option<u64>,
     /// How long each provider may take to run the job.
     pub deadline: Duration,
+    /// Where to pass the output as it is produced, when the tier lets one provider's output
+    /// through unchecked by others (reputation, unaudited optimistic): the first provider
+    /// asked streams. Other tiers compare whole outputs, and ignore it.
+    pub partials: Option<PartialSink>,
 }
 
 /// What became of one provider's part.
@@ -211,7 +215,7 @@ impl Market {
                 let answers = futures::future::join_all(
                     asked
                         .iter()
-                        .map(|(node, cost)| self.ask(call, *node, *cost)),
+                        .map(|(node, cost)| self.ask(call, *node, *cost, None)),
                 )
                 .await;
                 self.settle_majority(call, answers, false, false)
@@ -266,8 +270,15 @@ impl Market {
         audited: bool,
     ) -> Result<VerifiedOutcome, MarketError> {
         let mut providers = Vec::new();
-        for (node, cost) in candidates.iter().take(1 + SPARE) {
-            let answer = self.ask(call, *node, *cost).await;
+        for (asked, (node, cost)) in candidates.iter().take(1 + SPARE).enumerate() {
+            // Only the first provider streams: once its parts went out, another's output
+            // could not follow them.
+            let partials = if asked == 0 {
+                call.partials.clone()
+            } else {
+                None
+            };
+            let answer = self.ask(call, *node, *cost, partials).await;
             match &answer.result {
                 Ok(done) => {
                     let charged = self.settle_one(&answer, Outcome::Success);
@@ -301,8 +312,8 @@ impl Market {
         candidates: &[(NodeId, CostStructure)],
     ) -> Result<VerifiedOutcome, MarketError> {
         let (primary, auditor) = futures::future::join(
-            self.ask(call, candidates[0].0, candidates[0].1),
-            self.ask(call, candidates[1].0, candidates[1].1),
+            self.ask(call, candidates[0].0, candidates[0].1, None),
+            self.ask(call, candidates[1].0, candidates[1].1, None),
         )
         .await;
         match (primary.hash(), auditor.hash()) {
@@ -314,7 +325,7 @@ impl Market {
                     tracing::warn!(%flagged, function = call.function, "optimistic audit diverged; escalating");
                     match candidates.get(2) {
                         Some((node, cost)) => {
-                            let third = self.ask(call, *node, *cost).await;
+                            let third = self.ask(call, *node, *cost, None).await;
                             self.settle_majority(call, vec![primary, auditor, third], true, true)
                         }
                         None => {
@@ -438,14 +449,26 @@ impl Market {
     }
 
     /// Runs the call on one provider under an agreement with it.
-    async fn ask(&self, call: &VerifiedCall, node: NodeId, cost: CostStructure) -> Answer {
+    async fn ask(
+        &self,
+        call: &VerifiedCall,
+        node: NodeId,
+        cost: CostStructure,
+        partials: Option<PartialSink>,
+    ) -> Answer {
         let agreement = self
             .agreement_with(node, cost, &call.function, call.deadline)
             .await;
         let (request_hash, agreement_id, result) = match agreement {
             Ok((hash, id)) => {
                 let result = self
-                    .run_job(hash, &call.function, call.input.clone(), call.deadline)
+                    .run_job(
+                        hash,
+                        &call.function,
+                        call.input.clone(),
+                        call.deadline,
+                        partials,
+                    )
                     .await
                     .map_err(|e| e.to_string());
                 (Some(hash), Some(id), result)

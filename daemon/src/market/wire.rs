@@ -13,6 +13,8 @@
 //! | `0x22` beacon | `PresenceBeacon` (20 B) |
 //! | `0x23` job | [`SignedJob`] |
 //! | `0x24` job result | [`JobResult`] |
+//! | `0x25` streamed job | [`SignedJob`], the provider to send its output in parts |
+//! | `0x26` job partial | [`JobPartial`] |
 
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use mehr_market::{NodeId, PeerKey, agreement::AgreementId, message::MarketMessage};
@@ -34,8 +36,21 @@ pub mod kinds {
     pub const JOB: u8 = MARKET_FIRST + 3;
     /// The answer to a job.
     pub const JOB_RESULT: u8 = MARKET_FIRST + 4;
+    /// A job (the same body as [`JOB`]) whose consumer wants its output as it is produced:
+    /// the provider sends [`JOB_PARTIAL`]s before the result.
+    pub const JOB_STREAMED: u8 = MARKET_FIRST + 5;
+    /// Part of a streamed job's output, ahead of the result that covers all of it.
+    pub const JOB_PARTIAL: u8 = MARKET_FIRST + 6;
     /// Every kind the market registers.
-    pub const ALL: [u8; 5] = [RECORD, GOSSIP, BEACON, JOB, JOB_RESULT];
+    pub const ALL: [u8; 7] = [
+        RECORD,
+        GOSSIP,
+        BEACON,
+        JOB,
+        JOB_RESULT,
+        JOB_STREAMED,
+        JOB_PARTIAL,
+    ];
 }
 
 /// Signing tag of jobs: `Blake3(tag ‖ body)` is signed, as for `mehr-market`'s records. No
@@ -515,6 +530,42 @@ impl JobResult {
     }
 }
 
+/// Part of a streamed job's output: `job_hash [32] ‖ seq u32 ‖ bytes u32 length + bytes`.
+///
+/// Unsigned: it is a preview. The consumer passes the parts on in `seq` order as they come,
+/// and the job's signed result, which carries the whole output, must begin with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPartial {
+    /// The job it belongs to.
+    pub job_hash: [u8; 32],
+    /// Its place among the job's parts, from 0.
+    pub seq: u32,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl JobPartial {
+    /// The encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.job_hash.to_vec();
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        put_bytes32(&mut out, &self.bytes);
+        out
+    }
+
+    /// Parses a part.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new("job partial", bytes);
+        let partial = JobPartial {
+            job_hash: r.array("job_hash")?,
+            seq: r.u32("seq")?,
+            bytes: r.bytes32("bytes", MAX_PAYLOAD_LEN)?.to_vec(),
+        };
+        r.finish()?;
+        Ok(partial)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use mehr_market::{
@@ -569,6 +620,21 @@ mod tests {
             SignedJob::decode(&long),
             Err(WireError::Trailing { .. })
         ));
+    }
+
+    #[test]
+    fn job_partials_round_trip_and_refuse_garbage() {
+        let partial = JobPartial {
+            job_hash: [3; 32],
+            seq: 7,
+            bytes: b"tok".to_vec(),
+        };
+        let bytes = partial.encode();
+        assert_eq!(JobPartial::decode(&bytes).unwrap(), partial);
+        assert!(JobPartial::decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(JobPartial::decode(&longer).is_err());
     }
 
     #[test]
