@@ -127,51 +127,57 @@ fn accrued(bytes: u64, price: u64, from_ms: u64, to_ms: u64) -> u64 {
 
 impl RemoteStorage {
     /// Pays each `(shard, provider, amount)` of object `id` through the channel with the
-    /// provider; a paid amount moves from `owed` to `paid`, an unpaid one (a provider that is
-    /// not a neighbour, an empty channel) stays owed for the next round. The caller marked the
-    /// shards in `paying`.
+    /// provider; what was paid moves from `owed` to `paid` in one write, what was not (a
+    /// provider that is not a neighbour, an empty channel) stays owed for the next round. The
+    /// caller marked the shards in `paying`.
     async fn pay_dues(&self, id: ObjectId, dues: Vec<(u8, [u8; 16], u64)>) {
         let Some(payer) = self.shared.payer.clone() else {
             return;
         };
+        let shards: Vec<u8> = dues.iter().map(|(shard, ..)| *shard).collect();
+        let mut paid = Vec::with_capacity(dues.len());
         for (shard, provider, amount) in dues {
             let to = mehr_ledger::NodeId(provider);
-            let paid =
-                crate::market::pay_neighbour(&payer.ledger, payer.deposit_umhr, to, amount).await;
-            match paid {
-                Ok(()) => {
-                    if let Err(e) = self.record_payment(id, shard, provider, amount).await {
-                        tracing::error!(object = %id, error = %e, "cannot record a storage payment");
-                    }
-                }
+            match crate::market::pay_neighbour(&payer.ledger, payer.deposit_umhr, to, amount).await
+            {
+                Ok(()) => paid.push((shard, provider, amount)),
                 Err(e) => tracing::info!(object = %id, provider = %to, amount_umhr = amount,
                     error = %e, "storage earnings stay owed: not paid through a channel"),
             }
-            lock(&self.shared.paying).remove(&(id, shard));
+        }
+        if let Err(e) = self.record_payments(id, &paid).await {
+            tracing::error!(object = %id, error = %e, "cannot record storage payments");
+        }
+        let mut paying = lock(&self.shared.paying);
+        for shard in shards {
+            paying.remove(&(id, shard));
         }
     }
 
-    /// Moves `amount` paid to `provider` from `owed` to `paid` of shard `shard` of object `id`.
-    async fn record_payment(
+    /// Moves each `(shard, provider, amount)` paid from `owed` to `paid` of object `id`.
+    async fn record_payments(
         &self,
         id: ObjectId,
-        shard: u8,
-        provider: [u8; 16],
-        amount: u64,
+        paid: &[(u8, [u8; 16], u64)],
     ) -> Result<(), RemoteError> {
+        if paid.is_empty() {
+            return Ok(());
+        }
         let _records = self.shared.records.lock().await;
         let Some(mut record) = self.load(&id)? else {
             return Ok(()); // deleted meanwhile
         };
-        let Some(p) = record.placements.get_mut(usize::from(shard)) else {
-            return Ok(());
-        };
-        if p.provider != provider {
-            // A repair moved the shard meanwhile and reset what is owed with it.
-            return Ok(());
+        for &(shard, provider, amount) in paid {
+            // A repair may have moved the shard meanwhile, resetting what is owed with it.
+            if let Some(p) = record
+                .placements
+                .get_mut(usize::from(shard))
+                .filter(|p| p.provider == provider)
+            {
+                p.owed_umhr = p.owed_umhr.saturating_sub(amount);
+                p.paid_umhr = p.paid_umhr.saturating_add(amount);
+            }
         }
-        p.owed_umhr = p.owed_umhr.saturating_sub(amount);
-        p.paid_umhr = p.paid_umhr.saturating_add(amount);
         self.save(&id, &record)
     }
 
