@@ -62,11 +62,13 @@ pub struct LedgerConfig {
     /// 32 hex characters, and `amount_umhr`). Every node of a network must list the same
     /// allocation: it is the ledger's epoch-0 snapshot.
     pub genesis: Vec<GenesisAllocation>,
-    /// Deposit, in μMHR, a relay offers and asks of its neighbour when it opens a channel on
-    /// demand (the first paid packet from a neighbour without a channel).
+    /// Deposit, in μMHR, this node offers when it opens a channel on demand: a relay to a
+    /// neighbour that sent it a paid packet without a channel (and asks the same of it), a
+    /// consumer to a marketplace or storage provider it owes, near or far (or the charge, if
+    /// larger).
     pub channel_deposit_umhr: u64,
-    /// The largest deposit, in μMHR, this node commits when a neighbour's channel proposal
-    /// asks it for one; larger requests are refused.
+    /// The largest deposit, in μMHR, this node commits when a peer's channel proposal asks it
+    /// for one; larger requests are refused.
     pub max_requested_deposit_umhr: u64,
     /// Length of a gossip round in milliseconds; settlement timeouts (120 rounds) and dispute
     /// windows (2880 rounds) are counted in rounds.

@@ -1,8 +1,8 @@
 //! Economics between real daemons over the real transport: a relay paid through its channel
 //! with the sender (tickets, the 2% burn), trusted neighbours relayed free, payments that
 //! survive `kill -9`, partitions whose ledgers converge after healing, forged messages
-//! counted, marketplace agreements paid through the channel with the provider, and what
-//! verified storage earns paid the same way.
+//! counted, marketplace agreements paid through the channel with the provider (a neighbour or
+//! a node two hops away), and what verified storage earns paid the same way.
 
 mod common;
 
@@ -775,6 +775,150 @@ fn marketplace_charges_are_paid_through_the_channel_with_the_provider() {
         );
         assert_eq!(payer.balance_umhr, DEPOSIT - 10_000);
         assert_eq!(payee.balance_umhr, 10_000 - burn_of(10_000));
+    });
+}
+
+/// The same with the provider two hops away (A – B – C: A serves, C calls): C opens the
+/// agreement's channel with A itself, not with the relay B, and pays it what the agreements
+/// say it was charged; B only carries the messages (it charges no relay fee here, so it has no
+/// lottery channel either) and learns the settlement records by gossip. The channel settles
+/// across the two hops, and `OpenChannel` works towards a node that is not a neighbour too.
+#[test]
+fn marketplace_charges_are_paid_to_a_provider_two_hops_away() {
+    let nodes = plan(3);
+    let port = free_port();
+    let market =
+        "[market]\ngossip_round_ms = 500\nbeacon_interval_ms = 1000\npull_timeout_ms = 1500\n";
+    let genesis = ledger_toml(&nodes);
+    // B is the middle of the line: A and C each connect only to it.
+    let b = start(&nodes[1], &format!("{}{market}{genesis}", tcp_server(port)));
+    let a = start(&nodes[0], &format!("{}{market}{genesis}", tcp_client(port)));
+    let c = start(&nodes[2], &format!("{}{market}{genesis}", tcp_client(port)));
+    let (a_id, b_id, c_id) = (nodes[0].id, nodes[1].id, nodes[2].id);
+    runtime().block_on(async {
+        let (ac, bc, cc) = (
+            a.client().await.unwrap(),
+            b.client().await.unwrap(),
+            c.client().await.unwrap(),
+        );
+        wait_neighbour(&ac, &b_id).await;
+        wait_neighbour(&cc, &b_id).await;
+        let c_neighbours = cc.neighbours().await.unwrap();
+        assert!(
+            c_neighbours.iter().all(|n| n.node_id.as_ref() != a_id),
+            "A is not C's neighbour"
+        );
+        let handler = handler_fn(|call, _out| async move {
+            let text =
+                std::str::from_utf8(&call.input).map_err(|e| HandlerError::new(e.to_string()))?;
+            Ok::<Vec<u8>, HandlerError>(text.to_uppercase().into_bytes())
+        });
+        let _serving = ac
+            .serve(
+                vec![FunctionSpec::new("upper").price_per_invocation_umhr(5_000)],
+                handler,
+            )
+            .await
+            .unwrap();
+        let mesh = || InvokeOptions::default().placement(Placement::Mesh);
+        let first = eventually("upper found two hops away", Duration::from_secs(60), || {
+            let cc = cc.clone();
+            async move {
+                cc.invoke_with("upper", b"pay me".to_vec(), mesh())
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        assert_eq!(first.output.as_ref(), b"PAY ME");
+        let remote = first.remote.unwrap();
+        assert_eq!(remote.providers[0].node_id.as_ref(), a_id);
+        assert_eq!(remote.charged_umhr, 5_000);
+        let second = cc
+            .invoke_with("upper", b"again".to_vec(), mesh())
+            .await
+            .unwrap();
+        assert_eq!(second.remote.unwrap().charged_umhr, 5_000);
+
+        let (payer, payee) = eventually("both calls paid to A", WAIT, || async {
+            let payer = channel_with(&cc, &a_id).await?;
+            let payee = channel_with(&ac, &c_id).await?;
+            (payer.paid_umhr == 10_000 && payee.received_umhr == 10_000).then_some((payer, payee))
+        })
+        .await;
+        assert_eq!(payer.channel_id, payee.channel_id, "one channel, seen by both");
+        assert_eq!(payer.role(), pb::ChannelRole::Opener);
+        assert_eq!(
+            payer.deposit_umhr, DEPOSIT,
+            "opened on demand with ledger.channel_deposit_umhr"
+        );
+        assert_eq!(payer.balance_umhr, DEPOSIT - 10_000);
+        assert_eq!(payee.balance_umhr, 10_000 - burn_of(10_000));
+        assert_eq!(payee.peer_balance_umhr, payer.balance_umhr);
+        let charged: u64 = cc
+            .agreements()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|g| g.counterparty.as_ref() == a_id)
+            .map(|g| g.charged_umhr)
+            .sum();
+        assert_eq!(charged, payer.paid_umhr, "paid what the agreements charged");
+        assert!(
+            bc.channels().await.unwrap().is_empty(),
+            "the relay is no party"
+        );
+        assert!(channel_with(&cc, &b_id).await.is_none());
+        assert!(channel_with(&ac, &b_id).await.is_none());
+
+        // A cooperative close across the two hops; the relay learns the record by gossip.
+        let closed = cc
+            .settle_channel(&payer.channel_id, Settlement::Close, WAIT)
+            .await
+            .unwrap();
+        assert!(matches!(closed, SettleResult::Recorded(ref r) if r.kind() == pb::SettlementKind::CooperativeClose));
+        eventually("the close at B", WAIT, || async {
+            let summary = bc.ledger_summary().await.ok()?;
+            let account = |id: &[u8; 16]| {
+                summary
+                    .accounts
+                    .iter()
+                    .find(|acc| acc.node_id.as_ref() == id)
+                    .map(|acc| acc.balance_umhr)
+            };
+            (account(&c_id)? == (GENESIS - 10_000) as i64
+                && account(&a_id)? == (GENESIS + 10_000 - burn_of(10_000)) as i64)
+                .then_some(())
+        })
+        .await;
+
+        eventually("the close at A", WAIT, || async {
+            let list = ac.channels().await.ok()?;
+            list.iter()
+                .any(|ch| {
+                    ch.channel_id == payer.channel_id && ch.phase() == pb::ChannelPhase::Closed
+                })
+                .then_some(())
+        })
+        .await;
+
+        // OpenChannel towards a node two hops away, the other way round.
+        let opened = ac.open_channel(&c_id, 2 * DEPOSIT, 0, WAIT).await.unwrap();
+        assert_eq!(opened.peer.as_ref(), c_id);
+        assert_eq!(opened.phase(), pb::ChannelPhase::Open);
+        assert_eq!(opened.deposit_umhr, 2 * DEPOSIT);
+        let at_c = eventually("the new channel at C", WAIT, || async {
+            channel_with(&cc, &a_id).await
+        })
+        .await;
+        assert_eq!(at_c.channel_id, opened.channel_id);
+        assert_eq!(at_c.role(), pb::ChannelRole::Acceptor);
+        assert_eq!(at_c.peer_deposit_umhr, 2 * DEPOSIT);
+        // A node nobody heard of has no key to open a channel with.
+        let err = ac.open_channel(&[9; 16], 1, 0, WAIT).await.unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::NotFound), "{err}");
+        assert!(err.to_string().contains("no announce heard"), "{err}");
+        assert!(bc.channels().await.unwrap().is_empty());
     });
 }
 

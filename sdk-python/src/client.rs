@@ -226,9 +226,10 @@ macro_rules! client_methods {
                 $run(py, async move { Ok::<_, Failure>(client.channels().await?) })
             }
 
-            /// Opens a payment channel with the Mehr neighbour `peer` (16 bytes, hex or bytes),
-            /// depositing `deposit_umhr` (and asking `peer_deposit_umhr` of the peer); waits up
-            /// to `timeout` seconds until both signed it.
+            /// Opens a payment channel with the Mehr node `peer` (16 bytes, hex or bytes; a
+            /// neighbour, or any node whose announce was heard), depositing `deposit_umhr` (and
+            /// asking `peer_deposit_umhr` of the peer); waits up to `timeout` seconds until both
+            /// signed it.
             #[pyo3(signature = (peer, deposit_umhr, *, peer_deposit_umhr = 0, timeout = None))]
             fn open_channel<'py>(
                 &self,
@@ -246,9 +247,9 @@ macro_rules! client_methods {
                 })
             }
 
-            /// Pays `amount_umhr` to the neighbour `peer` through the open channel with it
-            /// (the payee gets 98 %; 2 % is burned); waits up to `timeout` seconds until the
-            /// new state is co-signed.
+            /// Pays `amount_umhr` to `peer` through the open channel with it (the payee gets
+            /// 98 %; 2 % is burned); waits up to `timeout` seconds until the new state is
+            /// co-signed.
             #[pyo3(signature = (peer, amount_umhr, *, timeout = None))]
             fn pay<'py>(
                 &self,

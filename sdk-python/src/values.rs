@@ -705,12 +705,12 @@ impl ToPython for pb::GetBalanceResponse {
     }
 }
 
-/// A payment channel with a neighbour, at its latest co-signed state (μMHR).
+/// A payment channel with another Mehr node, at its latest co-signed state (μMHR).
 #[pyclass(frozen, get_all, module = "mehr")]
 pub(crate) struct Channel {
     /// The channel id, in hex.
     channel_id: String,
-    /// The neighbour's node id, in hex.
+    /// The peer's node id, in hex.
     peer: String,
     /// `opener` or `acceptor`.
     role: String,
@@ -720,7 +720,7 @@ pub(crate) struct Channel {
     seq: u64,
     /// This node's balance in the channel.
     balance_umhr: u64,
-    /// The neighbour's balance in the channel.
+    /// The peer's balance in the channel.
     peer_balance_umhr: u64,
     /// What this node deposited.
     deposit_umhr: u64,

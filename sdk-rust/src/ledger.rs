@@ -75,8 +75,9 @@ impl Client {
         }
     }
 
-    /// Opens a channel with the Mehr neighbour `peer`: this node deposits `deposit_umhr`, the
-    /// peer is asked for `peer_deposit_umhr`. Waits at most `timeout` for the peer's signature.
+    /// Opens a channel with the Mehr node `peer` (a neighbour, or any node whose announce was
+    /// heard): this node deposits `deposit_umhr`, the peer is asked for `peer_deposit_umhr`.
+    /// Waits at most `timeout` for the peer's signature.
     pub async fn open_channel(
         &self,
         peer: &[u8],

@@ -211,7 +211,7 @@ impl From<LedgerError> for Status {
     fn from(error: LedgerError) -> Status {
         let message = error.to_string();
         match error {
-            LedgerError::NotNeighbour(_)
+            LedgerError::UnknownPeer(_)
             | LedgerError::NoChannel(_)
             | LedgerError::UnknownChannel(_) => Status::not_found(message),
             LedgerError::SelfChannel | LedgerError::ZeroAmount(_) | LedgerError::Ticket(_) => {

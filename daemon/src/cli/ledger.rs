@@ -11,9 +11,10 @@ use super::output::Output;
 /// `mehr channel` actions.
 #[derive(Debug, Subcommand)]
 pub enum ChannelCommand {
-    /// Open a payment channel with a Mehr neighbour, depositing AMOUNT.
+    /// Open a payment channel with a Mehr node (a neighbour or one further away whose
+    /// announce was heard), depositing AMOUNT.
     Open {
-        /// The neighbour's node id (32 hex characters).
+        /// The peer's node id (32 hex characters).
         node: String,
         /// This node's deposit: μMHR, or MHR with an `mhr` suffix (`2mhr`).
         amount: String,
@@ -24,9 +25,9 @@ pub enum ChannelCommand {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
-    /// Pay a neighbour AMOUNT through the open channel with it (the payee gets 98%).
+    /// Pay a peer AMOUNT through the open channel with it (the payee gets 98%).
     Pay {
-        /// The neighbour's node id (32 hex characters).
+        /// The peer's node id (32 hex characters).
         node: String,
         /// The amount: μMHR, or MHR with an `mhr` suffix.
         amount: String,

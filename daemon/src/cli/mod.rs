@@ -93,7 +93,7 @@ pub enum Command {
     Balance,
     /// List this node's payment channels with their latest co-signed state.
     Channels,
-    /// Open, pay through, or settle a payment channel with a neighbour.
+    /// Open, pay through, or settle a payment channel with another Mehr node.
     Channel {
         /// What to do.
         #[command(subcommand)]

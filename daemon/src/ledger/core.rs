@@ -64,9 +64,10 @@ pub(crate) struct CoreConfig {
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// A channel needs a Mehr neighbour (one hop away) whose announce was heard.
-    #[error("node {0} is not a Mehr neighbour of this node (channels are between neighbours)")]
-    NotNeighbour(NodeId),
+    /// A channel needs the peer's public key, which only its `mehr.node` announce tells; the
+    /// peer may be any number of hops away.
+    #[error("no announce heard from node {0}, so its key is unknown")]
+    UnknownPeer(NodeId),
     /// The node itself.
     #[error("a node cannot open a channel with itself")]
     SelfChannel,
@@ -598,6 +599,11 @@ impl LedgerCore {
         self.me
     }
 
+    /// Whether `peer` is in the ledger's copy of the Mehr neighbour list.
+    pub(crate) fn is_neighbour(&self, peer: &NodeId) -> bool {
+        self.neighbours.contains_key(peer)
+    }
+
     /// Whether a neighbour was looked for and missing since the last call: the caller should
     /// refresh the list from the transport.
     pub(crate) fn take_neighbours_stale(&mut self) -> bool {
@@ -705,11 +711,19 @@ impl LedgerCore {
 
     // ----- operator requests --------------------------------------------------------------
 
-    /// Proposes a channel to the neighbour `peer`: this node deposits `deposit`, the peer
-    /// `peer_deposit`. Completes with [`Notice::Opened`] or [`Notice::OpenFailed`].
+    /// Proposes a channel to `peer`: this node deposits `deposit`, the peer `peer_deposit`.
+    /// Completes with [`Notice::Opened`] or [`Notice::OpenFailed`].
+    ///
+    /// The peer may be any Mehr node whose key is known, not only a neighbour: an agreement's
+    /// channel is between its consumer and its provider however far apart they are, and
+    /// channel messages are control messages the transport routes to any node. A neighbour's
+    /// key comes from the neighbour list; any other node's is `announced`, the key its
+    /// announce carried, which the caller looks up in the transport (a key that does not
+    /// hash to `peer` is ignored).
     pub(crate) fn open_channel(
         &mut self,
         peer: NodeId,
+        announced: Option<Identity>,
         deposit: u64,
         peer_deposit: u64,
         now: Now,
@@ -735,12 +749,12 @@ impl LedgerCore {
                 state: "being opened",
             });
         }
-        let neighbour = self
+        let identity = self
             .neighbours
             .get(&peer)
-            .ok_or(LedgerError::NotNeighbour(peer))?
-            .identity
-            .clone();
+            .map(|n| n.identity.clone())
+            .or_else(|| announced.filter(|identity| node_id(identity) == peer))
+            .ok_or(LedgerError::UnknownPeer(peer))?;
         let available = self.free_balance();
         if i128::from(deposit) > available {
             return Err(LedgerError::InsufficientFunds {
@@ -748,7 +762,7 @@ impl LedgerCore {
                 requested: deposit,
             });
         }
-        self.propose_open(neighbour, deposit, peer_deposit, now)
+        self.propose_open(identity, deposit, peer_deposit, now)
     }
 
     /// Queues `amount` μ to pay `peer` over the open channel with it. Returns the channel and

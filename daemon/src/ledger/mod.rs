@@ -1,5 +1,6 @@
-//! The ledger part: economics in the daemon — the trust graph, payment channels with the
-//! node's Mehr neighbours, the relay lottery, and the CRDT settlement ledger.
+//! The ledger part: economics in the daemon — the trust graph, payment channels (with Mehr
+//! neighbours for the relay lottery, and with any Mehr node whose announce was heard for
+//! agreements), the relay lottery, and the CRDT settlement ledger.
 //!
 //! The rules are the `mehr-ledger` crate's; this part persists, transports and exposes them.
 //! One task (the actor) owns a [`core::LedgerCore`]: it feeds it control messages (types
@@ -126,6 +127,9 @@ enum Command {
     Channels(oneshot::Sender<Vec<ChannelView>>),
     Open {
         peer: NodeId,
+        /// The peer's key from its announce, filled in by the actor when the peer is not a
+        /// neighbour.
+        announced: Option<Identity>,
         deposit: u64,
         peer_deposit: u64,
         reply: oneshot::Sender<Result<ChannelView, LedgerError>>,
@@ -230,8 +234,9 @@ impl LedgerHandle {
         self.ask(Command::Channels).await
     }
 
-    /// Opens a channel with the neighbour `peer` and waits (at most `timeout`) until both
-    /// signed it.
+    /// Opens a channel with `peer` and waits (at most `timeout`) until both signed it. The
+    /// peer may be any Mehr node whose announce was heard, however many hops away; an
+    /// unknown one is [`LedgerError::UnknownPeer`].
     pub(crate) async fn open_channel(
         &self,
         peer: NodeId,
@@ -241,6 +246,7 @@ impl LedgerHandle {
     ) -> Result<ChannelView, LedgerError> {
         self.ask_within("the channel open", timeout, |reply| Command::Open {
             peer,
+            announced: None,
             deposit,
             peer_deposit,
             reply,
@@ -456,7 +462,7 @@ impl Actor {
         let mut neighbours = tokio::time::interval(NEIGHBOUR_REFRESH);
         neighbours.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            let first = tokio::select! {
+            let mut first = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 Some(command) = commands.recv() => Input::Command(command),
@@ -473,14 +479,11 @@ impl Actor {
                     continue;
                 }
             };
-            if matches!(first, Input::Command(Command::Open { .. })) {
-                // Channels are opened with neighbours: start from the transport's latest list.
-                self.refresh_neighbours().await;
-            }
+            self.resolve_peer(&mut first).await;
             self.handle(first);
             // Take what else is ready, then commit once for all of it.
             for _ in 1..BATCH {
-                let next = if let Ok(c) = commands.try_recv() {
+                let mut next = if let Ok(c) = commands.try_recv() {
                     Input::Command(c)
                 } else if let Ok(m) = control.try_recv() {
                     Input::Control(m)
@@ -489,6 +492,7 @@ impl Actor {
                 } else {
                     break;
                 };
+                self.resolve_peer(&mut next).await;
                 self.handle(next);
             }
             self.flush();
@@ -523,6 +527,30 @@ impl Actor {
         self.core.set_neighbours(neighbours, now());
     }
 
+    /// Fills in the key of a channel open's peer that is not a neighbour from its announce,
+    /// so that a channel can be opened with any Mehr node the transport heard of (an
+    /// agreement's provider several hops away). A neighbour's key is the core's already; an
+    /// unknown node stays without one and the core refuses it.
+    async fn resolve_peer(&self, input: &mut Input) {
+        let Input::Command(Command::Open {
+            peer, announced, ..
+        }) = input
+        else {
+            return;
+        };
+        if announced.is_some() || self.core.is_neighbour(peer) {
+            return;
+        }
+        let public = self
+            .transport
+            .identity_of(mehr_transport::hashes::IdentityHash(peer.0))
+            .await;
+        *announced = public
+            .ok()
+            .flatten()
+            .and_then(|key| Identity::from_public_key(&key).ok());
+    }
+
     fn handle(&mut self, input: Input) {
         let now = now();
         match input {
@@ -547,10 +575,11 @@ impl Actor {
             }
             Command::Open {
                 peer,
+                announced,
                 deposit,
                 peer_deposit,
                 reply,
-            } => match core.open_channel(peer, deposit, peer_deposit, now) {
+            } => match core.open_channel(peer, announced, deposit, peer_deposit, now) {
                 Ok(id) => self.waiters.opens.entry(id).or_default().push(reply),
                 Err(e) => {
                     let _ = reply.send(Err(e));

@@ -220,7 +220,7 @@ impl Net {
         let now = self.now;
         let id = self.nodes[a]
             .core()
-            .open_channel(peer, deposit, peer_deposit, now)
+            .open_channel(peer, None, deposit, peer_deposit, now)
             .unwrap();
         self.settle();
         id
@@ -272,7 +272,7 @@ fn a_channel_opens_with_both_signatures_and_its_deposits_are_escrowed() {
     let peer = net.nodes[1].id();
     let now = net.now;
     assert!(matches!(
-        net.nodes[0].core().open_channel(peer, 1, 0, now),
+        net.nodes[0].core().open_channel(peer, None, 1, 0, now),
         Err(LedgerError::ChannelExists { .. })
     ));
 }
@@ -284,7 +284,9 @@ fn opens_beyond_the_limits_are_refused_with_a_signed_reason() {
     let peer = net.nodes[1].id();
     let now = net.now;
     assert!(matches!(
-        net.nodes[0].core().open_channel(peer, GENESIS + 1, 0, now),
+        net.nodes[0]
+            .core()
+            .open_channel(peer, None, GENESIS + 1, 0, now),
         Err(LedgerError::InsufficientFunds { .. })
     ));
     let id = net.open(0, 1, DEPOSIT, DEPOSIT + 1);
@@ -300,6 +302,60 @@ fn opens_beyond_the_limits_are_refused_with_a_signed_reason() {
     );
     assert!(net.nodes[0].core().channel_view(&id).is_none());
     assert_eq!(net.nodes[1].core().summary().rejects.refused, 1);
+}
+
+/// An agreement's provider two hops away (0 – 1 – 2): the consumer opens a channel with it
+/// using the key its announce carried, pays through it, and the relay between them is no
+/// party (it only carries the messages and holds the gossiped records). Without a key, or
+/// with a key that is another node's, the open is refused.
+#[test]
+fn a_channel_opens_with_a_node_beyond_the_neighbours_given_its_announced_key() {
+    let mut net = Net::new(3);
+    net.link(0, 1);
+    net.link(1, 2);
+    let (provider, consumer) = (net.nodes[0].id(), net.nodes[2].id());
+    let now = net.now;
+    let unknown = net.nodes[2]
+        .core()
+        .open_channel(provider, None, DEPOSIT, 0, now);
+    assert!(
+        matches!(unknown, Err(LedgerError::UnknownPeer(id)) if id == provider),
+        "{unknown:?}"
+    );
+    let relays_key = net.nodes[1].identity.public().clone();
+    let wrong_key = net.nodes[2]
+        .core()
+        .open_channel(provider, Some(relays_key), DEPOSIT, 0, now);
+    assert!(
+        matches!(wrong_key, Err(LedgerError::UnknownPeer(_))),
+        "{wrong_key:?}"
+    );
+
+    let announced = net.nodes[0].identity.public().clone();
+    let id = net.nodes[2]
+        .core()
+        .open_channel(provider, Some(announced), DEPOSIT, 0, now)
+        .unwrap();
+    net.settle();
+    net.pay(2, 0, 25_000).unwrap();
+    let (payer, payee) = (net.view(2, id), net.view(0, id));
+    assert_eq!(
+        (payer.phase, payee.phase),
+        (ChannelPhase::Open, ChannelPhase::Open)
+    );
+    assert_eq!((payer.peer, payee.peer), (provider, consumer));
+    assert_eq!(payer.paid, 25_000);
+    assert_eq!(payee.received, 25_000);
+    assert_eq!(payee.my_balance, net_of(25_000));
+    assert_eq!(payer.checkpointed_seq, Some(0), "the deposit is escrowed");
+    assert!(net.nodes[1].core().channel_views().is_empty());
+    let records: Vec<u64> = (0..3)
+        .map(|i| net.nodes[i].core().summary().record_count)
+        .collect();
+    assert!(
+        records[0] > 0 && records.iter().all(|n| *n == records[0]),
+        "the records reach the relay by gossip: {records:?}"
+    );
 }
 
 #[test]

@@ -42,7 +42,7 @@ use mehr_transport::hashes::IdentityHash;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use self::payments::pay_neighbour;
+pub(crate) use self::payments::pay_peer;
 pub use self::{
     offer::OfferSettings,
     payments::{ChannelPayments, Charge, Payments, RecordOnly},

@@ -98,11 +98,14 @@ impl Payments for RecordOnly {
 }
 
 /// Pays what this node owes as a consumer through the ledger's payment channel with the
-/// provider, charge by charge, in the order the charges were made. Channels are between
-/// neighbours: a provider one hop away is paid at once (a channel is opened on demand, with
-/// `ledger.channel_deposit_umhr` or the charge if larger); a charge to a provider further
-/// away, or one the channel cannot cover, stays recorded on the agreement as owed and is
-/// logged — multi-hop payment (paying along the path) is not built.
+/// provider, charge by charge, in the order the charges were made. The channel is between the
+/// agreement's two parties, as the spec's `CapabilityAgreement.channel` names it, wherever the
+/// provider is: one hop away or several, its channel messages travel as control messages over
+/// the mesh like the agreement's own, and the relays in between are paid by their own lottery
+/// channels, not out of this one. A channel is opened on demand (with
+/// `ledger.channel_deposit_umhr`, or the charge if larger) with any provider whose announce was
+/// heard; a charge that cannot be paid (the provider's key unknown, the open refused, the
+/// channel spent) stays recorded on the agreement as owed and is logged.
 pub struct ChannelPayments {
     charges: mpsc::UnboundedSender<Charge>,
     /// The deterministic channel ids requests name.
@@ -163,7 +166,7 @@ async fn pay_charges(
                 None => return,
             },
         };
-        match pay_neighbour(
+        match pay_peer(
             &ledger,
             deposit_umhr,
             charge.counterparty,
@@ -188,10 +191,11 @@ async fn pay_charges(
     }
 }
 
-/// Pays `amount_umhr` to the neighbour `to` through the channel with it, opening the channel
-/// first (depositing `deposit_umhr`, or the amount if larger) when there is none. Also used by
-/// remote storage to pay what verified storage earned.
-pub(crate) async fn pay_neighbour(
+/// Pays `amount_umhr` to `to`, any Mehr node whose announce was heard (a neighbour or a node
+/// several hops away), through the channel with it, opening the channel first (depositing
+/// `deposit_umhr`, or the amount if larger) when there is none. Also used by remote storage to
+/// pay what verified storage earned.
+pub(crate) async fn pay_peer(
     ledger: &LedgerHandle,
     deposit_umhr: u64,
     to: NodeId,

@@ -187,7 +187,7 @@ class Balance:
 
 @final
 class Channel:
-    """A payment channel with a neighbour, at its latest co-signed state (μMHR)."""
+    """A payment channel with another Mehr node, at its latest co-signed state (μMHR)."""
 
     @property
     def channel_id(self) -> str: ...
@@ -480,7 +480,7 @@ class Client:
         self, peer: Union[str, bytes], deposit_umhr: int, *, peer_deposit_umhr: int = 0, timeout: Optional[float] = None
     ) -> Channel: ...
     def pay(self, peer: Union[str, bytes], amount_umhr: int, *, timeout: Optional[float] = None) -> Channel:
-        """Pays a neighbour through the open channel (the payee gets 98 %)."""
+        """Pays a peer through the open channel (the payee gets 98 %)."""
     def functions(self) -> List[FunctionInfo]: ...
     def invoke(
         self, function_id: str, input: Optional[Payload] = None, *, timeout: Optional[float] = None, max_fuel: Optional[int] = None,

@@ -127,9 +127,9 @@ fn accrued(bytes: u64, price: u64, from_ms: u64, to_ms: u64) -> u64 {
 
 impl RemoteStorage {
     /// Pays each `(shard, provider, amount)` of object `id` through the channel with the
-    /// provider; what was paid moves from `owed` to `paid` in one write, what was not (a
-    /// provider that is not a neighbour, an empty channel) stays owed for the next round. The
-    /// caller marked the shards in `paying`.
+    /// provider, however many hops away; what was paid moves from `owed` to `paid` in one
+    /// write, what was not (a provider whose announce was not heard, a refused open, an empty
+    /// channel) stays owed for the next round. The caller marked the shards in `paying`.
     async fn pay_dues(&self, id: ObjectId, dues: Vec<(u8, [u8; 16], u64)>) {
         let Some(payer) = self.shared.payer.clone() else {
             return;
@@ -138,8 +138,7 @@ impl RemoteStorage {
         let mut paid = Vec::with_capacity(dues.len());
         for (shard, provider, amount) in dues {
             let to = mehr_ledger::NodeId(provider);
-            match crate::market::pay_neighbour(&payer.ledger, payer.deposit_umhr, to, amount).await
-            {
+            match crate::market::pay_peer(&payer.ledger, payer.deposit_umhr, to, amount).await {
                 Ok(()) => paid.push((shard, provider, amount)),
                 Err(e) => tracing::info!(object = %id, provider = %to, amount_umhr = amount,
                     error = %e, "storage earnings stay owed: not paid through a channel"),

@@ -90,7 +90,7 @@ pub struct RemoteParts {
 }
 
 /// Pays providers what verified storage earned them through the ledger's channel with each
-/// (providers one hop away; a channel is opened on demand with `deposit_umhr`). What cannot
+/// (however many hops away; a channel is opened on demand with `deposit_umhr`). What cannot
 /// be paid that way stays owed in the record.
 #[derive(Clone)]
 pub struct StoragePayer {
