@@ -306,6 +306,120 @@ fn a_relay_price_change_is_announced_to_the_neighbours() {
     });
 }
 
+/// A diamond, A to D through relay B (fee 1, slow link to D) or relay C (fee 20, fast
+/// links). A send that names a policy leaves by the path it prefers: the cheapest through
+/// B, the fastest through C, whichever of the two Reticulum's rules keep as the path; the
+/// response names the next hop and the path's cost, and the message arrives either way.
+#[test]
+fn a_send_leaves_by_the_path_its_policy_prefers() {
+    let (pb_port, pc_port) = (free_port(), free_port());
+    let (pb_slow, pc_fast) = (free_port(), free_port());
+    let relay = |fee: u32, to_a: u16, to_d: u16, to_d_bitrate: u64| {
+        format!(
+            "{}{}bitrate = {to_d_bitrate}\n[transport]\ncost_per_byte = {fee}.0\n",
+            tcp_server(to_a),
+            tcp_server(to_d)
+        )
+    };
+    let b = TestDaemon::start_with_config(&relay(1, pb_port, pb_slow, 9_600));
+    let c = TestDaemon::start_with_config(&relay(20, pc_port, pc_fast, 10_000_000));
+    let a =
+        TestDaemon::start_with_config(&format!("{}{}", tcp_client(pb_port), tcp_client(pc_port)));
+    let rt = runtime();
+    let (a, b_id, c_id) = rt.block_on(async {
+        let (a, b, c) = (
+            a.client().await.unwrap(),
+            b.client().await.unwrap(),
+            c.client().await.unwrap(),
+        );
+        // The relays annotate D's announce for the Mehr neighbours they know when it comes,
+        // and A takes annotations only from neighbours it knows: both ways first.
+        for (x, y) in [(&a, &b), (&b, &a), (&a, &c), (&c, &a)] {
+            let y_node = node_destination(y).await;
+            eventually("neighbours both ways", Duration::from_secs(20), || async {
+                x.neighbours()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|n| n.destination == y_node)
+                    .then_some(())
+            })
+            .await;
+        }
+        let b_id = b.info().await.unwrap().identity_hash.to_vec();
+        let c_id = c.info().await.unwrap().identity_hash.to_vec();
+        (a, b_id, c_id)
+    });
+    let d =
+        TestDaemon::start_with_config(&format!("{}{}", tcp_client(pb_slow), tcp_client(pc_fast)));
+    rt.block_on(async {
+        let d = d.client().await.unwrap();
+        let mut inbox = d.listen("route.inbox", true).await.unwrap();
+        path_to(&a, &inbox.destination).await;
+
+        let send = |policy: pb::RoutePolicy, payload: Vec<u8>| {
+            let (a, destination) = (&a, inbox.destination.clone());
+            async move {
+                a.send_with(&destination, payload, policy, Duration::from_secs(10))
+                    .await
+                    .unwrap()
+            }
+        };
+        let route_via = |policy: pb::RoutePolicy, relay: Vec<u8>| {
+            let send = &send;
+            async move {
+                let report = send(policy, format!("{policy:?}").into_bytes()).await;
+                let route = report.route.clone()?;
+                // Priced by the relay's annotation: its hop counted (until it comes, a path
+                // through a relay looks like one through a plain Reticulum node, free).
+                let annotated = route.cost.as_ref().is_some_and(|c| c.hops == 2);
+                (report.delivered && route.next_hop == relay && annotated).then_some(route)
+            }
+        };
+        // Eventually: until the second copy of D's announce and both annotations are in.
+        let wait = Duration::from_secs(30);
+        let cheapest = eventually("the cheapest send through B", wait, || {
+            route_via(pb::RoutePolicy::Cheapest, b_id.clone())
+        })
+        .await;
+        let fastest = eventually("the fastest send through C", wait, || {
+            route_via(pb::RoutePolicy::Fastest, c_id.clone())
+        })
+        .await;
+        assert_eq!((cheapest.hops, fastest.hops), (2, 2));
+        let (cheap_cost, fast_cost) = (cheapest.cost.unwrap(), fastest.cost.unwrap());
+        assert!(
+            cheap_cost.cost_per_byte < 2.0 && fast_cost.cost_per_byte > 19.0,
+            "{cheap_cost:?} {fast_cost:?}"
+        );
+        assert!(
+            fast_cost.worst_latency_ms < 10 && cheap_cost.worst_latency_ms > 400,
+            "9600 bit/s carry one 500-byte packet in 417 ms: {cheap_cost:?} {fast_cost:?}"
+        );
+        let default = send(pb::RoutePolicy::Unspecified, b"default".to_vec()).await;
+        let path = path_to(&a, &inbox.destination).await;
+        assert_eq!(default.route.unwrap().next_hop, path.next_hop);
+
+        // A message too large for a packet opens a link along the chosen way.
+        let large = vec![7u8; 2_000];
+        let report = send(pb::RoutePolicy::Fastest, large.clone()).await;
+        assert_eq!(report.method, pb::SendMethod::Link as i32);
+        assert!(report.delivered, "{report:?}");
+        assert_eq!(report.route.unwrap().next_hop, c_id);
+        // Earlier small sends may still be queued before it.
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), inbox.messages.next())
+                .await
+                .expect("the link message")
+                .unwrap()
+                .unwrap();
+            if message.payload.as_ref() == large.as_slice() {
+                break;
+            }
+        }
+    });
+}
+
 #[test]
 fn udp_interfaces_carry_messages() {
     let (pa, pb) = (free_udp_port(), free_udp_port());
@@ -634,10 +748,23 @@ fn messaging_errors_are_clear() {
             destination: vec![7u8; 16].into(),
             payload: b"x".to_vec().into(),
             timeout_ms: 0,
+            policy: 0,
         });
         request.set_timeout(Duration::from_secs(1));
         let status = client.messaging().send(request).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+        let status = client
+            .messaging()
+            .send(pb::SendRequest {
+                destination: vec![7u8; 16].into(),
+                payload: b"x".to_vec().into(),
+                timeout_ms: 1000,
+                policy: 9,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("policy 9"), "{status:?}");
         let err = client
             .send(&[7u8; 5], b"x".to_vec(), Duration::from_secs(1))
             .await

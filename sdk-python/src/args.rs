@@ -128,6 +128,27 @@ pub(crate) fn placement(py: Python<'_>, value: &str) -> PyResult<mehr_sdk::Place
     }
 }
 
+/// A route policy from its Python spelling: `None` (the path Reticulum's rules keep),
+/// `"cheapest"`, `"fastest"` or `"balanced"`.
+pub(crate) fn route_policy(
+    py: Python<'_>,
+    value: Option<&str>,
+) -> PyResult<mehr_sdk::proto::RoutePolicy> {
+    use mehr_sdk::proto::RoutePolicy;
+    match value {
+        None => Ok(RoutePolicy::Unspecified),
+        Some("cheapest") => Ok(RoutePolicy::Cheapest),
+        Some("fastest") => Ok(RoutePolicy::Fastest),
+        Some("balanced") => Ok(RoutePolicy::Balanced),
+        Some(other) => Err(invalid_argument(
+            py,
+            format!(
+                "policy must be \"cheapest\", \"fastest\", \"balanced\" or None, got {other:?}"
+            ),
+        )),
+    }
+}
+
 /// A verification tier from its Python spelling: `"reputation"`, `"optimistic:N"` (audit one
 /// call in N) or `"redundant:K"` (K providers, majority wins).
 pub(crate) fn tier(

@@ -11,7 +11,7 @@ use pyo3::{prelude::*, sync::PyOnceLock, types::PyTuple};
 use tonic::Code;
 
 use crate::{
-    args::{Payload, capability_kind, id_bytes, placement, seconds, tier},
+    args::{Payload, capability_kind, id_bytes, placement, route_policy, seconds, tier},
     bridge::{self, Built},
     failure::{Failure, invalid_argument},
     runtime::ProcessBound,
@@ -359,20 +359,25 @@ macro_rules! client_methods {
             }
 
             /// Sends `payload` encrypted to `destination` (16 bytes, hex or bytes) and waits up
-            /// to `timeout` seconds for a path and the proof of delivery.
-            #[pyo3(signature = (destination, payload, *, timeout = None))]
+            /// to `timeout` seconds for a path and the proof of delivery. `policy` picks the
+            /// known path to leave by: `"cheapest"`, `"fastest"`, `"balanced"`, or `None` for
+            /// the one Reticulum's rules keep.
+            #[pyo3(signature = (destination, payload, *, timeout = None, policy = None))]
             fn send<'py>(
                 &self,
                 py: Python<'py>,
                 destination: &Bound<'py, PyAny>,
                 payload: Payload,
                 timeout: Option<f64>,
+                policy: Option<&str>,
             ) -> PyResult<$ret> {
                 let client = self.inner.get($what)?.clone();
                 let destination = id_bytes(py, destination, "destination", 16)?;
                 let timeout = seconds(py, timeout, "timeout")?.unwrap_or(DEFAULT_SEND_TIMEOUT);
+                let policy = route_policy(py, policy)?;
                 $run(py, async move {
-                    Ok::<_, Failure>(client.send(&destination, payload.0.to_vec(), timeout).await?)
+                    let payload = payload.0.to_vec();
+                    Ok::<_, Failure>(client.send_with(&destination, payload, policy, timeout).await?)
                 })
             }
 

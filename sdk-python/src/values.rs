@@ -543,6 +543,12 @@ pub(crate) struct SendResult {
     rtt_ms: Option<u64>,
     /// The packet's hash in hex (packet sends).
     packet_hash: Option<String>,
+    /// The next hop it left through, in hex (when a path was known).
+    next_hop: Option<String>,
+    /// Hops to the destination along that way.
+    hops: Option<u32>,
+    /// That way's relay fees from here, μMHR per byte (Mehr nodes' destinations only).
+    cost_per_byte: Option<f64>,
 }
 
 #[pymethods]
@@ -565,6 +571,13 @@ impl ToPython for pb::SendResponse {
             delivered: self.delivered,
             rtt_ms: self.rtt_ms,
             packet_hash: self.packet_hash.as_deref().map(hex::encode),
+            next_hop: self.route.as_ref().map(|r| hex::encode(&r.next_hop)),
+            hops: self.route.as_ref().map(|r| r.hops),
+            cost_per_byte: self
+                .route
+                .as_ref()
+                .and_then(|r| r.cost.as_ref())
+                .map(|c| c.cost_per_byte),
         };
         Ok(Py::new(py, result)?.into_any())
     }

@@ -20,6 +20,11 @@ def test_send_and_subscribe_across_two_nodes(linked_daemons):
         message = next(inbox)
         assert message.payload == b"hello from A"
         assert bytes(message) == b"hello from A"
+        # One path only, so every policy takes it: one hop, straight to the destination.
+        cheapest = sender.send(inbox.destination, b"cheaply", timeout=30, policy="cheapest")
+        assert cheapest.delivered and cheapest.hops == 1
+        assert cheapest.next_hop == inbox.destination
+        assert next(inbox).payload == b"cheaply"
         # Large enough for a link: arrives in one message, with the link's id.
         big = bytes(range(256)) * 20
         assert sender.send(inbox.destination, big, timeout=60).method == "link"
@@ -51,6 +56,8 @@ def test_async_iteration(linked_daemons):
 def test_send_errors(client):
     with pytest.raises(mehr.InvalidArgument, match="destination has 2 bytes"):
         client.send("abcd", b"x")
+    with pytest.raises(mehr.InvalidArgument, match="policy must be"):
+        client.send("00" * 16, b"x", policy="scenic")
     with pytest.raises(mehr.MehrError):
         # Nobody announces this destination: no path within the timeout.
         client.send("00" * 16, b"x", timeout=0.5)

@@ -193,10 +193,24 @@ impl Client {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<pb::SendResponse, Error> {
+        self.send_with(destination, payload, pb::RoutePolicy::Unspecified, timeout)
+            .await
+    }
+
+    /// Like [`Client::send`], leaving by the known path `policy` prefers (cheapest,
+    /// fastest, balanced); the response's `route` says which it took.
+    pub async fn send_with(
+        &self,
+        destination: &[u8],
+        payload: Vec<u8>,
+        policy: pb::RoutePolicy,
+        timeout: Duration,
+    ) -> Result<pb::SendResponse, Error> {
         let request = pb::SendRequest {
             destination: destination.to_vec().into(),
             payload: payload.into(),
             timeout_ms: millis(timeout),
+            policy: policy as i32,
         };
         Ok(self.messaging().send(request).await?.into_inner())
     }

@@ -9,8 +9,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{deadline::CallDeadline, transport::destination};
-use crate::transport::{MessageVia, SendMethod, TransportHandle};
+use super::{
+    deadline::CallDeadline,
+    transport::{cost_to_proto, destination},
+};
+use crate::transport::{MessageVia, RoutePolicy, SendMethod, TransportHandle};
 
 /// Default wait for a send.
 const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -109,9 +112,10 @@ impl MessagingService for MessagingApi {
         );
         let request = request.into_inner();
         let destination = destination("destination", &request.destination)?;
+        let policy = route_policy(request.policy)?;
         let report = self
             .transport
-            .send(destination, request.payload.to_vec(), timeout)
+            .send_with(destination, request.payload.to_vec(), policy, timeout)
             .await?;
         Ok(Response::new(pb::SendResponse {
             method: match report.method {
@@ -121,6 +125,11 @@ impl MessagingService for MessagingApi {
             delivered: report.delivered,
             rtt_ms: report.rtt.map(|rtt| rtt.as_millis() as u64),
             packet_hash: report.packet_hash.map(|h| h.0.to_vec().into()),
+            route: report.route.map(|route| pb::Route {
+                next_hop: route.next_hop.0.to_vec().into(),
+                hops: u32::from(route.hops),
+                cost: route.cost.as_ref().map(cost_to_proto),
+            }),
         }))
     }
 
@@ -139,5 +148,19 @@ impl MessagingService for MessagingApi {
         Ok(Response::new(pb::ReplyResponse {
             packet_hash: hash.0.to_vec().into(),
         }))
+    }
+}
+
+/// The policy a request names; an enum value this build does not know is refused rather
+/// than silently sent the default way.
+fn route_policy(value: i32) -> Result<RoutePolicy, Status> {
+    match pb::RoutePolicy::try_from(value) {
+        Ok(pb::RoutePolicy::Unspecified) => Ok(RoutePolicy::Shortest),
+        Ok(pb::RoutePolicy::Cheapest) => Ok(RoutePolicy::Cheapest),
+        Ok(pb::RoutePolicy::Fastest) => Ok(RoutePolicy::Fastest),
+        Ok(pb::RoutePolicy::Balanced) => Ok(RoutePolicy::Balanced),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "policy {value} is not a RoutePolicy (0 = default, 1 = cheapest, 2 = fastest, 3 = balanced)"
+        ))),
     }
 }

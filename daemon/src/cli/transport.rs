@@ -75,6 +75,30 @@ pub struct SendArgs {
     /// Seconds to wait for a path and for the delivery proof.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Which known path to leave by (default: the one Reticulum's rules keep).
+    #[arg(long, value_enum)]
+    policy: Option<RoutePolicyArg>,
+}
+
+/// A route policy on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoutePolicyArg {
+    /// Lowest relay fees.
+    Cheapest,
+    /// Lowest latency.
+    Fastest,
+    /// Hops, fees and latency weighed equally.
+    Balanced,
+}
+
+impl From<RoutePolicyArg> for pb::RoutePolicy {
+    fn from(arg: RoutePolicyArg) -> Self {
+        match arg {
+            RoutePolicyArg::Cheapest => pb::RoutePolicy::Cheapest,
+            RoutePolicyArg::Fastest => pb::RoutePolicy::Fastest,
+            RoutePolicyArg::Balanced => pb::RoutePolicy::Balanced,
+        }
+    }
 }
 
 /// `mehr reply` arguments.
@@ -241,8 +265,8 @@ fn spec_from_settings(kind: &str, settings: &[String]) -> anyhow::Result<pb::Int
 fn cost_text(cost: &Option<pb::PathCost>) -> String {
     match cost {
         Some(c) => format!(
-            "{:.3} μ/B, {} hops, {:.0} bps",
-            c.cost_per_byte, c.hops, c.bandwidth_bps
+            "{:.3} μ/B, {} hops, {} ms worst hop, {:.0} bps",
+            c.cost_per_byte, c.hops, c.worst_latency_ms, c.bandwidth_bps
         ),
         None => "-".into(),
     }
@@ -389,9 +413,10 @@ pub(super) async fn stats(client: &Client, out: &Output) -> anyhow::Result<()> {
 pub(super) async fn send(client: &Client, out: &Output, args: SendArgs) -> anyhow::Result<()> {
     let destination = hash_arg("destination", &args.destination)?;
     let report = client
-        .send(
+        .send_with(
             &destination,
             args.message.read()?,
+            args.policy.map_or(pb::RoutePolicy::Unspecified, Into::into),
             Duration::from_secs(args.timeout),
         )
         .await?;
@@ -415,9 +440,17 @@ pub(super) async fn send(client: &Client, out: &Output, args: SendArgs) -> anyho
                 "rtt",
                 report.rtt_ms.map_or("-".into(), |ms| format!("{ms} ms")),
             ),
+            (
+                "via",
+                report.route.as_ref().map_or("-".into(), |r| {
+                    format!("{} ({})", hex::encode(&r.next_hop), cost_text(&r.cost))
+                }),
+            ),
         ],
         json!({ "method": method, "delivered": report.delivered, "rtt_ms": report.rtt_ms,
-                "packet_hash": report.packet_hash.as_ref().map(hex::encode) }),
+                "packet_hash": report.packet_hash.as_ref().map(hex::encode),
+                "route": report.route.as_ref().map(|r| json!({ "next_hop": hex::encode(&r.next_hop),
+                    "hops": r.hops, "cost": cost_json(&r.cost) })) }),
     );
     Ok(())
 }

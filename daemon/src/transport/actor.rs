@@ -33,12 +33,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     ControlMessage, ForwardedPacket, InboundMessage, InterfaceInfo, InterfaceSpec, InterfaceType,
-    MessageVia, Neighbour, PathView, SendReport, TransportConfig, TransportError, TransportHandle,
-    TransportStats,
+    MessageVia, Neighbour, PathView, ProvedDelivery, RoutePolicy, SendReport, TransportConfig,
+    TransportError, TransportHandle, TransportStats,
     interfaces::{
         self, InterfaceMessage, InterfaceStats, OutboundQueue, Port, queue::DEFAULT_QUEUE_BYTES,
     },
-    mehr_node::{CONTROL_PATH_COST, HeardAnnounce, MehrNode},
+    mehr_node::{CONTROL_PATH_COST, HeardAnnounce, LinkFigures, MehrNode},
     messaging::{Messaging, PendingSend},
     segments::SEGMENT_CONTEXT,
 };
@@ -95,6 +95,7 @@ pub(super) enum Command {
     Send {
         destination: DestinationHash,
         payload: Vec<u8>,
+        policy: RoutePolicy,
         deadline: tokio::time::Instant,
         reply: oneshot::Sender<Result<SendReport, TransportError>>,
     },
@@ -114,6 +115,28 @@ pub(super) enum Command {
         dropped: Arc<AtomicU64>,
         reply: oneshot::Sender<()>,
     },
+    DeliveryReports {
+        sender: mpsc::Sender<ProvedDelivery>,
+        dropped: Arc<AtomicU64>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What crossing interface `id` adds to a path (nothing known for a vanished interface).
+fn link_figures(
+    interfaces: &BTreeMap<InterfaceId, InterfaceEntry>,
+    id: InterfaceId,
+) -> LinkFigures {
+    interfaces.get(&id).map_or(
+        LinkFigures {
+            bitrate: 0,
+            latency_ms: 0,
+        },
+        |e| LinkFigures {
+            bitrate: e.spec.effective_bitrate(),
+            latency_ms: e.spec.one_way_latency_ms(),
+        },
+    )
 }
 
 /// One interface as the actor keeps it.
@@ -518,8 +541,12 @@ impl Actor {
                 hops,
                 interface,
             } => {
+                let (mehr, interfaces) = (&self.mehr, &self.interfaces);
+                let routes = |router: &Router, dest: &DestinationHash, policy| {
+                    mehr.choose_route(router, dest, policy, |i| link_figures(interfaces, i))
+                };
                 self.messaging
-                    .path_known(&mut self.router, &destination, now);
+                    .path_known(&mut self.router, &routes, &destination, now);
                 self.resolve_path_waiters(&destination);
                 self.events.publish(EventKind::PathLearned {
                     destination: destination.0,
@@ -536,12 +563,9 @@ impl Actor {
                 if MehrNode::is_mehr_announce(&announce)
                     && let Some(path) = self.router.path(&announce.destination)
                 {
-                    let bitrate = self
-                        .interfaces
-                        .get(&interface)
-                        .map_or(0, |e| e.spec.effective_bitrate());
+                    let link = link_figures(&self.interfaces, interface);
                     if hops == 1
-                        && bitrate >= GREETING_MIN_BITRATE
+                        && link.bitrate >= GREETING_MIN_BITRATE
                         && !self.mehr.is_neighbour(&announce.destination)
                     {
                         self.greet_neighbour(now);
@@ -553,15 +577,19 @@ impl Actor {
                             hops,
                             interface,
                             next_hop: path.next_hop,
-                            bitrate,
+                            link,
                         },
                         now,
                     ) {
                         let _ = self.router.send_packet(packet, now);
                     }
                 }
+                let (mehr, interfaces) = (&self.mehr, &self.interfaces);
+                let routes = |router: &Router, dest: &DestinationHash, policy| {
+                    mehr.choose_route(router, dest, policy, |i| link_figures(interfaces, i))
+                };
                 self.messaging
-                    .path_known(&mut self.router, &announce.destination, now);
+                    .path_known(&mut self.router, &routes, &announce.destination, now);
                 self.resolve_path_waiters(&announce.destination);
             }
             RouterEvent::DeliveryProved { packet_hash } => self.messaging.proved(&packet_hash),
@@ -869,6 +897,7 @@ impl Actor {
             Command::Send {
                 destination,
                 payload,
+                policy,
                 deadline,
                 reply,
             } => {
@@ -876,9 +905,22 @@ impl Actor {
                     reply,
                     deadline,
                     started: Instant::now(),
+                    policy,
+                    route: None,
+                    bytes: payload.len() as u64,
                 };
-                self.messaging
-                    .send(&mut self.router, destination, payload, pending, now);
+                let (mehr, interfaces) = (&self.mehr, &self.interfaces);
+                let routes = |router: &Router, dest: &DestinationHash, policy| {
+                    mehr.choose_route(router, dest, policy, |i| link_figures(interfaces, i))
+                };
+                self.messaging.send(
+                    &mut self.router,
+                    &routes,
+                    destination,
+                    payload,
+                    pending,
+                    now,
+                );
             }
             Command::Reply {
                 link,
@@ -894,6 +936,14 @@ impl Actor {
                 reply,
             } => {
                 self.control.insert(kind, (sender, acknowledge));
+                let _ = reply.send(());
+            }
+            Command::DeliveryReports {
+                sender,
+                dropped,
+                reply,
+            } => {
+                self.messaging.report_deliveries(sender, dropped);
                 let _ = reply.send(());
             }
             Command::ForwardReports {

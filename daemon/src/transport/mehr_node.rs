@@ -21,8 +21,11 @@ use mehr_transport::{
     identity::{Identity, PrivateIdentity},
     packet::{Context, DestinationType, Packet, PacketType},
     path_cost::{CompactPathCost, HopCost},
-    router::{InterfaceId, Router},
+    route_policy::{self, RouteOption, RoutePolicy},
+    router::{InterfaceId, PathCandidate, Router},
 };
+
+use super::Route;
 use rand::rngs::OsRng;
 
 /// Control message type: a path-cost annotation.
@@ -49,6 +52,33 @@ pub(super) struct NeighbourEntry {
     pub(super) cost: CompactPathCost,
 }
 
+/// What crossing one of this node's links adds to a path, fee aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LinkFigures {
+    /// The interface's bitrate, bits per second.
+    pub(super) bitrate: u64,
+    /// Its configured one-way latency, milliseconds (simulated links have one).
+    pub(super) latency_ms: u32,
+}
+
+impl LinkFigures {
+    /// The hop over this link at `cost_per_byte`. Its latency is the configured one plus the
+    /// time one full packet takes on the wire: on a 1200 bit/s radio that is 3.3 s and
+    /// dominates, on IP links it is under a millisecond and rounds up to one.
+    pub(super) fn hop(&self, cost_per_byte: f64) -> HopCost {
+        let bitrate = self.bitrate.max(1);
+        let airtime_ms = (mehr_transport::packet::MTU as u64 * 8 * 1000).div_ceil(bitrate);
+        HopCost {
+            cost_per_byte,
+            latency_ms: self
+                .latency_ms
+                .saturating_add(u32::try_from(airtime_ms).unwrap_or(u32::MAX)),
+            bandwidth_bps: bitrate,
+            mtu: mehr_transport::packet::MTU as u32,
+        }
+    }
+}
+
 /// A `mehr.node` announce as the router delivered it.
 #[derive(Clone, Copy)]
 pub(super) struct HeardAnnounce<'a> {
@@ -60,8 +90,8 @@ pub(super) struct HeardAnnounce<'a> {
     pub(super) interface: InterfaceId,
     /// Transport id of the node that handed it to us.
     pub(super) next_hop: IdentityHash,
-    /// Bitrate of that interface.
-    pub(super) bitrate: u64,
+    /// The link it arrived over.
+    pub(super) link: LinkFigures,
 }
 
 /// State of the `mehr.node` destination.
@@ -104,19 +134,18 @@ impl MehrNode {
         std::mem::replace(&mut self.cost_per_byte, cost_per_byte)
     }
 
-    /// The hop this node adds to a path through an interface of `bitrate`.
-    fn own_hop(&self, bitrate: u64) -> HopCost {
-        HopCost {
-            cost_per_byte: self.cost_per_byte,
-            latency_ms: 0,
-            bandwidth_bps: bitrate.max(1),
-            mtu: mehr_transport::packet::MTU as u32,
-        }
-    }
-
-    /// The app data of this node's announces: the Mehr extension with its origin cost.
+    /// The app data of this node's announces: the Mehr extension with its origin cost. The
+    /// origin's hop has crossed no link yet: its fee and its best bandwidth, no latency.
     pub(super) fn app_data(&self, bitrate: u64) -> Vec<u8> {
-        MehrExtension::new(CompactPathCost::origin(&self.own_hop(bitrate)))
+        let origin = LinkFigures {
+            bitrate,
+            latency_ms: 0,
+        };
+        let hop = HopCost {
+            latency_ms: 0,
+            ..origin.hop(self.cost_per_byte)
+        };
+        MehrExtension::new(CompactPathCost::origin(&hop))
             .encode()
             .expect("an extension without TLVs always encodes")
     }
@@ -144,7 +173,7 @@ impl MehrNode {
             hops,
             interface,
             next_hop,
-            bitrate,
+            link,
         } = *heard;
         let Some(Ok(extension)) = announce.mehr_extension() else {
             return Vec::new();
@@ -185,7 +214,7 @@ impl MehrNode {
         if !self.relays {
             return Vec::new();
         }
-        let ours = cost.add_hop(&self.own_hop(bitrate));
+        let ours = cost.add_hop(&link.hop(self.cost_per_byte));
         let annotation = PathCostAnnotation::sign(
             &self.identity,
             announce.destination,
@@ -249,6 +278,72 @@ impl MehrNode {
     /// This node's known cost to the Mehr node at `destination`.
     pub(super) fn path_cost(&self, destination: &DestinationHash) -> Option<CompactPathCost> {
         self.paths.get(destination).map(|p| p.cost)
+    }
+
+    /// Every known way to `destination` (the router's path first), each priced from here:
+    /// what the next hop's annotation says the rest costs (else the origin's own cost, as
+    /// for plain Reticulum hops), plus this node's link to the next hop, which costs no fee.
+    /// Costs come from the `mehr.node` announces of the node that owns the destination, so
+    /// an app destination of a Mehr node is priced like the node. `first_link` gives the
+    /// figures of this node's interfaces.
+    pub(super) fn route_options(
+        &self,
+        router: &Router,
+        destination: &DestinationHash,
+        first_link: impl Fn(InterfaceId) -> LinkFigures,
+    ) -> Vec<(PathCandidate, RouteOption)> {
+        let candidates = router.path_candidates(destination);
+        let node = router
+            .known_destination(destination)
+            .map(|k| super::mehr_node_destination(&k.identity.hash()));
+        let origin_cost = node
+            .and_then(|node| router.known_destination(&node))
+            .and_then(|k| MehrExtension::from_app_data(&k.app_data).ok().flatten())
+            .map(|extension| extension.origin_cost);
+        let node_candidates = node.map_or_else(Vec::new, |node| router.path_candidates(&node));
+        candidates
+            .into_iter()
+            .map(|candidate| {
+                let cost = origin_cost.map(|origin| {
+                    let told = node.zip(
+                        node_candidates
+                            .iter()
+                            .find(|c| c.next_hop == candidate.next_hop),
+                    );
+                    let rest = told
+                        .and_then(|(node, via)| {
+                            self.annotations
+                                .get(&(node, via.random_hash, via.next_hop))
+                                .copied()
+                        })
+                        .unwrap_or(origin);
+                    rest.add_hop(&first_link(candidate.interface).hop(0.0))
+                });
+                let option = RouteOption {
+                    hops: candidate.hops,
+                    cost,
+                };
+                (candidate, option)
+            })
+            .collect()
+    }
+
+    /// The way to `destination` that `policy` prefers, if a path is known.
+    pub(super) fn choose_route(
+        &self,
+        router: &Router,
+        destination: &DestinationHash,
+        policy: RoutePolicy,
+        first_link: impl Fn(InterfaceId) -> LinkFigures,
+    ) -> Option<Route> {
+        let options = self.route_options(router, destination, first_link);
+        let scored: Vec<RouteOption> = options.iter().map(|(_, o)| *o).collect();
+        let (candidate, option) = options[route_policy::choose(policy, &scored)?];
+        Some(Route {
+            next_hop: candidate.next_hop,
+            hops: candidate.hops,
+            cost: option.cost,
+        })
     }
 
     /// Mehr neighbours.

@@ -5,6 +5,10 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -17,7 +21,7 @@ use mehr_transport::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    InboundMessage, SendMethod, SendReport, TransportError,
+    InboundMessage, ProvedDelivery, Route, RoutePolicy, SendMethod, SendReport, TransportError,
     segments::{
         AbortReason, Incoming, Outgoing, SEGMENT_CONTEXT, SEGMENT_PAYLOAD, SegmentPacket, SendStep,
     },
@@ -35,13 +39,29 @@ pub(super) struct PendingSend {
     pub(super) reply: oneshot::Sender<Result<SendReport, TransportError>>,
     pub(super) deadline: tokio::time::Instant,
     pub(super) started: Instant,
+    /// How the sender wants its path chosen.
+    pub(super) policy: RoutePolicy,
+    /// The way the message left, once chosen (reported with the outcome).
+    pub(super) route: Option<Route>,
+    /// Payload bytes.
+    pub(super) bytes: u64,
 }
 
 impl PendingSend {
     fn finish(self, result: Result<SendReport, TransportError>) {
-        let _ = self.reply.send(result);
+        let route = self.route;
+        let _ = self
+            .reply
+            .send(result.map(|report| SendReport { route, ..report }));
     }
 }
+
+/// Picks the way to a destination by a policy (the actor's [`MehrNode::choose_route`] over
+/// its interfaces).
+///
+/// [`MehrNode::choose_route`]: super::mehr_node::MehrNode::choose_route
+pub(super) type RouteChooser<'a> =
+    &'a dyn Fn(&Router, &DestinationHash, RoutePolicy) -> Option<Route>;
 
 struct App {
     announce: bool,
@@ -63,6 +83,10 @@ pub(super) struct Messaging {
     awaiting_proof: HashMap<PacketHash, PendingSend>,
     out_links: HashMap<DestinationHash, (LinkId, OutLink)>,
     out_link_destination: HashMap<LinkId, DestinationHash>,
+    /// The way each outbound link's request left.
+    link_routes: HashMap<LinkId, Route>,
+    /// Where proved deliveries through relays are reported, if anywhere.
+    deliveries: Option<(mpsc::Sender<ProvedDelivery>, Arc<AtomicU64>)>,
     inbound_links: HashMap<LinkId, DestinationHash>,
     outgoing: HashMap<(LinkId, u32), (Outgoing, PendingSend)>,
     incoming: HashMap<(LinkId, u32), Incoming>,
@@ -94,6 +118,8 @@ impl Messaging {
             awaiting_proof: HashMap::new(),
             out_links: HashMap::new(),
             out_link_destination: HashMap::new(),
+            link_routes: HashMap::new(),
+            deliveries: None,
             inbound_links: HashMap::new(),
             outgoing: HashMap::new(),
             incoming: HashMap::new(),
@@ -180,13 +206,15 @@ impl Messaging {
 
     // ----- sending ------------------------------------------------------------------------
 
-    /// Starts sending `payload` to `destination`.
+    /// Starts sending `payload` to `destination`, by the way `routes` picks for the send's
+    /// policy.
     pub(super) fn send(
         &mut self,
         router: &mut Router,
+        routes: RouteChooser<'_>,
         destination: DestinationHash,
         payload: Vec<u8>,
-        pending: PendingSend,
+        mut pending: PendingSend,
         now: mehr_transport::clock::Timestamp,
     ) {
         if payload.len() > self.max_message {
@@ -204,7 +232,9 @@ impl Messaging {
             return;
         }
         if payload.len() <= ENCRYPTED_MDU {
-            match router.send(&destination, &payload, now) {
+            pending.route = routes(router, &destination, pending.policy);
+            let via = pending.route.map(|r| r.next_hop);
+            match router.send_via(&destination, &payload, via, now) {
                 Ok(hash) => {
                     self.awaiting_proof.insert(hash, pending);
                 }
@@ -215,19 +245,31 @@ impl Messaging {
         match self.out_links.get_mut(&destination) {
             Some((link, OutLink::Ready)) => {
                 let link = *link;
+                pending.route = self.link_routes.get(&link).copied();
                 self.start_transfer(router, link, payload, pending, now);
             }
-            Some((_, OutLink::Opening(waiting))) => waiting.push((payload, pending)),
-            None => match router.open_link(&destination, now) {
-                Ok(link) => {
-                    self.out_links.insert(
-                        destination,
-                        (link, OutLink::Opening(vec![(payload, pending)])),
-                    );
-                    self.out_link_destination.insert(link, destination);
+            Some((link, OutLink::Opening(waiting))) => {
+                pending.route = self.link_routes.get(link).copied();
+                waiting.push((payload, pending));
+            }
+            None => {
+                let route = routes(router, &destination, pending.policy);
+                match router.open_link_via(&destination, route.map(|r| r.next_hop), now) {
+                    Ok(link) => {
+                        // The link keeps the way its request took.
+                        pending.route = route;
+                        if let Some(route) = route {
+                            self.link_routes.insert(link, route);
+                        }
+                        self.out_links.insert(
+                            destination,
+                            (link, OutLink::Opening(vec![(payload, pending)])),
+                        );
+                        self.out_link_destination.insert(link, destination);
+                    }
+                    Err(e) => pending.finish(Err(e.into())),
                 }
-                Err(e) => pending.finish(Err(e.into())),
-            },
+            }
         }
     }
 
@@ -235,25 +277,59 @@ impl Messaging {
     pub(super) fn path_known(
         &mut self,
         router: &mut Router,
+        routes: RouteChooser<'_>,
         destination: &DestinationHash,
         now: mehr_transport::clock::Timestamp,
     ) {
         if let Some(waiting) = self.awaiting_path.remove(destination) {
             for (payload, pending) in waiting {
-                self.send(router, *destination, payload, pending, now);
+                self.send(router, routes, *destination, payload, pending, now);
             }
+        }
+    }
+
+    /// Reports every message sent through a relay and proved delivered to `sender` from now
+    /// on, counting in `dropped` those it had no room for.
+    pub(super) fn report_deliveries(
+        &mut self,
+        sender: mpsc::Sender<ProvedDelivery>,
+        dropped: Arc<AtomicU64>,
+    ) {
+        self.deliveries = Some((sender, dropped));
+    }
+
+    fn delivered(&mut self, pending: &PendingSend) {
+        let (Some((sender, dropped)), Some(route)) = (&self.deliveries, pending.route) else {
+            return;
+        };
+        if route.hops <= 1 {
+            return; // straight to the destination: no relay to pay
+        }
+        let report = ProvedDelivery {
+            next_hop: route.next_hop,
+            hops: route.hops,
+            bytes: pending.bytes,
+        };
+        match sender.try_send(report) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.deliveries = None,
         }
     }
 
     /// A packet this node sent was proved.
     pub(super) fn proved(&mut self, packet_hash: &PacketHash) {
         if let Some(pending) = self.awaiting_proof.remove(packet_hash) {
+            self.delivered(&pending);
             let rtt = pending.started.elapsed();
             pending.finish(Ok(SendReport {
                 method: SendMethod::Packet,
                 delivered: true,
                 rtt: Some(rtt),
                 packet_hash: Some(*packet_hash),
+                route: None,
             }));
         }
     }
@@ -266,6 +342,7 @@ impl Messaging {
                 delivered: false,
                 rtt: None,
                 packet_hash: Some(*packet_hash),
+                route: None,
             }));
         }
     }
@@ -300,12 +377,14 @@ impl Messaging {
         match outgoing.poll(elapsed) {
             SendStep::Delivered => {
                 if let Some((_, pending)) = self.outgoing.remove(&(link, msg)) {
+                    self.delivered(&pending);
                     let rtt = pending.started.elapsed();
                     pending.finish(Ok(SendReport {
                         method: SendMethod::Link,
                         delivered: true,
                         rtt: Some(rtt),
                         packet_hash: None,
+                        route: None,
                     }));
                 }
             }
@@ -353,6 +432,7 @@ impl Messaging {
         self.inbound_links.remove(&link);
         self.incoming.retain(|(l, _), _| *l != link);
         self.completed.remove(&link);
+        self.link_routes.remove(&link);
         if let Some(destination) = self.out_link_destination.remove(&link) {
             if let Some((_, OutLink::Opening(waiting))) = self.out_links.remove(&destination) {
                 for (_, pending) in waiting {

@@ -15,6 +15,7 @@ pub mod segments;
 use std::time::Duration;
 
 pub use interfaces::{InterfaceSpec, InterfaceType, LinkState};
+pub use mehr_transport::route_policy::RoutePolicy;
 use mehr_transport::{
     destination::{DestinationError, DestinationName},
     hashes::{DestinationHash, IdentityHash, LinkId, PacketHash},
@@ -235,6 +236,21 @@ pub struct SendReport {
     pub rtt: Option<Duration>,
     /// Hash of the packet (packet sends).
     pub packet_hash: Option<PacketHash>,
+    /// The way it left this node, when a path was known.
+    pub route: Option<Route>,
+}
+
+/// The way a message left this node: the next hop the sender's [`RoutePolicy`] chose among
+/// the known paths (relays after it forward along their own paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Transport id of the next hop (the destination's own hash when it is a neighbour).
+    pub next_hop: IdentityHash,
+    /// Hops to the destination.
+    pub hops: u8,
+    /// The path's cost from here, first link included, when the destination is a Mehr
+    /// node's (only their paths carry costs).
+    pub cost: Option<CompactPathCost>,
 }
 
 /// The control message types: the first byte of every message to a `mehr.node` destination.
@@ -282,6 +298,29 @@ pub struct ForwardedPacket {
     pub upstream: Option<IdentityHash>,
     /// The Mehr neighbour it was handed to.
     pub downstream: Option<IdentityHash>,
+}
+
+/// A message this node sent through a relay that its destination proved it received: a
+/// packet proof signed with the destination's key, or every segment of a link message
+/// acknowledged over the link the destination authenticated. These are the delivery
+/// receipts relay agreements are charged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProvedDelivery {
+    /// The relay it left through (the first hop).
+    pub next_hop: IdentityHash,
+    /// Hops to the destination.
+    pub hops: u8,
+    /// Payload bytes delivered.
+    pub bytes: u64,
+}
+
+/// The stream of [`ProvedDelivery`] reports, with the count of reports dropped because the
+/// receiver was slow (sending never waits for it).
+pub struct DeliveryReports {
+    /// The reports.
+    pub deliveries: mpsc::Receiver<ProvedDelivery>,
+    /// Reports dropped because the queue was full.
+    pub dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The stream of [`ForwardedPacket`] reports, with the count of reports dropped because the
@@ -463,11 +502,25 @@ impl TransportHandle {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<SendReport, TransportError> {
+        self.send_with(destination, payload, RoutePolicy::Shortest, timeout)
+            .await
+    }
+
+    /// Like [`TransportHandle::send`], leaving by the known path `policy` prefers. A message
+    /// sent over a link takes the link's route: the policy picks it when the link opens.
+    pub async fn send_with(
+        &self,
+        destination: DestinationHash,
+        payload: Vec<u8>,
+        policy: RoutePolicy,
+        timeout: Duration,
+    ) -> Result<SendReport, TransportError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let (reply, outcome) = oneshot::channel();
         let command = actor::Command::Send {
             destination,
             payload,
+            policy,
             deadline,
             reply,
         };
@@ -528,6 +581,27 @@ impl TransportHandle {
         .await?;
         Ok(ForwardReports {
             packets: rx,
+            dropped,
+        })
+    }
+
+    /// Turns on reports of messages this node sent through a relay and saw proved (see
+    /// [`ProvedDelivery`]); at most `capacity` wait in the queue, more are dropped and
+    /// counted. One receiver at a time: a second call replaces the first.
+    pub async fn delivery_reports(
+        &self,
+        capacity: usize,
+    ) -> Result<DeliveryReports, TransportError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.ask(|reply| actor::Command::DeliveryReports {
+            sender: tx,
+            dropped: dropped.clone(),
+            reply,
+        })
+        .await?;
+        Ok(DeliveryReports {
+            deliveries: rx,
             dropped,
         })
     }

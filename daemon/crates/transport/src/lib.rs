@@ -63,6 +63,7 @@ pub mod packet;
 pub mod path_cost;
 pub mod path_request;
 pub mod proof;
+pub mod route_policy;
 pub mod router;
 pub mod token;
 

@@ -390,6 +390,16 @@ impl InterfaceSpec {
         })
     }
 
+    /// The link's one-way latency as path costs count it, milliseconds: what a simulated
+    /// link is configured with; other kinds have no figure (their airtime is counted from
+    /// the bitrate).
+    pub fn one_way_latency_ms(&self) -> u32 {
+        match self.kind {
+            InterfaceType::Sim => u32::try_from(self.latency_ms.unwrap_or(0)).unwrap_or(u32::MAX),
+            _ => 0,
+        }
+    }
+
     /// The bitrate the router assumes for this interface.
     pub fn effective_bitrate(&self) -> u64 {
         self.bitrate.unwrap_or(match self.kind {

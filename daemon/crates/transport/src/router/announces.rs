@@ -9,10 +9,11 @@ use crate::path_request::PathRequest;
 use std::time::Duration;
 
 use super::{
-    AnnounceAdmission, Discovery, DropReason, InterfaceId, InterfaceMode, KnownDestination,
-    LOCAL_REBROADCASTS_MAX, MAX_REBROADCASTS, PATH_DISCOVERY_TIMEOUT, PATH_REQUEST_GRACE,
-    PATH_REQUEST_ROAMING_GRACE, PathEntry, PendingAnnounce, Priority, REBROADCAST_RETRY,
-    REBROADCAST_WINDOW_MS, Router, RouterError, RouterEvent,
+    AlternatePath, AnnounceAdmission, Discovery, DropReason, InterfaceId, InterfaceMode,
+    KnownDestination, LOCAL_REBROADCASTS_MAX, MAX_ALTERNATES, MAX_REBROADCASTS,
+    PATH_DISCOVERY_TIMEOUT, PATH_REQUEST_GRACE, PATH_REQUEST_ROAMING_GRACE, PathEntry,
+    PendingAnnounce, Priority, REBROADCAST_RETRY, REBROADCAST_WINDOW_MS, Router, RouterError,
+    RouterEvent,
 };
 
 impl Router {
@@ -61,6 +62,9 @@ impl Router {
             }
         };
         if !should_add {
+            // Not Reticulum's path, but still a way there: kept for senders that choose a
+            // path by cost rather than by hops (see [`Router::path_candidates`]).
+            self.note_alternate(destination, &packet, interface, emitted, blob, now);
             return;
         }
 
@@ -89,21 +93,15 @@ impl Router {
             }
         }
 
-        let mode = self
-            .interfaces
-            .get(&interface)
-            .map(|i| i.config.mode)
-            .unwrap_or_default();
-        let expiry = match mode {
-            InterfaceMode::AccessPoint => self.config.access_point_path_expiry,
-            InterfaceMode::Roaming => self.config.roaming_path_expiry,
-            _ => self.config.path_expiry,
+        let expiry = self.path_expiry_on(interface);
+        let next_hop = packet.transport_id.unwrap_or(IdentityHash(destination.0));
+        let (mut random_blobs, alternates) = match self.paths.remove(&destination) {
+            Some(old) => {
+                let alternates = old.alternates_after_replacement(next_hop, now);
+                (old.random_blobs, alternates)
+            }
+            None => Default::default(),
         };
-        let mut random_blobs = self
-            .paths
-            .remove(&destination)
-            .map(|p| p.random_blobs)
-            .unwrap_or_default();
         random_blobs.push_back(blob);
         while random_blobs.len() > self.config.max_random_blobs {
             random_blobs.pop_front();
@@ -114,12 +112,13 @@ impl Router {
             PathEntry {
                 learned_at: now,
                 last_used: now,
-                next_hop: packet.transport_id.unwrap_or(IdentityHash(destination.0)),
+                next_hop,
                 hops,
                 expires: now.saturating_add(expiry),
                 random_blobs,
                 interface,
                 announce: packet,
+                alternates,
             },
         );
         self.emit(RouterEvent::PathLearned {
@@ -133,6 +132,53 @@ impl Router {
             interface,
             path_response,
         });
+    }
+
+    /// Remembers a valid announce of `destination` that did not become its path: the same
+    /// announce heard through another neighbour, or one with more hops. Kept per next hop
+    /// (the latest), at most [`MAX_ALTERNATES`] per destination, fewest hops first; older
+    /// emissions than the path's own are ignored, as they may describe a path since broken.
+    fn note_alternate(
+        &mut self,
+        destination: DestinationHash,
+        packet: &Packet,
+        interface: InterfaceId,
+        emitted: u64,
+        random_blob: [u8; crate::announce::RANDOM_HASH_LEN],
+        now: Timestamp,
+    ) {
+        let expires = now.saturating_add(self.path_expiry_on(interface));
+        let Some(path) = self.paths.get_mut(&destination) else {
+            return;
+        };
+        let next_hop = packet.transport_id.unwrap_or(IdentityHash(destination.0));
+        if next_hop == path.next_hop || emitted < path.timebase() {
+            return;
+        }
+        path.alternates.retain(|a| a.next_hop != next_hop);
+        path.alternates.push(AlternatePath {
+            next_hop,
+            interface,
+            hops: packet.hops,
+            expires,
+            random_blob,
+        });
+        path.alternates.sort_by_key(|a| a.hops);
+        path.alternates.truncate(MAX_ALTERNATES);
+    }
+
+    /// How long a path learned on `interface` lives, by the interface's mode.
+    pub(super) fn path_expiry_on(&self, interface: InterfaceId) -> Duration {
+        let mode = self
+            .interfaces
+            .get(&interface)
+            .map(|i| i.config.mode)
+            .unwrap_or_default();
+        match mode {
+            InterfaceMode::AccessPoint => self.config.access_point_path_expiry,
+            InterfaceMode::Roaming => self.config.roaming_path_expiry,
+            _ => self.config.path_expiry,
+        }
     }
 
     /// Hearing neighbours rebroadcast an announce we are about to repeat makes ours

@@ -2,7 +2,7 @@
 //! proofs back along the reverse table, and routing of locally originated packets.
 
 use crate::clock::Timestamp;
-use crate::hashes::{LinkId, PacketHash};
+use crate::hashes::{DestinationHash, IdentityHash, LinkId, PacketHash};
 use crate::link::{
     LINK_REQUEST_KEYS_LEN, LinkProof, LinkState, Role, SIGNALLING_LEN, Signalling, link_id,
 };
@@ -10,8 +10,8 @@ use crate::packet::{Context, DestinationType, MTU, Packet, PacketType, Transport
 use crate::proof::ProofData;
 
 use super::{
-    DropReason, InterfaceId, LinkEntry, PER_HOP_TIMEOUT, Priority, ReverseEntry, Router,
-    RouterError, RouterEvent,
+    DropReason, InterfaceId, LinkEntry, PER_HOP_TIMEOUT, PathCandidate, Priority, ReverseEntry,
+    Router, RouterError, RouterEvent,
 };
 
 impl Router {
@@ -244,8 +244,20 @@ impl Router {
     /// hop away), else on every interface.
     pub(super) fn route_outbound(
         &mut self,
+        packet: Packet,
+        priority: Priority,
+        now: Timestamp,
+    ) -> Result<PacketHash, RouterError> {
+        self.route_outbound_via(packet, priority, None, now)
+    }
+
+    /// Like [`Router::route_outbound`], through the next hop `via` when it is one of the
+    /// destination's candidates.
+    pub(super) fn route_outbound_via(
+        &mut self,
         mut packet: Packet,
         priority: Priority,
+        via: Option<IdentityHash>,
         now: Timestamp,
     ) -> Result<PacketHash, RouterError> {
         packet.check_mtu(MTU)?;
@@ -259,15 +271,21 @@ impl Router {
                 packet.destination_type,
                 DestinationType::Plain | DestinationType::Group
             );
-        if let Some(path) = self.paths.get_mut(&packet.destination).filter(|_| routable) {
-            path.last_used = now;
-            if path.hops > 1 && packet.transport_id.is_none() {
-                packet.transport_id = Some(path.next_hop);
+        let route = if routable {
+            self.outbound_route(&packet.destination, via)
+        } else {
+            None
+        };
+        if let Some(route) = route {
+            if let Some(path) = self.paths.get_mut(&packet.destination) {
+                path.last_used = now;
+            }
+            if route.hops > 1 && packet.transport_id.is_none() {
+                packet.transport_id = Some(route.next_hop);
                 packet.transport_type = TransportType::Transport;
             }
-            let interface = path.interface;
-            self.report_forwarded(&packet, None, interface);
-            self.transmit(interface, packet.encode(), priority);
+            self.report_forwarded(&packet, None, route.interface);
+            self.transmit(route.interface, packet.encode(), priority);
         } else {
             let frame = packet.encode();
             for id in self.interface_ids() {
@@ -275,5 +293,22 @@ impl Router {
             }
         }
         Ok(hash)
+    }
+
+    /// The way a packet of this node's to `destination` leaves: through `via` when it is a
+    /// candidate, else along the path.
+    pub(super) fn outbound_route(
+        &self,
+        destination: &DestinationHash,
+        via: Option<IdentityHash>,
+    ) -> Option<PathCandidate> {
+        let path = self.paths.get(destination)?;
+        let chosen = via.filter(|hop| *hop != path.next_hop).and_then(|hop| {
+            path.alternates
+                .iter()
+                .find(|a| a.next_hop == hop)
+                .map(|a| a.candidate())
+        });
+        Some(chosen.unwrap_or_else(|| path.candidate()))
     }
 }

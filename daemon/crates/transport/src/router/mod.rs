@@ -71,6 +71,8 @@ const PATH_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(15);
 const PER_HOP_TIMEOUT: Duration = Duration::from_secs(6);
 /// Interval between table culls.
 const CULL_INTERVAL: Duration = Duration::from_secs(5);
+/// Other paths kept per destination besides Reticulum's own (one per next hop).
+const MAX_ALTERNATES: usize = 4;
 
 /// A random source the router owns.
 pub trait RouterRng: RngCore + CryptoRng + Send {}
@@ -434,12 +436,89 @@ struct PathEntry {
     random_blobs: VecDeque<[u8; RANDOM_HASH_LEN]>,
     interface: InterfaceId,
     announce: Packet,
+    /// Other ways to the destination, through other next hops (see [`AlternatePath`]).
+    alternates: Vec<AlternatePath>,
 }
 
 impl PathEntry {
     fn timebase(&self) -> u64 {
         self.random_blobs.iter().map(emitted_at).max().unwrap_or(0)
     }
+
+    /// The alternates to keep when an announce through `new_next_hop` replaces this path:
+    /// the unexpired ones through other next hops, this path among them.
+    fn alternates_after_replacement(
+        &self,
+        new_next_hop: IdentityHash,
+        now: Timestamp,
+    ) -> Vec<AlternatePath> {
+        let this = AlternatePath {
+            next_hop: self.next_hop,
+            interface: self.interface,
+            hops: self.hops,
+            expires: self.expires,
+            random_blob: self.random_blobs.back().copied().unwrap_or_default(),
+        };
+        let mut kept: Vec<AlternatePath> = self
+            .alternates
+            .iter()
+            .copied()
+            .chain(std::iter::once(this))
+            .filter(|a| a.next_hop != new_next_hop && now < a.expires)
+            .collect();
+        kept.sort_by_key(|a| a.hops);
+        kept.truncate(MAX_ALTERNATES);
+        kept
+    }
+
+    fn candidate(&self) -> PathCandidate {
+        PathCandidate {
+            next_hop: self.next_hop,
+            interface: self.interface,
+            hops: self.hops,
+            random_hash: self.random_blobs.back().copied().unwrap_or_default(),
+            primary: true,
+        }
+    }
+}
+
+/// A path to a destination other than the one Reticulum's rules picked: heard through
+/// another neighbour, or with more hops. Never used to forward others' packets, only when
+/// this node's own sender asks for it ([`Router::send_via`]).
+#[derive(Debug, Clone, Copy)]
+struct AlternatePath {
+    next_hop: IdentityHash,
+    interface: InterfaceId,
+    hops: u8,
+    expires: Timestamp,
+    random_blob: [u8; RANDOM_HASH_LEN],
+}
+
+impl AlternatePath {
+    fn candidate(&self) -> PathCandidate {
+        PathCandidate {
+            next_hop: self.next_hop,
+            interface: self.interface,
+            hops: self.hops,
+            random_hash: self.random_blob,
+            primary: false,
+        }
+    }
+}
+
+/// One way to reach a destination, as [`Router::path_candidates`] lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathCandidate {
+    /// Transport id of the next hop (the destination hash itself when it is a neighbour).
+    pub next_hop: IdentityHash,
+    /// Interface it leads out of.
+    pub interface: InterfaceId,
+    /// Hops to the destination.
+    pub hops: u8,
+    /// Random hash of the announce heard this way (keys the path-cost annotations).
+    pub random_hash: [u8; RANDOM_HASH_LEN],
+    /// Whether this is the path Reticulum's rules chose (the one others' packets take).
+    pub primary: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -588,6 +667,17 @@ impl Router {
             .map(|p| path_info(destination, p))
     }
 
+    /// Every known way to `destination`: the path first, then the alternates, fewest hops
+    /// first. Empty when no path is known.
+    pub fn path_candidates(&self, destination: &DestinationHash) -> Vec<PathCandidate> {
+        let Some(path) = self.paths.get(destination) else {
+            return Vec::new();
+        };
+        std::iter::once(path.candidate())
+            .chain(path.alternates.iter().map(AlternatePath::candidate))
+            .collect()
+    }
+
     /// All known paths.
     pub fn paths(&self) -> Vec<PathInfo> {
         self.paths.iter().map(|(d, p)| path_info(d, p)).collect()
@@ -654,7 +744,10 @@ impl Router {
     /// Removes an interface and every path and table entry through it.
     pub fn remove_interface(&mut self, id: InterfaceId) {
         self.interfaces.remove(&id);
-        self.paths.retain(|_, p| p.interface != id);
+        self.paths.retain(|_, p| {
+            p.alternates.retain(|a| a.interface != id);
+            p.interface != id
+        });
         self.reverse
             .retain(|_, r| r.received_on != id && r.sent_on != id);
         self.link_table
@@ -721,6 +814,19 @@ impl Router {
         plaintext: &[u8],
         now: Timestamp,
     ) -> Result<PacketHash, RouterError> {
+        self.send_via(destination, plaintext, None, now)
+    }
+
+    /// Like [`Router::send`], but through the next hop `via` when it is one of the
+    /// destination's [`Router::path_candidates`] (else along the path). Only the first hop
+    /// is chosen: each relay forwards along its own path.
+    pub fn send_via(
+        &mut self,
+        destination: &DestinationHash,
+        plaintext: &[u8],
+        via: Option<IdentityHash>,
+        now: Timestamp,
+    ) -> Result<PacketHash, RouterError> {
         if plaintext.len() > ENCRYPTED_MDU {
             return Err(RouterError::PayloadTooLarge {
                 len: plaintext.len(),
@@ -743,8 +849,8 @@ impl Router {
             Context::NONE,
             ciphertext,
         );
-        let hops = self.paths.get(destination).map_or(1, |p| p.hops);
-        let hash = self.route_outbound(packet, Priority::Data, now)?;
+        let hops = self.outbound_route(destination, via).map_or(1, |r| r.hops);
+        let hash = self.route_outbound_via(packet, Priority::Data, via, now)?;
         let deadline = now.saturating_add(PER_HOP_TIMEOUT * u32::from(hops.max(1)));
         self.receipts.insert(
             hash.truncated(),
@@ -788,6 +894,18 @@ impl Router {
         destination: &DestinationHash,
         now: Timestamp,
     ) -> Result<LinkId, RouterError> {
+        self.open_link_via(destination, None, now)
+    }
+
+    /// Like [`Router::open_link`], with the link request sent through the next hop `via`
+    /// when it is one of the destination's [`Router::path_candidates`]. The link keeps the
+    /// route its request took.
+    pub fn open_link_via(
+        &mut self,
+        destination: &DestinationHash,
+        via: Option<IdentityHash>,
+        now: Timestamp,
+    ) -> Result<LinkId, RouterError> {
         if self.links.len() >= self.config.max_local_links {
             return Err(RouterError::TooManyLinks(self.config.max_local_links));
         }
@@ -797,11 +915,11 @@ impl Router {
             .ok_or(RouterError::UnknownDestination(*destination))?
             .identity
             .clone();
-        let (hops, mtu) = match self.paths.get(destination) {
-            Some(p) => (
-                p.hops,
+        let (hops, mtu) = match self.outbound_route(destination, via) {
+            Some(route) => (
+                route.hops,
                 self.interfaces
-                    .get(&p.interface)
+                    .get(&route.interface)
                     .and_then(|i| i.config.hw_mtu)
                     .unwrap_or(MTU as u32),
             ),
@@ -824,7 +942,7 @@ impl Router {
                 prove_all: false,
             },
         );
-        self.route_outbound(request, Priority::Control, now)?;
+        self.route_outbound_via(request, Priority::Control, via, now)?;
         Ok(id)
     }
 
@@ -1075,6 +1193,8 @@ impl Router {
                 Some(InterfaceMode::Roaming) => config.roaming_path_expiry,
                 Some(_) => config.path_expiry,
             };
+            p.alternates
+                .retain(|a| now < a.expires && interfaces.contains_key(&a.interface));
             now < p.last_used.max(p.learned_at).saturating_add(expiry)
         });
         self.discoveries.retain(|_, d| now < d.deadline);

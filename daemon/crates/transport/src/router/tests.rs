@@ -648,6 +648,92 @@ fn tables_stay_within_their_caps() {
     assert_eq!(sizes.pending_announces, 4);
 }
 
+/// A diamond: sender 0 reaches destination 3 through relay 1 or relay 2.
+fn diamond() -> (Net, DestinationHash) {
+    let mut net = Net::new(&[false, true, true, false]);
+    net.wire(0, 1);
+    net.wire(0, 2);
+    net.wire(1, 3);
+    net.wire(2, 3);
+    let dest = net.serve(3, 9, true);
+    let now = net.now;
+    net.nodes[3].announce(&dest, now).unwrap();
+    net.run(Duration::from_secs(2));
+    (net, dest)
+}
+
+#[test]
+fn the_same_announce_through_another_relay_is_kept_as_an_alternate_and_can_be_sent_through() {
+    let (mut net, dest) = diamond();
+    let candidates = net.nodes[0].path_candidates(&dest);
+    let relays = [net.nodes[1].transport_id(), net.nodes[2].transport_id()];
+    assert_eq!(candidates.len(), 2, "{candidates:?}");
+    assert!(candidates[0].primary && !candidates[1].primary);
+    assert!(candidates.iter().all(|c| c.hops == 2));
+    assert_ne!(candidates[0].next_hop, candidates[1].next_hop);
+    assert!(candidates.iter().all(|c| relays.contains(&c.next_hop)));
+    assert_eq!(
+        candidates[0].random_hash, candidates[1].random_hash,
+        "one announce, heard twice"
+    );
+    assert_eq!(
+        net.nodes[0].path(&dest).unwrap().next_hop,
+        candidates[0].next_hop,
+        "the path itself is unchanged"
+    );
+
+    // Through the alternate: only that relay forwards it, and the proof comes back.
+    let alternate = candidates[1].next_hop;
+    let (alt, other) = if alternate == relays[0] {
+        (1, 2)
+    } else {
+        (2, 1)
+    };
+    let before = (
+        net.nodes[alt].counters().forwarded,
+        net.nodes[other].counters().forwarded,
+    );
+    let now = net.now;
+    let hash = net.nodes[0]
+        .send_via(&dest, b"the long way", Some(alternate), now)
+        .unwrap();
+    net.flush();
+    assert_eq!(net.delivered[3], vec![(dest, b"the long way".to_vec())]);
+    assert!(net.events[0].contains(&RouterEvent::DeliveryProved { packet_hash: hash }));
+    assert_eq!(
+        net.nodes[alt].counters().forwarded,
+        before.0 + 2,
+        "packet and proof"
+    );
+    assert_eq!(net.nodes[other].counters().forwarded, before.1);
+
+    // A next hop that is not a candidate falls back to the path.
+    let now = net.now;
+    net.nodes[0]
+        .send_via(&dest, b"nowhere", Some(IdentityHash([7; 16])), now)
+        .unwrap();
+    net.flush();
+    assert_eq!(net.nodes[other].counters().forwarded, before.1 + 2);
+}
+
+#[test]
+fn alternates_survive_a_newer_announce_and_go_with_their_interface() {
+    let (mut net, dest) = diamond();
+    net.run(Duration::from_secs(1));
+    let now = net.now;
+    net.nodes[3].announce(&dest, now).unwrap();
+    net.run(Duration::from_secs(2));
+    let candidates = net.nodes[0].path_candidates(&dest);
+    assert_eq!(candidates.len(), 2, "{candidates:?}");
+    assert_eq!(
+        candidates[0].random_hash, candidates[1].random_hash,
+        "both describe the newest announce"
+    );
+    let alternate_interface = candidates[1].interface;
+    net.nodes[0].remove_interface(alternate_interface);
+    assert_eq!(net.nodes[0].path_candidates(&dest).len(), 1);
+}
+
 #[test]
 fn removing_an_interface_forgets_its_paths() {
     let (mut net, dest) = chain_with_announced_destination(false);
