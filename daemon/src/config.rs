@@ -231,6 +231,9 @@ pub struct MarketConfig {
     pub resale_markup_percent: u32,
     /// Seconds a provider caught returning a wrong result is not chosen for compute.
     pub exclusion_secs: u64,
+    /// Bytes delivered through a relay under a relay agreement that are billed at once
+    /// (PROTOCOL.md pays relaying per 1 MB chunk); fewer are billed after 10 s.
+    pub relay_charge_bytes: u64,
 }
 
 impl MarketConfig {
@@ -247,6 +250,7 @@ impl MarketConfig {
                 u64::from(self.agreement_duration_secs),
             ),
             ("offer_validity_secs", u64::from(self.offer_validity_secs)),
+            ("relay_charge_bytes", self.relay_charge_bytes),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Invalid(format!(
@@ -619,6 +623,7 @@ impl Config {
                 resell: false,
                 resale_markup_percent: 5,
                 exclusion_secs: 86_400,
+                relay_charge_bytes: 1_000_000,
             },
         }
     }

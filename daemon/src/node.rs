@@ -114,6 +114,9 @@ impl Node {
             shutdown.child_token(),
         )
         .await?;
+        // The market says which relays it pays under agreements; the ledger declines their
+        // lottery tickets for this node's own packets.
+        let (relay_cover, relay_covered) = tokio::sync::watch::channel(Default::default());
         let (ledger, ledger_task) = crate::ledger::start(crate::ledger::LedgerStart {
             store: store.clone(),
             identity: identity.keys().clone(),
@@ -122,6 +125,7 @@ impl Node {
             charge_relays: config.participation != crate::config::Participation::L0,
             transport: transport.clone(),
             events: events.clone(),
+            relay_cover: relay_covered,
             stop: shutdown.child_token(),
         })
         .await?;
@@ -167,6 +171,7 @@ impl Node {
                         config.ledger.channel_deposit_umhr,
                         shutdown.child_token(),
                     )),
+                    relay_cover,
                     shutdown: shutdown.child_token(),
                 })
                 .await?,

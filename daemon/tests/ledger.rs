@@ -11,7 +11,9 @@ use std::{os::unix::fs::PermissionsExt, path::PathBuf, time::Duration};
 use common::{TestDaemon, eventually, free_port, free_udp_port};
 use futures::StreamExt;
 use mehr_sdk::{
-    Client, InvokeOptions, Placement, SettleResult, Settlement, proto as pb,
+    Client, InvokeOptions, Placement, SettleResult, Settlement,
+    market::Proposal,
+    proto as pb,
     serve::{FunctionSpec, HandlerError, handler_fn},
     storage::{PutOptions, ReplicateOptions},
 };
@@ -139,6 +141,19 @@ async fn wait_neighbour(client: &Client, id: &[u8; 16]) {
     .await;
 }
 
+async fn wait_path(client: &Client, destination: &[u8]) {
+    eventually("a path", WAIT, || async {
+        client
+            .paths(false)
+            .await
+            .ok()?
+            .into_iter()
+            .any(|p| p.destination == destination)
+            .then_some(())
+    })
+    .await;
+}
+
 async fn channel_with(client: &Client, peer: &[u8; 16]) -> Option<pb::Channel> {
     client
         .channels()
@@ -187,15 +202,7 @@ fn a_relay_is_paid_through_its_channel_with_the_sender_and_the_burn_shows() {
         wait_neighbour(&ac, &b_id).await;
         let mut events = ac.watch_events().await.unwrap();
         let inbox = cc.listen("paid.inbox", true).await.unwrap();
-        eventually("A's path to C", WAIT, || async {
-            ac.paths(false)
-                .await
-                .ok()?
-                .into_iter()
-                .any(|p| p.destination == inbox.destination)
-                .then_some(())
-        })
-        .await;
+        wait_path(&ac, &inbox.destination).await;
         let send = |i: u32| {
             let (ac, destination) = (ac.clone(), inbox.destination.clone());
             async move {
@@ -325,6 +332,118 @@ fn a_relay_is_paid_through_its_channel_with_the_sender_and_the_burn_shows() {
     });
 }
 
+/// A relay agreement is paid by delivery receipts instead of the lottery: A buys relaying
+/// from B (4 μMHR per byte) and sends C messages through it. Each message C proves is charged
+/// on the agreement, a chunk of bytes at a time, and paid through A's channel with B; B's
+/// lottery tickets for those packets are declined, so nothing is paid twice.
+#[test]
+fn a_relay_agreement_is_paid_per_proved_byte_and_its_tickets_are_declined() {
+    let nodes = plan(3);
+    let port = free_port();
+    let genesis = ledger_toml(&nodes);
+    let market = "[market]\ngossip_round_ms = 500\nbeacon_interval_ms = 1000\n";
+    let b = start(
+        &nodes[1],
+        &format!(
+            "{}[transport]\ncost_per_byte = 4.0\n{market}{genesis}",
+            tcp_server(port)
+        ),
+    );
+    let a = start(
+        &nodes[0],
+        &format!(
+            "{}{market}relay_charge_bytes = 200\n{genesis}",
+            tcp_client(port)
+        ),
+    );
+    let c = start(&nodes[2], &format!("{}{genesis}", tcp_client(port)));
+    let (a_id, b_id) = (nodes[0].id, nodes[1].id);
+    runtime().block_on(async {
+        let (ac, bc, cc) = (
+            a.client().await.unwrap(),
+            b.client().await.unwrap(),
+            c.client().await.unwrap(),
+        );
+        wait_neighbour(&bc, &a_id).await;
+        wait_neighbour(&ac, &b_id).await;
+        let cap = pb::CostStructure {
+            kind: Some(pb::cost_structure::Kind::PerByte(pb::PerByte {
+                per_byte_umhr: 4,
+            })),
+        };
+        let agreement = ac
+            .propose_agreement(
+                Proposal::relay(&b_id)
+                    .cost_cap(cap)
+                    .proof(pb::ProofMethod::DeliveryReceipt)
+                    .accept()
+                    .wait(WAIT),
+            )
+            .await
+            .unwrap();
+        let active = |client: &Client| {
+            let (client, id) = (client.clone(), agreement.agreement_id.clone());
+            async move {
+                client
+                    .agreements()
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .find(|g| g.agreement_id == id && g.state() == pb::AgreementState::Active)
+            }
+        };
+        eventually("the agreement active at A", WAIT, || active(&ac)).await;
+        eventually("the agreement active at B", WAIT, || active(&bc)).await;
+
+        let inbox = cc.listen("metered.inbox", true).await.unwrap();
+        wait_path(&ac, &inbox.destination).await;
+        let mut sent_bytes = 0u64;
+        for i in 0..60u32 {
+            let payload = format!("metered message {i}").into_bytes();
+            sent_bytes += payload.len() as u64;
+            let report = ac.send(&inbox.destination, payload, WAIT).await.unwrap();
+            assert!(report.delivered);
+            assert_eq!(report.route.unwrap().next_hop.as_ref(), b_id);
+        }
+        // 1 070 bytes went in whole chunks; this rest waits for the quiet spell.
+        let tail = b"tail!".to_vec();
+        sent_bytes += tail.len() as u64;
+        assert!(
+            ac.send(&inbox.destination, tail, WAIT)
+                .await
+                .unwrap()
+                .delivered
+        );
+
+        // Billed by the chunk, the rest after a quiet spell; paid through the channel.
+        let (charged, payer) = eventually("the proved bytes charged and paid", WAIT, || async {
+            let charged = active(&ac).await?;
+            let payer = channel_with(&ac, &b_id).await?;
+            (charged.charged_units == sent_bytes
+                && payer.paid_umhr == charged.charged_umhr
+                && payer.owed_umhr == 0)
+                .then_some((charged, payer))
+        })
+        .await;
+        assert_eq!(charged.charged_umhr, 4 * sent_bytes);
+        let relay = eventually("B's side of the channel", WAIT, || async {
+            let relay = channel_with(&bc, &a_id).await?;
+            (relay.received_umhr == payer.paid_umhr).then_some(relay)
+        })
+        .await;
+
+        // B still drew its lottery on A's packets; A declined every winning ticket.
+        let declined = eventually("B's tickets declined", WAIT, || async {
+            let counters = ac.ledger_summary().await.ok()?.relay?;
+            (counters.tickets_declined > 0 && counters.tickets_declined == relay.tickets_won)
+                .then_some(counters)
+        })
+        .await;
+        assert_eq!(declined.tickets_paid, 0, "{declined:?}");
+        assert_eq!(payer.tickets_paid, 0);
+    });
+}
+
 #[test]
 fn a_trusted_pair_relays_free_without_tickets_or_channels() {
     let nodes = plan(3);
@@ -355,15 +474,7 @@ fn a_trusted_pair_relays_free_without_tickets_or_channels() {
         );
         wait_neighbour(&bc, &nodes[0].id).await;
         let inbox = cc.listen("free.inbox", true).await.unwrap();
-        eventually("A's path to C", WAIT, || async {
-            ac.paths(false)
-                .await
-                .ok()?
-                .into_iter()
-                .any(|p| p.destination == inbox.destination)
-                .then_some(())
-        })
-        .await;
+        wait_path(&ac, &inbox.destination).await;
         for i in 0..30u32 {
             let report = ac
                 .send(&inbox.destination, format!("free {i}").into_bytes(), WAIT)

@@ -298,6 +298,7 @@ impl LedgerService for LedgerApi {
                 tickets_won: s.traffic.tickets_won,
                 tickets_paid: s.traffic.tickets_paid,
                 reports_dropped: self.ledger.relay_reports_dropped(),
+                tickets_declined: s.traffic.tickets_declined,
             }),
         }))
     }

@@ -458,6 +458,7 @@ pub(super) async fn ledger(client: &Client, out: &Output) -> anyhow::Result<()> 
                     "relayed_unattributed": relay.relayed_unattributed,
                     "tickets_won": relay.tickets_won,
                     "tickets_paid": relay.tickets_paid,
+                    "tickets_declined": relay.tickets_declined,
                     "reports_dropped": relay.reports_dropped,
                 },
             })
@@ -506,7 +507,10 @@ pub(super) async fn ledger(client: &Client, out: &Output) -> anyhow::Result<()> 
             ),
             (
                 "tickets",
-                format!("won {}, paid {}", relay.tickets_won, relay.tickets_paid),
+                format!(
+                    "won {}, paid {}, declined {} (paid under relay agreements)",
+                    relay.tickets_won, relay.tickets_paid, relay.tickets_declined
+                ),
             ),
         ],
         Value::Null,

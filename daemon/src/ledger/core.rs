@@ -277,6 +277,8 @@ pub(crate) struct TrafficCounters {
     pub(crate) tickets_won: u64,
     /// Tickets of other relays this node paid.
     pub(crate) tickets_paid: u64,
+    /// Tickets declined because a relay agreement with the relay pays for the packet.
+    pub(crate) tickets_declined: u64,
 }
 
 /// A proposal this node sent and that is not answered yet.
@@ -394,6 +396,8 @@ pub(crate) struct LedgerCore {
     pub(super) neighbours: HashMap<NodeId, NeighbourInfo>,
     pub(super) rates: HashMap<NodeId, PacketRateEstimator>,
     pub(super) sent: SentLog,
+    /// Relays paid under a relay agreement for this node's own packets (from the market).
+    pub(super) relay_cover: BTreeSet<NodeId>,
     /// Earliest time an on-demand open to a peer may be tried again.
     pub(super) open_backoff: HashMap<NodeId, u64>,
     /// Records to gossip at the next flush.
@@ -463,6 +467,7 @@ impl LedgerCore {
             neighbours: HashMap::new(),
             rates: HashMap::new(),
             sent: SentLog::default(),
+            relay_cover: BTreeSet::new(),
             open_backoff: HashMap::new(),
             gossip: Vec::new(),
             pushed_ms: HashMap::new(),
@@ -606,6 +611,12 @@ impl LedgerCore {
 
     /// Whether a neighbour was looked for and missing since the last call: the caller should
     /// refresh the list from the transport.
+    /// Replaces the set of relays this node pays under relay agreements: their tickets for
+    /// this node's own packets are declined from now on.
+    pub(crate) fn set_relay_cover(&mut self, cover: BTreeSet<NodeId>) {
+        self.relay_cover = cover;
+    }
+
     pub(crate) fn take_neighbours_stale(&mut self) -> bool {
         std::mem::take(&mut self.neighbours_stale)
     }

@@ -112,6 +112,8 @@ pub struct LedgerStart {
     pub transport: TransportHandle,
     /// The event bus.
     pub events: Arc<EventBus>,
+    /// The relays the market pays under agreements (see [`crate::market::RelayCover`]).
+    pub relay_cover: crate::market::RelayCover,
     /// Cancelled at shutdown.
     pub stop: CancellationToken,
 }
@@ -363,6 +365,7 @@ pub async fn start(start: LedgerStart) -> Result<(LedgerHandle, JoinHandle<()>),
         charge_relays,
         transport,
         events,
+        relay_cover,
         stop,
     } = start;
     let core_config = CoreConfig {
@@ -419,7 +422,7 @@ pub async fn start(start: LedgerStart) -> Result<(LedgerHandle, JoinHandle<()>),
         events,
         waiters: Waiters::default(),
     };
-    let task = tokio::spawn(actor.run(commands_rx, merged_rx, reports, stop));
+    let task = tokio::spawn(actor.run(commands_rx, merged_rx, reports, relay_cover, stop));
     Ok((
         LedgerHandle {
             commands: commands_tx,
@@ -454,8 +457,11 @@ impl Actor {
         mut commands: mpsc::Receiver<Command>,
         mut control: mpsc::Receiver<ControlMessage>,
         mut reports: Option<mpsc::Receiver<crate::transport::ForwardedPacket>>,
+        mut relay_cover: crate::market::RelayCover,
         stop: CancellationToken,
     ) {
+        // Without a market the sender is gone at once: stop watching rather than spin.
+        let mut cover_open = true;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_refresh = tokio::time::Instant::now();
@@ -476,6 +482,16 @@ impl Actor {
                 _ = neighbours.tick() => {
                     self.refresh_neighbours().await;
                     self.flush();
+                    continue;
+                }
+                changed = relay_cover.changed(), if cover_open => {
+                    match changed {
+                        Ok(()) => {
+                            let cover = relay_cover.borrow_and_update().clone();
+                            self.core.set_relay_cover(cover);
+                        }
+                        Err(_) => cover_open = false,
+                    }
                     continue;
                 }
             };

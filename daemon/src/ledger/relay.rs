@@ -29,7 +29,7 @@ use crate::transport::ForwardedPacket;
 /// Packets remembered per neighbour for checking its tickets.
 const SENT_PER_NEIGHBOUR: usize = 65_536;
 
-/// Packets this node handed to each neighbour: relay hash → size.
+/// Packets this node handed to each neighbour: relay hash → what was sent.
 #[derive(Default)]
 pub(crate) struct SentLog {
     per_neighbour: HashMap<NodeId, SentPackets>,
@@ -37,15 +37,24 @@ pub(crate) struct SentLog {
 
 #[derive(Default)]
 struct SentPackets {
-    sizes: HashMap<[u8; 32], u32>,
+    sizes: HashMap<[u8; 32], Sent>,
     order: VecDeque<[u8; 32]>,
+}
+
+/// One packet handed to a neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sent {
+    /// Its size on the wire.
+    pub(crate) bytes: u32,
+    /// Whether this node originated it (rather than relaying it for another).
+    pub(crate) originated: bool,
 }
 
 impl SentLog {
     /// Remembers a packet handed to `neighbour`, forgetting the oldest past the bound.
-    pub(crate) fn record(&mut self, neighbour: NodeId, hash: [u8; 32], bytes: u32) {
+    pub(crate) fn record(&mut self, neighbour: NodeId, hash: [u8; 32], sent: Sent) {
         let log = self.per_neighbour.entry(neighbour).or_default();
-        if log.sizes.insert(hash, bytes).is_none() {
+        if log.sizes.insert(hash, sent).is_none() {
             log.order.push_back(hash);
             if log.order.len() > SENT_PER_NEIGHBOUR
                 && let Some(old) = log.order.pop_front()
@@ -55,8 +64,8 @@ impl SentLog {
         }
     }
 
-    /// The size of a packet handed to `neighbour`, if it is remembered.
-    pub(crate) fn size(&self, neighbour: &NodeId, hash: &[u8; 32]) -> Option<u32> {
+    /// A packet handed to `neighbour`, if it is remembered.
+    pub(crate) fn get(&self, neighbour: &NodeId, hash: &[u8; 32]) -> Option<Sent> {
         self.per_neighbour.get(neighbour)?.sizes.get(hash).copied()
     }
 }
@@ -82,8 +91,12 @@ impl LedgerCore {
             return;
         }
         if let Some(downstream) = packet.downstream {
+            let sent = Sent {
+                bytes: packet.bytes,
+                originated: packet.originated,
+            };
             self.sent
-                .record(NodeId(downstream.0), packet.relay_hash, packet.bytes);
+                .record(NodeId(downstream.0), packet.relay_hash, sent);
         }
         if packet.originated || !self.config.charge_relays {
             return;
@@ -189,11 +202,16 @@ impl LedgerCore {
             self.rejects.refused += 1;
             return;
         }
-        let Some(bytes) = self.sent.size(&relay_id, &ticket.packet_hash) else {
+        let Some(Sent { bytes, originated }) = self.sent.get(&relay_id, &ticket.packet_hash) else {
             tracing::debug!(channel = %id, "ticket for a packet this node did not hand to the relay");
             self.rejects.refused += 1;
             return;
         };
+        if originated && self.relay_cover.contains(&relay_id) {
+            // This node's own packet: the relay agreement with this relay pays for it.
+            self.traffic.tickets_declined += 1;
+            return;
+        }
         let Some(price) = self.neighbours.get(&relay_id).map(|n| n.max_price_per_byte) else {
             self.rejects.refused += 1;
             return;
@@ -331,12 +349,20 @@ mod tests {
         for i in 0..(SENT_PER_NEIGHBOUR as u32 + 10) {
             let mut hash = [0u8; 32];
             hash[..4].copy_from_slice(&i.to_le_bytes());
-            log.record(n, hash, i);
+            let sent = Sent {
+                bytes: i,
+                originated: i % 2 == 0,
+            };
+            log.record(n, hash, sent);
         }
-        assert_eq!(log.size(&n, &[0; 32]), None);
+        assert_eq!(log.get(&n, &[0; 32]), None);
         let mut last = [0u8; 32];
         last[..4].copy_from_slice(&(SENT_PER_NEIGHBOUR as u32 + 9).to_le_bytes());
-        assert_eq!(log.size(&n, &last), Some(SENT_PER_NEIGHBOUR as u32 + 9));
-        assert_eq!(log.size(&NodeId([2; 16]), &last), None);
+        let expected = Sent {
+            bytes: SENT_PER_NEIGHBOUR as u32 + 9,
+            originated: false,
+        };
+        assert_eq!(log.get(&n, &last), Some(expected));
+        assert_eq!(log.get(&NodeId([2; 16]), &last), None);
     }
 }

@@ -484,6 +484,65 @@ fn a_crash_between_update_and_ack_loses_no_cosigned_state_and_pays_nothing_twice
     assert_eq!(net.view(1, id).received, 7_000);
 }
 
+/// A 100-byte packet the payer handed to `relay`, as the payer reports it: its own, or one
+/// it relayed for another node.
+fn handed_over(hash: [u8; 32], relay: NodeId, own: bool) -> ForwardedPacket {
+    ForwardedPacket {
+        relay_hash: hash,
+        bytes: 100,
+        originated: own,
+        upstream: (!own).then_some(IdentityHash([9; 16])),
+        downstream: Some(IdentityHash(relay.0)),
+    }
+}
+
+/// The same packet as the relay reports it, received from `payer`.
+fn relayed_for(hash: [u8; 32], payer: NodeId) -> ForwardedPacket {
+    ForwardedPacket {
+        relay_hash: hash,
+        bytes: 100,
+        originated: false,
+        upstream: Some(IdentityHash(payer.0)),
+        downstream: None,
+    }
+}
+
+/// Under a relay agreement the payer's own packets are paid by delivery receipts: the
+/// relay's tickets for them are declined, while tickets for packets the payer relayed for
+/// others through the same relay are still paid.
+#[test]
+fn a_relay_agreement_declines_tickets_for_own_packets_only() {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let id = net.open(1, 0, DEPOSIT, DEPOSIT);
+    let (payer, relay) = (net.nodes[0].id(), net.nodes[1].id());
+    net.nodes[0]
+        .core()
+        .set_relay_cover(std::collections::BTreeSet::from([relay]));
+    let mut won = [0u64; 2];
+    for i in 0u32..200 {
+        let hash = *blake3::hash(&i.to_le_bytes()).as_bytes();
+        let own = i % 2 == 0;
+        let now = net.now;
+        let before = net.nodes[1].core().summary().traffic.tickets_won;
+        net.nodes[0]
+            .core()
+            .handle_forwarded(handed_over(hash, relay, own), now);
+        net.nodes[1]
+            .core()
+            .handle_forwarded(relayed_for(hash, payer), now);
+        net.settle();
+        let after = net.nodes[1].core().summary().traffic.tickets_won;
+        won[usize::from(!own)] += after - before;
+    }
+    let [own_won, relayed_won] = won;
+    assert!(own_won > 0 && relayed_won > 0, "{won:?}");
+    let traffic = net.nodes[0].core().summary().traffic;
+    assert_eq!(traffic.tickets_declined, own_won);
+    assert_eq!(traffic.tickets_paid, relayed_won);
+    assert_eq!(net.view(0, id).paid, relayed_won * 2_000);
+}
+
 #[test]
 fn relays_win_tickets_that_payers_check_and_pay_and_trusted_neighbours_pay_nothing() {
     let mut net = Net::new(2);
@@ -494,26 +553,12 @@ fn relays_win_tickets_that_payers_check_and_pay_and_trusted_neighbours_pay_nothi
     for i in 0u32..200 {
         let hash = *blake3::hash(&i.to_le_bytes()).as_bytes();
         let now = net.now;
-        net.nodes[0].core().handle_forwarded(
-            ForwardedPacket {
-                relay_hash: hash,
-                bytes: 100,
-                originated: true,
-                upstream: None,
-                downstream: Some(IdentityHash(relay.0)),
-            },
-            now,
-        );
-        net.nodes[1].core().handle_forwarded(
-            ForwardedPacket {
-                relay_hash: hash,
-                bytes: 100,
-                originated: false,
-                upstream: Some(IdentityHash(payer.0)),
-                downstream: None,
-            },
-            now,
-        );
+        net.nodes[0]
+            .core()
+            .handle_forwarded(handed_over(hash, relay, true), now);
+        net.nodes[1]
+            .core()
+            .handle_forwarded(relayed_for(hash, payer), now);
         net.settle();
         won = net.nodes[1].core().summary().traffic.tickets_won;
     }
@@ -563,13 +608,7 @@ fn relays_win_tickets_that_payers_check_and_pay_and_trusted_neighbours_pay_nothi
     for i in 5000u32..5100 {
         let now = net.now;
         net.nodes[1].core().handle_forwarded(
-            ForwardedPacket {
-                relay_hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
-                bytes: 100,
-                originated: false,
-                upstream: Some(IdentityHash(payer.0)),
-                downstream: None,
-            },
+            relayed_for(*blake3::hash(&i.to_le_bytes()).as_bytes(), payer),
             now,
         );
     }
@@ -586,16 +625,9 @@ fn a_relay_opens_a_channel_on_demand_for_an_untrusted_neighbour() {
     net.link(0, 1);
     let payer = net.nodes[0].id();
     let now = net.now;
-    net.nodes[1].core().handle_forwarded(
-        ForwardedPacket {
-            relay_hash: [7; 32],
-            bytes: 100,
-            originated: false,
-            upstream: Some(IdentityHash(payer.0)),
-            downstream: None,
-        },
-        now,
-    );
+    net.nodes[1]
+        .core()
+        .handle_forwarded(relayed_for([7; 32], payer), now);
     net.settle();
     let channels = net.nodes[1].core().channel_views();
     assert_eq!(channels.len(), 1);

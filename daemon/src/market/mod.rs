@@ -13,6 +13,7 @@
 mod offer;
 mod payments;
 mod records;
+mod relay_meter;
 mod state;
 mod tiers;
 mod wire;
@@ -63,11 +64,15 @@ use crate::{
     identity::NodeIdentity,
     storage::ObjectStore,
     store::{Store, StoreError},
-    transport::{ControlMessage, TransportError, TransportHandle, mehr_node_destination},
+    transport::{
+        ControlMessage, ProvedDelivery, TransportError, TransportHandle, mehr_node_destination,
+    },
 };
 
 /// How long one control message may wait for its delivery proof.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Delivery reports waiting for the market; more are dropped (and counted by the transport).
+const DELIVERY_QUEUE: usize = 4096;
 /// Attempts at delivering an agreement record.
 const RELIABLE_ATTEMPTS: u32 = 5;
 /// Deadlines and heartbeats are checked this often.
@@ -426,6 +431,8 @@ pub struct MarketParts<'a> {
     pub events: Arc<EventBus>,
     /// Where agreements meet payments.
     pub payments: Arc<dyn Payments>,
+    /// Where the market publishes the relays it pays under agreements (see [`RelayCover`]).
+    pub relay_cover: tokio::sync::watch::Sender<std::collections::BTreeSet<NodeId>>,
     /// Ends the tasks.
     pub shutdown: CancellationToken,
 }
@@ -463,6 +470,12 @@ struct Shared {
 /// Where the parts of a streamed job's output go, as `(seq, bytes)` in arrival order (not
 /// necessarily `seq` order). See [`wire::JobPartial`].
 pub type PartialSink = tokio::sync::mpsc::UnboundedSender<(u32, Vec<u8>)>;
+
+/// The relays this node buys relaying from under an active relay agreement. Such an
+/// agreement pays per byte the destination proved delivered, so the ledger declines those
+/// relays' lottery tickets for this node's own packets: they would be paid twice. Packets
+/// this node relays for others through them stay on the lottery.
+pub type RelayCover = tokio::sync::watch::Receiver<std::collections::BTreeSet<NodeId>>;
 
 /// Forgets a job this node waits for when dropped (its result, if it still comes, is then
 /// counted as unsolicited).
@@ -513,6 +526,7 @@ impl Market {
             events: parts.events.clone(),
             payments: parts.payments,
             config: config.market.clone(),
+            relay_cover: parts.relay_cover,
         };
         let mut state = State::load(key, signing, deps, settings, capabilities, now_ms())?;
         state.modules = facts.1;
@@ -541,6 +555,8 @@ impl Market {
             };
             tokio::spawn(market.clone().receive(receiver));
         }
+        let deliveries = parts.transport.delivery_reports(DELIVERY_QUEUE).await?;
+        tokio::spawn(market.clone().delivery_loop(deliveries.deliveries));
         tokio::spawn(market.clone().gossip_loop());
         tokio::spawn(market.clone().tick_loop());
         tokio::spawn(market.clone().beacon_loop());
@@ -863,6 +879,22 @@ impl Market {
             state.gossip_poll(now)
         };
         self.send_all(out);
+    }
+
+    /// Meters relay agreements by the deliveries their relays carried (see `relay_meter`).
+    async fn delivery_loop(self, mut deliveries: mpsc::Receiver<ProvedDelivery>) {
+        loop {
+            let delivery = tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                delivery = deliveries.recv() => match delivery {
+                    Some(delivery) => delivery,
+                    None => return,
+                },
+            };
+            let relay = NodeId(delivery.next_hop.0);
+            self.state()
+                .relay_delivered(relay, delivery.bytes, now_ms());
+        }
     }
 
     async fn tick_loop(self) {
