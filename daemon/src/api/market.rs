@@ -770,6 +770,7 @@ impl MarketService for MarketApi {
             pings_answered: c.pings_answered,
             pongs_received: c.pongs_received,
             sends_failed: s.sends_failed,
+            deliveries_dropped: s.deliveries_dropped,
             adverts_held: s.adverts_held as u64,
             own_seq: s.own_seq,
             links: s

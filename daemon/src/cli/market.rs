@@ -1035,6 +1035,7 @@ pub(super) async fn stats(client: &Client, out: &Output) -> anyhow::Result<()> {
                 format!("{} sent, {} received", s.beacons_sent, s.beacons_received),
             ),
             ("sends failed", s.sends_failed.to_string()),
+            ("deliveries unmetered", s.deliveries_dropped.to_string()),
             (
                 "agreements",
                 if agreements.is_empty() {
@@ -1075,6 +1076,7 @@ pub(super) async fn stats(client: &Client, out: &Output) -> anyhow::Result<()> {
             "beacons_sent": s.beacons_sent,
             "beacons_received": s.beacons_received,
             "sends_failed": s.sends_failed,
+            "deliveries_dropped": s.deliveries_dropped,
             "agreements": s.agreements,
             "links": s.links.iter().map(|l| json!({
                 "node_id": hex::encode(&l.node_id),

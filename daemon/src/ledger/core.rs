@@ -609,14 +609,15 @@ impl LedgerCore {
         self.neighbours.contains_key(peer)
     }
 
-    /// Whether a neighbour was looked for and missing since the last call: the caller should
-    /// refresh the list from the transport.
-    /// Replaces the set of relays this node pays under relay agreements: their tickets for
-    /// this node's own packets are declined from now on.
+    /// Replaces the set of relays this node pays under relay agreements: this node's own
+    /// packets handed to them from now on are paid by the agreement, and their tickets for
+    /// those packets are declined.
     pub(crate) fn set_relay_cover(&mut self, cover: BTreeSet<NodeId>) {
         self.relay_cover = cover;
     }
 
+    /// Whether a neighbour was looked for and missing since the last call: the caller should
+    /// refresh the list from the transport.
     pub(crate) fn take_neighbours_stale(&mut self) -> bool {
         std::mem::take(&mut self.neighbours_stale)
     }

@@ -557,6 +557,8 @@ impl Actor {
         if announced.is_some() || self.core.is_neighbour(peer) {
             return;
         }
+        // The transport fails only once it has stopped (at shutdown), and the keys it holds
+        // came from validated announces: either way the peer's key is not to be had.
         let public = self
             .transport
             .identity_of(mehr_transport::hashes::IdentityHash(peer.0))

@@ -46,8 +46,11 @@ struct SentPackets {
 pub(crate) struct Sent {
     /// Its size on the wire.
     pub(crate) bytes: u32,
-    /// Whether this node originated it (rather than relaying it for another).
-    pub(crate) originated: bool,
+    /// Whether a relay agreement with that neighbour paid for it when it was handed over:
+    /// this node originated it (packets it relays for others stay on the lottery) and the
+    /// market had an active relay agreement with the neighbour. Decided then, not when the
+    /// ticket comes, so that an agreement starting or ending in between changes nothing.
+    pub(crate) covered: bool,
 }
 
 impl SentLog {
@@ -90,13 +93,12 @@ impl LedgerCore {
         if self.is_poisoned() {
             return;
         }
-        if let Some(downstream) = packet.downstream {
+        if let Some(downstream) = packet.downstream.map(|d| NodeId(d.0)) {
             let sent = Sent {
                 bytes: packet.bytes,
-                originated: packet.originated,
+                covered: packet.originated && self.relay_cover.contains(&downstream),
             };
-            self.sent
-                .record(NodeId(downstream.0), packet.relay_hash, sent);
+            self.sent.record(downstream, packet.relay_hash, sent);
         }
         if packet.originated || !self.config.charge_relays {
             return;
@@ -202,13 +204,13 @@ impl LedgerCore {
             self.rejects.refused += 1;
             return;
         }
-        let Some(Sent { bytes, originated }) = self.sent.get(&relay_id, &ticket.packet_hash) else {
+        let Some(Sent { bytes, covered }) = self.sent.get(&relay_id, &ticket.packet_hash) else {
             tracing::debug!(channel = %id, "ticket for a packet this node did not hand to the relay");
             self.rejects.refused += 1;
             return;
         };
-        if originated && self.relay_cover.contains(&relay_id) {
-            // This node's own packet: the relay agreement with this relay pays for it.
+        if covered {
+            // This node's own packet, handed over under a relay agreement that pays for it.
             self.traffic.tickets_declined += 1;
             return;
         }
@@ -351,7 +353,7 @@ mod tests {
             hash[..4].copy_from_slice(&i.to_le_bytes());
             let sent = Sent {
                 bytes: i,
-                originated: i % 2 == 0,
+                covered: i % 2 == 0,
             };
             log.record(n, hash, sent);
         }
@@ -360,7 +362,7 @@ mod tests {
         last[..4].copy_from_slice(&(SENT_PER_NEIGHBOUR as u32 + 9).to_le_bytes());
         let expected = Sent {
             bytes: SENT_PER_NEIGHBOUR as u32 + 9,
-            originated: false,
+            covered: false,
         };
         assert_eq!(log.get(&n, &last), Some(expected));
         assert_eq!(log.get(&NodeId([2; 16]), &last), None);

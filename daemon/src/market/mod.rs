@@ -409,6 +409,8 @@ pub struct MarketStats {
     pub agreements: BTreeMap<String, u64>,
     /// Control messages that could not be sent, and records never proved delivered.
     pub sends_failed: u64,
+    /// Proved deliveries through relays dropped before the market metered them.
+    pub deliveries_dropped: u64,
     /// Since when the counters run, ms since the Unix epoch.
     pub since_unix_ms: u64,
 }
@@ -461,6 +463,8 @@ struct Shared {
     config: Config,
     round_now: Notify,
     sends_failed: std::sync::atomic::AtomicU64,
+    /// Delivery reports the transport dropped because the market was behind.
+    deliveries_dropped: Arc<std::sync::atomic::AtomicU64>,
     started_unix_ms: u64,
     shutdown: CancellationToken,
     /// The relay price of the offer, μMHR per byte, for the transport and the ledger.
@@ -529,6 +533,7 @@ impl Market {
             relay_cover: parts.relay_cover,
         };
         let mut state = State::load(key, signing, deps, settings, capabilities, now_ms())?;
+        let deliveries = parts.transport.delivery_reports(DELIVERY_QUEUE).await?;
         state.modules = facts.1;
         let market = Market {
             shared: Arc::new(Shared {
@@ -541,6 +546,7 @@ impl Market {
                 config,
                 round_now: Notify::new(),
                 sends_failed: std::sync::atomic::AtomicU64::new(0),
+                deliveries_dropped: deliveries.dropped.clone(),
                 started_unix_ms: now_ms(),
                 shutdown: parts.shutdown,
                 relay_price: tokio::sync::watch::Sender::new(relay_price),
@@ -555,7 +561,6 @@ impl Market {
             };
             tokio::spawn(market.clone().receive(receiver));
         }
-        let deliveries = parts.transport.delivery_reports(DELIVERY_QUEUE).await?;
         tokio::spawn(market.clone().delivery_loop(deliveries.deliveries));
         tokio::spawn(market.clone().gossip_loop());
         tokio::spawn(market.clone().tick_loop());
@@ -1632,6 +1637,10 @@ impl Market {
             sends_failed: self
                 .shared
                 .sends_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            deliveries_dropped: self
+                .shared
+                .deliveries_dropped
                 .load(std::sync::atomic::Ordering::Relaxed),
             since_unix_ms: self.shared.started_unix_ms,
         }

@@ -9,7 +9,15 @@
 //! a DeliveryReceipt", so delivered bytes are added up here and billed a chunk at a time,
 //! or after a quiet spell so that a trickle is billed too.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+
+use mehr_market::{
+    CostStructure, NodeId,
+    agreement::{Agreement, AgreementState, Capability, Role},
+};
+
+use super::state::State;
+use crate::store::StoreError;
 
 /// How long delivered bytes may wait for their chunk to fill before they are billed anyway.
 pub(super) const BILL_AFTER_MS: u64 = 10_000;
@@ -67,6 +75,96 @@ impl RelayMeter {
     pub(super) fn take(&mut self, hash: &[u8; 32]) -> u64 {
         self.unbilled.remove(hash).map_or(0, |u| u.bytes)
     }
+}
+
+impl State {
+    /// The active relay agreement under which this node buys relaying from `relay`.
+    fn relay_agreement_with(&self, relay: NodeId) -> Option<[u8; 32]> {
+        self.agreements
+            .iter()
+            .find(|(_, e)| metered_relay(&e.agreement) == Some(relay))
+            .map(|(hash, _)| *hash)
+    }
+
+    /// `bytes` this node sent through `relay` were proved delivered by their destination.
+    /// Under an active relay agreement with `relay` they are charged, a chunk at a time.
+    pub(super) fn relay_delivered(&mut self, relay: NodeId, bytes: u64, now: u64) {
+        let Some(hash) = self.relay_agreement_with(relay) else {
+            return;
+        };
+        if let Some(bill) = self.relay_meter.add(hash, bytes, now) {
+            self.bill_relay(hash, bill, now);
+        }
+    }
+
+    pub(super) fn bill_relays_due(&mut self, now: u64) {
+        for (hash, bytes) in self.relay_meter.due(now) {
+            self.bill_relay(hash, bytes, now);
+        }
+    }
+
+    fn bill_relay(&mut self, hash: [u8; 32], bytes: u64, now: u64) {
+        let Some(per_byte) = self
+            .agreements
+            .get(&hash)
+            .and_then(|e| match e.agreement.cost() {
+                Some(CostStructure::PerByte { per_byte }) => Some(per_byte),
+                _ => None,
+            })
+        else {
+            return;
+        };
+        if let Err(e) = self.charge(hash, bytes, bytes.saturating_mul(per_byte), now) {
+            tracing::error!(error = %e, "cannot persist a relay charge");
+        }
+    }
+
+    /// The last bill of a relay agreement that ended: what was delivered is owed unless the
+    /// agreement was terminated for failing verification, which stops payment.
+    pub(super) fn bill_relay_rest(
+        &mut self,
+        hash: [u8; 32],
+        after: AgreementState,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let bytes = self.relay_meter.take(&hash);
+        if bytes == 0 || after == AgreementState::Terminated {
+            return Ok(());
+        }
+        let per_byte = match self.agreements.get(&hash).and_then(|e| e.agreement.cost()) {
+            Some(CostStructure::PerByte { per_byte }) => per_byte,
+            _ => return Ok(()),
+        };
+        self.apply_charge(hash, bytes, bytes.saturating_mul(per_byte), now)
+    }
+
+    /// Tells the ledger which relays this node pays under an agreement, so that it declines
+    /// their lottery tickets for the packets the agreement pays (this node's own).
+    pub(super) fn publish_relay_cover(&self) {
+        let cover: BTreeSet<NodeId> = self
+            .agreements
+            .values()
+            .filter_map(|e| metered_relay(&e.agreement))
+            .collect();
+        self.deps.relay_cover.send_if_modified(|current| {
+            let changed = *current != cover;
+            if changed {
+                *current = cover;
+            }
+            changed
+        });
+    }
+}
+
+/// The relay whose carrying of this node's messages `agreement` pays per proved byte: an
+/// active relay agreement this node consumes, priced per byte. Proxy agreements are priced
+/// per byte too, but what a gateway carries beyond the mesh has no receipt.
+fn metered_relay(agreement: &Agreement) -> Option<NodeId> {
+    let metered = agreement.role() == Role::Consumer
+        && agreement.state() == AgreementState::Active
+        && agreement.request().body().capability == Capability::Relay
+        && matches!(agreement.cost(), Some(CostStructure::PerByte { .. }));
+    metered.then(|| agreement.counterparty())
 }
 
 #[cfg(test)]

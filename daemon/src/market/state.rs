@@ -246,7 +246,7 @@ pub(super) struct State {
     pub(super) me: NodeId,
     key: NodeKey,
     signing: SigningKey,
-    deps: Deps,
+    pub(super) deps: Deps,
     pub(super) settings: OfferSettings,
     pub(super) table: DiscoveryTable,
     own: OwnAdvert,
@@ -273,7 +273,7 @@ pub(super) struct State {
     pub(super) counters: Counters,
     rng: StdRng,
     /// Bytes delivered through relays under relay agreements, not billed yet.
-    relay_meter: RelayMeter,
+    pub(super) relay_meter: RelayMeter,
 }
 
 /// Gossip rounds since the Unix epoch: the reputation book's clock.
@@ -873,6 +873,8 @@ impl State {
         if let Some(id) = id {
             self.by_id.insert(id, hash);
         }
+        // The ledger follows the agreement as it stands in memory, written or not.
+        self.publish_relay_cover();
         self.commit(&hash)?;
         if before == Some(after) {
             self.publish(hash);
@@ -889,11 +891,13 @@ impl State {
                 }
             }
             if after.is_final() && before == Some(AgreementState::Active) {
-                self.bill_relay_rest(hash, after, now)?;
+                if let Err(e) = self.bill_relay_rest(hash, after, now) {
+                    // The agreement has ended all the same; what it owed stays unbilled.
+                    tracing::error!(error = %e, "cannot persist the last relay charge");
+                }
                 self.deps.payments.closed(id, role, after);
             }
         }
-        self.publish_relay_cover();
         if after.is_final() {
             self.monitors.remove(&hash);
             if let Some(other) = linked {
@@ -1088,7 +1092,7 @@ impl State {
 
     /// Records a charge on agreement `hash`, whatever its state (the last bill of an
     /// agreement that just ended), and tells the payments seam.
-    fn apply_charge(
+    pub(super) fn apply_charge(
         &mut self,
         hash: [u8; 32],
         units: u64,
@@ -1941,100 +1945,5 @@ pub(super) fn function_filter(id: FunctionId, max_price: Option<u64>) -> Filter 
         function: Some(id),
         max_price,
         ..Filter::kind(CapabilityKind::Function)
-    }
-}
-
-// ---- relay agreements, metered by delivery receipts (see `relay_meter`) -------------------
-
-impl State {
-    /// The active relay agreement under which this node buys relaying from `relay`, with its
-    /// price per byte.
-    fn relay_agreement_with(&self, relay: NodeId) -> Option<([u8; 32], u64)> {
-        self.agreements.iter().find_map(|(hash, e)| {
-            let a = &e.agreement;
-            let relaying = a.role() == Role::Consumer
-                && a.state() == AgreementState::Active
-                && a.counterparty() == relay
-                && a.request().body().capability == Capability::Relay;
-            match a.cost() {
-                Some(CostStructure::PerByte { per_byte }) if relaying => Some((*hash, per_byte)),
-                _ => None,
-            }
-        })
-    }
-
-    /// `bytes` this node sent through `relay` were proved delivered by their destination.
-    /// Under an active relay agreement with `relay` they are charged, a chunk at a time.
-    pub(super) fn relay_delivered(&mut self, relay: NodeId, bytes: u64, now: u64) {
-        let Some((hash, _)) = self.relay_agreement_with(relay) else {
-            return;
-        };
-        if let Some(bill) = self.relay_meter.add(hash, bytes, now) {
-            self.bill_relay(hash, bill, now);
-        }
-    }
-
-    fn bill_relays_due(&mut self, now: u64) {
-        for (hash, bytes) in self.relay_meter.due(now) {
-            self.bill_relay(hash, bytes, now);
-        }
-    }
-
-    fn bill_relay(&mut self, hash: [u8; 32], bytes: u64, now: u64) {
-        let Some(per_byte) = self
-            .agreements
-            .get(&hash)
-            .and_then(|e| match e.agreement.cost() {
-                Some(CostStructure::PerByte { per_byte }) => Some(per_byte),
-                _ => None,
-            })
-        else {
-            return;
-        };
-        if let Err(e) = self.charge(hash, bytes, bytes.saturating_mul(per_byte), now) {
-            tracing::error!(error = %e, "cannot persist a relay charge");
-        }
-    }
-
-    /// The last bill of a relay agreement that ended: what was delivered is owed unless the
-    /// agreement was terminated for failing verification, which stops payment.
-    fn bill_relay_rest(
-        &mut self,
-        hash: [u8; 32],
-        after: AgreementState,
-        now: u64,
-    ) -> Result<(), StoreError> {
-        let bytes = self.relay_meter.take(&hash);
-        if bytes == 0 || after == AgreementState::Terminated {
-            return Ok(());
-        }
-        let per_byte = match self.agreements.get(&hash).and_then(|e| e.agreement.cost()) {
-            Some(CostStructure::PerByte { per_byte }) => per_byte,
-            _ => return Ok(()),
-        };
-        self.apply_charge(hash, bytes, bytes.saturating_mul(per_byte), now)
-    }
-
-    /// Tells the ledger which relays this node pays under an agreement, so that it declines
-    /// their lottery tickets for the packets the agreement pays (this node's own).
-    fn publish_relay_cover(&self) {
-        let cover: BTreeSet<NodeId> = self
-            .agreements
-            .values()
-            .map(|e| &e.agreement)
-            .filter(|a| {
-                a.role() == Role::Consumer
-                    && a.state() == AgreementState::Active
-                    && a.request().body().capability == Capability::Relay
-            })
-            .map(|a| a.counterparty())
-            .collect();
-        self.deps.relay_cover.send_if_modified(|current| {
-            let changed = *current != cover;
-            if changed {
-                *current = cover;
-            }
-            changed
-        });
     }
 }

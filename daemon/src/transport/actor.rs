@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     ControlMessage, ForwardedPacket, InboundMessage, InterfaceInfo, InterfaceSpec, InterfaceType,
-    MessageVia, Neighbour, PathView, ProvedDelivery, RoutePolicy, SendReport, TransportConfig,
-    TransportError, TransportHandle, TransportStats,
+    MessageVia, Neighbour, PathView, ProvedDelivery, Route, RoutePolicy, SendReport,
+    TransportConfig, TransportError, TransportHandle, TransportStats,
     interfaces::{
         self, InterfaceMessage, InterfaceStats, OutboundQueue, Port, queue::DEFAULT_QUEUE_BYTES,
     },
@@ -120,6 +120,17 @@ pub(super) enum Command {
         dropped: Arc<AtomicU64>,
         reply: oneshot::Sender<()>,
     },
+}
+
+/// Picks the way to a destination for a send's policy, from the mehr.node's path costs and
+/// this node's interfaces.
+fn route_chooser<'a>(
+    mehr: &'a MehrNode,
+    interfaces: &'a BTreeMap<InterfaceId, InterfaceEntry>,
+) -> impl Fn(&Router, &DestinationHash, RoutePolicy) -> Option<Route> + 'a {
+    move |router, destination, policy| {
+        mehr.choose_route(router, destination, policy, |i| link_figures(interfaces, i))
+    }
 }
 
 /// What crossing interface `id` adds to a path (nothing known for a vanished interface).
@@ -541,12 +552,12 @@ impl Actor {
                 hops,
                 interface,
             } => {
-                let (mehr, interfaces) = (&self.mehr, &self.interfaces);
-                let routes = |router: &Router, dest: &DestinationHash, policy| {
-                    mehr.choose_route(router, dest, policy, |i| link_figures(interfaces, i))
-                };
-                self.messaging
-                    .path_known(&mut self.router, &routes, &destination, now);
+                self.messaging.path_known(
+                    &mut self.router,
+                    &route_chooser(&self.mehr, &self.interfaces),
+                    &destination,
+                    now,
+                );
                 self.resolve_path_waiters(&destination);
                 self.events.publish(EventKind::PathLearned {
                     destination: destination.0,
@@ -584,12 +595,12 @@ impl Actor {
                         let _ = self.router.send_packet(packet, now);
                     }
                 }
-                let (mehr, interfaces) = (&self.mehr, &self.interfaces);
-                let routes = |router: &Router, dest: &DestinationHash, policy| {
-                    mehr.choose_route(router, dest, policy, |i| link_figures(interfaces, i))
-                };
-                self.messaging
-                    .path_known(&mut self.router, &routes, &announce.destination, now);
+                self.messaging.path_known(
+                    &mut self.router,
+                    &route_chooser(&self.mehr, &self.interfaces),
+                    &announce.destination,
+                    now,
+                );
                 self.resolve_path_waiters(&announce.destination);
             }
             RouterEvent::DeliveryProved { packet_hash } => self.messaging.proved(&packet_hash),
@@ -909,10 +920,7 @@ impl Actor {
                     route: None,
                     bytes: payload.len() as u64,
                 };
-                let (mehr, interfaces) = (&self.mehr, &self.interfaces);
-                let routes = |router: &Router, dest: &DestinationHash, policy| {
-                    mehr.choose_route(router, dest, policy, |i| link_figures(interfaces, i))
-                };
+                let routes = route_chooser(&self.mehr, &self.interfaces);
                 self.messaging.send(
                     &mut self.router,
                     &routes,

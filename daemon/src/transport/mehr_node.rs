@@ -281,8 +281,9 @@ impl MehrNode {
     }
 
     /// Every known way to `destination` (the router's path first), each priced from here:
-    /// what the next hop's annotation says the rest costs (else the origin's own cost, as
-    /// for plain Reticulum hops), plus this node's link to the next hop, which costs no fee.
+    /// what the next hop's annotation says the rest costs (a neighbour's own cost for a
+    /// neighbour; unknown without an annotation), plus this node's link to the next hop,
+    /// which costs no fee.
     /// Costs come from the `mehr.node` announces of the node that owns the destination, so
     /// an app destination of a Mehr node is priced like the node. `first_link` gives the
     /// figures of this node's interfaces.
@@ -304,21 +305,27 @@ impl MehrNode {
         candidates
             .into_iter()
             .map(|candidate| {
-                let cost = origin_cost.map(|origin| {
-                    let told = node.zip(
+                let told = node
+                    .zip(
                         node_candidates
                             .iter()
                             .find(|c| c.next_hop == candidate.next_hop),
-                    );
-                    let rest = told
-                        .and_then(|(node, via)| {
-                            self.annotations
-                                .get(&(node, via.random_hash, via.next_hop))
-                                .copied()
-                        })
-                        .unwrap_or(origin);
-                    rest.add_hop(&first_link(candidate.interface).hop(0.0))
-                });
+                    )
+                    .and_then(|(node, via)| {
+                        self.annotations
+                            .get(&(node, via.random_hash, via.next_hop))
+                            .copied()
+                    });
+                // A neighbour's own cost is in its announce. Further away, only the next
+                // hop's annotation prices the path: without one it is unknown (a plain
+                // Reticulum relay, an annotation still on its way, or our own announce
+                // echoed back by a neighbour whose path runs through us), never free.
+                let rest = if candidate.hops <= 1 {
+                    origin_cost
+                } else {
+                    told
+                };
+                let cost = rest.map(|rest| rest.add_hop(&first_link(candidate.interface).hop(0.0)));
                 let option = RouteOption {
                     hops: candidate.hops,
                     cost,

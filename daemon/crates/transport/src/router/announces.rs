@@ -97,7 +97,7 @@ impl Router {
         let next_hop = packet.transport_id.unwrap_or(IdentityHash(destination.0));
         let (mut random_blobs, alternates) = match self.paths.remove(&destination) {
             Some(old) => {
-                let alternates = old.alternates_after_replacement(next_hop, now);
+                let alternates = old.alternates_after_replacement(next_hop, emitted, now);
                 (old.random_blobs, alternates)
             }
             None => Default::default(),
@@ -153,6 +153,15 @@ impl Router {
         };
         let next_hop = packet.transport_id.unwrap_or(IdentityHash(destination.0));
         if next_hop == path.next_hop || emitted < path.timebase() {
+            return;
+        }
+        // Our own rebroadcast comes back two hops longer from a neighbour whose path runs
+        // through us: sending "through" it would loop back here and be dropped as a
+        // duplicate.
+        let echo = self.config.transport_enabled
+            && path.random_blobs.contains(&random_blob)
+            && packet.hops >= path.hops.saturating_add(2);
+        if echo {
             return;
         }
         path.alternates.retain(|a| a.next_hop != next_hop);

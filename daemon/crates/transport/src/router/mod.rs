@@ -445,11 +445,14 @@ impl PathEntry {
         self.random_blobs.iter().map(emitted_at).max().unwrap_or(0)
     }
 
-    /// The alternates to keep when an announce through `new_next_hop` replaces this path:
-    /// the unexpired ones through other next hops, this path among them.
+    /// The alternates to keep when an announce through `new_next_hop`, emitted at
+    /// `emitted`, replaces this path: the unexpired ones through other next hops that heard
+    /// an announce at least as new (this path among them). Older ones may describe a path
+    /// since broken; the new announce heard through other neighbours adds them back.
     fn alternates_after_replacement(
         &self,
         new_next_hop: IdentityHash,
+        emitted: u64,
         now: Timestamp,
     ) -> Vec<AlternatePath> {
         let this = AlternatePath {
@@ -464,7 +467,11 @@ impl PathEntry {
             .iter()
             .copied()
             .chain(std::iter::once(this))
-            .filter(|a| a.next_hop != new_next_hop && now < a.expires)
+            .filter(|a| {
+                a.next_hop != new_next_hop
+                    && now < a.expires
+                    && emitted_at(&a.random_blob) >= emitted
+            })
             .collect();
         kept.sort_by_key(|a| a.hops);
         kept.truncate(MAX_ALTERNATES);

@@ -717,6 +717,30 @@ fn the_same_announce_through_another_relay_is_kept_as_an_alternate_and_can_be_se
 }
 
 #[test]
+fn a_relay_does_not_take_its_own_announce_echoed_back_as_an_alternate() {
+    // 3 (destination) — 1 — 0 (a relay itself) — 2, whose only path runs back through 0.
+    let mut net = Net::new(&[true, true, true, false]);
+    net.wire(0, 1);
+    net.wire(1, 3);
+    net.wire(0, 2);
+    let dest = net.serve(3, 9, true);
+    let now = net.now;
+    net.nodes[3].announce(&dest, now).unwrap();
+    net.run(Duration::from_secs(8));
+    assert_eq!(
+        net.nodes[2].path(&dest).unwrap().hops,
+        3,
+        "2 heard it through 0"
+    );
+    assert!(
+        net.nodes[2].counters().announces_rebroadcast > 0,
+        "and repeated it back to 0"
+    );
+    let candidates = net.nodes[0].path_candidates(&dest);
+    assert_eq!(candidates.len(), 1, "{candidates:?}");
+}
+
+#[test]
 fn alternates_survive_a_newer_announce_and_go_with_their_interface() {
     let (mut net, dest) = diamond();
     net.run(Duration::from_secs(1));
