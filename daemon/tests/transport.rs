@@ -399,6 +399,14 @@ fn a_send_leaves_by_the_path_its_policy_prefers() {
         let default = send(pb::RoutePolicy::Unspecified, b"default".to_vec()).await;
         let path = path_to(&a, &inbox.destination).await;
         assert_eq!(default.route.unwrap().next_hop, path.next_hop);
+        // ListPaths shows both ways, the path first, priced as the policies saw them.
+        assert_eq!(path.routes.len(), 2, "{:?}", path.routes);
+        assert_eq!(path.routes[0].next_hop, path.next_hop);
+        let mut through: Vec<Vec<u8>> = path.routes.iter().map(|r| r.next_hop.to_vec()).collect();
+        through.sort();
+        let mut relays = vec![b_id.clone(), c_id.clone()];
+        relays.sort();
+        assert_eq!(through, relays);
 
         // A message too large for a packet opens a link along the chosen way.
         let large = vec![7u8; 2_000];

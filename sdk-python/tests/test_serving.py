@@ -21,6 +21,13 @@ from conftest import eventually, function_ids
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+def _interruptible() -> None:
+    """Gives a child the default SIGINT handling. A shell that starts the test run in the
+    background without job control ignores SIGINT, and an ignored signal is inherited, so the
+    child's Python would never raise KeyboardInterrupt (nor install its handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_functions_register_with_their_terms(client):
     @mehr.function("terms", description="Echoes", price_umhr=7, max_concurrency=3, max_input_bytes=1024)
     def terms(data: bytes) -> bytes:
@@ -398,6 +405,7 @@ def test_ctrl_c_unregisters_cleanly(daemon, client):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
     try:
         eventually("the example registered", lambda: "greet" in function_ids(client), timeout=30)
@@ -479,7 +487,10 @@ def test_ctrl_c_cancels_a_blocking_call(daemon, client):
     )
     with client.serve(hang):
         process = subprocess.Popen(
-            [sys.executable, "-c", script, str(daemon.data_dir)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", script, str(daemon.data_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=_interruptible,
         )
         try:
             assert entered.wait(30)

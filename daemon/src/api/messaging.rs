@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     deadline::CallDeadline,
-    transport::{cost_to_proto, destination},
+    transport::{destination, route_to_proto},
 };
 use crate::transport::{MessageVia, RoutePolicy, SendMethod, TransportHandle};
 
@@ -125,11 +125,7 @@ impl MessagingService for MessagingApi {
             delivered: report.delivered,
             rtt_ms: report.rtt.map(|rtt| rtt.as_millis() as u64),
             packet_hash: report.packet_hash.map(|h| h.0.to_vec().into()),
-            route: report.route.map(|route| pb::Route {
-                next_hop: route.next_hop.0.to_vec().into(),
-                hops: u32::from(route.hops),
-                cost: route.cost.as_ref().map(cost_to_proto),
-            }),
+            route: report.route.as_ref().map(route_to_proto),
         }))
     }
 

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::paging::page;
 use crate::transport::{
-    InterfaceInfo, InterfaceSpec, InterfaceType, LinkState, PathView, TransportHandle,
+    InterfaceInfo, InterfaceSpec, InterfaceType, LinkState, PathView, Route, TransportHandle,
     interfaces::spec::ModeName,
 };
 
@@ -218,6 +218,15 @@ fn path_to_proto(path: &PathView) -> pb::Path {
         age_seconds: path.age_secs,
         mehr_node: path.mehr_node,
         cost: path.cost.as_ref().map(cost_to_proto),
+        routes: path.routes.iter().map(route_to_proto).collect(),
+    }
+}
+
+pub(crate) fn route_to_proto(route: &Route) -> pb::Route {
+    pb::Route {
+        next_hop: route.next_hop.0.to_vec().into(),
+        hops: u32::from(route.hops),
+        cost: route.cost.as_ref().map(cost_to_proto),
     }
 }
 

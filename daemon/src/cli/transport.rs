@@ -281,7 +281,12 @@ fn cost_json(cost: &Option<pb::PathCost>) -> Value {
 
 fn path_json(p: &pb::Path) -> Value {
     json!({ "destination": hex::encode(&p.destination), "next_hop": hex::encode(&p.next_hop), "hops": p.hops,
-            "interface_id": p.interface_id, "age_seconds": p.age_seconds, "mehr_node": p.mehr_node, "cost": cost_json(&p.cost) })
+            "interface_id": p.interface_id, "age_seconds": p.age_seconds, "mehr_node": p.mehr_node, "cost": cost_json(&p.cost),
+            "routes": p.routes.iter().map(route_json).collect::<Vec<_>>() })
+}
+
+fn route_json(r: &pb::Route) -> Value {
+    json!({ "next_hop": hex::encode(&r.next_hop), "hops": r.hops, "cost": cost_json(&r.cost) })
 }
 
 /// `mehr paths [request DEST]`.
@@ -331,6 +336,18 @@ pub(super) async fn paths(
             if p.mehr_node { "yes" } else { "no" },
             cost_text(&p.cost)
         );
+        // The other ways there, for `mehr send --policy`.
+        for r in p.routes.iter().skip(1) {
+            println!(
+                "{:<32}  {:<32}  {:>4}  {:>5}  {:<6}  {}",
+                "  or through",
+                hex::encode(&r.next_hop),
+                r.hops,
+                "",
+                "",
+                cost_text(&r.cost)
+            );
+        }
     }
     Ok(())
 }
@@ -449,8 +466,7 @@ pub(super) async fn send(client: &Client, out: &Output, args: SendArgs) -> anyho
         ],
         json!({ "method": method, "delivered": report.delivered, "rtt_ms": report.rtt_ms,
                 "packet_hash": report.packet_hash.as_ref().map(hex::encode),
-                "route": report.route.as_ref().map(|r| json!({ "next_hop": hex::encode(&r.next_hop),
-                    "hops": r.hops, "cost": cost_json(&r.cost) })) }),
+                "route": report.route.as_ref().map(route_json) }),
     );
     Ok(())
 }

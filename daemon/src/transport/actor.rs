@@ -746,6 +746,18 @@ impl Actor {
             age_secs: now.since(path.learned_at).as_secs(),
             cost: self.mehr.path_cost(&path.destination),
             mehr_node: self.mehr.path_cost(&path.destination).is_some(),
+            routes: self
+                .mehr
+                .route_options(&self.router, destination, |i| {
+                    link_figures(&self.interfaces, i)
+                })
+                .into_iter()
+                .map(|(candidate, option)| Route {
+                    next_hop: candidate.next_hop,
+                    hops: candidate.hops,
+                    cost: option.cost,
+                })
+                .collect(),
         })
     }
 

@@ -154,6 +154,8 @@ pub struct PathView {
     pub cost: Option<CompactPathCost>,
     /// Whether the destination is a Mehr node.
     pub mehr_node: bool,
+    /// Every known way there, priced as a send's policy sees them (this path first).
+    pub routes: Vec<Route>,
 }
 
 /// A Mehr node one hop away.
