@@ -398,6 +398,9 @@ pub(crate) struct LedgerCore {
     pub(super) sent: SentLog,
     /// Relays paid under a relay agreement for this node's own packets (from the market).
     pub(super) relay_cover: BTreeSet<NodeId>,
+    /// Upstream nodes that relayed through this node unpaid before the ledger's copy of the
+    /// neighbour list knew them: a channel is asked of each once the list does.
+    pub(super) awaiting_neighbour: BTreeSet<NodeId>,
     /// Earliest time an on-demand open to a peer may be tried again.
     pub(super) open_backoff: HashMap<NodeId, u64>,
     /// Records to gossip at the next flush.
@@ -468,6 +471,7 @@ impl LedgerCore {
             rates: HashMap::new(),
             sent: SentLog::default(),
             relay_cover: BTreeSet::new(),
+            awaiting_neighbour: BTreeSet::new(),
             open_backoff: HashMap::new(),
             gossip: Vec::new(),
             pushed_ms: HashMap::new(),

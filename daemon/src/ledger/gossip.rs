@@ -26,6 +26,18 @@ impl LedgerCore {
             .collect();
         self.pushed_ms.retain(|id, _| neighbours.contains_key(id));
         self.neighbours = neighbours;
+        let known: Vec<NodeId> = self
+            .awaiting_neighbour
+            .iter()
+            .filter(|id| self.neighbours.contains_key(id))
+            .copied()
+            .collect();
+        for peer in known {
+            self.awaiting_neighbour.remove(&peer);
+            if !self.by_peer.contains_key(&peer) {
+                self.open_on_demand(peer, now);
+            }
+        }
         if !new.is_empty() {
             let digest = self.digest();
             for id in new {

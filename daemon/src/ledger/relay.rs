@@ -161,7 +161,7 @@ impl LedgerCore {
     /// A relay asks a neighbour that relays through it without a channel for one: this node
     /// offers its own deposit (as far as its free balance allows) and asks for the configured
     /// deposit of the neighbour. Tried again only after a back-off.
-    fn open_on_demand(&mut self, peer: NodeId, now: Now) {
+    pub(super) fn open_on_demand(&mut self, peer: NodeId, now: Now) {
         if self
             .open_backoff
             .get(&peer)
@@ -171,8 +171,10 @@ impl LedgerCore {
             return;
         }
         let Some(neighbour) = self.neighbours.get(&peer).map(|n| n.identity.clone()) else {
-            // Heard from the transport before the ledger's copy of the neighbour list.
+            // Heard from the transport before the ledger's copy of the neighbour list: asked
+            // again when the list is refreshed, whether or not more packets come.
             self.neighbours_stale = true;
+            self.awaiting_neighbour.insert(peer);
             return;
         };
         self.open_backoff.insert(

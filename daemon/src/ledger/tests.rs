@@ -636,6 +636,27 @@ fn a_relay_opens_a_channel_on_demand_for_an_untrusted_neighbour() {
     assert_eq!(net.nodes[1].core().summary().traffic.relayed_unpaid, 1);
 }
 
+/// The transport may hand the ledger a relayed packet before the ledger's copy of the
+/// neighbour list knows its upstream: the channel is asked for once the list catches up, even
+/// if no further packet comes.
+#[test]
+fn a_relay_asks_for_the_channel_once_it_learns_of_the_neighbour() {
+    let mut net = Net::new(2);
+    let payer = net.nodes[0].id();
+    let now = net.now;
+    net.nodes[1]
+        .core()
+        .handle_forwarded(relayed_for([7; 32], payer), now);
+    net.settle();
+    assert!(net.nodes[1].core().channel_views().is_empty());
+    assert!(net.nodes[1].core().take_neighbours_stale());
+    net.link(0, 1);
+    net.settle();
+    let channels = net.nodes[1].core().channel_views();
+    assert_eq!(channels.len(), 1);
+    assert_eq!(channels[0].peer, payer);
+}
+
 #[test]
 fn partitions_that_transact_apart_converge_whatever_the_order() {
     let mut net = Net::new(4);
