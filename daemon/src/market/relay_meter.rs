@@ -89,6 +89,11 @@ impl State {
     /// `bytes` this node sent through `relay` were proved delivered by their destination.
     /// Under an active relay agreement with `relay` they are charged, a chunk at a time.
     pub(super) fn relay_delivered(&mut self, relay: NodeId, bytes: u64, now: u64) {
+        // Called for every proved message: the published cover answers most calls without a
+        // scan of the agreements.
+        if !self.deps.relay_cover.borrow().contains(&relay) {
+            return;
+        }
         let Some(hash) = self.relay_agreement_with(relay) else {
             return;
         };

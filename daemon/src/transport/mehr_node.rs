@@ -293,7 +293,19 @@ impl MehrNode {
         destination: &DestinationHash,
         first_link: impl Fn(InterfaceId) -> LinkFigures,
     ) -> Vec<(PathCandidate, RouteOption)> {
-        let candidates = router.path_candidates(destination);
+        self.priced(router, destination, usize::MAX, first_link)
+    }
+
+    /// The first `limit` of [`MehrNode::route_options`].
+    fn priced(
+        &self,
+        router: &Router,
+        destination: &DestinationHash,
+        limit: usize,
+        first_link: impl Fn(InterfaceId) -> LinkFigures,
+    ) -> Vec<(PathCandidate, RouteOption)> {
+        let mut candidates = router.path_candidates(destination);
+        candidates.truncate(limit);
         let node = router
             .known_destination(destination)
             .map(|k| super::mehr_node_destination(&k.identity.hash()));
@@ -343,7 +355,14 @@ impl MehrNode {
         policy: RoutePolicy,
         first_link: impl Fn(InterfaceId) -> LinkFigures,
     ) -> Option<Route> {
-        let options = self.route_options(router, destination, first_link);
+        // Every send comes through here: the default policy takes the router's path
+        // unscored, so only that one is priced.
+        let limit = if policy.weights().is_some() {
+            usize::MAX
+        } else {
+            1
+        };
+        let options = self.priced(router, destination, limit, first_link);
         let scored: Vec<RouteOption> = options.iter().map(|(_, o)| *o).collect();
         let (candidate, option) = options[route_policy::choose(policy, &scored)?];
         Some(Route {
