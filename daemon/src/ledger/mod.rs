@@ -411,7 +411,7 @@ pub async fn start(start: LedgerStart) -> Result<(LedgerHandle, JoinHandle<()>),
             .forward_reports(config.relay_report_queue)
             .await
             .map_err(|_| LedgerError::Stopped)?;
-        (Some(reports.packets), reports.dropped)
+        (Some(reports.receiver), reports.dropped)
     } else {
         (None, Arc::new(AtomicU64::new(0)))
     };

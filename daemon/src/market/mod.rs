@@ -561,7 +561,7 @@ impl Market {
             };
             tokio::spawn(market.clone().receive(receiver));
         }
-        tokio::spawn(market.clone().delivery_loop(deliveries.deliveries));
+        tokio::spawn(market.clone().delivery_loop(deliveries.receiver));
         tokio::spawn(market.clone().gossip_loop());
         tokio::spawn(market.clone().tick_loop());
         tokio::spawn(market.clone().beacon_loop());

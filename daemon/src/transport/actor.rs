@@ -8,10 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -40,6 +37,7 @@ use super::{
     },
     mehr_node::{CONTROL_PATH_COST, HeardAnnounce, LinkFigures, MehrNode},
     messaging::{Messaging, PendingSend},
+    reports::ReportSink,
     segments::SEGMENT_CONTEXT,
 };
 use crate::events::{EventBus, EventKind};
@@ -111,13 +109,11 @@ pub(super) enum Command {
         reply: oneshot::Sender<()>,
     },
     ForwardReports {
-        sender: mpsc::Sender<ForwardedPacket>,
-        dropped: Arc<AtomicU64>,
+        sink: ReportSink<ForwardedPacket>,
         reply: oneshot::Sender<()>,
     },
     DeliveryReports {
-        sender: mpsc::Sender<ProvedDelivery>,
-        dropped: Arc<AtomicU64>,
+        sink: ReportSink<ProvedDelivery>,
         reply: oneshot::Sender<()>,
     },
 }
@@ -176,7 +172,7 @@ struct Actor {
     events: Arc<EventBus>,
     stop: CancellationToken,
     unsolicited_link_data: u64,
-    forward_reports: Option<(mpsc::Sender<ForwardedPacket>, Arc<AtomicU64>)>,
+    forward_reports: Option<ReportSink<ForwardedPacket>>,
     /// When to announce to greet a Mehr neighbour heard for the first time (see
     /// [`Actor::greet_neighbour`]).
     greeting_due: Option<Timestamp>,
@@ -676,7 +672,7 @@ impl Actor {
         to: InterfaceId,
         bytes: u32,
     ) {
-        let Some((sender, dropped)) = &self.forward_reports else {
+        let Some(sink) = &self.forward_reports else {
             return;
         };
         let report = ForwardedPacket {
@@ -686,15 +682,9 @@ impl Actor {
             upstream: from.and_then(|i| self.sole_neighbour(i)),
             downstream: self.sole_neighbour(to),
         };
-        match sender.try_send(report) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.forward_reports = None;
-                self.router.set_forwarding_reports(false);
-            }
+        if !sink.offer(report) {
+            self.forward_reports = None;
+            self.router.set_forwarding_reports(false);
         }
     }
 
@@ -958,20 +948,12 @@ impl Actor {
                 self.control.insert(kind, (sender, acknowledge));
                 let _ = reply.send(());
             }
-            Command::DeliveryReports {
-                sender,
-                dropped,
-                reply,
-            } => {
-                self.messaging.report_deliveries(sender, dropped);
+            Command::DeliveryReports { sink, reply } => {
+                self.messaging.report_deliveries(sink);
                 let _ = reply.send(());
             }
-            Command::ForwardReports {
-                sender,
-                dropped,
-                reply,
-            } => {
-                self.forward_reports = Some((sender, dropped));
+            Command::ForwardReports { sink, reply } => {
+                self.forward_reports = Some(sink);
                 self.router.set_forwarding_reports(true);
                 let _ = reply.send(());
             }

@@ -5,10 +5,6 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -22,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     InboundMessage, ProvedDelivery, Route, RoutePolicy, SendMethod, SendReport, TransportError,
+    reports::ReportSink,
     segments::{
         AbortReason, Incoming, Outgoing, SEGMENT_CONTEXT, SEGMENT_PAYLOAD, SegmentPacket, SendStep,
     },
@@ -86,7 +83,7 @@ pub(super) struct Messaging {
     /// The way each outbound link's request left.
     link_routes: HashMap<LinkId, Route>,
     /// Where proved deliveries through relays are reported, if anywhere.
-    deliveries: Option<(mpsc::Sender<ProvedDelivery>, Arc<AtomicU64>)>,
+    deliveries: Option<ReportSink<ProvedDelivery>>,
     inbound_links: HashMap<LinkId, DestinationHash>,
     outgoing: HashMap<(LinkId, u32), (Outgoing, PendingSend)>,
     incoming: HashMap<(LinkId, u32), Incoming>,
@@ -288,18 +285,13 @@ impl Messaging {
         }
     }
 
-    /// Reports every message sent through a relay and proved delivered to `sender` from now
-    /// on, counting in `dropped` those it had no room for.
-    pub(super) fn report_deliveries(
-        &mut self,
-        sender: mpsc::Sender<ProvedDelivery>,
-        dropped: Arc<AtomicU64>,
-    ) {
-        self.deliveries = Some((sender, dropped));
+    /// Reports every message sent through a relay and proved delivered to `sink` from now on.
+    pub(super) fn report_deliveries(&mut self, sink: ReportSink<ProvedDelivery>) {
+        self.deliveries = Some(sink);
     }
 
     fn delivered(&mut self, pending: &PendingSend) {
-        let (Some((sender, dropped)), Some(route)) = (&self.deliveries, pending.route) else {
+        let (Some(sink), Some(route)) = (&self.deliveries, pending.route) else {
             return;
         };
         if route.hops <= 1 {
@@ -310,12 +302,8 @@ impl Messaging {
             hops: route.hops,
             bytes: pending.bytes,
         };
-        match sender.try_send(report) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.deliveries = None,
+        if !sink.offer(report) {
+            self.deliveries = None;
         }
     }
 

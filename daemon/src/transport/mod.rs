@@ -10,6 +10,7 @@ mod actor;
 pub mod interfaces;
 mod mehr_node;
 mod messaging;
+pub mod reports;
 pub mod segments;
 
 use std::time::Duration;
@@ -316,23 +317,11 @@ pub struct ProvedDelivery {
     pub bytes: u64,
 }
 
-/// The stream of [`ProvedDelivery`] reports, with the count of reports dropped because the
-/// receiver was slow (sending never waits for it).
-pub struct DeliveryReports {
-    /// The reports.
-    pub deliveries: mpsc::Receiver<ProvedDelivery>,
-    /// Reports dropped because the queue was full.
-    pub dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
+/// The stream of [`ProvedDelivery`] reports.
+pub type DeliveryReports = reports::Reports<ProvedDelivery>;
 
-/// The stream of [`ForwardedPacket`] reports, with the count of reports dropped because the
-/// receiver was slow (the relay path never waits for it).
-pub struct ForwardReports {
-    /// The reports.
-    pub packets: mpsc::Receiver<ForwardedPacket>,
-    /// Reports dropped because the queue was full.
-    pub dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
+/// The stream of [`ForwardedPacket`] reports.
+pub type ForwardReports = reports::Reports<ForwardedPacket>;
 
 /// A Mehr control message addressed to this node's `mehr.node` destination.
 #[derive(Debug, Clone)]
@@ -573,18 +562,10 @@ impl TransportHandle {
     /// at most `capacity` wait in the queue, more are dropped and counted. One receiver at a
     /// time: a second call replaces the first.
     pub async fn forward_reports(&self, capacity: usize) -> Result<ForwardReports, TransportError> {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        self.ask(|reply| actor::Command::ForwardReports {
-            sender: tx,
-            dropped: dropped.clone(),
-            reply,
-        })
-        .await?;
-        Ok(ForwardReports {
-            packets: rx,
-            dropped,
-        })
+        let (sink, reports) = reports::channel(capacity);
+        self.ask(|reply| actor::Command::ForwardReports { sink, reply })
+            .await?;
+        Ok(reports)
     }
 
     /// Turns on reports of messages this node sent through a relay and saw proved (see
@@ -594,18 +575,10 @@ impl TransportHandle {
         &self,
         capacity: usize,
     ) -> Result<DeliveryReports, TransportError> {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        self.ask(|reply| actor::Command::DeliveryReports {
-            sender: tx,
-            dropped: dropped.clone(),
-            reply,
-        })
-        .await?;
-        Ok(DeliveryReports {
-            deliveries: rx,
-            dropped,
-        })
+        let (sink, reports) = reports::channel(capacity);
+        self.ask(|reply| actor::Command::DeliveryReports { sink, reply })
+            .await?;
+        Ok(reports)
     }
 
     /// Receives every control message of type `kind` sent to this node's `mehr.node`
