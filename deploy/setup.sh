@@ -13,6 +13,9 @@ MEHR_CACHE="${MEHR_CACHE:-$HOME/.cache/mehr}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MEHR_CACHE/target}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# shellcheck source=deploy/lib/detect.sh
+. "$ROOT/deploy/lib/detect.sh"
+
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
 need_root() {
@@ -23,14 +26,19 @@ need_root() {
 ensure_system_packages() {
   local missing=()
   # bindgen (rocksdb) needs libclang; the C++ build needs a compiler; venvs need python3-venv.
-  ldconfig -p 2>/dev/null | grep -q 'libclang' || [ -n "$(ls /usr/lib/llvm-*/lib/libclang*.so* 2>/dev/null)" ] || missing+=(libclang-dev clang)
+  has_libclang || missing+=(libclang-dev)
   command -v c++ >/dev/null || missing+=(g++)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
-  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  python_can_make_venvs python3 || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing system packages: ${missing[*]}"
     need_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  # Fail here, in seconds, rather than in RocksDB's build script minutes later.
+  if ! has_libclang; then
+    log "no libclang that bindgen can load (libclang.so or libclang-<version>.so); install libclang-dev"
+    exit 1
   fi
 }
 

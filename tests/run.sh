@@ -13,6 +13,9 @@ cd "$ROOT"
 
 step() { printf '\n\033[1;32m==> %s\033[0m\n' "$*"; }
 
+step "set-up decisions (deploy/lib/detect.sh against the fresh and prepared images' library lists)"
+"$MEHR_CACHE/venv/bin/python" -m pytest -q tests/setup
+
 step "build (release profile: one build serves the node, the tests and the benchmarks)"
 cargo build --release --workspace --bins --tests
 
