@@ -9,10 +9,32 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mehr_storage::ObjectId;
 use tokio::sync::broadcast;
 
-use crate::{compute::FunctionKind, market::AgreementEvent};
+use mehr_market::{
+    NodeId,
+    agreement::{AgreementId, AgreementState, Role},
+};
+
+use crate::seams::functions::FunctionKind;
 
 /// How many events a slow subscriber may fall behind before it starts missing them.
 const EVENT_BUFFER: usize = 1024;
+
+/// A change of an agreement, as the event bus carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgreementEvent {
+    /// Blake3 of the signed request: the agreement's handle from its first step.
+    pub request_id: [u8; 32],
+    /// The agreement id, once offered.
+    pub agreement_id: Option<AgreementId>,
+    /// The other side.
+    pub counterparty: NodeId,
+    /// This node's side.
+    pub role: Role,
+    /// The new state.
+    pub state: AgreementState,
+    /// Why it ended, in words.
+    pub note: String,
+}
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,7 +16,7 @@ pub mod identity;
 pub mod ledger;
 pub mod market;
 pub mod node;
-pub mod relay_price;
+pub mod seams;
 pub mod storage;
 pub mod store;
 pub mod telemetry;

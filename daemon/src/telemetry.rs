@@ -1,6 +1,11 @@
 //! Logging: `tracing` to stderr, as text or JSON lines, filtered by the configured level
 //! (a `tracing` filter such as `info` or `mehrd=debug,tower=warn`; `RUST_LOG` is not read so
 //! that the config layers stay the one source).
+//!
+//! Colour escapes are written only when stderr is a terminal and `NO_COLOR` is unset: a log
+//! file or the journal would otherwise keep them as noise.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -13,7 +18,11 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(wants_colour())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -26,4 +35,9 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
             .try_init(),
     };
     result.map_err(|e| format!("cannot install the logger: {e}"))
+}
+
+/// Colour on a terminal, unless the user opted out (<https://no-color.org>).
+fn wants_colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

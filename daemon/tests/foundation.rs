@@ -397,6 +397,28 @@ fn json_logs_are_json_lines() {
 }
 
 #[test]
+fn logs_to_a_file_have_no_colour_and_a_callers_error_is_not_an_error() {
+    let temp = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_in(&temp.path().join("node"), &[]);
+    // A caller's mistake: an object that does not exist (NOT_FOUND).
+    let missing = "0".repeat(64);
+    let out = daemon.cli(&["store", "stat", &missing]);
+    assert!(!out.status.success(), "stat of a missing object succeeded");
+    // A server-side failure for contrast would need a broken node; the classification of
+    // each code is in api/mod.rs (`trace_layer`).
+    let log = daemon.stderr();
+    assert!(!log.is_empty(), "the daemon logged nothing");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour escapes in a log written to a file:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|line| line.contains("ERROR")),
+        "a caller's NOT_FOUND was logged as an error:\n{log}"
+    );
+}
+
+#[test]
 fn cli_reports_connection_errors_in_one_line() {
     let output = Command::new(bin("mehr"))
         .args(["--data-dir", "/nonexistent/mehr", "info"])

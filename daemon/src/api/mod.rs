@@ -40,7 +40,10 @@ use tonic::{
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::limit::GlobalConcurrencyLimitLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::{
+    classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
+    trace::{GrpcMakeClassifier, TraceLayer},
+};
 
 use self::{auth::BearerAuthLayer, deadline::DeadlineLayer, tls::TlsMaterial};
 pub use self::{
@@ -272,7 +275,7 @@ pub async fn serve(
         }
         let auth = listener.requires_token.then(|| BearerAuthLayer::new(token));
         let router = server
-            .layer(TraceLayer::new_for_grpc())
+            .layer(trace_layer())
             .layer(tower::load_shed::LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits.clone()))
             .layer(tower::util::option_layer(auth))
@@ -292,6 +295,29 @@ pub async fn serve(
         servers,
         socket_path: listeners.socket_path,
     })
+}
+
+/// Logs every call; only the codes that mean this node failed (INTERNAL, UNKNOWN, DATA_LOSS,
+/// UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNIMPLEMENTED) are logged as errors. A
+/// caller's mistake — a missing object, a bad argument, a refused token, a cancelled call — is
+/// an answer, not a server error, and is logged with the other responses at debug level.
+fn trace_layer() -> TraceLayer<GrpcMakeClassifier> {
+    let callers_codes = [
+        GrpcCode::Cancelled,
+        GrpcCode::InvalidArgument,
+        GrpcCode::NotFound,
+        GrpcCode::AlreadyExists,
+        GrpcCode::PermissionDenied,
+        GrpcCode::FailedPrecondition,
+        GrpcCode::Aborted,
+        GrpcCode::OutOfRange,
+        GrpcCode::Unauthenticated,
+    ];
+    let classifier = callers_codes.into_iter().fold(
+        GrpcErrorsAsFailures::new(),
+        GrpcErrorsAsFailures::with_success,
+    );
+    TraceLayer::new(SharedClassifier::new(classifier))
 }
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {

@@ -7,9 +7,11 @@ use mehr_transport::{hashes::DestinationHash, path_cost::CompactPathCost, router
 use tonic::{Request, Response, Status};
 
 use super::paging::page;
-use crate::transport::{
-    InterfaceInfo, InterfaceSpec, InterfaceType, LinkState, PathView, Route, TransportHandle,
-    interfaces::spec::ModeName,
+use crate::{
+    config::interfaces::ModeName,
+    transport::{
+        InterfaceInfo, InterfaceSpec, InterfaceType, LinkState, PathView, Route, TransportHandle,
+    },
 };
 
 /// Default wait for RequestPath.

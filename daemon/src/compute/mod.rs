@@ -15,6 +15,7 @@ pub mod function_id;
 mod gate;
 mod invocation;
 mod modules;
+mod seam;
 mod served;
 mod wasm;
 
@@ -47,6 +48,7 @@ pub use self::{
         SessionViolation, ToProvider,
     },
 };
+pub use crate::seams::functions::{FunctionKind, Price};
 use crate::{
     config::ComputeConfig,
     events::{EventBus, EventKind, unix_ms_now},
@@ -61,24 +63,6 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
 /// Room for the other fields of a message that carries a module, an input or an output.
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
-
-/// How a function runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FunctionKind {
-    /// An export of a deployed WASM module.
-    Wasm,
-    /// A function served by a client over a Serve stream.
-    Served,
-}
-
-/// What a call costs, in μMHR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Price {
-    /// A flat price per call (served functions).
-    PerInvocation(u64),
-    /// A price per million units of fuel (WASM functions).
-    PerMillionFuel(u64),
-}
 
 /// One function this node offers.
 #[derive(Debug, Clone, PartialEq, Eq)]

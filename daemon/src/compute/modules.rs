@@ -5,7 +5,7 @@
 use crate::store::{CodecError, Table, Value};
 
 /// Deployed modules, keyed by module id (Blake3 of the bytes).
-pub const MODULES: Table<[u8; 32], ModuleRecord> = Table::new("compute_modules");
+pub const MODULES: Table<[u8; 32], ModuleRecord> = Table::new(crate::store::CF_COMPUTE_MODULES);
 
 /// Layout version of [`ModuleRecord`].
 const RECORD_VERSION: u8 = 1;

@@ -12,6 +12,7 @@
 mod core;
 mod gossip;
 mod inbound;
+mod payments;
 pub mod records;
 mod relay;
 #[cfg(test)]
@@ -44,10 +45,13 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-pub use self::core::LedgerError;
 pub(crate) use self::core::{
     BalanceView, ChannelView, CoreConfig, LedgerCore, LedgerSummary, NeighbourInfo, Notice, Now,
     TicketVerdict,
+};
+pub use self::{
+    core::LedgerError,
+    payments::{ChannelPayer, ChannelPayments},
 };
 use crate::{
     config::LedgerConfig,
@@ -112,8 +116,8 @@ pub struct LedgerStart {
     pub transport: TransportHandle,
     /// The event bus.
     pub events: Arc<EventBus>,
-    /// The relays the market pays under agreements (see [`crate::market::RelayCover`]).
-    pub relay_cover: crate::market::RelayCover,
+    /// The relays the market pays under agreements (see [`crate::seams::payments::RelayCover`]).
+    pub relay_cover: crate::seams::payments::RelayCover,
     /// Cancelled at shutdown.
     pub stop: CancellationToken,
 }
@@ -457,7 +461,7 @@ impl Actor {
         mut commands: mpsc::Receiver<Command>,
         mut control: mpsc::Receiver<ControlMessage>,
         mut reports: Option<mpsc::Receiver<crate::transport::ForwardedPacket>>,
-        mut relay_cover: crate::market::RelayCover,
+        mut relay_cover: crate::seams::payments::RelayCover,
         stop: CancellationToken,
     ) {
         // Without a market the sender is gone at once: stop watching rather than spin.

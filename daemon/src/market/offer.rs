@@ -15,8 +15,8 @@ use mehr_market::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    compute::{FunctionKind, Price},
     config::{Config, MarketConfig},
+    seams::functions::{FunctionKind, Price},
     transport::InterfaceType,
 };
 

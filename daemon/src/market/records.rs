@@ -13,18 +13,13 @@ use mehr_market::{
     identity::PUBLIC_KEY_LEN,
 };
 
-use crate::store::{CodecError, Table, Value};
-
-/// Column family of agreements.
-pub const CF_AGREEMENTS: &str = "market_agreements";
-/// Column family of the market's named values.
-pub const CF_STATE: &str = "market_state";
+use crate::store::{CF_MARKET_AGREEMENTS, CF_MARKET_STATE, CodecError, Table, Value};
 
 /// Agreements by the Blake3 hash of their signed request (known from the first step on, unlike
 /// the agreement id, which needs the offer).
-pub const AGREEMENTS: Table<[u8; 32], AgreementRecord> = Table::new(CF_AGREEMENTS);
+pub const AGREEMENTS: Table<[u8; 32], AgreementRecord> = Table::new(CF_MARKET_AGREEMENTS);
 /// Named values.
-pub const STATE: Table<String, Vec<u8>> = Table::new(CF_STATE);
+pub const STATE: Table<String, Vec<u8>> = Table::new(CF_MARKET_STATE);
 
 /// `market_state` key of the last advert sequence number signed.
 pub(super) const OWN_SEQ_KEY: &str = "own_seq";

@@ -435,5 +435,20 @@ fn upload_ids_in<V: Value>(
     Ok(found)
 }
 
+/// What the market advertises of the store.
+impl crate::seams::storage::StorageRoom for ObjectStore {
+    fn quota_left_bytes(&self) -> u64 {
+        let usage = self.usage();
+        usage
+            .available_bytes
+            .saturating_sub(usage.used_bytes)
+            .saturating_sub(usage.reserved_bytes)
+    }
+
+    fn max_object_size(&self) -> u64 {
+        self.limits().max_object_size
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,7 @@
 //! Every column family the daemon uses. A part that needs a new kind of record adds its column
-//! family here and declares its typed [`Table`] next to the code that owns the records.
+//! family here and declares its typed [`Table`] next to the code that owns the records: the
+//! store owns the names (it opens them all), the parts own what is in them, and the store
+//! never imports a part.
 
 use rocksdb::{DBCompressionType, Options};
 
@@ -35,11 +37,20 @@ pub(crate) const CF_LEDGER_REDEEMED: &str = "ledger_redeemed";
 /// Peers this node trusts.
 pub(crate) const CF_LEDGER_TRUST: &str = "ledger_trust";
 
+// The market's records (`crate::market::records`).
+/// Agreements by the hash of their signed request.
+pub(crate) const CF_MARKET_AGREEMENTS: &str = "market_agreements";
+/// The market's named values (settings, reputation, the advert's sequence).
+pub(crate) const CF_MARKET_STATE: &str = "market_state";
+
+// The compute part's records (`crate::compute::modules`).
+/// Deployed WASM modules by id.
+pub(crate) const CF_COMPUTE_MODULES: &str = "compute_modules";
+
 /// Every column family, opened (and created if missing) by [`super::Store::open`].
 pub const COLUMN_FAMILIES: &[&str] = &[
     CF_META,
-    // Deployed WASM modules: `compute::MODULES`.
-    "compute_modules",
+    CF_COMPUTE_MODULES,
     CF_STORAGE_OBJECTS,
     CF_STORAGE_OBJECTS_BY_CREATED,
     CF_STORAGE_CHUNKS,
@@ -51,9 +62,8 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_LEDGER_RECORDS,
     CF_LEDGER_REDEEMED,
     CF_LEDGER_TRUST,
-    // The market's agreements and named values: `market::AGREEMENTS`, `market::STATE`.
-    crate::market::CF_AGREEMENTS,
-    crate::market::CF_STATE,
+    CF_MARKET_AGREEMENTS,
+    CF_MARKET_STATE,
 ];
 
 /// Node-wide facts, keyed by name.

@@ -212,7 +212,7 @@ pub async fn start(
         identity.clone(),
         DestinationName::mehr_node(),
     );
-    local.app_data = mehr.app_data(interfaces::spec::DEFAULT_IP_BITRATE);
+    local.app_data = mehr.app_data(crate::config::interfaces::DEFAULT_IP_BITRATE);
     // Control messages that travel whole in a packet are proved per kind (see
     // `on_control`); those large enough to need a link are proved like any link traffic.
     local.proof_strategy = mehr_transport::router::ProofStrategy::Links;
@@ -757,7 +757,7 @@ impl Actor {
             .values()
             .map(|e| e.spec.effective_bitrate())
             .max()
-            .unwrap_or(interfaces::spec::DEFAULT_IP_BITRATE)
+            .unwrap_or(crate::config::interfaces::DEFAULT_IP_BITRATE)
     }
 
     /// Announces `mehr.node` and every app destination that asked for it.

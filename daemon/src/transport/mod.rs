@@ -15,6 +15,7 @@ pub mod segments;
 
 use std::time::Duration;
 
+pub use crate::config::TransportConfig;
 pub use interfaces::{InterfaceSpec, InterfaceType, LinkState};
 pub use mehr_transport::route_policy::RoutePolicy;
 use mehr_transport::{
@@ -23,35 +24,9 @@ use mehr_transport::{
     path_cost::CompactPathCost,
     router::{Counters, InterfaceId, RouterError},
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::actor::start;
-
-/// Transport settings (`[transport]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransportConfig {
-    /// Forward packets and rebroadcast announces for others (Reticulum's `enable_transport`).
-    pub enabled: bool,
-    /// Seconds between the node's periodic announces.
-    pub announce_interval_secs: u64,
-    /// This node's relay fee in μMHR per byte, advertised in its path costs.
-    pub cost_per_byte: f64,
-    /// Largest message accepted or sent over a link, in bytes.
-    pub max_message_bytes: usize,
-}
-
-impl Default for TransportConfig {
-    fn default() -> Self {
-        TransportConfig {
-            enabled: true,
-            announce_interval_secs: 1800,
-            cost_per_byte: 0.0,
-            max_message_bytes: 16 << 20,
-        }
-    }
-}
 
 /// Why a transport operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -138,7 +138,7 @@ impl RemoteStorage {
         let mut paid = Vec::with_capacity(dues.len());
         for (shard, provider, amount) in dues {
             let to = mehr_ledger::NodeId(provider);
-            match crate::market::pay_peer(&payer.ledger, payer.deposit_umhr, to, amount).await {
+            match payer.pay(to, amount).await {
                 Ok(()) => paid.push((shard, provider, amount)),
                 Err(e) => tracing::info!(object = %id, provider = %to, amount_umhr = amount,
                     error = %e, "storage earnings stay owed: not paid through a channel"),

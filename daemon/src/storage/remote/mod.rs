@@ -44,6 +44,7 @@ use wire::{Reply, Request, kinds};
 use super::ObjectStore;
 use crate::{
     events::EventBus,
+    seams::payments::PeerPayer,
     store::Store,
     transport::{ControlMessage, TransportHandle, mehr_node_destination},
 };
@@ -69,6 +70,26 @@ pub struct RemoteSettings {
     pub default_duration_secs: u64,
 }
 
+impl RemoteSettings {
+    /// The settings the `[storage]` section makes.
+    pub fn from_config(storage: &crate::config::StorageConfig) -> Self {
+        let default_params = mehr_storage::ErasureParams::new(
+            storage.data_shards,
+            storage.parity_shards,
+            mehr_storage::DEFAULT_PIECE_SIZE,
+        )
+        // `validate` checked them; the crate's default is the documented fallback.
+        .unwrap_or_default();
+        RemoteSettings {
+            request_timeout: Duration::from_secs(storage.remote_timeout_secs.max(1)),
+            challenge_interval: (storage.challenge_interval_secs > 0)
+                .then(|| Duration::from_secs(storage.challenge_interval_secs)),
+            default_params,
+            default_duration_secs: storage.agreement_duration_secs,
+        }
+    }
+}
+
 /// What the remote part needs to start.
 pub struct RemoteParts {
     /// The node's keys (signs every message).
@@ -86,18 +107,7 @@ pub struct RemoteParts {
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
     /// Pays providers what verified storage earned them; `None` keeps it owed.
-    pub payer: Option<StoragePayer>,
-}
-
-/// Pays providers what verified storage earned them through the ledger's channel with each
-/// (however many hops away; a channel is opened on demand with `deposit_umhr`). What cannot
-/// be paid that way stays owed in the record.
-#[derive(Clone)]
-pub struct StoragePayer {
-    /// The ledger.
-    pub ledger: crate::ledger::LedgerHandle,
-    /// Deposit of a channel opened to pay a provider, μMHR.
-    pub deposit_umhr: u64,
+    pub payer: Option<Arc<dyn PeerPayer>>,
 }
 
 /// The remote-storage part. Cheap to clone.
@@ -138,8 +148,8 @@ struct Shared {
     paying: Mutex<std::collections::HashSet<(ObjectId, u8)>>,
     /// Provider side: chunk-set uploads in progress.
     uploads: Mutex<provider::Uploads>,
-    /// Pays what passed challenges earned (see [`StoragePayer`]).
-    payer: Option<StoragePayer>,
+    /// Pays what passed challenges earned; `None` keeps it owed.
+    payer: Option<Arc<dyn PeerPayer>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -11,7 +11,7 @@ pub mod queue;
 mod serial;
 mod shaper;
 mod sim;
-pub mod spec;
+use crate::config::interfaces as spec;
 pub mod stats;
 mod tcp;
 mod udp;

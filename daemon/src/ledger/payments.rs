@@ -1,15 +1,11 @@
-//! The seam between agreements and payment channels.
+//! How the market's charges and storage's dues are paid: over this node's payment channels.
 //!
-//! The market decides *what* is owed: an agreement opens, a unit of service is delivered and
-//! accepted (a verified job, a delivered byte), the agreement ends and payment stops. The
-//! ledger decides *how* it is paid (which channel, when a state update goes out). The market
-//! records every charge against the agreement itself (visible in the API as
-//! `charged_units`/`charged_umhr`) and tells a [`Payments`] implementation: the daemon uses
-//! [`ChannelPayments`], which pays over the ledger's channels; [`RecordOnly`] keeps the
-//! accounting and moves no money (the market alone, in tests).
+//! The contracts ([`Payments`], [`PeerPayer`]) are the market's and storage's view, in
+//! `seams::payments`; this module is the ledger's side of them.
 
 use std::time::Duration;
 
+use futures::{FutureExt, future::BoxFuture};
 use mehr_market::{
     ChannelId, NodeId,
     agreement::{AgreementId, AgreementState, Role},
@@ -17,85 +13,11 @@ use mehr_market::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ledger::{LedgerError, LedgerHandle};
+use super::{LedgerError, LedgerHandle};
+use crate::seams::payments::{Charge, Payments, PeerPayer, RecordOnly};
 
 /// How long one channel open or payment may wait for the provider's signature.
 const PAY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One charge under an agreement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Charge {
-    /// The agreement.
-    pub agreement_id: AgreementId,
-    /// This node's side: a consumer owes, a provider is owed.
-    pub role: Role,
-    /// The other side.
-    pub counterparty: NodeId,
-    /// The channel the request named.
-    pub channel: ChannelId,
-    /// Units delivered by this charge.
-    pub units: u64,
-    /// Their price, μMHR.
-    pub amount_umhr: u64,
-}
-
-/// Where agreements meet payment channels. Implementations must not block: they are called
-/// with the market's state locked, so they hand work to a task of their own.
-pub trait Payments: Send + Sync + 'static {
-    /// The channel a consumer names in a request to `provider` (the ledger picks or opens it).
-    fn channel_for(&self, me: NodeId, provider: NodeId) -> ChannelId;
-
-    /// An agreement became active: payments for it will flow over `channel`.
-    fn opened(
-        &self,
-        agreement_id: AgreementId,
-        role: Role,
-        counterparty: NodeId,
-        channel: ChannelId,
-    );
-
-    /// A unit of service was delivered and accepted under an active agreement.
-    fn charge(&self, charge: &Charge);
-
-    /// The agreement ended (`state` says how): no further charge will come, payment stops.
-    fn closed(&self, agreement_id: AgreementId, role: Role, state: AgreementState);
-}
-
-/// Records charges on the agreements only; opens no channel and pays nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RecordOnly;
-
-impl Payments for RecordOnly {
-    /// The id of the channel `me` would open towards `provider` with an all-zero nonce:
-    /// deterministic, so both sides and a later ledger agree on it.
-    fn channel_for(&self, me: NodeId, provider: NodeId) -> ChannelId {
-        ChannelId::derive(&me, &provider, &[0; mehr_ledger::ids::CHANNEL_NONCE_LEN])
-    }
-
-    fn opened(
-        &self,
-        agreement_id: AgreementId,
-        role: Role,
-        counterparty: NodeId,
-        channel: ChannelId,
-    ) {
-        tracing::debug!(agreement = %agreement_id, ?role, %counterparty, channel = %channel, "agreement opened for payment");
-    }
-
-    fn charge(&self, charge: &Charge) {
-        tracing::debug!(
-            agreement = %charge.agreement_id,
-            role = ?charge.role,
-            units = charge.units,
-            amount_umhr = charge.amount_umhr,
-            "charge recorded"
-        );
-    }
-
-    fn closed(&self, agreement_id: AgreementId, role: Role, state: AgreementState) {
-        tracing::debug!(agreement = %agreement_id, ?role, ?state, "agreement closed for payment");
-    }
-}
 
 /// Pays what this node owes as a consumer through the ledger's payment channel with the
 /// provider, charge by charge, in the order the charges were made. The channel is between the
@@ -193,9 +115,8 @@ async fn pay_charges(
 
 /// Pays `amount_umhr` to `to`, any Mehr node whose announce was heard (a neighbour or a node
 /// several hops away), through the channel with it, opening the channel first (depositing
-/// `deposit_umhr`, or the amount if larger) when there is none. Also used by remote storage to
-/// pay what verified storage earned.
-pub(crate) async fn pay_peer(
+/// `deposit_umhr`, or the amount if larger) when there is none.
+async fn pay_peer(
     ledger: &LedgerHandle,
     deposit_umhr: u64,
     to: NodeId,
@@ -208,5 +129,35 @@ pub(crate) async fn pay_peer(
             ledger.pay(to, amount_umhr, PAY_TIMEOUT).await.map(drop)
         }
         paid => paid.map(drop),
+    }
+}
+
+/// Pays providers what verified storage earned them through the channel with each (however
+/// many hops away; a channel is opened on demand with `deposit_umhr`).
+#[derive(Clone)]
+pub struct ChannelPayer {
+    ledger: LedgerHandle,
+    deposit_umhr: u64,
+}
+
+impl ChannelPayer {
+    /// Pays over `ledger`, opening channels with `deposit_umhr` (or the amount if larger).
+    pub fn new(ledger: LedgerHandle, deposit_umhr: u64) -> Self {
+        ChannelPayer {
+            ledger,
+            deposit_umhr,
+        }
+    }
+}
+
+impl PeerPayer for ChannelPayer {
+    fn pay(&self, to: NodeId, amount_umhr: u64) -> BoxFuture<'static, Result<(), String>> {
+        let payer = self.clone();
+        async move {
+            pay_peer(&payer.ledger, payer.deposit_umhr, to, amount_umhr)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
     }
 }

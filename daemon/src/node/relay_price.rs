@@ -12,7 +12,7 @@ use crate::{ledger::LedgerHandle, transport::TransportHandle};
 /// configuration says `config_price`. The offer is whole μMHR (`transport.cost_per_byte`
 /// rounded up), so while it still matches the configuration the configuration's exact,
 /// possibly fractional, fee is kept.
-pub fn effective(config_price: f64, offer_price: u64) -> f64 {
+pub(super) fn effective(config_price: f64, offer_price: u64) -> f64 {
     let configured = config_price.max(0.0).ceil();
     if configured == offer_price as f64 {
         config_price.max(0.0)
@@ -23,7 +23,7 @@ pub fn effective(config_price: f64, offer_price: u64) -> f64 {
 
 /// Applies the offer's relay price to the transport and the ledger now and at every change,
 /// until `stop`.
-pub async fn follow(
+pub(super) async fn follow(
     mut offer: watch::Receiver<u64>,
     config_price: f64,
     transport: TransportHandle,

@@ -13,6 +13,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub mod interfaces;
+
 /// Default TCP address of the gRPC API.
 pub const DEFAULT_API_LISTEN: &str = mehr_sdk::layout::DEFAULT_TCP_ENDPOINT;
 
@@ -39,9 +41,9 @@ pub struct Config {
     /// Logging.
     pub log: LogConfig,
     /// The mesh transport.
-    pub transport: crate::transport::TransportConfig,
+    pub transport: TransportConfig,
     /// Mesh interfaces (`[[interfaces]]` tables); replaces the defaults when given.
-    pub interfaces: Vec<crate::transport::InterfaceSpec>,
+    pub interfaces: Vec<interfaces::InterfaceSpec>,
     /// Running functions: the WASM sandbox and functions served by SDK processes.
     pub compute: ComputeConfig,
     /// The local object store.
@@ -340,25 +342,6 @@ impl StorageConfig {
         })?;
         Ok(())
     }
-
-    /// The remote-storage settings these values make.
-    pub fn remote_settings(&self) -> crate::storage::remote::RemoteSettings {
-        use std::time::Duration;
-        let default_params = mehr_storage::ErasureParams::new(
-            self.data_shards,
-            self.parity_shards,
-            mehr_storage::DEFAULT_PIECE_SIZE,
-        )
-        // `validate` checked them; the crate's default is the documented fallback.
-        .unwrap_or_default();
-        crate::storage::remote::RemoteSettings {
-            request_timeout: Duration::from_secs(self.remote_timeout_secs.max(1)),
-            challenge_interval: (self.challenge_interval_secs > 0)
-                .then(|| Duration::from_secs(self.challenge_interval_secs)),
-            default_params,
-            default_duration_secs: self.agreement_duration_secs,
-        }
-    }
 }
 
 /// Log output.
@@ -562,8 +545,8 @@ impl Config {
                 level: "info".into(),
                 format: LogFormat::Text,
             },
-            transport: crate::transport::TransportConfig::default(),
-            interfaces: crate::transport::interfaces::spec::default_interfaces(),
+            transport: TransportConfig::default(),
+            interfaces: interfaces::default_interfaces(),
             compute: ComputeConfig {
                 max_module_bytes: 8 * 1024 * 1024,
                 compile_cache: true,
@@ -768,7 +751,7 @@ fn check_schema(defaults: &toml::Value, layer: &toml::Value) -> Result<(), Strin
                         .as_array()
                         .ok_or_else(|| format!("`{path}` must be an array of tables"))?;
                     for (i, entry) in entries.iter().enumerate() {
-                        let spec: crate::transport::InterfaceSpec =
+                        let spec: interfaces::InterfaceSpec =
                             entry.clone().try_into().map_err(|e: toml::de::Error| {
                                 format!("`interfaces[{i}]`: {}", e.message())
                             })?;
@@ -1076,5 +1059,30 @@ mod tests {
         let config = load(None, &[], FlagOverrides::default()).unwrap();
         let reloaded = load(Some(&config.to_toml()), &[], FlagOverrides::default()).unwrap();
         assert_eq!(config, reloaded);
+    }
+}
+
+/// Transport settings (`[transport]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Forward packets and rebroadcast announces for others (Reticulum's `enable_transport`).
+    pub enabled: bool,
+    /// Seconds between the node's periodic announces.
+    pub announce_interval_secs: u64,
+    /// This node's relay fee in μMHR per byte, advertised in its path costs.
+    pub cost_per_byte: f64,
+    /// Largest message accepted or sent over a link, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            enabled: true,
+            announce_interval_secs: 1800,
+            cost_per_byte: 0.0,
+            max_message_bytes: 16 << 20,
+        }
     }
 }

@@ -1,5 +1,12 @@
 //! The node: starts its parts in order (data dir, identity, store, transport, compute, storage,
 //! market, API), and stops them in reverse on shutdown.
+//!
+//! This is the one place that knows every part: it hands each part the others it needs behind
+//! the contracts of `crate::seams` (the market gets the compute part as `LocalFunctions`, the
+//! object store as `StorageRoom`, the ledger as `Payments`; storage gets the ledger as a
+//! `PeerPayer`) and keeps the glue that belongs to no part (`relay_price`).
+
+mod relay_price;
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,10 +22,11 @@ use crate::{
     data_dir::{DataDir, DataDirError, STORE_DIR},
     events::{EventBus, EventKind},
     identity::{IdentityError, NodeIdentity},
-    market::{ChannelPayments, Market, MarketParts},
+    ledger::{ChannelPayer, ChannelPayments},
+    market::{Market, MarketParts},
     storage::{
         ObjectStore, StorageError, StorageLimits,
-        remote::{RemoteParts, RemoteStorage, StoragePayer},
+        remote::{RemoteParts, RemoteSettings, RemoteStorage},
     },
     store::{META, Store, StoreError},
 };
@@ -147,13 +155,13 @@ impl Node {
             transport: transport.clone(),
             objects: objects.clone(),
             store: store.clone(),
-            settings: config.storage.remote_settings(),
+            settings: RemoteSettings::from_config(&config.storage),
             events: events.clone(),
             shutdown: shutdown.child_token(),
-            payer: Some(StoragePayer {
-                ledger: ledger.clone(),
-                deposit_umhr: config.ledger.channel_deposit_umhr,
-            }),
+            payer: Some(Arc::new(ChannelPayer::new(
+                ledger.clone(),
+                config.ledger.channel_deposit_umhr,
+            ))),
         })
         .await?;
         let market = if config.market.enabled {
@@ -162,8 +170,8 @@ impl Node {
                     identity: &identity,
                     config: &config,
                     transport: transport.clone(),
-                    compute: compute.clone(),
-                    objects: objects.clone(),
+                    functions: Arc::new(compute.clone()),
+                    storage_room: Arc::new(objects.clone()),
                     store: store.clone(),
                     events: events.clone(),
                     payments: Arc::new(ChannelPayments::start(
@@ -181,7 +189,7 @@ impl Node {
         };
 
         if let Some(market) = &market {
-            tokio::spawn(crate::relay_price::follow(
+            tokio::spawn(relay_price::follow(
                 market.relay_price(),
                 config.transport.cost_per_byte,
                 transport.clone(),
