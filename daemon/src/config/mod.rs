@@ -323,6 +323,9 @@ pub struct StorageConfig {
     pub parity_shards: u8,
     /// Agreement duration of a replication that does not name one, seconds.
     pub agreement_duration_secs: u64,
+    /// The longest a consumer may ask this node to hold a shard, seconds: an offer that
+    /// expires later is refused (no one locks space here for good).
+    pub max_hold_secs: u64,
 }
 
 impl StorageConfig {
@@ -330,6 +333,11 @@ impl StorageConfig {
         if self.remote_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "storage.remote_timeout_secs must be above zero".into(),
+            ));
+        }
+        if self.max_hold_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.max_hold_secs must be above zero".into(),
             ));
         }
         mehr_storage::ErasureParams::new(
@@ -571,6 +579,7 @@ impl Config {
                 data_shards: 4,
                 parity_shards: 2,
                 agreement_duration_secs: 30 * 86_400,
+                max_hold_secs: 365 * 86_400,
             },
             ledger: LedgerConfig {
                 genesis: Vec::new(),

@@ -73,6 +73,9 @@ impl Market {
                 std::mem::replace(price, settings.relay_price_per_byte_umhr)
                     != settings.relay_price_per_byte_umhr
             });
+            self.shared.storage_terms.send_if_modified(|terms| {
+                std::mem::replace(terms, settings.storage_terms()) != settings.storage_terms()
+            });
             state.settings = settings;
         }
         self.gossip_round().await;

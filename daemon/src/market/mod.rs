@@ -68,7 +68,7 @@ use crate::{
     identity::NodeIdentity,
     seams::{
         functions::{FunctionCall, LocalFunctions, OutputPart, run_to_end},
-        storage::StorageRoom,
+        storage::{StorageRoom, StorageTerms},
     },
     store::{Store, StoreError},
     transport::{
@@ -429,6 +429,9 @@ pub struct MarketParts<'a> {
     pub payments: Arc<dyn Payments>,
     /// Where the market publishes the relays it pays under agreements (see [`crate::seams::payments::RelayCover`]).
     pub relay_cover: tokio::sync::watch::Sender<std::collections::BTreeSet<NodeId>>,
+    /// Where the market publishes the terms this node stores shards on (remote storage
+    /// refuses offers below them).
+    pub storage_terms: tokio::sync::watch::Sender<StorageTerms>,
     /// Ends the tasks.
     pub shutdown: CancellationToken,
 }
@@ -463,6 +466,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// The relay price of the offer, μMHR per byte, for the transport and the ledger.
     relay_price: tokio::sync::watch::Sender<u64>,
+    /// The storage terms of the offer, for remote storage.
+    storage_terms: tokio::sync::watch::Sender<StorageTerms>,
 }
 
 /// Where the parts of a streamed job's output go, as `(seq, bytes)` in arrival order (not
@@ -519,6 +524,7 @@ impl Market {
         .await;
         let capabilities = build_capabilities(&facts.0, &settings, &config.market);
         let relay_price = settings.relay_price_per_byte_umhr;
+        parts.storage_terms.send_replace(settings.storage_terms());
         let deps = Deps {
             store: parts.store.clone(),
             events: parts.events.clone(),
@@ -544,6 +550,7 @@ impl Market {
                 started_unix_ms: now_ms(),
                 shutdown: parts.shutdown,
                 relay_price: tokio::sync::watch::Sender::new(relay_price),
+                storage_terms: parts.storage_terms,
             }),
         };
         for kind in kinds::ALL {

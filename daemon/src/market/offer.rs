@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, MarketConfig},
-    seams::functions::{FunctionKind, Price},
+    seams::{
+        functions::{FunctionKind, Price},
+        storage::StorageTerms,
+    },
     transport::InterfaceType,
 };
 
@@ -42,6 +45,14 @@ pub struct OfferSettings {
 }
 
 impl OfferSettings {
+    /// The terms remote storage serves shards on under these settings.
+    pub fn storage_terms(&self) -> StorageTerms {
+        StorageTerms {
+            offered: self.offer_storage,
+            price_per_byte_day_umhr: self.storage_price_per_byte_day_umhr,
+        }
+    }
+
     /// The settings `config` describes: the market section, the transport's relay fee
     /// (rounded up to whole μMHR) and the compute section's WASM price.
     pub fn from_config(config: &Config) -> Self {

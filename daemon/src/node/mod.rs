@@ -23,7 +23,7 @@ use crate::{
     events::{EventBus, EventKind},
     identity::{IdentityError, NodeIdentity},
     ledger::{ChannelPayer, ChannelPayments},
-    market::{Market, MarketParts},
+    market::{Market, MarketParts, OfferSettings},
     storage::{
         ObjectStore, StorageError, StorageLimits,
         remote::{RemoteParts, RemoteSettings, RemoteStorage},
@@ -125,6 +125,10 @@ impl Node {
         // The market says which relays it pays under agreements; the ledger declines their
         // lottery tickets for this node's own packets.
         let (relay_cover, relay_covered) = tokio::sync::watch::channel(Default::default());
+        // The market replaces these with its persisted offer when it starts; without a market
+        // the configuration's terms hold.
+        let (storage_terms, storage_offer) =
+            tokio::sync::watch::channel(OfferSettings::from_config(&config).storage_terms());
         let (ledger, ledger_task) = crate::ledger::start(crate::ledger::LedgerStart {
             store: store.clone(),
             identity: identity.keys().clone(),
@@ -158,6 +162,7 @@ impl Node {
             settings: RemoteSettings::from_config(&config.storage),
             events: events.clone(),
             shutdown: shutdown.child_token(),
+            terms: storage_offer,
             payer: Some(Arc::new(ChannelPayer::new(
                 ledger.clone(),
                 config.ledger.channel_deposit_umhr,
@@ -180,6 +185,7 @@ impl Node {
                         shutdown.child_token(),
                     )),
                     relay_cover,
+                    storage_terms,
                     shutdown: shutdown.child_token(),
                 })
                 .await?,

@@ -44,7 +44,7 @@ use wire::{Reply, Request, kinds};
 use super::ObjectStore;
 use crate::{
     events::EventBus,
-    seams::payments::PeerPayer,
+    seams::{payments::PeerPayer, storage::StorageOffer},
     store::Store,
     transport::{ControlMessage, TransportHandle, mehr_node_destination},
 };
@@ -68,6 +68,8 @@ pub struct RemoteSettings {
     pub default_params: ErasureParams,
     /// Agreement duration when a request does not name one, seconds.
     pub default_duration_secs: u64,
+    /// The longest this node holds a shard for a consumer, seconds.
+    pub max_hold_secs: u64,
 }
 
 impl RemoteSettings {
@@ -86,6 +88,7 @@ impl RemoteSettings {
                 .then(|| Duration::from_secs(storage.challenge_interval_secs)),
             default_params,
             default_duration_secs: storage.agreement_duration_secs,
+            max_hold_secs: storage.max_hold_secs,
         }
     }
 }
@@ -108,6 +111,8 @@ pub struct RemoteParts {
     pub shutdown: CancellationToken,
     /// Pays providers what verified storage earned them; `None` keeps it owed.
     pub payer: Option<Arc<dyn PeerPayer>>,
+    /// The terms this node stores shards for others on (offers below them are refused).
+    pub terms: StorageOffer,
 }
 
 /// The remote-storage part. Cheap to clone.
@@ -150,6 +155,8 @@ struct Shared {
     uploads: Mutex<provider::Uploads>,
     /// Pays what passed challenges earned; `None` keeps it owed.
     payer: Option<Arc<dyn PeerPayer>>,
+    /// The terms this node stores shards for others on.
+    terms: StorageOffer,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -185,6 +192,7 @@ impl RemoteStorage {
                 paying: Mutex::new(std::collections::HashSet::new()),
                 uploads: Mutex::new(provider::Uploads::default()),
                 payer: parts.payer,
+                terms: parts.terms,
             }),
         };
         remote.seed_health()?;

@@ -155,6 +155,11 @@ impl RemoteStorage {
         expires_unix_s: u64,
         price_per_byte_day_umhr: u64,
     ) -> Result<Vec<u8>, RemoteError> {
+        self.admit_offer(
+            expires_unix_s,
+            price_per_byte_day_umhr,
+            unix_ms_now() / 1000,
+        )?;
         let objects = self.shared.objects.clone();
         let store = self.shared.store.clone();
         let name = format!("{SHARD_NAME_PREFIX}{consumer}");
@@ -205,6 +210,57 @@ impl RemoteStorage {
             },
         );
         Ok(vec![0])
+    }
+
+    /// Refuses an offer this node did not advertise: storage not offered, a price below the
+    /// advertised one, an expiry already past or beyond `storage.max_hold_secs`.
+    fn admit_offer(
+        &self,
+        expires_unix_s: u64,
+        price_per_byte_day_umhr: u64,
+        now_unix_s: u64,
+    ) -> Result<(), RemoteError> {
+        let terms = *self.shared.terms.borrow();
+        let max_hold_secs = self.shared.settings.max_hold_secs;
+        let refusal = if !terms.offered {
+            Some((
+                ErrorCode::Refused,
+                "this node does not offer storage (market.offer_storage = false)".to_string(),
+            ))
+        } else if price_per_byte_day_umhr < terms.price_per_byte_day_umhr {
+            Some((
+                ErrorCode::Refused,
+                format!(
+                    "the offered {price_per_byte_day_umhr} μMHR per byte-day is below this \
+                     node's price of {} μMHR per byte-day",
+                    terms.price_per_byte_day_umhr
+                ),
+            ))
+        } else if expires_unix_s <= now_unix_s {
+            Some((
+                ErrorCode::BadRequest,
+                format!("the shard's expiry ({expires_unix_s}) has passed"),
+            ))
+        } else if expires_unix_s - now_unix_s > max_hold_secs {
+            Some((
+                ErrorCode::Refused,
+                format!(
+                    "the shard would be held {} s; this node holds shards for at most {max_hold_secs} s \
+                     (storage.max_hold_secs)",
+                    expires_unix_s - now_unix_s
+                ),
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            Some((code, reason)) => Err(RemoteError::Provider {
+                provider: self.shared.me,
+                code,
+                reason,
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn on_chunks(

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     events::EventBus,
+    seams::storage::StorageTerms,
     storage::{ObjectStore, StorageLimits},
     store::Store,
 };
@@ -25,6 +26,8 @@ struct Provider {
     remote: RemoteStorage,
     objects: ObjectStore,
     stop: CancellationToken,
+    /// The storage terms the market would publish.
+    terms: tokio::sync::watch::Sender<StorageTerms>,
 }
 
 impl Drop for Provider {
@@ -53,6 +56,10 @@ async fn provider(available_bytes: u64) -> Provider {
     )
     .await
     .unwrap();
+    let (terms, terms_rx) = tokio::sync::watch::channel(StorageTerms {
+        offered: true,
+        price_per_byte_day_umhr: 0,
+    });
     let remote = RemoteStorage::start(RemoteParts {
         identity,
         transport,
@@ -63,10 +70,12 @@ async fn provider(available_bytes: u64) -> Provider {
             challenge_interval: None,
             default_params: ErasureParams::default(),
             default_duration_secs: 3600,
+            max_hold_secs: MAX_HOLD_SECS,
         },
         events: Arc::new(EventBus::default()),
         shutdown: stop.clone(),
         payer: None,
+        terms: terms_rx,
     })
     .await
     .unwrap();
@@ -75,6 +84,7 @@ async fn provider(available_bytes: u64) -> Provider {
         remote,
         objects,
         stop,
+        terms,
     }
 }
 
@@ -88,11 +98,22 @@ fn node(byte: u8) -> IdentityHash {
     IdentityHash([byte; 16])
 }
 
+/// How long the test providers hold shards at most.
+const MAX_HOLD_SECS: u64 = 86_400;
+
+fn now_unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An offer of a shard for an hour at 1 μMHR per byte-day.
 fn offer(root: ObjectId, length: usize) -> Request {
     Request::Offer {
         root,
         length: length as u64,
-        expires_unix_s: u64::MAX,
+        expires_unix_s: now_unix_s() + 3600,
         price_per_byte_day_umhr: 1,
     }
 }
@@ -326,4 +347,53 @@ async fn expired_shards_are_dropped() {
     assert!(provider.objects.contains(&root).unwrap());
     assert_eq!(provider.remote.expire_held(expires + 1).await.unwrap(), 1);
     assert!(!provider.objects.contains(&root).unwrap());
+}
+
+#[tokio::test]
+async fn offers_off_the_advertised_terms_are_refused_and_reserve_nothing() {
+    let provider = provider(1 << 20).await;
+    let (root, data) = shard(2 * CHUNK_SIZE);
+    let at = |expires_unix_s, price_per_byte_day_umhr| Request::Offer {
+        root,
+        length: data.len() as u64,
+        expires_unix_s,
+        price_per_byte_day_umhr,
+    };
+    let now = now_unix_s();
+
+    // Kept for good, or already over.
+    let forever = provider.remote.serve(node(1), at(u64::MAX, 1)).await;
+    assert_eq!(refused(forever), ErrorCode::Refused);
+    let past = provider.remote.serve(node(1), at(now - 1, 1)).await;
+    assert_eq!(refused(past), ErrorCode::BadRequest);
+
+    // Below the advertised price.
+    provider.terms.send_replace(StorageTerms {
+        offered: true,
+        price_per_byte_day_umhr: 5,
+    });
+    let cheap = provider.remote.serve(node(1), at(now + 3600, 4)).await;
+    assert_eq!(refused(cheap), ErrorCode::Refused);
+
+    // Storage not offered at all (market.offer_storage = false, or SetOffer).
+    provider.terms.send_replace(StorageTerms {
+        offered: false,
+        price_per_byte_day_umhr: 5,
+    });
+    let unoffered = provider.remote.serve(node(1), at(now + 3600, 5)).await;
+    assert_eq!(refused(unoffered), ErrorCode::Refused);
+
+    let usage = provider.objects.usage();
+    assert_eq!((usage.used_bytes, usage.reserved_bytes), (0, 0));
+
+    // On the terms, within the longest hold: accepted.
+    provider.terms.send_replace(StorageTerms {
+        offered: true,
+        price_per_byte_day_umhr: 5,
+    });
+    ok(provider
+        .remote
+        .serve(node(1), at(now + MAX_HOLD_SECS - 60, 5))
+        .await);
+    assert_eq!(provider.objects.usage().reserved_bytes, data.len() as u64);
 }
