@@ -140,7 +140,7 @@ pub fn mehr_extension(data: &[u8]) {
     assert_eq!(major, mehr_transport::extension::SUPPORTED_MAJOR);
     for tlv in &extension.tlvs {
         assert!(tlv.value.len() <= usize::from(u8::MAX));
-        assert_eq!(extension.tlv(tlv.kind).map(<[u8]>::len).is_some(), true);
+        assert!(extension.tlv(tlv.kind).is_some(), "every parsed TLV can be looked up");
     }
     let mut rebuilt = MehrExtension::new(extension.origin_cost);
     rebuilt.version = extension.version;
@@ -567,9 +567,12 @@ pub fn kiss(data: &[u8]) {
     );
 }
 
+/// Decodes a stream given as successive reads, with a frame bound: the frames and counters.
+type DecodeReads = fn(usize, &[&[u8]]) -> (Vec<Vec<u8>>, DecoderStats);
+
 struct Framing {
     encode: fn(&[u8]) -> Vec<u8>,
-    decode: fn(usize, &[&[u8]]) -> (Vec<Vec<u8>>, DecoderStats),
+    decode: DecodeReads,
 }
 
 /// Input: two bytes of frame bound (1..=2048), a byte of chunk seed, then the stream.
@@ -602,7 +605,7 @@ fn framing(data: &[u8], framing: Framing) {
         assert!(!frame.is_empty() && frame.len() <= max);
         assert_eq!(
             (framing.decode)(max, &[&(framing.encode)(frame)]).0,
-            [frame.clone()],
+            std::slice::from_ref(frame),
             "a frame survives framing"
         );
     }
