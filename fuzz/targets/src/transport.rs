@@ -140,7 +140,10 @@ pub fn mehr_extension(data: &[u8]) {
     assert_eq!(major, mehr_transport::extension::SUPPORTED_MAJOR);
     for tlv in &extension.tlvs {
         assert!(tlv.value.len() <= usize::from(u8::MAX));
-        assert!(extension.tlv(tlv.kind).is_some(), "every parsed TLV can be looked up");
+        assert!(
+            extension.tlv(tlv.kind).is_some(),
+            "every parsed TLV can be looked up"
+        );
     }
     let mut rebuilt = MehrExtension::new(extension.origin_cost);
     rebuilt.version = extension.version;
