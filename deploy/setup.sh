@@ -3,6 +3,7 @@
 #
 #   deploy/setup.sh build   system packages for the Rust build (libclang for RocksDB's bindgen, a C++ compiler)
 #   deploy/setup.sh test    the above, plus the Python venv the tests use (grpcio witness, rns, pytest)
+#                           and cargo-deny (supply-chain checks)
 #   deploy/setup.sh ml      the venv of the Python SDK's embedding example (torch: several GB)
 #
 # Everything cached lives under $MEHR_CACHE (default ~/.cache/mehr): the shared cargo target dir
@@ -61,12 +62,23 @@ ensure_venv() {
   cp "$requirements" "$stamp"
 }
 
+# cargo-deny (the supply-chain check of tests/run.sh, configured by deny.toml), pinned, built once
+# into $MEHR_CACHE/tools (about 10 minutes on 2 cores the first time).
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  local tools="$MEHR_CACHE/tools"
+  if "$tools/bin/cargo-deny" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then return; fi
+  log "building cargo-deny $CARGO_DENY_VERSION into $tools"
+  CARGO_TARGET_DIR="$MEHR_CACHE/tools-target" cargo install --locked --quiet --root "$tools" \
+    --version "$CARGO_DENY_VERSION" cargo-deny
+}
+
 mkdir -p "$MEHR_CACHE"
 case "${1:-build}" in
   build)
     ensure_system_packages; ensure_rust ;;
   test)
-    ensure_system_packages; ensure_rust
+    ensure_system_packages; ensure_rust; ensure_cargo_deny
     ensure_venv venv "$ROOT/tests/requirements.txt" ;;
   ml)
     ensure_system_packages

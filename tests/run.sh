@@ -16,6 +16,9 @@ step() { printf '\n\033[1;32m==> %s\033[0m\n' "$*"; }
 step "set-up decisions (deploy/lib/detect.sh against the fresh and prepared images' library lists)"
 "$MEHR_CACHE/venv/bin/python" -m pytest -q tests/setup
 
+step "supply chain: cargo deny (licences, banned and duplicated crypto crates, sources; deny.toml)"
+"$MEHR_CACHE/tools/bin/cargo-deny" --log-level error check bans licenses sources
+
 step "build (release profile: one build serves the node, the tests and the benchmarks)"
 cargo build --release --workspace --bins --tests
 

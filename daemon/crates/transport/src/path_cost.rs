@@ -157,11 +157,14 @@ pub fn encode_cost_ceil(v: f64) -> u16 {
     if exact.is_infinite() {
         return u16::MAX;
     }
-    saturating_code(
+    let code = saturating_code(
         exact - CEIL_SLACK * exact.abs().max(1.0),
         f64::ceil,
         u16::MAX.into(),
-    ) as u16
+    ) as u16;
+    // Code 0 means free. A positive fee too small to clear the slack (below ~4e-11 μMHR per
+    // byte), or for `1 + v` to differ from 1 at all, would otherwise be advertised as free.
+    if code == 0 && clean(v) > 0.0 { 1 } else { code }
 }
 
 /// μMHR per byte of a cost code: `2^(e/16) − 1` (infinite for codes past f64's range).
@@ -297,6 +300,25 @@ mod tests {
             CompactPathCost::parse(&[0; 6]),
             Err(PathCostError::Length { found: 6 })
         );
+    }
+
+    #[test]
+    fn a_positive_fee_never_rounds_to_free() {
+        // Found by the path_cost fuzz target: a denormal fee on a free path gave code 0.
+        for fee in [f64::from_bits(1), 1.363e-309, 1e-300, 1e-12, 4e-11] {
+            assert_eq!(encode_cost_ceil(fee), 1, "{fee}");
+            let free = CompactPathCost::UNCONSTRAINED;
+            let next = free.add_hop(&HopCost {
+                cost_per_byte: fee,
+                latency_ms: 0,
+                bandwidth_bps: 0,
+                mtu: 0,
+            });
+            assert!(next.cost_per_byte() >= fee);
+        }
+        assert_eq!(encode_cost_ceil(0.0), 0);
+        assert_eq!(encode_cost_ceil(-1.0), 0);
+        assert_eq!(encode_cost_ceil(f64::NAN), 0);
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl AgreementState {
             1 => Some(Role::Provider),
             _ => None,
         };
-        Some(match state {
+        let decoded = match state {
             0 => AgreementState::Proposed,
             1 => AgreementState::Offered,
             2 => AgreementState::Active,
@@ -108,7 +108,10 @@ impl AgreementState {
             6 => AgreementState::Terminated,
             7 => AgreementState::Completed,
             _ => return None,
-        })
+        };
+        // One encoding per state: the bytes a state leaves unused must be zero, so that a
+        // stored agreement re-encodes to exactly what was read.
+        (decoded.code() == code).then_some(decoded)
     }
 }
 

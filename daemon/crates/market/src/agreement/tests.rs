@@ -367,6 +367,23 @@ fn both_sides_persist_and_restore_every_state() {
 }
 
 #[test]
+fn a_state_has_one_stored_encoding() {
+    // Found by the agreement_store fuzz target: a nonzero byte that the state leaves unused
+    // was accepted and dropped, so the stored agreement did not re-encode to its bytes.
+    let (c, _, _) = negotiate(0);
+    let bytes = c.to_bytes();
+    assert_eq!(Agreement::from_bytes(&bytes).unwrap().to_bytes(), bytes);
+    for at in [3, 4] {
+        let mut padded = bytes.clone();
+        padded[at] = 8;
+        assert!(matches!(
+            Agreement::from_bytes(&padded),
+            Err(AgreementError::Persisted("unknown state"))
+        ));
+    }
+}
+
+#[test]
 fn capability_chain_links_validate() {
     // Upstream: reseller R (node 2) buys from provider P (node 3) at 80 per call.
     let (r, p, c) = (node_key(2), node_key(3), node_key(1));

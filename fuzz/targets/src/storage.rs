@@ -1,0 +1,228 @@
+//! Targets for `mehr-storage`: storage challenges and proofs, Merkle paths, erasure manifests
+//! and shard descriptions, and erasure decoding from pieces other nodes supply.
+
+use arbitrary::Unstructured;
+use mehr_storage::{
+    Challenge, ErasureDecoder, ErasureEncoder, ErasureError, ErasureManifest, ErasureParams,
+    MerklePath, ObjectId, SEGMENT_SIZE, ShardInfo, StorageProof, verify_proof,
+};
+
+/// Challenges, storage proofs and Merkle paths: exact round trips; a challenge selects a
+/// segment inside any object; a proof nobody computed does not verify. The first byte picks
+/// the decoder, eight bytes of object length follow.
+pub fn storage_proof(data: &[u8]) {
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((length, body)) = rest.split_first_chunk::<8>() else {
+        return;
+    };
+    let length = u64::from_le_bytes(*length);
+    match kind % 3 {
+        0 => {
+            let Ok(challenge) = Challenge::decode(body) else {
+                return;
+            };
+            assert_eq!(challenge.encode(), body);
+            match challenge.select(length) {
+                Ok(selection) => {
+                    assert!(length > 0);
+                    assert!(usize::from(selection.segment) < mehr_storage::SEGMENTS_PER_CHUNK);
+                    let segment = selection.chunk * mehr_storage::SEGMENTS_PER_CHUNK as u64
+                        + u64::from(selection.segment);
+                    assert!(
+                        segment < length.div_ceil(SEGMENT_SIZE as u64),
+                        "the selected segment lies inside the object"
+                    );
+                    assert_eq!(
+                        challenge.select(length),
+                        Ok(selection),
+                        "selection is a function"
+                    );
+                }
+                Err(_) => assert_eq!(length, 0),
+            }
+        }
+        1 => {
+            let Ok(proof) = StorageProof::decode(body) else {
+                return;
+            };
+            assert_eq!(proof.encode(), body);
+            assert_eq!(proof.encoded_len(), body.len());
+            assert!((1..=SEGMENT_SIZE).contains(&proof.segment().len()));
+            let object = ObjectId::from_bytes(*blake3::hash(body).as_bytes());
+            let challenge = Challenge {
+                object,
+                nonce: [7; 32],
+            };
+            assert!(
+                verify_proof(&object, length, &challenge, &proof).is_err(),
+                "a proof nobody computed does not verify"
+            );
+        }
+        _ => {
+            let Ok(path) = MerklePath::decode(body) else {
+                return;
+            };
+            assert_eq!(path.encode(), body);
+            assert!(path.siblings().len() <= MerklePath::MAX_LEN);
+            assert_eq!(
+                MerklePath::from_siblings(path.siblings().to_vec()).as_ref(),
+                Some(&path)
+            );
+        }
+    }
+}
+
+/// Erasure manifests and shard descriptions: exact round trips and a stripe layout that
+/// covers the object exactly.
+pub fn erasure_manifest(data: &[u8]) {
+    if let Ok(info) = ShardInfo::decode(data) {
+        assert_eq!(info.encode(), data);
+        assert!(info.index < info.data_shards + info.parity_shards);
+    }
+    let Ok(manifest) = ErasureManifest::decode(data) else {
+        return;
+    };
+    assert_eq!(
+        manifest.encode(),
+        data,
+        "a manifest re-encodes to its input"
+    );
+    assert_eq!(
+        manifest.id(),
+        ErasureManifest::decode(&manifest.encode())
+            .expect("again")
+            .id()
+    );
+    let params = manifest.params();
+    assert_eq!(manifest.shards().len(), params.total_shards());
+    let length = manifest.length();
+    let count = manifest.stripe_count();
+    assert_eq!(count == 0, length == 0);
+    assert!(manifest.stripe(count).is_none());
+    if count > 0 {
+        let first = manifest.stripe(0).expect("the first stripe");
+        assert_eq!(first.object_offset, 0);
+        assert_eq!(first.shard_offset, 0);
+        let last = manifest.stripe(count - 1).expect("the last stripe");
+        assert_eq!(
+            last.object_offset + last.data_len as u64,
+            length,
+            "the stripes end where the object ends"
+        );
+        assert_eq!(
+            last.shard_offset + last.piece_len as u64,
+            params.shard_len(length),
+            "the pieces end where the shards end"
+        );
+        assert!(last.data_len <= last.piece_len * usize::from(params.data_shards()));
+        assert_eq!(last.piece_len % SEGMENT_SIZE, 0);
+    }
+}
+
+/// Erasure decoding from pieces that peers supply. The input chooses a small code and an
+/// object; the object is encoded for real, then each stripe is decoded from pieces the input
+/// picks, drops, duplicates, truncates or replaces. Whatever arrives, decoding never panics,
+/// k intact pieces give back the stripe, and the decoder never finishes on a wrong object.
+pub fn erasure_pieces(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(params) = small_params(&mut u) else {
+        return;
+    };
+    let Ok(length) = u.int_in_range(1..=4_096usize) else {
+        return;
+    };
+    let object: Vec<u8> = (0..length)
+        .map(|i| (i as u8).wrapping_mul(31) ^ (length as u8))
+        .collect();
+    let (manifest, shards) = encode(params, &object);
+    let k = usize::from(params.data_shards());
+    let Ok(mut decoder) = ErasureDecoder::new(manifest) else {
+        panic!("a decoder for a manifest we built");
+    };
+    let mut wrong = false;
+    while let Some(stripe) = decoder.next_stripe() {
+        let start = stripe.shard_offset as usize;
+        let intact: Vec<&[u8]> = shards
+            .iter()
+            .map(|s| &s[start..start + stripe.piece_len])
+            .collect();
+        let mut pieces: Vec<(u8, Vec<u8>)> = Vec::new();
+        let Ok(count) = u.int_in_range(0..=intact.len() + 1) else {
+            return;
+        };
+        for _ in 0..count {
+            let (Ok(index), Ok(how)) = (u.int_in_range(0..=intact.len()), u.int_in_range(0..=5u8))
+            else {
+                return;
+            };
+            let piece = match (how, intact.get(index)) {
+                (0..=2, Some(p)) => p.to_vec(),
+                (3, Some(p)) => {
+                    let mut p = p.to_vec();
+                    if let (Ok(at), Ok(flip)) = (u.choose_index(p.len()), u.int_in_range(1..=255u8))
+                    {
+                        p[at] ^= flip;
+                    }
+                    p
+                }
+                (4, Some(p)) => p[..p.len() / 2].to_vec(),
+                _ => {
+                    let Ok(len) = u.int_in_range(0..=stripe.piece_len) else {
+                        return;
+                    };
+                    let Ok(bytes) = u.bytes(len.min(u.len())) else {
+                        return;
+                    };
+                    bytes.to_vec()
+                }
+            };
+            pieces.push((index as u8, piece));
+        }
+        let all_intact = pieces
+            .iter()
+            .all(|(i, p)| intact.get(usize::from(*i)) == Some(&&p[..]));
+        let distinct: std::collections::BTreeSet<u8> = pieces.iter().map(|(i, _)| *i).collect();
+        let well_formed = all_intact && distinct.len() == pieces.len() && distinct.len() >= k;
+        let borrowed: Vec<(u8, &[u8])> = pieces.iter().map(|(i, p)| (*i, &p[..])).collect();
+        let expected = &object[stripe.object_offset as usize..][..stripe.data_len];
+        match decoder.decode_stripe(&borrowed) {
+            Ok(bytes) => {
+                if bytes != expected {
+                    assert!(!all_intact, "intact pieces give back the stripe");
+                    wrong = true;
+                }
+            }
+            Err(e) => {
+                assert!(!well_formed, "k distinct intact pieces were refused: {e}");
+                return;
+            }
+        }
+    }
+    match decoder.finish() {
+        Ok(id) => assert!(!wrong, "the decoder finished on a wrong object {id}"),
+        Err(e) => assert!(wrong, "a correctly decoded object is refused: {e}"),
+    }
+}
+
+/// Codes with k + m ≤ 8 and pieces of 64 to 512 bytes, so one input costs little.
+fn small_params(u: &mut Unstructured<'_>) -> arbitrary::Result<ErasureParams> {
+    let k = u.int_in_range(1..=5u8)?;
+    let m = u.int_in_range(1..=8 - k)?;
+    let piece = u.int_in_range(1..=8u32)? * SEGMENT_SIZE as u32;
+    ErasureParams::new(k, m, piece).map_err(|_| arbitrary::Error::IncorrectFormat)
+}
+
+/// The manifest and every shard's bytes.
+fn encode(params: ErasureParams, object: &[u8]) -> (ErasureManifest, Vec<Vec<u8>>) {
+    let mut encoder = ErasureEncoder::new(params).expect("valid parameters");
+    let mut shards = vec![Vec::new(); params.total_shards()];
+    let mut collect = |c: mehr_storage::ShardChunk<'_>| {
+        shards[usize::from(c.shard)].extend_from_slice(c.chunk.bytes);
+        Ok::<(), ErasureError>(())
+    };
+    encoder.update(object, &mut collect).expect("encoding");
+    let manifest = encoder.finish(&mut collect).expect("encoding");
+    (manifest, shards)
+}
