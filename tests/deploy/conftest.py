@@ -36,9 +36,10 @@ def binaries(tmp_path_factory) -> Path:
     for binary in (mehrd, mehr):
         if not binary.is_file():
             pytest.fail(f"{binary} is missing: build with cargo build --release, or set MEHRD_BIN")
+    strip = require("strip")
     out = tmp_path_factory.mktemp("bin")
     for binary in (mehrd, mehr):
-        subprocess.run(["strip", "-o", out / binary.name, binary], check=True)
+        subprocess.run([strip, "-o", out / binary.name, binary], check=True)
     return out
 
 
