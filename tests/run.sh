@@ -2,7 +2,8 @@
 # Runs every test of the project: Rust unit and integration tests (real daemons as processes),
 # the interop tests against real Python Reticulum (rns), the Python grpcio witness tests, and
 # the Python SDK's tests. Sets up what it needs first (system packages, Python venvs); safe to
-# re-run. MEHR_SKIP_ML=1 skips the SDK's real-model example (its venv holds torch, several GB).
+# re-run. The deployment tests build images with podman from debootstrap bases (root).
+# MEHR_SKIP_ML=1 skips the SDK's real-model example (its venv holds torch, several GB).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/deploy/setup.sh" test
@@ -33,6 +34,10 @@ fi
 step "Python witness tests (grpcio against a real daemon)"
 export MEHRD_BIN="$CARGO_TARGET_DIR/release/mehrd"
 "$MEHR_CACHE/venv/bin/python" -m pytest -q tests/python
+
+step "deployment: systemd unit, container image, Kubernetes manifests (tests/deploy, podman as root)"
+"$ROOT/deploy/setup.sh" deploy
+MEHR_DEPLOY_STRICT=1 "$MEHR_CACHE/venv-deploy/bin/python" -m pytest -q tests/deploy
 
 step "Python SDK: pip builds the abi3 wheel (maturin, shared target dir), tests against real daemons"
 WHEELS="$MEHR_CACHE/wheels"
