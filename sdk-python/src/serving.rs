@@ -2,10 +2,11 @@
 //! runs the Python handler on a blocking thread (sync handlers, GIL taken only while Python
 //! runs) or as a task on an asyncio loop (async handlers). The Python side
 //! (`mehr.serving`) finds the functions, converts inputs and outputs and drives generators;
-//! this module moves bytes and keeps serving alive across daemon restarts.
+//! this module moves bytes and keeps serving alive across daemon restarts. Batched functions
+//! go through the Rust SDK's [`Batcher`], which hands a whole batch to one Python call.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex as StdMutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -18,10 +19,16 @@ use mehr_sdk::{
     serve::{
         Call as SdkCall, FunctionSpec, Handler, HandlerError, HandlerFuture, OutputSink,
         ServeHandle,
+        batch::{BatchFuture, BatchHandler, BatchOutputs, BatchPolicy, Batcher},
     },
 };
 use prost::bytes::Bytes;
-use pyo3::{intern, prelude::*, pybacked::PyBackedBytes, types::PyBytes};
+use pyo3::{
+    intern,
+    prelude::*,
+    pybacked::PyBackedBytes,
+    types::{PyBytes, PyDict, PyList, PyTuple},
+};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -50,13 +57,51 @@ pub(crate) struct FunctionArg {
     max_concurrency: u32,
     max_input_bytes: u32,
     is_async: bool,
+    /// The most calls in a batch; 0: not batched.
+    batch_max_size: usize,
+    /// Seconds a batch waits to fill.
+    batch_max_wait: f64,
+    /// The most calls waiting for a batch; 0: `batch_max_size`.
+    batch_max_queue: usize,
 }
 
-/// The context of one invocation, passed to handlers that take a `call` argument.
+impl FunctionArg {
+    /// The batching policy of a batched function: `max_concurrency` batches at once.
+    fn batch_policy(&self) -> Option<BatchPolicy> {
+        (self.batch_max_size > 0).then(|| {
+            let wait = Duration::try_from_secs_f64(self.batch_max_wait).unwrap_or_default();
+            let policy = BatchPolicy::new(self.batch_max_size)
+                .max_wait(wait)
+                .max_concurrency(self.max_concurrency as usize);
+            match self.batch_max_queue {
+                0 => policy,
+                calls => policy.max_queue(calls),
+            }
+        })
+    }
+}
+
+/// The context of one invocation, passed to handlers that take a `call` argument (a list of
+/// them for batched handlers).
 #[pyclass(frozen, name = "Call", module = "mehr")]
 pub(crate) struct CallContext {
     call: SdkCall,
-    sink: OutputSink,
+    /// `None` for a call of a batch: batched calls cannot stream partial output.
+    sink: Option<OutputSink>,
+}
+
+impl CallContext {
+    fn sink(&self, py: Python<'_>) -> PyResult<OutputSink> {
+        self.sink.clone().ok_or_else(|| {
+            status_error(
+                py,
+                Code::FailedPrecondition,
+                "a call of a batched function cannot send partial output: return it in the \
+                 batch's list of outputs"
+                    .into(),
+            )
+        })
+    }
 }
 
 fn sink_closed(py: Python<'_>) -> PyErr {
@@ -97,14 +142,14 @@ impl CallContext {
     /// Sends a partial output now (blocking; for sync handlers). Raises `mehr.Cancelled`
     /// once the call is over.
     fn send(&self, py: Python<'_>, data: Payload) -> PyResult<()> {
-        let sink = self.sink.clone();
+        let sink = self.sink(py)?;
         py.detach(move || sink.send_blocking(data.0))
             .map_err(|_| sink_closed(py))
     }
 
     /// Sends a partial output (an awaitable; for async handlers).
     fn send_async<'py>(&self, py: Python<'py>, data: Payload) -> PyResult<Bound<'py, PyAny>> {
-        let sink = self.sink.clone();
+        let sink = self.sink(py)?;
         bridge::spawn(py, async move {
             sink.send(data.0).await.map_err(|_| {
                 Failure::status(
@@ -151,19 +196,50 @@ fn answer(py: Python<'_>, result: PyResult<Py<PyAny>>) -> Result<Bytes, HandlerE
     }
 }
 
-/// Completes an async handler's call; the Python side calls it with `(ok, value)`.
+/// What the Python side answers for a batch: `(True, [(ok, value), ...])`, one pair per
+/// call, or `(False, message)` failing every call of the batch.
+fn decode_batch_answer(ok: bool, value: &Bound<'_, PyAny>) -> Result<BatchOutputs, HandlerError> {
+    if !ok {
+        return Err(decode_answer(false, value).unwrap_err());
+    }
+    let pairs = value.extract::<Vec<(bool, Py<PyAny>)>>().map_err(|e| {
+        HandlerError::new(format!("the SDK could not read the batch's outputs: {e}"))
+    })?;
+    let py = value.py();
+    Ok(pairs
+        .into_iter()
+        .map(|(ok, value)| decode_answer(ok, value.bind(py)))
+        .collect())
+}
+
+/// Where an async handler's outcome goes: one call's answer, or a batch's.
+enum Waiter {
+    Call(oneshot::Sender<Result<Bytes, HandlerError>>),
+    Batch(oneshot::Sender<Result<BatchOutputs, HandlerError>>),
+}
+
+/// Completes an async handler's call or batch; the Python side calls it with `(ok, value)`.
 #[pyclass(frozen, name = "_Completion", module = "mehr")]
 pub(crate) struct Completion {
-    sender: StdMutex<Option<oneshot::Sender<Result<Bytes, HandlerError>>>>,
+    waiter: StdMutex<Option<Waiter>>,
+}
+
+impl Completion {
+    fn new(waiter: Waiter) -> Self {
+        Completion {
+            waiter: StdMutex::new(Some(waiter)),
+        }
+    }
 }
 
 #[pymethods]
 impl Completion {
     fn __call__(&self, ok: bool, value: &Bound<'_, PyAny>) {
-        let outcome = decode_answer(ok, value);
-        if let Some(sender) = self.sender.lock().ok().and_then(|mut slot| slot.take()) {
-            // The call may have been withdrawn meanwhile; then nobody waits for it.
-            let _ = sender.send(outcome);
+        // The call may have been withdrawn meanwhile; then nobody waits for it.
+        match self.waiter.lock().ok().and_then(|mut slot| slot.take()) {
+            Some(Waiter::Call(sender)) => drop(sender.send(decode_answer(ok, value))),
+            Some(Waiter::Batch(sender)) => drop(sender.send(decode_batch_answer(ok, value))),
+            None => {}
         }
     }
 }
@@ -173,10 +249,15 @@ struct PyHandler {
     asynchronous: HashSet<String>,
     dispatcher: Arc<Py<PyAny>>,
     event_loop: Option<Arc<Py<PyAny>>>,
+    /// The batched functions' batchers, by function id.
+    batchers: HashMap<String, Arc<Batcher>>,
 }
 
 impl Handler for PyHandler {
     fn call(&self, call: SdkCall, output: OutputSink) -> HandlerFuture {
+        if let Some(batcher) = self.batchers.get(&call.function_id) {
+            return batcher.call(call, output);
+        }
         let dispatcher = self.dispatcher.clone();
         match (
             &self.event_loop,
@@ -199,7 +280,11 @@ async fn run_sync(
         Python::attach(|py| {
             let input = PyBytes::new(py, &call.input);
             let function_id = call.function_id.clone();
-            let result = Py::new(py, CallContext { call, sink: output }).and_then(|context| {
+            let context = CallContext {
+                call,
+                sink: Some(output),
+            };
+            let result = Py::new(py, context).and_then(|context| {
                 dispatcher.call_method1(py, intern!(py, "run_sync"), (function_id, input, context))
             });
             answer(py, result)
@@ -212,13 +297,14 @@ async fn run_sync(
     })
 }
 
-/// Cancels the asyncio task of a call whose future is dropped before it completed (the
-/// daemon withdrew the call, or serving stopped).
+/// Cancels the asyncio task of a call (or batch) whose future is dropped before it completed
+/// (the daemon withdrew the call, or serving stopped).
 struct CancelOnDrop {
     armed: bool,
     dispatcher: Arc<Py<PyAny>>,
     event_loop: Arc<Py<PyAny>>,
-    context: Option<Arc<Py<CallContext>>>,
+    /// The key the dispatcher knows the task by: the call's context, or a batch's tuple.
+    context: Option<Arc<Py<PyAny>>>,
 }
 
 impl Drop for CancelOnDrop {
@@ -263,13 +349,15 @@ async fn run_async(
         context: None,
     };
     let schedule = tokio::task::spawn_blocking(move || {
-        Python::attach(|py| -> PyResult<Py<CallContext>> {
+        Python::attach(|py| -> PyResult<Py<PyAny>> {
             let input = PyBytes::new(py, &call.input);
             let function_id = call.function_id.clone();
-            let context = Py::new(py, CallContext { call, sink: output })?;
-            let completion = Completion {
-                sender: StdMutex::new(Some(sender)),
+            let context = CallContext {
+                call,
+                sink: Some(output),
             };
+            let context = Py::new(py, context)?.into_any();
+            let completion = Completion::new(Waiter::Call(sender));
             let start = dispatcher.getattr(py, intern!(py, "start_async"))?;
             event_loop.call_method1(
                 py,
@@ -301,6 +389,118 @@ async fn run_async(
     outcome
 }
 
+/// Runs batches of one batched function by calling into `mehr.serving`'s dispatcher: on a
+/// blocking thread (sync handlers) or as a task on the asyncio loop (async handlers).
+struct PyBatchHandler {
+    dispatcher: Arc<Py<PyAny>>,
+    /// The loop of an async handler; `None` for a sync one.
+    event_loop: Option<Arc<Py<PyAny>>>,
+}
+
+/// A batch's inputs and call contexts as Python objects: `(function_id, [bytes], (Call, ...))`.
+fn batch_arguments<'py>(
+    py: Python<'py>,
+    calls: Vec<SdkCall>,
+) -> PyResult<(String, Bound<'py, PyList>, Bound<'py, PyTuple>)> {
+    let function_id = calls
+        .first()
+        .map(|call| call.function_id.clone())
+        .unwrap_or_default();
+    let inputs = PyList::new(py, calls.iter().map(|call| PyBytes::new(py, &call.input)))?;
+    let contexts = calls
+        .into_iter()
+        .map(|call| Py::new(py, CallContext { call, sink: None }))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((function_id, inputs, PyTuple::new(py, contexts)?))
+}
+
+impl BatchHandler for PyBatchHandler {
+    fn call_batch(&self, calls: Vec<SdkCall>) -> BatchFuture {
+        let dispatcher = self.dispatcher.clone();
+        match &self.event_loop {
+            Some(event_loop) => Box::pin(run_batch_async(dispatcher, event_loop.clone(), calls)),
+            None => Box::pin(run_batch_sync(dispatcher, calls)),
+        }
+    }
+}
+
+async fn run_batch_sync(
+    dispatcher: Arc<Py<PyAny>>,
+    calls: Vec<SdkCall>,
+) -> Result<BatchOutputs, HandlerError> {
+    let task = tokio::task::spawn_blocking(move || {
+        Python::attach(|py| {
+            let result = batch_arguments(py, calls).and_then(|(function_id, inputs, contexts)| {
+                let contexts = PyList::new(py, contexts)?;
+                dispatcher.call_method1(
+                    py,
+                    intern!(py, "run_batch_sync"),
+                    (function_id, inputs, contexts),
+                )
+            });
+            let pair = result.and_then(|value| value.extract::<(bool, Py<PyAny>)>(py));
+            match pair {
+                Ok((ok, value)) => decode_batch_answer(ok, value.bind(py)),
+                Err(error) => Err(HandlerError::new(format!(
+                    "the SDK could not run the batch handler: {error}"
+                ))),
+            }
+        })
+    });
+    task.await.unwrap_or_else(|join| {
+        Err(HandlerError::new(format!(
+            "the handler thread failed: {join}"
+        )))
+    })
+}
+
+async fn run_batch_async(
+    dispatcher: Arc<Py<PyAny>>,
+    event_loop: Arc<Py<PyAny>>,
+    calls: Vec<SdkCall>,
+) -> Result<BatchOutputs, HandlerError> {
+    let (sender, receiver) = oneshot::channel();
+    let mut guard = CancelOnDrop {
+        armed: true,
+        dispatcher: dispatcher.clone(),
+        event_loop: event_loop.clone(),
+        context: None,
+    };
+    let schedule = tokio::task::spawn_blocking(move || {
+        Python::attach(|py| -> PyResult<Py<PyAny>> {
+            let (function_id, inputs, contexts) = batch_arguments(py, calls)?;
+            let start = dispatcher.getattr(py, intern!(py, "start_batch_async"))?;
+            let completion = Completion::new(Waiter::Batch(sender));
+            event_loop.call_method1(
+                py,
+                intern!(py, "call_soon_threadsafe"),
+                (start, function_id, inputs, contexts.clone(), completion),
+            )?;
+            Ok(contexts.into_any().unbind())
+        })
+    });
+    match schedule.await {
+        Ok(Ok(key)) => guard.context = Some(Arc::new(key)),
+        Ok(Err(error)) => {
+            return Err(HandlerError::new(format!(
+                "the event loop of the async handlers cannot run the batch: {error}"
+            )));
+        }
+        Err(join) => {
+            return Err(HandlerError::new(format!(
+                "scheduling the batch failed: {join}"
+            )));
+        }
+    }
+    let outcome = receiver.await.unwrap_or_else(|_| {
+        Err(HandlerError::new(
+            "the event loop of the async handlers stopped before the batch ended",
+        ))
+    });
+    guard.armed = false;
+    outcome
+}
+
 /// How serving is going, shared with the supervising task.
 struct Progress {
     reconnects: AtomicU64,
@@ -314,6 +514,7 @@ struct ServingState {
     stop: CancellationToken,
     outcome: watch::Receiver<Outcome>,
     progress: Arc<Progress>,
+    batchers: HashMap<String, Arc<Batcher>>,
 }
 
 impl Drop for ServingState {
@@ -396,6 +597,24 @@ impl Serving {
     fn connected(&self) -> PyResult<bool> {
         let state = self.state.get(SERVING)?;
         Ok(state.progress.connected.load(Ordering::SeqCst) && state.outcome.borrow().is_none())
+    }
+
+    /// How batching went for each batched function: `{function_id: {"batches", "calls",
+    /// "largest", "withdrawn_while_queued", "rejected_queue_full"}}` (empty when no function
+    /// is batched).
+    fn batch_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let all = PyDict::new(py);
+        for (function_id, batcher) in &self.state.get(SERVING)?.batchers {
+            let stats = batcher.stats();
+            let one = PyDict::new(py);
+            one.set_item("batches", stats.batches)?;
+            one.set_item("calls", stats.calls)?;
+            one.set_item("largest", stats.largest)?;
+            one.set_item("withdrawn_while_queued", stats.withdrawn_while_queued)?;
+            one.set_item("rejected_queue_full", stats.rejected_queue_full)?;
+            all.set_item(function_id, one)?;
+        }
+        Ok(all)
     }
 
     /// Blocks until serving ends (returns True) or `timeout` seconds pass (returns False).
@@ -518,22 +737,35 @@ impl ServeRequest {
             .filter(|f| f.is_async)
             .map(|f| f.id.clone())
             .collect();
+        let dispatcher = Arc::new(dispatcher);
+        let event_loop = event_loop.map(Arc::new);
+        let mut batchers = HashMap::new();
         let specs = functions
             .into_iter()
             .map(|f| {
-                FunctionSpec::new(f.id)
-                    .description(f.description)
+                let spec = FunctionSpec::new(f.id.clone())
+                    .description(f.description.clone())
                     .price_per_invocation_umhr(f.price_umhr)
                     .max_concurrency(f.max_concurrency)
-                    .max_input_bytes(f.max_input_bytes)
+                    .max_input_bytes(f.max_input_bytes);
+                let Some(policy) = f.batch_policy() else {
+                    return spec;
+                };
+                let handler = PyBatchHandler {
+                    dispatcher: dispatcher.clone(),
+                    event_loop: event_loop.clone().filter(|_| f.is_async),
+                };
+                batchers.insert(f.id, Batcher::new(policy, Arc::new(handler)));
+                spec.batched(&policy)
             })
             .collect();
         ServeRequest {
             specs,
             handler: Arc::new(PyHandler {
                 asynchronous,
-                dispatcher: Arc::new(dispatcher),
-                event_loop: event_loop.map(Arc::new),
+                dispatcher,
+                event_loop,
+                batchers,
             }),
             reconnect,
             on_finish: on_finish.map(Arc::new),
@@ -543,6 +775,7 @@ impl ServeRequest {
     /// Registers the functions and starts serving; completes with the `Serving` object once
     /// the daemon accepted them (or with its refusal: INVALID_ARGUMENT, ALREADY_EXISTS).
     pub(crate) async fn start(self, client: Client) -> Result<Built, Failure> {
+        let batchers = self.handler.batchers.clone();
         let handler: Arc<dyn Handler> = self.handler;
         let first = client.serve(self.specs.clone(), handler.clone()).await?;
         let stop = CancellationToken::new();
@@ -581,6 +814,7 @@ impl ServeRequest {
                 stop,
                 outcome,
                 progress,
+                batchers,
             }),
         };
         let built = Python::attach(|py| Py::new(py, serving))

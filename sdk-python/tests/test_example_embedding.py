@@ -49,5 +49,11 @@ def test_embedding_service_serves_on_a_and_embeds_from_b(linked_daemons):
     assert similarity[cat][kitten] > 0.5
     assert similarity[cat][kitten] > max(similarity[cat][market], similarity[cat][investors]) + 0.3
     assert similarity[market][investors] > max(similarity[market][cat], similarity[market][kitten]) + 0.3
+    # Eight concurrent callers rode in fewer model calls (the function is batched), and each
+    # got its own sentence's vector back.
+    concurrent = report["concurrent"]
+    assert concurrent["calls"] == 8
+    assert 1 <= concurrent["model_calls"] < 8
+    assert all(s > 0.999 for s in concurrent["similarity_to_alone"]), concurrent
     # Served functions are unregistered once the demo stops.
     assert [f.function_id for f in client.functions()] == []

@@ -22,6 +22,10 @@
 //! ThreadsafeFunction); [`ServeHandle::wait_blocking`] and [`ServeHandle::stop_blocking`] block
 //! the calling thread without needing a runtime, so a pyo3 wrapper can call them inside
 //! `py.allow_threads`.
+//!
+//! Dynamic batching ([`batch`]): a [`batch::Batcher`] is a [`Handler`] that merges calls
+//! arriving close together into one [`batch::BatchHandler`] call (one forward pass of a model
+//! for many callers) and answers each call on its own.
 
 use std::{
     collections::HashMap,
@@ -44,6 +48,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 
 use crate::{Client, Error};
+
+pub mod batch;
 
 /// Messages buffered towards the daemon before partial output waits.
 const OUTBOUND_BUFFER: usize = 64;

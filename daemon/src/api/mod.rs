@@ -54,6 +54,15 @@ pub use self::{
 };
 use crate::config::{ApiConfig, TlsMode};
 
+/// HTTP/2 frames clients may send, up to: a served function's 700 KB result crosses as one
+/// frame instead of 44 of the default 16 KiB (each a wake-up on both sides).
+const MAX_FRAME_BYTES: u32 = 4 * 1024 * 1024;
+/// Flow-control windows granted to each client, per stream and per connection (the most a
+/// client can have in flight unread): large inputs and results flow without WINDOW_UPDATE
+/// round trips.
+const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -262,7 +271,10 @@ pub async fn serve(
     let timeout = Duration::from_secs(config.request_timeout_secs);
     let mut servers = Vec::new();
     for listener in listeners.bound {
-        let mut server = Server::builder();
+        let mut server = Server::builder()
+            .max_frame_size(MAX_FRAME_BYTES)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
         if listener.tls {
             let material = tls
                 .as_ref()

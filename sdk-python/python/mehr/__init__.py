@@ -15,6 +15,10 @@ one elsewhere with an endpoint and token::
 
     mehr.run(upper)                               # serve until Ctrl-C
 
+    @mehr.function("embed", batch=mehr.Batch(max_size=64, max_wait=0.002))
+    def embed(texts: list[str]) -> list:          # concurrent calls merged into one list
+        return model.encode(texts).tolist()
+
 Every call has an awaitable twin on :class:`AsyncClient` (``await mehr.connect_async()``).
 Failures raise :class:`MehrError` subclasses named after the gRPC status code
 (:class:`NotFound`, :class:`InvalidArgument`, …) carrying ``.code`` and ``.message``.
@@ -82,7 +86,7 @@ from mehr.errors import (  # noqa: E402
     Unimplemented,
     Unknown,
 )
-from mehr.serving import FunctionSpec, Service, function  # noqa: E402
+from mehr.serving import Batch, FunctionSpec, Service, function  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -93,6 +97,7 @@ __all__ = [
     "AsyncClient",
     # serving
     "function",
+    "Batch",
     "FunctionSpec",
     "Service",
     "Serving",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from types import TracebackType
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, List, Literal, Optional, Sequence, Type, Union, final
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Type, Union, final
 
 from mehr.serving import Service
 
@@ -405,7 +405,8 @@ class OutputStream:
 
 @final
 class Call:
-    """The context of one invocation, for handlers that take a `call` parameter."""
+    """The context of one invocation, for handlers that take a `call` parameter (batched
+    handlers: a `calls` parameter, one per input)."""
 
     @property
     def invocation_id(self) -> int: ...
@@ -418,7 +419,8 @@ class Call:
     def cancelled(self) -> bool:
         """True once the call was withdrawn (deadline, caller gone, serving stopped)."""
     def send(self, data: Payload) -> None:
-        """Sends a partial output (blocking; sync handlers). Raises `mehr.Cancelled` once the call is over."""
+        """Sends a partial output (blocking; sync handlers). Raises `mehr.Cancelled` once the
+        call is over, `mehr.FailedPrecondition` for a call of a batch (which cannot stream)."""
     def send_async(self, data: Payload) -> Awaitable[None]:
         """Sends a partial output (async handlers)."""
 
@@ -436,6 +438,11 @@ class Serving:
     @property
     def reconnects(self) -> int:
         """How many times serving registered again after the daemon went away."""
+    def batch_stats(self) -> Dict[str, Dict[str, int]]:
+        """For each batched function: batches run, calls in them, the largest batch, calls
+        withdrawn (deadline, caller gone) while they waited for their batch, and calls refused
+        because `max_queue` calls were waiting (`batches`, `calls`, `largest`,
+        `withdrawn_while_queued`, `rejected_queue_full`)."""
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Blocks until serving ends (True) or `timeout` passes (False); raises the error that
         ended it. Ctrl-C stops cleanly, then raises KeyboardInterrupt."""
