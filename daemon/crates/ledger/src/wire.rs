@@ -5,8 +5,8 @@
 //! returns an error instead of panicking if a layout and its length constant ever disagree.
 
 use ed25519_dalek::Signature;
-pub(crate) use mehr_wire::{Reader, expect_len};
 use mehr_wire::{ErrorKind, WireError};
+pub(crate) use mehr_wire::{Reader, expect_len};
 use thiserror::Error;
 
 /// Why a byte string could not be decoded into a record or message.

@@ -622,7 +622,9 @@ impl NodeCapabilities {
             for _ in 0..n {
                 functions.push(OfferedFunction {
                     name: r.str16("function name", MAX_FUNCTION_NAME_LEN)?.to_owned(),
-                    description: r.str16("function description", MAX_DESCRIPTION_LEN)?.to_owned(),
+                    description: r
+                        .str16("function description", MAX_DESCRIPTION_LEN)?
+                        .to_owned(),
                     cost: CostStructure::read(r)?,
                     max_concurrent: r.u32()?,
                 });

@@ -186,7 +186,9 @@ mod tests {
         w.str16("héllo");
         let bytes = w.into_bytes();
         assert!(matches!(
-            Reader::new("t", &bytes).str16("s", 3).map_err(DecodeError::from),
+            Reader::new("t", &bytes)
+                .str16("s", 3)
+                .map_err(DecodeError::from),
             Err(DecodeError::CountLimit {
                 limit: 3,
                 actual: 6,
