@@ -217,7 +217,7 @@ impl PullAnswer {
             let hops = r.u8()?;
             let path_cost = r.u64()?;
             let age_seconds = r.u32()?;
-            let advert = CapabilityAdvert::decode(&r.bytes16("advert", MAX_ADVERT_LEN)?)?;
+            let advert = CapabilityAdvert::decode(r.bytes16("advert", MAX_ADVERT_LEN)?)?;
             entries.push(PullEntry {
                 public_key,
                 hops,
