@@ -180,6 +180,7 @@ impl TransportService for TransportApi {
             links: stats.links as u64,
             listener_drops: stats.subscriber_drops,
             control_rejected: stats.control_rejected,
+            control_posts_dropped: stats.control_posts_dropped,
             packets_transmitted: counters.transmitted,
             packets_forwarded: counters.forwarded,
             packets_delivered: counters.delivered,

@@ -413,6 +413,7 @@ pub(super) async fn stats(client: &Client, out: &Output) -> anyhow::Result<()> {
             ("dropped", if drops.is_empty() { "none".into() } else { drops.join("\n") }),
             ("listener drops", s.listener_drops.to_string()),
             ("control rejected", s.control_rejected.to_string()),
+            ("control posts dropped", s.control_posts_dropped.to_string()),
         ],
         json!({
             "transport_id": hex::encode(&s.transport_id), "mehr_destination": hex::encode(&s.mehr_destination),
@@ -420,6 +421,7 @@ pub(super) async fn stats(client: &Client, out: &Output) -> anyhow::Result<()> {
             "packets_transmitted": s.packets_transmitted, "packets_forwarded": s.packets_forwarded,
             "packets_delivered": s.packets_delivered, "announces_rebroadcast": s.announces_rebroadcast,
             "paths": s.paths, "links": s.links, "listener_drops": s.listener_drops, "control_rejected": s.control_rejected,
+            "control_posts_dropped": s.control_posts_dropped,
             "drops": s.drops.iter().map(|d| (d.reason.clone(), json!(d.count))).collect::<serde_json::Map<_, _>>(),
         }),
     );

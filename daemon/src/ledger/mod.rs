@@ -68,7 +68,8 @@ const TICK: Duration = Duration::from_millis(200);
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
 /// Soonest refresh when the core missed a neighbour.
 const STALE_NEIGHBOURS_REFRESH: Duration = Duration::from_millis(100);
-/// How long a control message send may wait for its delivery proof.
+/// How long the transport keeps trying to send a ledger message (finding a path, carrying
+/// it over a link) before it gives up.
 const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How a channel should be settled.
@@ -687,15 +688,14 @@ impl Actor {
 
     /// Sends the messages of a committed batch and acts on its notices.
     fn dispatch(&mut self, flushed: core::Flushed) {
+        // Ledger kinds are registered unproved, so a send could only wait out its timeout;
+        // nothing reads the outcome.
         for outgoing in flushed.outgoing {
             let (kind, body) = outgoing.message.encode();
-            let transport = self.transport.clone();
             let to = mehr_transport::hashes::IdentityHash(outgoing.to.0);
-            tokio::spawn(async move {
-                if let Err(e) = transport.send_control(to, kind, &body, SEND_TIMEOUT).await {
-                    tracing::debug!(to = %hex::encode(to.0), kind, error = %e, "ledger message not delivered");
-                }
-            });
+            if !self.transport.post_control(to, kind, &body, SEND_TIMEOUT) {
+                tracing::debug!(to = %hex::encode(to.0), kind, "ledger message dropped: the transport queue is full");
+            }
         }
         for notice in flushed.notices {
             self.on_notice(notice);

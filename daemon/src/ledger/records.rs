@@ -1,4 +1,5 @@
-//! What the ledger part keeps in RocksDB, and the fixed little-endian encodings of it.
+//! What the ledger part keeps in RocksDB, and the little-endian encodings of it (read and
+//! written with `mehr-wire`).
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -16,6 +17,7 @@ use mehr_ledger::{
     ledger::{SETTLEMENT_RECORD_LEN, SettlementRecord},
 };
 use mehr_transport::identity::{Identity, PUBLIC_KEY_LEN};
+use mehr_wire::{Reader, Writer};
 
 use crate::store::{
     CF_LEDGER_CHANNELS, CF_LEDGER_OPENS, CF_LEDGER_RECORDS, CF_LEDGER_REDEEMED, CF_LEDGER_TRUST,
@@ -125,140 +127,42 @@ impl StoredRecord {
     }
 }
 
-/// Bounds-checked reading of stored values.
-struct Reader<'a> {
-    what: &'static str,
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(what: &'static str, bytes: &'a [u8]) -> Self {
-        Reader { what, bytes }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
-        if self.bytes.len() < n {
-            return Err(CodecError::new(
-                self.what,
-                format!(
-                    "truncated: needed {n} more bytes, {} left",
-                    self.bytes.len()
-                ),
-            ));
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, CodecError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, CodecError> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-
-    fn u32(&mut self) -> Result<u32, CodecError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, CodecError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    fn flag(&mut self, field: &str) -> Result<bool, CodecError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            other => Err(CodecError::new(
-                self.what,
-                format!("{field}: presence flag {other}, expected 0 or 1"),
-            )),
-        }
-    }
-
-    fn bytes16(&mut self) -> Result<Vec<u8>, CodecError> {
-        let len = usize::from(self.u16()?);
-        Ok(self.take(len)?.to_vec())
-    }
-
-    fn finish(self) -> Result<(), CodecError> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(CodecError::new(
-                self.what,
-                format!("{} bytes after the end", self.bytes.len()),
-            ))
-        }
-    }
-}
-
-fn put_bytes16(out: &mut Vec<u8>, bytes: &[u8]) {
-    // Every variable field is a crate message or state, far below 64 KiB.
-    out.extend_from_slice(&(bytes.len().min(usize::from(u16::MAX)) as u16).to_le_bytes());
-    out.extend_from_slice(&bytes[..bytes.len().min(usize::from(u16::MAX))]);
-}
+/// Variable fields of a stored channel are the crate's messages and states, far below the
+/// u16 length they are stored behind; the reader holds them to that length alone.
+const FIELD_MAX: usize = u16::MAX as usize;
 
 impl Value for StoredChannel {
     fn encode_value(&self) -> Vec<u8> {
         let c = &self.channel;
-        let mut out = Vec::with_capacity(600);
-        out.push(CHANNEL_VERSION);
-        out.extend_from_slice(&self.peer);
+        let mut w = Writer::with_capacity(600);
+        w.u8(CHANNEL_VERSION);
+        w.raw(&self.peer);
         for n in [
             self.owed,
             self.redeemed_gross,
             self.tickets_redeemed,
             self.tickets_won,
         ] {
-            out.extend_from_slice(&n.to_le_bytes());
+            w.u64(n);
         }
-        out.push(c.me.code());
-        put_bytes16(&mut out, &c.latest);
-        match c.previous_terms {
-            Some((period, a, b)) => {
-                out.push(1);
-                out.extend_from_slice(&period.to_le_bytes());
-                out.extend_from_slice(&a.to_le_bytes());
-                out.extend_from_slice(&b.to_le_bytes());
-            }
-            None => out.push(0),
-        }
-        match &c.pending {
-            Some(bytes) => {
-                out.push(1);
-                put_bytes16(&mut out, bytes);
-            }
-            None => out.push(0),
-        }
-        out.extend_from_slice(&c.pending_started_round.to_le_bytes());
-        match &c.dispute {
-            Some(d) => {
-                out.push(1);
-                put_bytes16(&mut out, &d.filing);
-                put_bytes16(&mut out, &d.best);
-                out.extend_from_slice(&d.closes_at.to_le_bytes());
-            }
-            None => out.push(0),
-        }
-        match &c.closed {
-            Some(bytes) => {
-                out.push(1);
-                put_bytes16(&mut out, bytes);
-            }
-            None => out.push(0),
-        }
-        out.extend_from_slice(&c.last_active_epoch.to_le_bytes());
-        out.extend_from_slice(&c.settlement_failures.to_le_bytes());
-        out
+        w.u8(c.me.code());
+        w.bytes16(&c.latest);
+        w.option(c.previous_terms, |w, (period, a, b)| {
+            w.u64(period);
+            w.u32(a);
+            w.u32(b);
+        });
+        w.option(c.pending.as_deref(), Writer::bytes16);
+        w.u64(c.pending_started_round);
+        w.option(c.dispute.as_ref(), |w, d| {
+            w.bytes16(&d.filing);
+            w.bytes16(&d.best);
+            w.u64(d.closes_at);
+        });
+        w.option(c.closed.as_deref(), Writer::bytes16);
+        w.u64(c.last_active_epoch);
+        w.u32(c.settlement_failures);
+        w.into_bytes()
     }
 
     fn decode_value(bytes: &[u8]) -> Result<Self, CodecError> {
@@ -277,7 +181,7 @@ impl Value for StoredChannel {
         let tickets_won = r.u64()?;
         let me = Party::from_code(r.u8()?)
             .ok_or_else(|| CodecError::new("stored channel", "party code is not 0 or 1"))?;
-        let latest = r.bytes16()?;
+        let latest = r.bytes16("latest", FIELD_MAX)?.to_vec();
         if latest.len() != CHANNEL_STATE_LEN {
             return Err(CodecError::new(
                 "stored channel",
@@ -287,28 +191,28 @@ impl Value for StoredChannel {
                 ),
             ));
         }
-        let previous_terms = if r.flag("previous_terms")? {
+        let previous_terms = if r.present("previous_terms")? {
             Some((r.u64()?, r.u32()?, r.u32()?))
         } else {
             None
         };
-        let pending = if r.flag("pending")? {
-            Some(r.bytes16()?)
+        let pending = if r.present("pending")? {
+            Some(r.bytes16("pending", FIELD_MAX)?.to_vec())
         } else {
             None
         };
         let pending_started_round = r.u64()?;
-        let dispute = if r.flag("dispute")? {
+        let dispute = if r.present("dispute")? {
             Some(PersistedDispute {
-                filing: r.bytes16()?,
-                best: r.bytes16()?,
+                filing: r.bytes16("dispute filing", FIELD_MAX)?.to_vec(),
+                best: r.bytes16("dispute best", FIELD_MAX)?.to_vec(),
                 closes_at: r.u64()?,
             })
         } else {
             None
         };
-        let closed = if r.flag("closed")? {
-            Some(r.bytes16()?)
+        let closed = if r.present("closed")? {
+            Some(r.bytes16("closed", FIELD_MAX)?.to_vec())
         } else {
             None
         };
@@ -348,7 +252,7 @@ impl Value for StoredOpen {
         let mut r = Reader::new("stored open", bytes);
         let peer = r.array()?;
         let proposed_unix_ms = r.u64()?;
-        let rest = r.take(r.bytes.len())?;
+        let rest = r.rest();
         match ChannelMessage::decode(rest) {
             Ok(ChannelMessage::OpenProposal(proposal)) => Ok(StoredOpen {
                 peer,

@@ -80,7 +80,8 @@ pub use crate::{
     seams::payments::{Charge, Payments, RecordOnly},
 };
 
-/// How long one control message may wait for its delivery proof.
+/// How long one control message may wait for its delivery proof (a posted one: for a path
+/// or a link, before the transport gives up).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Delivery reports waiting for the market; more are dropped (and counted by the transport).
 const DELIVERY_QUEUE: usize = 4096;
@@ -597,13 +598,26 @@ impl Market {
     }
 
     fn send(&self, message: Outbound) {
+        if !message.reliable {
+            // Nobody waits for these (gossip, beacons, pongs, job parts and results): queued
+            // with the transport, no task and no wait for a proof; only a message the
+            // transport could not take counts as failed here.
+            let posted = self.shared.transport.post_control(
+                IdentityHash(message.to.0),
+                message.kind,
+                &message.body,
+                SEND_TIMEOUT,
+            );
+            if !posted {
+                self.shared
+                    .sends_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            return;
+        }
         let market = self.clone();
         tokio::spawn(async move {
-            let attempts = if message.reliable {
-                RELIABLE_ATTEMPTS
-            } else {
-                1
-            };
+            let attempts = RELIABLE_ATTEMPTS;
             for attempt in 0..attempts {
                 if market.shared.shutdown.is_cancelled() {
                     return;
@@ -619,8 +633,8 @@ impl Market {
                     )
                     .await;
                 match sent {
-                    // Only records are proved (see `Market::start`); the rest counts as sent.
-                    Ok(report) if report.delivered || !message.reliable => return,
+                    // Records are proved (see `Market::start`).
+                    Ok(report) if report.delivered => return,
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(to = %message.to, kind = message.kind, attempt, error = %e, "market message not delivered")

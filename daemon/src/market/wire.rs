@@ -18,6 +18,7 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use mehr_market::{NodeId, PeerKey, agreement::AgreementId, message::MarketMessage};
+use mehr_wire::{ErrorKind, Reader, Writer, utf8_prefix};
 
 use crate::transport::control_kinds::MARKET_FIRST;
 
@@ -67,12 +68,12 @@ pub(super) const MAX_ERROR_LEN: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// The body ended early.
-    #[error("{what}: {field} needs {needed} more bytes, {left} left")]
+    #[error("{what}: the field at byte {offset} needs {needed} bytes, {left} left")]
     Truncated {
         /// The message.
         what: &'static str,
-        /// The field being read.
-        field: &'static str,
+        /// Where the field being read starts.
+        offset: usize,
         /// Bytes the field needs.
         needed: usize,
         /// Bytes left.
@@ -122,109 +123,49 @@ pub enum WireError {
     },
 }
 
-/// A bounds-checked reader over a message body.
-struct Reader<'a> {
-    what: &'static str,
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(what: &'static str, bytes: &'a [u8]) -> Self {
-        Reader { what, bytes }
-    }
-
-    fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], WireError> {
-        if self.bytes.len() < n {
-            return Err(WireError::Truncated {
-                what: self.what,
+impl From<mehr_wire::WireError> for WireError {
+    /// Reader errors in this module's terms: a body that ends early or late keeps its own
+    /// variant; a field over its limit or not UTF-8 is an invalid field.
+    fn from(e: mehr_wire::WireError) -> Self {
+        let what = e.what;
+        match e.kind {
+            ErrorKind::Truncated {
+                offset,
+                needed,
+                left,
+            } => WireError::Truncated {
+                what,
+                offset,
+                needed,
+                left,
+            },
+            ErrorKind::Trailing { extra, .. } => WireError::Trailing { what, extra },
+            ErrorKind::OverLimit {
                 field,
-                needed: n,
-                left: self.bytes.len(),
-            });
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(field, N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
-        Ok(self.array::<1>(field)?[0])
-    }
-
-    fn u16(&mut self, field: &'static str) -> Result<u16, WireError> {
-        Ok(u16::from_le_bytes(self.array(field)?))
-    }
-
-    fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {
-        Ok(u32::from_le_bytes(self.array(field)?))
-    }
-
-    fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
-        Ok(u64::from_le_bytes(self.array(field)?))
-    }
-
-    fn bytes16(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], WireError> {
-        let len = usize::from(self.u16(field)?);
-        self.check_len(field, len, max)?;
-        self.take(field, len)
-    }
-
-    fn bytes32(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], WireError> {
-        let len = usize::try_from(self.u32(field)?).unwrap_or(usize::MAX);
-        self.check_len(field, len, max)?;
-        self.take(field, len)
-    }
-
-    fn check_len(&self, field: &'static str, len: usize, max: usize) -> Result<(), WireError> {
-        if len > max {
-            return Err(WireError::Invalid {
-                what: self.what,
+                limit,
+                actual,
+            } => WireError::Invalid {
+                what,
                 field,
-                reason: format!("is {len} bytes, at most {max} allowed"),
-            });
-        }
-        Ok(())
-    }
-
-    fn text(&mut self, field: &'static str, max: usize) -> Result<String, WireError> {
-        let bytes = self.bytes16(field, max)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Invalid {
-            what: self.what,
-            field,
-            reason: "is not UTF-8".into(),
-        })
-    }
-
-    fn rest(self) -> &'a [u8] {
-        self.bytes
-    }
-
-    fn finish(self) -> Result<(), WireError> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(WireError::Trailing {
-                what: self.what,
-                extra: self.bytes.len(),
-            })
+                reason: format!("is {actual} bytes, at most {limit} allowed"),
+            },
+            ErrorKind::NotUtf8 { field } => WireError::Invalid {
+                what,
+                field,
+                reason: "is not UTF-8".into(),
+            },
+            ErrorKind::NotBool { field, value } => WireError::Invalid {
+                what,
+                field,
+                reason: format!("is {value}, not 0 or 1"),
+            },
+            kind @ (ErrorKind::Length { .. } | ErrorKind::TooLarge { .. }) => WireError::Invalid {
+                what,
+                field: "body",
+                reason: kind.to_string(),
+            },
         }
     }
-}
-
-fn put_bytes16(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
-    out.extend_from_slice(bytes);
-}
-
-fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
 }
 
 /// The name of a market message's record type, for errors and counters.
@@ -290,7 +231,7 @@ impl GossipFrame {
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
         const WHAT: &str = "gossip";
         let mut r = Reader::new(WHAT, body);
-        let from = NodeId(r.array("from")?);
+        let from = NodeId(r.array()?);
         let message = MarketMessage::decode(r.rest())
             .map_err(|source| WireError::Record { what: WHAT, source })?;
         match message {
@@ -346,13 +287,16 @@ fn job_digest(body: &[u8]) -> [u8; 32] {
 impl SignedJob {
     /// Signs `job` with the consumer's key.
     pub fn sign(job: Job, key: &SigningKey) -> Self {
-        let mut body = Vec::with_capacity(32 + 16 + 8 + 4 + 2 + job.function.len() + 4 + 64);
-        body.extend_from_slice(&job.agreement_id.0);
-        body.extend_from_slice(&job.consumer.0);
-        body.extend_from_slice(&job.nonce.to_le_bytes());
-        body.extend_from_slice(&job.deadline_ms.to_le_bytes());
-        put_bytes16(&mut body, job.function.as_bytes());
-        put_bytes32(&mut body, &job.input);
+        let mut w = Writer::with_capacity(
+            32 + 16 + 8 + 4 + 2 + job.function.len() + 4 + job.input.len() + 64,
+        );
+        w.raw(&job.agreement_id.0);
+        w.raw(&job.consumer.0);
+        w.u64(job.nonce);
+        w.u32(job.deadline_ms);
+        w.str16(&job.function);
+        w.bytes32(&job.input);
+        let mut body = w.into_bytes();
         let signature = key.sign(&job_digest(&body));
         body.extend_from_slice(&signature.to_bytes());
         SignedJob {
@@ -366,11 +310,11 @@ impl SignedJob {
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         const WHAT: &str = "job";
         let mut r = Reader::new(WHAT, bytes);
-        let agreement_id = AgreementId(r.array("agreement_id")?);
-        let consumer = NodeId(r.array("consumer")?);
-        let nonce = r.u64("nonce")?;
-        let deadline_ms = r.u32("deadline_ms")?;
-        let function = r.text("function", MAX_FUNCTION_LEN)?;
+        let agreement_id = AgreementId(r.array()?);
+        let consumer = NodeId(r.array()?);
+        let nonce = r.u64()?;
+        let deadline_ms = r.u32()?;
+        let function = r.str16("function", MAX_FUNCTION_LEN)?.to_owned();
         if function.is_empty() {
             return Err(WireError::Invalid {
                 what: WHAT,
@@ -379,7 +323,7 @@ impl SignedJob {
             });
         }
         let input = r.bytes32("input", MAX_PAYLOAD_LEN)?.to_vec();
-        let signature = Signature::from_bytes(&r.array("signature")?);
+        let signature = Signature::from_bytes(&r.array()?);
         r.finish()?;
         Ok(SignedJob {
             job: Job {
@@ -474,31 +418,28 @@ impl JobResult {
 
     /// The encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = self.job_hash().to_vec();
+        let mut w = Writer::new();
+        w.raw(&self.job_hash());
         match self {
             JobResult::Done { result, output, .. } => {
-                out.push(0);
-                put_bytes16(&mut out, result.as_bytes());
-                put_bytes32(&mut out, output);
+                w.u8(0);
+                w.bytes16(result.as_bytes());
+                w.bytes32(output);
             }
             JobResult::Failed { reason, .. } => {
-                out.push(1);
-                let mut end = reason.len().min(MAX_ERROR_LEN);
-                while !reason.is_char_boundary(end) {
-                    end -= 1;
-                }
-                put_bytes16(&mut out, &reason.as_bytes()[..end]);
+                w.u8(1);
+                w.str16(utf8_prefix(reason, MAX_ERROR_LEN));
             }
         }
-        out
+        w.into_bytes()
     }
 
     /// Parses a job result (the compute result is parsed, not verified).
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         const WHAT: &str = "job result";
         let mut r = Reader::new(WHAT, bytes);
-        let job_hash = r.array("job_hash")?;
-        let result = match r.u8("status")? {
+        let job_hash = r.array()?;
+        let result = match r.u8()? {
             0 => {
                 let record = r.bytes16(
                     "compute result",
@@ -515,7 +456,7 @@ impl JobResult {
             }
             1 => JobResult::Failed {
                 job_hash,
-                reason: r.text("reason", MAX_ERROR_LEN)?,
+                reason: r.str16("reason", MAX_ERROR_LEN)?.to_owned(),
             },
             code => {
                 return Err(WireError::Invalid {
@@ -547,18 +488,19 @@ pub struct JobPartial {
 impl JobPartial {
     /// The encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = self.job_hash.to_vec();
-        out.extend_from_slice(&self.seq.to_le_bytes());
-        put_bytes32(&mut out, &self.bytes);
-        out
+        let mut w = Writer::with_capacity(32 + 4 + 4 + self.bytes.len());
+        w.raw(&self.job_hash);
+        w.u32(self.seq);
+        w.bytes32(&self.bytes);
+        w.into_bytes()
     }
 
     /// Parses a part.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         let mut r = Reader::new("job partial", bytes);
         let partial = JobPartial {
-            job_hash: r.array("job_hash")?,
-            seq: r.u32("seq")?,
+            job_hash: r.array()?,
+            seq: r.u32()?,
             bytes: r.bytes32("bytes", MAX_PAYLOAD_LEN)?.to_vec(),
         };
         r.finish()?;

@@ -21,6 +21,12 @@ impl CodecError {
     }
 }
 
+impl From<mehr_wire::WireError> for CodecError {
+    fn from(e: mehr_wire::WireError) -> Self {
+        CodecError::new(e.what, e.kind.to_string())
+    }
+}
+
 /// A type usable as a table key.
 pub trait Key: Sized {
     /// The key's bytes; their order is the iteration order.

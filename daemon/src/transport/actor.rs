@@ -1,14 +1,18 @@
 //! The transport actor: one task that owns the router and turns its actions into effects.
 //!
 //! Its loop takes, in order of precedence: shutdown, commands from handles, frames from
-//! interfaces (in batches, so a busy link cannot starve commands), and two timers — the router
-//! tick and the periodic announce. After every step it drains the router's actions: frames go
+//! interfaces (in batches, so a busy link cannot starve commands), control messages posted
+//! without waiting (in batches too), and two timers — the router tick and the periodic
+//! announce. After every step it drains the router's actions: frames go
 //! to interface queues, deliveries to app subscribers or control handlers, events to the
 //! messaging state and the node's event bus.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -118,6 +122,14 @@ pub(super) enum Command {
     },
 }
 
+/// A message posted with [`TransportHandle::post_control`]: sent like a command's `Send`,
+/// with nobody to tell the outcome.
+pub(super) struct Post {
+    pub(super) destination: DestinationHash,
+    pub(super) payload: Vec<u8>,
+    pub(super) deadline: tokio::time::Instant,
+}
+
 /// Picks the way to a destination for a send's policy, from the mehr.node's path costs and
 /// this node's interfaces.
 fn route_chooser<'a>(
@@ -178,6 +190,8 @@ struct Actor {
     greeting_due: Option<Timestamp>,
     /// When the last greeting announce went out.
     last_greeting: Option<Timestamp>,
+    /// Posts the handles dropped because their queue was full (counted by the handles).
+    posts_dropped: Arc<AtomicU64>,
 }
 
 /// Starts the transport: binds every enabled interface of `interfaces` (a bind failure is an
@@ -220,8 +234,12 @@ pub async fn start(
 
     let (frames_tx, frames_rx) = mpsc::channel(4096);
     let (commands_tx, commands_rx) = mpsc::channel(1024);
+    let (posts_tx, posts_rx) = mpsc::channel(super::POST_QUEUE);
+    let posts_dropped = Arc::new(AtomicU64::new(0));
     let handle = TransportHandle {
         commands: commands_tx,
+        posts: posts_tx,
+        posts_dropped: posts_dropped.clone(),
         transport_id: router.transport_id(),
         mehr_destination: mehr.destination(),
     };
@@ -242,6 +260,7 @@ pub async fn start(
         forward_reports: None,
         greeting_due: None,
         last_greeting: None,
+        posts_dropped,
     };
     for spec in interfaces.into_iter().filter(|s| s.enabled) {
         if let Err(e) = actor.add_interface(spec).await {
@@ -252,7 +271,7 @@ pub async fn start(
     let _ = actor.announce_all();
     actor.drain_actions();
     let announce_every = Duration::from_secs(config.announce_interval_secs.max(1));
-    let task = tokio::spawn(actor.run(commands_rx, frames_rx, announce_every));
+    let task = tokio::spawn(actor.run(commands_rx, posts_rx, frames_rx, announce_every));
     Ok((handle, task))
 }
 
@@ -264,6 +283,7 @@ impl Actor {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
+        mut posts: mpsc::Receiver<Post>,
         mut frames: mpsc::Receiver<InterfaceMessage>,
         announce_every: Duration,
     ) {
@@ -283,6 +303,15 @@ impl Actor {
                     for _ in 0..FRAME_BATCH {
                         match frames.try_recv() {
                             Ok(message) => self.on_interface_message(message),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(post) = posts.recv() => {
+                    self.on_post(post);
+                    for _ in 0..FRAME_BATCH {
+                        match posts.try_recv() {
+                            Ok(post) => self.on_post(post),
                             Err(_) => break,
                         }
                     }
@@ -841,6 +870,7 @@ impl Actor {
                     links: sizes.local_links,
                     subscriber_drops: self.messaging.subscriber_drops,
                     control_rejected: self.mehr.rejected + self.unsolicited_link_data,
+                    control_posts_dropped: self.posts_dropped.load(Ordering::Relaxed),
                 });
             }
             Command::Identity { node_id, reply } => {
@@ -915,7 +945,7 @@ impl Actor {
                 reply,
             } => {
                 let pending = PendingSend {
-                    reply,
+                    reply: Some(reply),
                     deadline,
                     started: Instant::now(),
                     policy,
@@ -958,6 +988,29 @@ impl Actor {
                 let _ = reply.send(());
             }
         }
+    }
+
+    /// Sends a posted message as a `Send` command with the shortest-path policy would be
+    /// sent, with no one waiting for the outcome.
+    fn on_post(&mut self, post: Post) {
+        let now = self.now();
+        let pending = PendingSend {
+            reply: None,
+            deadline: post.deadline,
+            started: Instant::now(),
+            policy: RoutePolicy::Shortest,
+            route: None,
+            bytes: post.payload.len() as u64,
+        };
+        let routes = route_chooser(&self.mehr, &self.interfaces);
+        self.messaging.send(
+            &mut self.router,
+            &routes,
+            post.destination,
+            post.payload,
+            pending,
+            now,
+        );
     }
 
     fn interface_infos(&self) -> Vec<InterfaceInfo> {

@@ -31,9 +31,11 @@ const MAX_INCOMING_PER_LINK: usize = 8;
 /// Completed message ids remembered per inbound link.
 const COMPLETED_REMEMBERED: usize = 64;
 
-/// The caller of a send, waiting for its outcome.
+/// A send on its way, and its caller waiting for the outcome (none for a posted message).
 pub(super) struct PendingSend {
-    pub(super) reply: oneshot::Sender<Result<SendReport, TransportError>>,
+    pub(super) reply: Option<oneshot::Sender<Result<SendReport, TransportError>>>,
+    /// When to give up: a path not found, a link transfer not finished, a posted packet's
+    /// proof no longer awaited.
     pub(super) deadline: tokio::time::Instant,
     pub(super) started: Instant,
     /// How the sender wants its path chosen.
@@ -47,9 +49,25 @@ pub(super) struct PendingSend {
 impl PendingSend {
     fn finish(self, result: Result<SendReport, TransportError>) {
         let route = self.route;
-        let _ = self
-            .reply
-            .send(result.map(|report| SendReport { route, ..report }));
+        match self.reply {
+            Some(reply) => {
+                let _ = reply.send(result.map(|report| SendReport { route, ..report }));
+            }
+            None => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, bytes = self.bytes, "posted message not sent");
+                }
+            }
+        }
+    }
+
+    /// Whether anyone still wants the outcome: a caller that has not given up, or, for a
+    /// posted message, the deadline not yet passed.
+    fn wanted(&self, clock: tokio::time::Instant) -> bool {
+        match &self.reply {
+            Some(reply) => !reply.is_closed(),
+            None => self.deadline > clock,
+        }
     }
 }
 
@@ -613,7 +631,7 @@ impl Messaging {
         let elapsed = self.now();
         self.incoming
             .retain(|_, incoming| elapsed.saturating_sub(incoming.last_activity) < INCOMING_IDLE);
-        self.awaiting_proof.retain(|_, p| !p.reply.is_closed());
+        self.awaiting_proof.retain(|_, p| p.wanted(clock));
         for (destination, waiting) in self.awaiting_path.iter_mut() {
             let mut kept = Vec::new();
             for (payload, pending) in waiting.drain(..) {

@@ -13,7 +13,13 @@ mod messaging;
 pub mod reports;
 pub mod segments;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 pub use crate::config::TransportConfig;
 pub use interfaces::{InterfaceSpec, InterfaceType, LinkState};
@@ -170,6 +176,9 @@ pub struct TransportStats {
     pub subscriber_drops: u64,
     /// Control messages dropped as malformed or unauthenticated.
     pub control_rejected: u64,
+    /// Control messages posted with [`TransportHandle::post_control`] and dropped because
+    /// the queue to the transport was full.
+    pub control_posts_dropped: u64,
 }
 
 /// How an inbound message arrived.
@@ -329,10 +338,17 @@ impl Drop for Listener {
     }
 }
 
+/// Control messages posted with [`TransportHandle::post_control`] that may wait for the
+/// actor at once; more are dropped and counted. Posts have their own queue so that a burst
+/// of gossip never fills the one that commands (and the API calls behind them) wait in.
+const POST_QUEUE: usize = 1024;
+
 /// Talks to the transport actor. Cheap to clone.
 #[derive(Clone)]
 pub struct TransportHandle {
     commands: mpsc::Sender<actor::Command>,
+    posts: mpsc::Sender<actor::Post>,
+    posts_dropped: Arc<AtomicU64>,
     transport_id: IdentityHash,
     mehr_destination: DestinationHash,
 }
@@ -533,6 +549,41 @@ impl TransportHandle {
             .await
     }
 
+    /// Queues the control message `kind ‖ body` for the node `node_id` and returns at once,
+    /// for messages whose sender waits for neither a proof nor the outcome (gossip, beacons,
+    /// ledger messages, replies): no task per message, and no wait for a proof that kinds
+    /// registered with [`TransportHandle::control_messages`] never send. The transport sends
+    /// it as [`TransportHandle::send_control`] would, trying for a path or a link for at most
+    /// `give_up_after`, and logs a failure at debug level.
+    ///
+    /// Returns false when the message was not queued: the queue was full (the message is
+    /// dropped and counted in [`TransportStats::control_posts_dropped`]) or the transport
+    /// has stopped.
+    pub fn post_control(
+        &self,
+        node_id: IdentityHash,
+        kind: u8,
+        body: &[u8],
+        give_up_after: Duration,
+    ) -> bool {
+        let mut payload = Vec::with_capacity(body.len() + 1);
+        payload.push(kind);
+        payload.extend_from_slice(body);
+        let post = actor::Post {
+            destination: mehr_node_destination(&node_id),
+            payload,
+            deadline: tokio::time::Instant::now() + give_up_after,
+        };
+        match self.posts.try_send(post) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.posts_dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
     /// Turns on reports of every data packet that leaves on a path (see [`ForwardedPacket`]);
     /// at most `capacity` wait in the queue, more are dropped and counted. One receiver at a
     /// time: a second call replaces the first.
@@ -597,8 +648,115 @@ impl TransportHandle {
 #[cfg(test)]
 mod tests {
     use mehr_transport::identity::PrivateIdentity;
+    use rand::rngs::OsRng;
+    use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::events::EventBus;
+
+    /// A control kind no part of the daemon owns.
+    const TEST_KIND: u8 = 0x3f;
+
+    async fn transport(
+        interfaces: Vec<InterfaceSpec>,
+        stop: &CancellationToken,
+    ) -> TransportHandle {
+        let (handle, _task) = start(
+            PrivateIdentity::generate(&mut OsRng),
+            TransportConfig::default(),
+            interfaces,
+            Arc::new(EventBus::default()),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        handle
+    }
+
+    #[tokio::test]
+    async fn a_posted_control_message_arrives() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = InterfaceSpec::new(InterfaceType::TcpServer);
+        server.listen_ip = Some([127, 0, 0, 1].into());
+        server.listen_port = Some(port);
+        let mut client = InterfaceSpec::new(InterfaceType::TcpClient);
+        client.target_host = Some("127.0.0.1".into());
+        client.target_port = Some(port);
+        let stop = CancellationToken::new();
+        let sender = transport(vec![server], &stop).await;
+        let receiver = transport(vec![client], &stop).await;
+        let mut inbox = receiver.control_messages(TEST_KIND).await.unwrap();
+
+        let destination = mehr_node_destination(&receiver.transport_id());
+        let mut path_known = false;
+        for _ in 0..50 {
+            let _ = receiver.announce_now().await;
+            if sender
+                .request_path(destination, Duration::from_millis(200))
+                .await
+                .is_ok()
+            {
+                path_known = true;
+                break;
+            }
+        }
+        assert!(path_known, "the sender never learned the receiver's path");
+
+        assert!(sender.post_control(
+            receiver.transport_id(),
+            TEST_KIND,
+            b"hello",
+            Duration::from_secs(5)
+        ));
+        let message = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+            .await
+            .expect("the posted message arrives")
+            .expect("the inbox is open");
+        assert_eq!(message.kind, TEST_KIND);
+        assert_eq!(message.body, b"hello");
+        assert_eq!(sender.stats().await.unwrap().control_posts_dropped, 0);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn posts_beyond_the_queue_are_dropped_and_counted_in_stats() {
+        let stop = CancellationToken::new();
+        let handle = transport(Vec::new(), &stop).await;
+        let nowhere = PrivateIdentity::generate(&mut OsRng).hash();
+        // The test's runtime has one thread: the actor cannot take a post until this loop,
+        // which never yields, is done, so exactly the queue's capacity is taken.
+        let queued = (0..POST_QUEUE + 10)
+            .filter(|_| handle.post_control(nowhere, TEST_KIND, b"x", Duration::from_millis(200)))
+            .count();
+        assert_eq!(queued, POST_QUEUE);
+        assert_eq!(handle.stats().await.unwrap().control_posts_dropped, 10);
+        // Once the actor has drained the queue, posts are taken again; a post waiting for a
+        // path that never comes is given up at its deadline without anyone noticing.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(handle.post_control(nowhere, TEST_KIND, b"x", Duration::from_millis(50)));
+        assert_eq!(handle.stats().await.unwrap().control_posts_dropped, 10);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_post_to_a_stopped_transport_is_refused_not_counted() {
+        let (commands, _) = mpsc::channel(1);
+        let (posts, receiver) = mpsc::channel(1);
+        drop(receiver);
+        let handle = TransportHandle {
+            commands,
+            posts,
+            posts_dropped: Arc::default(),
+            transport_id: IdentityHash([1; 16]),
+            mehr_destination: DestinationHash([2; 16]),
+        };
+        assert!(!handle.post_control(IdentityHash([3; 16]), TEST_KIND, b"x", Duration::ZERO));
+        assert_eq!(handle.posts_dropped.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn node_destination_follows_from_the_node_id_alone() {

@@ -1,9 +1,12 @@
-//! Bounds-checked little-endian reading and writing for the fixed binary layouts.
+//! The crate's decoding errors, and the glue to `mehr-wire`'s reader for the fixed binary
+//! layouts.
 //!
 //! Every decoder first checks the exact length, then reads fields through [`Reader`], which
 //! returns an error instead of panicking if a layout and its length constant ever disagree.
 
 use ed25519_dalek::Signature;
+use mehr_wire::{ErrorKind, WireError};
+pub(crate) use mehr_wire::{Reader, expect_len};
 use thiserror::Error;
 
 /// Why a byte string could not be decoded into a record or message.
@@ -44,91 +47,63 @@ pub enum DecodeError {
     },
 }
 
-/// Checks that `bytes` is exactly `expected` long.
-pub(crate) fn expect_len(
-    what: &'static str,
-    bytes: &[u8],
-    expected: usize,
-) -> Result<(), DecodeError> {
-    if bytes.len() == expected {
-        Ok(())
-    } else {
-        Err(DecodeError::Length {
-            what,
-            expected,
-            actual: bytes.len(),
-        })
-    }
-}
-
-/// Sequential reader over a byte slice.
-pub(crate) struct Reader<'a> {
-    what: &'static str,
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(what: &'static str, bytes: &'a [u8]) -> Self {
-        Self {
-            what,
-            bytes,
-            pos: 0,
+impl From<WireError> for DecodeError {
+    /// Reader errors in this crate's terms: a fixed layout that ends early or late is a
+    /// length error, as [`expect_len`] reports it.
+    fn from(e: WireError) -> Self {
+        let what = e.what;
+        match e.kind {
+            ErrorKind::Truncated {
+                offset,
+                needed,
+                left,
+            } => DecodeError::Length {
+                what,
+                expected: offset.saturating_add(needed),
+                actual: offset + left,
+            },
+            ErrorKind::Trailing { offset, extra } => DecodeError::Length {
+                what,
+                expected: offset,
+                actual: offset + extra,
+            },
+            ErrorKind::Length { expected, actual } => DecodeError::Length {
+                what,
+                expected,
+                actual,
+            },
+            ErrorKind::TooLarge { .. } => DecodeError::Invalid {
+                what,
+                field: "length",
+                reason: "over the size limit",
+            },
+            ErrorKind::OverLimit { field, .. } => DecodeError::Invalid {
+                what,
+                field,
+                reason: "over its limit",
+            },
+            ErrorKind::NotBool { field, value } => DecodeError::UnknownCode {
+                what,
+                field,
+                code: value,
+            },
+            ErrorKind::NotUtf8 { field } => DecodeError::Invalid {
+                what,
+                field,
+                reason: "not valid UTF-8",
+            },
         }
     }
+}
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|end| *end <= self.bytes.len())
-            .ok_or(DecodeError::Length {
-                what: self.what,
-                expected: self.pos.saturating_add(n),
-                actual: self.bytes.len(),
-            })?;
-        let out = self.bytes.get(self.pos..end).ok_or(DecodeError::Length {
-            what: self.what,
-            expected: end,
-            actual: self.bytes.len(),
-        })?;
-        self.pos = end;
-        Ok(out)
-    }
+/// Reads an Ed25519 signature (64 bytes; whether it verifies is checked later).
+pub(crate) trait ReadSignature {
+    /// The next 64 bytes as a signature.
+    fn signature(&mut self) -> Result<Signature, WireError>;
+}
 
-    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let slice = self.take(N)?;
-        let mut out = [0u8; N];
-        out.copy_from_slice(slice);
-        Ok(out)
-    }
-
-    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    pub(crate) fn signature(&mut self) -> Result<Signature, DecodeError> {
+impl ReadSignature for Reader<'_> {
+    fn signature(&mut self) -> Result<Signature, WireError> {
         Ok(Signature::from_bytes(&self.array()?))
-    }
-
-    /// Fails if input remains: fixed layouts have no trailing bytes.
-    pub(crate) fn finish(self) -> Result<(), DecodeError> {
-        if self.pos == self.bytes.len() {
-            Ok(())
-        } else {
-            Err(DecodeError::Length {
-                what: self.what,
-                expected: self.pos,
-                actual: self.bytes.len(),
-            })
-        }
     }
 }

@@ -40,7 +40,7 @@ use crate::params::{
     MAX_INTERFACES, MAX_SCHEDULE_WINDOWS, MAX_TTL_SECONDS, MINUTES_PER_DAY,
 };
 use crate::signing::{MarketTag, SIGNATURE_LEN, sign, verify};
-use crate::wire::{DecodeError, Reader, Writer, check_size};
+use crate::wire::{DecodeError, Reader, ReaderExt, Writer, check_size};
 
 const WHAT: &str = "capability advert";
 
@@ -528,7 +528,7 @@ impl NodeCapabilities {
 
     fn write(&self, w: &mut Writer) {
         w.u8(self.services.to_bits());
-        w.count(self.interfaces.len());
+        w.count16(self.interfaces.len());
         for i in &self.interfaces {
             w.u8(i.medium as u8);
             w.u64(i.bandwidth_bps);
@@ -546,7 +546,7 @@ impl NodeCapabilities {
                 w.bool(c.mhr_byte);
                 w.bool(c.wasm);
                 w.u64(c.cost_per_million_cycles);
-                w.count(c.functions.len());
+                w.count16(c.functions.len());
                 for f in &c.functions {
                     w.str16(&f.name);
                     w.str16(&f.description);
@@ -572,7 +572,7 @@ impl NodeCapabilities {
             Availability::Intermittent => w.u8(2),
             Availability::Scheduled(windows) => {
                 w.u8(3);
-                w.count(windows.len());
+                w.count16(windows.len());
                 for win in windows {
                     w.u16(win.start_minute);
                     w.u16(win.duration_minutes);
@@ -582,10 +582,17 @@ impl NodeCapabilities {
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        // Least encoded sizes of the listed elements, so a count the advert cannot hold is
+        // refused before room is reserved for it: an interface is fixed (medium, bandwidth,
+        // latency, reliability, cost, gateway flag); a function is two empty strings, the
+        // shortest cost and its concurrency; a window is its start and duration.
+        const INTERFACE_LEN: usize = 1 + 8 + 4 + 1 + 8 + 1;
+        const MIN_FUNCTION_LEN: usize = 2 + 2 + (1 + 8) + 4;
+        const WINDOW_LEN: usize = 2 + 2;
         let services_bits = r.u8()?;
         let services = Services::from_bits(services_bits)
             .ok_or_else(|| r.invalid("services", "reserved bits set"))?;
-        let n = r.count("interfaces", MAX_INTERFACES)?;
+        let n = r.count16("interfaces", MAX_INTERFACES, INTERFACE_LEN)?;
         let mut interfaces = Vec::with_capacity(n);
         for _ in 0..n {
             let code = r.u8()?;
@@ -610,12 +617,14 @@ impl NodeCapabilities {
             let mhr_byte = r.bool("mhr_byte")?;
             let wasm = r.bool("wasm")?;
             let cost_per_million_cycles = r.u64()?;
-            let n = r.count("functions", MAX_FUNCTIONS)?;
+            let n = r.count16("functions", MAX_FUNCTIONS, MIN_FUNCTION_LEN)?;
             let mut functions = Vec::with_capacity(n);
             for _ in 0..n {
                 functions.push(OfferedFunction {
-                    name: r.str16("function name", MAX_FUNCTION_NAME_LEN)?,
-                    description: r.str16("function description", MAX_DESCRIPTION_LEN)?,
+                    name: r.str16("function name", MAX_FUNCTION_NAME_LEN)?.to_owned(),
+                    description: r
+                        .str16("function description", MAX_DESCRIPTION_LEN)?
+                        .to_owned(),
                     cost: CostStructure::read(r)?,
                     max_concurrent: r.u32()?,
                 });
@@ -652,7 +661,7 @@ impl NodeCapabilities {
             1 => Availability::Solar,
             2 => Availability::Intermittent,
             3 => {
-                let n = r.count("schedule", MAX_SCHEDULE_WINDOWS)?;
+                let n = r.count16("schedule", MAX_SCHEDULE_WINDOWS, WINDOW_LEN)?;
                 let mut windows = Vec::with_capacity(n);
                 for _ in 0..n {
                     windows.push(DailyWindow {

@@ -83,7 +83,7 @@ macro_rules! signed_record {
                 $crate::wire::check_size($what, bytes, $max)?;
                 let mut r = $crate::wire::Reader::new($what, bytes);
                 let body = <$body>::read(&mut r)?;
-                let signature = r.signature()?;
+                let signature = $crate::wire::ReaderExt::signature(&mut r)?;
                 r.finish()?;
                 Ok(Self {
                     body,

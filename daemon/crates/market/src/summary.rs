@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::capabilities::CapabilityKind;
 use crate::cost::{COST_CODE_UNKNOWN, encode_cost_code};
 use crate::params::MAX_SUMMARIES_PER_BATCH;
-use crate::wire::{DecodeError, Reader, Writer};
+use crate::wire::{DecodeError, Reader, ReaderExt, Writer};
 
 /// Encoded length of one summary.
 pub const SUMMARY_LEN: usize = 8;
@@ -137,7 +137,7 @@ impl CapabilitySummary {
 pub fn encode_summaries(summaries: &[CapabilitySummary]) -> Vec<u8> {
     let n = summaries.len().min(MAX_SUMMARIES_PER_BATCH);
     let mut w = Writer::new();
-    w.u8(u8::try_from(n).unwrap_or(u8::MAX));
+    w.count8(n);
     for s in summaries.iter().take(n) {
         w.raw(&s.to_bytes());
     }
@@ -147,15 +147,7 @@ pub fn encode_summaries(summaries: &[CapabilitySummary]) -> Vec<u8> {
 /// Parses a batch written by [`encode_summaries`].
 pub fn decode_summaries(bytes: &[u8]) -> Result<Vec<CapabilitySummary>, DecodeError> {
     let mut r = Reader::new("summary batch", bytes);
-    let n = usize::from(r.u8()?);
-    if n > MAX_SUMMARIES_PER_BATCH {
-        return Err(DecodeError::CountLimit {
-            what: "summary batch",
-            field: "summaries",
-            limit: MAX_SUMMARIES_PER_BATCH,
-            actual: n,
-        });
-    }
+    let n = r.count8("summaries", MAX_SUMMARIES_PER_BATCH, SUMMARY_LEN)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push(CapabilitySummary::read(&mut r)?);

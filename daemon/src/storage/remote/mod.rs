@@ -264,7 +264,7 @@ impl RemoteStorage {
             }
         };
         let request_id = envelope.request_id;
-        self.send_reply(sender, request_id, reply).await;
+        self.send_reply(sender, request_id, reply);
     }
 
     fn on_reply(&self, provider: IdentityHash, request_id: u64, reply: Reply) {
@@ -277,22 +277,18 @@ impl RemoteStorage {
         }
     }
 
-    async fn send_reply(&self, consumer: IdentityHash, request_id: u64, reply: Reply) {
+    fn send_reply(&self, consumer: IdentityHash, request_id: u64, reply: Reply) {
         let body = self.seal(kinds::REPLY, consumer, request_id, &reply.encode());
-        // Sent once: a lost reply makes the consumer's request time out, and it decides
-        // whether to ask again.
-        if let Err(e) = self
-            .shared
-            .transport
-            .send_control(
-                consumer,
-                kinds::REPLY,
-                &body,
-                self.shared.settings.request_timeout,
-            )
-            .await
-        {
-            tracing::debug!(%consumer, request_id, error = %e, "storage reply not sent");
+        // Sent once, and not proved (storage kinds are not acknowledged): a lost reply makes
+        // the consumer's request time out, and it decides whether to ask again.
+        let posted = self.shared.transport.post_control(
+            consumer,
+            kinds::REPLY,
+            &body,
+            self.shared.settings.request_timeout,
+        );
+        if !posted {
+            tracing::debug!(%consumer, request_id, "storage reply dropped: the transport queue is full");
         }
     }
 

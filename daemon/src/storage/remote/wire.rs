@@ -30,6 +30,7 @@
 
 use mehr_storage::{CHUNK_SIZE, Challenge, ObjectId};
 use mehr_transport::{hashes::IdentityHash, identity::Identity};
+use mehr_wire::{ErrorKind, Reader, utf8_prefix};
 
 use crate::transport::control_kinds::STORAGE_FIRST;
 
@@ -113,6 +114,9 @@ pub enum WireError {
     /// Unknown reply status.
     #[error("unknown reply status {0}")]
     UnknownStatus(u8),
+    /// Any other reader error.
+    #[error(transparent)]
+    Malformed(mehr_wire::WireError),
 }
 
 /// A parsed, not yet authenticated envelope.
@@ -321,17 +325,17 @@ impl Request {
             kinds::OFFER => {
                 let mut r = Reader::new("offer", payload);
                 let request = Request::Offer {
-                    root: r.id()?,
+                    root: object_id(&mut r)?,
                     length: r.u64()?,
                     expires_unix_s: r.u64()?,
                     price_per_byte_day_umhr: r.u64()?,
                 };
-                r.end()?;
+                r.finish()?;
                 request
             }
             kinds::CHUNKS => {
                 let mut r = Reader::new("chunks", payload);
-                let root = r.id()?;
+                let root = object_id(&mut r)?;
                 let first = r.u64()?;
                 let count = r.u16()?;
                 check_count("chunks.count", count.into(), MAX_CHUNKS_PER_MESSAGE.into())?;
@@ -353,7 +357,7 @@ impl Request {
             kinds::CHALLENGE => {
                 let mut r = Reader::new("challenge", payload);
                 let bytes = r.take(Challenge::ENCODED_LEN)?;
-                r.end()?;
+                r.finish()?;
                 let challenge = Challenge::decode(bytes).map_err(|_| WireError::Truncated {
                     what: "challenge",
                     need: Challenge::ENCODED_LEN,
@@ -364,11 +368,11 @@ impl Request {
             kinds::FETCH => {
                 let mut r = Reader::new("fetch", payload);
                 let request = Request::Fetch {
-                    root: r.id()?,
+                    root: object_id(&mut r)?,
                     first: r.u64()?,
                     count: r.u16()?,
                 };
-                r.end()?;
+                r.finish()?;
                 if let Request::Fetch { count, .. } = request {
                     check_count("fetch.count", count.into(), MAX_CHUNKS_PER_MESSAGE.into())?;
                 }
@@ -376,10 +380,10 @@ impl Request {
             }
             kinds::FETCH_HASHES => {
                 let mut r = Reader::new("fetch hashes", payload);
-                let root = r.id()?;
+                let root = object_id(&mut r)?;
                 let first = r.u64()?;
                 let count = r.u32()?;
-                r.end()?;
+                r.finish()?;
                 check_count(
                     "fetch_hashes.count",
                     count.into(),
@@ -389,8 +393,8 @@ impl Request {
             }
             kinds::DELETE => {
                 let mut r = Reader::new("delete", payload);
-                let root = r.id()?;
-                r.end()?;
+                let root = object_id(&mut r)?;
+                r.finish()?;
                 Request::Delete { root }
             }
             other => return Err(WireError::UnknownKind(other)),
@@ -465,13 +469,10 @@ impl Reply {
                 out
             }
             Reply::Error(code, reason) => {
-                let mut end = reason.len().min(MAX_REASON);
-                while !reason.is_char_boundary(end) {
-                    end -= 1;
-                }
-                let mut out = Vec::with_capacity(1 + end);
+                let reason = utf8_prefix(reason, MAX_REASON);
+                let mut out = Vec::with_capacity(1 + reason.len());
                 out.push(*code as u8);
-                out.extend_from_slice(&reason.as_bytes()[..end]);
+                out.extend_from_slice(reason.as_bytes());
                 out
             }
         }
@@ -504,70 +505,34 @@ impl Reply {
     }
 }
 
-/// A bounds-checked reader over a message.
-struct Reader<'a> {
-    what: &'static str,
-    bytes: &'a [u8],
+impl From<mehr_wire::WireError> for WireError {
+    /// Reader errors in this module's terms; the layouts here read no flags, strings or
+    /// length-prefixed fields, so the remaining kinds pass through as they are.
+    fn from(e: mehr_wire::WireError) -> Self {
+        let what = e.what;
+        match e.kind {
+            ErrorKind::Truncated { needed, left, .. } => WireError::Truncated {
+                what,
+                need: needed,
+                got: left,
+            },
+            ErrorKind::Trailing { extra, .. } => WireError::Trailing { what, extra },
+            ErrorKind::OverLimit {
+                field,
+                limit,
+                actual,
+            } => WireError::TooMany {
+                what: field,
+                got: actual as u64,
+                limit: limit as u64,
+            },
+            _ => WireError::Malformed(e),
+        }
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn new(what: &'static str, bytes: &'a [u8]) -> Self {
-        Reader { what, bytes }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        if self.bytes.len() < n {
-            return Err(WireError::Truncated {
-                what: self.what,
-                need: n,
-                got: self.bytes.len(),
-            });
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, WireError> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-
-    fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, WireError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    fn id(&mut self) -> Result<ObjectId, WireError> {
-        Ok(ObjectId::from_bytes(self.array()?))
-    }
-
-    fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.bytes)
-    }
-
-    fn end(&self) -> Result<(), WireError> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(WireError::Trailing {
-                what: self.what,
-                extra: self.bytes.len(),
-            })
-        }
-    }
+fn object_id(r: &mut Reader<'_>) -> Result<ObjectId, WireError> {
+    Ok(ObjectId::from_bytes(r.array()?))
 }
 
 #[cfg(test)]

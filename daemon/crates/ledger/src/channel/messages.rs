@@ -23,7 +23,7 @@ use super::state::{CHANNEL_BODY_LEN, CHANNEL_STATE_LEN, ChannelBody, ChannelKeys
 use crate::ids::{CHANNEL_NONCE_LEN, ChannelId, ID_LEN, Party};
 use crate::ledger::{SettlementKind, SettlementRecord};
 use crate::signing::{RecordTag, SIGNATURE_LEN, sign_record, verify_record};
-use crate::wire::{DecodeError, Reader, expect_len};
+use crate::wire::{DecodeError, ReadSignature, Reader, expect_len};
 
 const WHAT: &str = "channel message";
 

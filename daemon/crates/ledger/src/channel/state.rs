@@ -31,7 +31,7 @@ use crate::burn::net_of;
 use crate::ids::{ChannelId, NodeId, Party};
 use crate::lottery::WinProbability;
 use crate::signing::{RecordTag, SIGNATURE_LEN, sign_record, verify_record};
-use crate::wire::{DecodeError, Reader, expect_len};
+use crate::wire::{DecodeError, ReadSignature, Reader, expect_len};
 
 /// Length of the signed body.
 pub const CHANNEL_BODY_LEN: usize = 104;

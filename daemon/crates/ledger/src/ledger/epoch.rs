@@ -18,7 +18,7 @@ use crate::params::{
     EPOCH_TRIGGER_SETTLEMENTS_PER_ACTIVE, PROPOSER_MIN_LINKS, RECORD_RETENTION_EPOCHS,
 };
 use crate::signing::{RecordTag, sign_record, verify_record};
-use crate::wire::{DecodeError, Reader, expect_len};
+use crate::wire::{DecodeError, ReadSignature, Reader, expect_len};
 
 /// Which rule fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

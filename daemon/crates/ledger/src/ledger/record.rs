@@ -21,7 +21,7 @@ use ed25519_dalek::{Signature, SigningKey};
 use crate::channel::{CHANNEL_BODY_LEN, ChannelBody, ChannelKeys, ChannelState};
 use crate::ids::{ChannelId, Party};
 use crate::signing::{RecordTag, SIGNATURE_LEN, sign_record, verify_record};
-use crate::wire::{DecodeError, Reader, expect_len};
+use crate::wire::{DecodeError, ReadSignature, Reader, expect_len};
 
 /// Encoded length of a [`SettlementRecord`].
 pub const SETTLEMENT_RECORD_LEN: usize = CHANNEL_BODY_LEN + 1 + 2 * SIGNATURE_LEN;

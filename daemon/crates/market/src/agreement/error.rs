@@ -72,3 +72,10 @@ pub enum AgreementError {
     #[error("persisted agreement: {0}")]
     Persisted(&'static str),
 }
+
+impl From<mehr_wire::WireError> for AgreementError {
+    /// A stored agreement read field by field fails like a malformed record.
+    fn from(e: mehr_wire::WireError) -> Self {
+        AgreementError::Decode(e.into())
+    }
+}

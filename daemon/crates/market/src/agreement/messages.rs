@@ -27,7 +27,7 @@ use crate::capabilities::FunctionId;
 use crate::cost::CostStructure;
 use crate::record::signed_record;
 use crate::signing::MarketTag;
-use crate::wire::{DecodeError, Reader, Writer};
+use crate::wire::{DecodeError, Reader, ReaderExt, Writer};
 
 /// An agreement's id: `Blake3(request ‖ offer)` over both signed encodings.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]

@@ -684,7 +684,7 @@ impl Agreement {
         let proposed_at_ms = r.u64()?;
         let offered_at_ms = optional_u64(&mut r)?;
         let activated_at_ms = optional_u64(&mut r)?;
-        let request = SignedRequest::decode(&r.bytes16("request", usize::from(u16::MAX))?)?;
+        let request = SignedRequest::decode(r.bytes16("request", usize::from(u16::MAX))?)?;
         let offer = optional_record(&mut r, SignedOffer::decode)?;
         let rejection = optional_record(&mut r, SignedRejection::decode)?;
         let acceptance = optional_record(&mut r, SignedAcceptance::decode)?;
@@ -744,7 +744,7 @@ fn optional_record<T>(
     decode: fn(&[u8]) -> Result<T, DecodeError>,
 ) -> Result<Option<T>, DecodeError> {
     if r.present("record")? {
-        Ok(Some(decode(&r.bytes16("record", usize::from(u16::MAX))?)?))
+        Ok(Some(decode(r.bytes16("record", usize::from(u16::MAX))?)?))
     } else {
         Ok(None)
     }

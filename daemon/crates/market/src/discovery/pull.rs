@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::capabilities::{CapabilityAdvert, CapabilityKind, FunctionId};
 use crate::identity::PUBLIC_KEY_LEN;
 use crate::params::{MAX_ADVERT_LEN, MAX_PULL_ANSWER_ADVERTS, PULL_DEDUP_CAPACITY, PULL_DEDUP_MS};
-use crate::wire::{DecodeError, Reader, Writer, check_size};
+use crate::wire::{DecodeError, Reader, ReaderExt, Writer, check_size};
 
 use super::Filter;
 
@@ -188,7 +188,7 @@ impl PullAnswer {
         let mut w = Writer::new();
         w.u64(self.nonce);
         let n = self.entries.len().min(MAX_PULL_ANSWER_ADVERTS);
-        w.u8(u8::try_from(n).unwrap_or(u8::MAX));
+        w.count8(n);
         for e in self.entries.iter().take(n) {
             w.raw(&e.public_key);
             w.u8(e.hops);
@@ -205,22 +205,19 @@ impl PullAnswer {
         check_size(ANSWER, bytes, MAX_PULL_ANSWER_LEN)?;
         let mut r = Reader::new(ANSWER, bytes);
         let nonce = r.u64()?;
-        let n = usize::from(r.u8()?);
-        if n > MAX_PULL_ANSWER_ADVERTS {
-            return Err(DecodeError::CountLimit {
-                what: ANSWER,
-                field: "entries",
-                limit: MAX_PULL_ANSWER_ADVERTS,
-                actual: n,
-            });
-        }
+        // An entry is at least its fixed fields and an advert's length.
+        let n = r.count8(
+            "entries",
+            MAX_PULL_ANSWER_ADVERTS,
+            PUBLIC_KEY_LEN + 1 + 8 + 4 + 2,
+        )?;
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
             let public_key = r.array()?;
             let hops = r.u8()?;
             let path_cost = r.u64()?;
             let age_seconds = r.u32()?;
-            let advert = CapabilityAdvert::decode(&r.bytes16("advert", MAX_ADVERT_LEN)?)?;
+            let advert = CapabilityAdvert::decode(r.bytes16("advert", MAX_ADVERT_LEN)?)?;
             entries.push(PullEntry {
                 public_key,
                 hops,

@@ -27,7 +27,7 @@ use crate::params::MAX_PROOF_LEN;
 use crate::record::signed_record;
 use crate::reputation::Outcome;
 use crate::signing::MarketTag;
-use crate::wire::{DecodeError, Reader, Writer};
+use crate::wire::{DecodeError, Reader, ReaderExt, Writer};
 
 /// How much verification a compute call gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -252,7 +252,7 @@ impl ComputeResult {
         let code = r.u8()?;
         let proof_system =
             ProofSystem::from_code(code).ok_or_else(|| r.unknown("proof_system", code))?;
-        let proof = r.bytes16("proof", MAX_PROOF_LEN)?;
+        let proof = r.bytes16("proof", MAX_PROOF_LEN)?.to_vec();
         if (proof_system == ProofSystem::None) != proof.is_empty() {
             return Err(r.invalid("proof", "present exactly when a proof system is named"));
         }
