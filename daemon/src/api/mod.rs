@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod market;
 pub mod messaging;
 pub mod node;
+mod overload;
 mod paging;
 pub mod status;
 pub mod storage;
@@ -42,7 +43,9 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use self::{auth::BearerAuthLayer, deadline::DeadlineLayer, tls::TlsMaterial};
+use self::{
+    auth::BearerAuthLayer, deadline::DeadlineLayer, overload::OverloadAnswerLayer, tls::TlsMaterial,
+};
 pub use self::{
     compute::ComputeApi,
     market::MarketApi,
@@ -273,6 +276,7 @@ pub async fn serve(
         let auth = listener.requires_token.then(|| BearerAuthLayer::new(token));
         let router = server
             .layer(TraceLayer::new_for_grpc())
+            .layer(OverloadAnswerLayer)
             .layer(tower::load_shed::LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits.clone()))
             .layer(tower::util::option_layer(auth))
