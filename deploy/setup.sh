@@ -3,10 +3,11 @@
 #
 #   deploy/setup.sh build   system packages for the Rust build (libclang for RocksDB's bindgen, a C++ compiler)
 #   deploy/setup.sh test    the above, plus the Python venv the tests use (grpcio witness, rns, pytest)
+#                           and buf (proto lint and breaking checks, from npm)
 #   deploy/setup.sh ml      the venv of the Python SDK's embedding example (torch: several GB)
 #
 # Everything cached lives under $MEHR_CACHE (default ~/.cache/mehr): the shared cargo target dir
-# and the venvs, so repeated runs are fast and the clone stays clean.
+# the venvs and buf, so repeated runs are fast and the clone stays clean.
 set -euo pipefail
 
 MEHR_CACHE="${MEHR_CACHE:-$HOME/.cache/mehr}"
@@ -61,13 +62,31 @@ ensure_venv() {
   cp "$requirements" "$stamp"
 }
 
+# buf (lint and breaking-change checks of proto/) from npm, pinned by tools/buf/package-lock.json;
+# reinstalled when the lock file changes.
+ensure_buf() {
+  local dir="$MEHR_CACHE/buf" lock="$ROOT/tools/buf/package-lock.json"
+  [ -f "$lock" ] || return 0
+  if [ -x "$dir/node_modules/.bin/buf" ] && cmp -s "$lock" "$dir/package-lock.json"; then return; fi
+  if ! command -v npm >/dev/null; then
+    log "installing system packages: nodejs npm"
+    need_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  log "installing buf from npm into $dir"
+  mkdir -p "$dir"
+  cp "$ROOT/tools/buf/package.json" "$lock" "$dir/"
+  (cd "$dir" && npm ci --silent --no-audit --no-fund >/dev/null)
+}
+
 mkdir -p "$MEHR_CACHE"
 case "${1:-build}" in
   build)
     ensure_system_packages; ensure_rust ;;
   test)
     ensure_system_packages; ensure_rust
-    ensure_venv venv "$ROOT/tests/requirements.txt" ;;
+    ensure_venv venv "$ROOT/tests/requirements.txt"
+    ensure_buf ;;
   ml)
     ensure_system_packages
     ensure_venv venv-ml "$ROOT/sdk-python/examples/requirements-ml.txt" ;;
