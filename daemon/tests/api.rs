@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDaemon, free_port};
+use common::{TestDaemon, free_port, free_udp_port};
 use mehr_sdk::{
     Client,
     proto::{
@@ -178,6 +178,18 @@ fn a_server_deadline_is_deadline_exceeded_and_a_full_node_says_when_to_retry() {
     );
     runtime().block_on(async {
         let client = daemon.client().await.unwrap();
+        // An interface to send the path request on (with none, it fails at once).
+        client
+            .add_interface(pb::InterfaceSpec {
+                r#type: "udp".into(),
+                listen_ip: Some("127.0.0.1".into()),
+                listen_port: Some(u32::from(free_udp_port())),
+                forward_ip: Some("127.0.0.1".into()),
+                forward_port: Some(u32::from(free_udp_port())),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         // A path request that waits 5 s for an answer no one sends: the 1 s server deadline
         // ends it. It holds the node's only request slot meanwhile.
         let mut transport: TransportServiceClient<_> = client.transport();
@@ -190,6 +202,7 @@ fn a_server_deadline_is_deadline_exceeded_and_a_full_node_says_when_to_retry() {
                 .await
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "{:?}", waiting.await);
         let status = failed(
             client.node().get_info(pb::GetInfoRequest {}).await,
             Code::ResourceExhausted,
@@ -282,6 +295,8 @@ fn every_list_pages_and_binds_its_tokens() {
                 .await
                 .unwrap();
             ids.push(stored.object.id.as_bytes().to_vec());
+            // Objects stored in the same millisecond list by id; these list by creation.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let list_objects = |order: pb::ListOrder, scope: pb::ListScope, page_token: String| {
             let client = client.clone();

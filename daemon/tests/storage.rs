@@ -366,7 +366,7 @@ fn bad_requests_get_precise_codes() {
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(
             err.message(),
-            "the first Put message must carry the metadata"
+            "the first PutObject message must carry the metadata"
         );
         let metadata = || pb::PutObjectRequest {
             part: Some(pb::put_object_request::Part::Metadata(
@@ -381,7 +381,7 @@ fn bad_requests_get_precise_codes() {
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(
             err.message(),
-            "only the first Put message may carry metadata"
+            "only the first PutObject message may carry metadata"
         );
         let data = || pb::PutObjectRequest {
             part: Some(pb::put_object_request::Part::Data(Bytes::from_static(
@@ -399,7 +399,7 @@ fn bad_requests_get_precise_codes() {
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(
             err.message(),
-            "the Put stream ended without its end message; nothing was stored"
+            "the PutObject stream ended without its end message; nothing was stored"
         );
         let err = client
             .storage()
