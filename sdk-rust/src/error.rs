@@ -101,6 +101,13 @@ impl Error {
 #[derive(Debug)]
 pub struct ApiStatus {
     status: tonic::Status,
+    // Boxed: errors travel in every `Result` of the SDK, so they stay as small as the status.
+    details: Box<Decoded>,
+}
+
+/// The details of an [`ApiStatus`], decoded.
+#[derive(Debug)]
+struct Decoded {
     info: Option<ErrorInfo>,
     violations: Vec<FieldViolation>,
     retry_delay: Option<Duration>,
@@ -113,12 +120,14 @@ impl From<tonic::Status> for ApiStatus {
             .check_error_details()
             .unwrap_or_else(|_| ErrorDetails::new());
         ApiStatus {
-            info: details.error_info().cloned(),
-            violations: details
-                .bad_request()
-                .map(|bad| bad.field_violations.clone())
-                .unwrap_or_default(),
-            retry_delay: details.retry_info().and_then(|retry| retry.retry_delay),
+            details: Box::new(Decoded {
+                info: details.error_info().cloned(),
+                violations: details
+                    .bad_request()
+                    .map(|bad| bad.field_violations.clone())
+                    .unwrap_or_default(),
+                retry_delay: details.retry_info().and_then(|retry| retry.retry_delay),
+            }),
             status,
         }
     }
@@ -135,22 +144,23 @@ impl std::ops::Deref for ApiStatus {
 impl ApiStatus {
     /// `ErrorInfo.reason`: why the call failed, as a stable UPPER_SNAKE name.
     pub fn reason(&self) -> Option<&str> {
-        self.info.as_ref().map(|info| info.reason.as_str())
+        self.details.info.as_ref().map(|info| info.reason.as_str())
     }
 
     /// `ErrorInfo.domain`: who defines the reason (`mehr.v1`).
     pub fn domain(&self) -> Option<&str> {
-        self.info.as_ref().map(|info| info.domain.as_str())
+        self.details.info.as_ref().map(|info| info.domain.as_str())
     }
 
     /// `ErrorInfo.metadata`.
     pub fn metadata(&self) -> Option<&HashMap<String, String>> {
-        self.info.as_ref().map(|info| &info.metadata)
+        self.details.info.as_ref().map(|info| &info.metadata)
     }
 
     /// The request fields an INVALID_ARGUMENT names, with what is wrong with each.
     pub fn field_violations(&self) -> Vec<(&str, &str)> {
-        self.violations
+        self.details
+            .violations
             .iter()
             .map(|v| (v.field.as_str(), v.description.as_str()))
             .collect()
@@ -158,7 +168,7 @@ impl ApiStatus {
 
     /// `RetryInfo.retry_delay`: the daemon's advice on when to retry.
     pub fn retry_delay(&self) -> Option<Duration> {
-        self.retry_delay
+        self.details.retry_delay
     }
 
     /// The status as received.
