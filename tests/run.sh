@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of the project: Rust unit and integration tests (real daemons as processes),
-# the interop tests against real Python Reticulum (rns), the Python grpcio witness tests, and
-# the Python SDK's tests. Sets up what it needs first (system packages, Python venvs); safe to
-# re-run. The deployment tests build images with podman from debootstrap bases (root).
+# Runs every test of the project: the API guard (buf lint and breaking), the supply-chain check
+# (cargo deny), Rust unit and integration tests (real daemons as processes), the interop tests
+# against real Python Reticulum (rns), the Python grpcio witness tests, the deployment tests
+# (images built with podman from debootstrap bases, as root), and the Python SDK's tests. Sets
+# up what it needs first (system packages, Python venvs, tools); safe to re-run.
 # MEHR_SKIP_ML=1 skips the SDK's real-model example (its venv holds torch, several GB).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +20,12 @@ step "set-up decisions (deploy/lib/detect.sh against the fresh and prepared imag
 
 step "supply chain: cargo deny (licences, banned and duplicated crypto crates, sources; deny.toml)"
 "$MEHR_CACHE/tools/bin/cargo-deny" --log-level error check bans licenses sources
+
+step "API guard: buf lint, buf breaking against the last release's image (docs/API.md)"
+export MEHR_BUF="$MEHR_CACHE/buf/node_modules/.bin/buf"
+"$MEHR_BUF" lint
+"$MEHR_BUF" breaking --against proto/release/mehr-v1.binpb
+"$MEHR_CACHE/venv/bin/python" -m pytest -q tests/proto
 
 step "build (release profile: one build serves the node, the tests and the benchmarks)"
 cargo build --release --workspace --bins --tests

@@ -717,7 +717,7 @@ fn forged_adverts_and_offers_are_refused_and_counted() {
 
         // The offer settings change the advert at once and survive a restart.
         let offer = a
-            .set_offer(pb::SetOfferRequest {
+            .set_offer(pb::UpdateOfferRequest {
                 storage_price_per_byte_day_umhr: Some(3),
                 offer_relay: Some(false),
                 ..Default::default()

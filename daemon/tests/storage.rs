@@ -289,18 +289,18 @@ fn bad_requests_get_precise_codes() {
         let mut raw = client.storage();
         let short = Bytes::from_static(&[1, 2, 3]);
         let err = raw
-            .stat(pb::StatRequest { id: short.clone() })
+            .stat_object(pb::StatObjectRequest { id: short.clone() })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(err.message(), "id: an object id has 32 bytes, got 3");
         let err = raw
-            .delete(pb::DeleteRequest { id: short.clone() })
+            .delete_object(pb::DeleteObjectRequest { id: short.clone() })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         let err = raw
-            .get(pb::GetRequest {
+            .get_object(pb::GetObjectRequest {
                 id: short,
                 offset: 0,
                 length: None,
@@ -359,47 +359,51 @@ fn bad_requests_get_precise_codes() {
         assert_eq!(code(&err), Some(Code::InvalidArgument));
 
         // Put streams that break the protocol.
-        let data_first = stream::iter([pb::PutRequest {
-            part: Some(pb::put_request::Part::Data(Bytes::from_static(b"x"))),
+        let data_first = stream::iter([pb::PutObjectRequest {
+            part: Some(pb::put_object_request::Part::Data(Bytes::from_static(b"x"))),
         }]);
-        let err = client.storage().put(data_first).await.unwrap_err();
+        let err = client.storage().put_object(data_first).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(
             err.message(),
-            "the first Put message must carry the metadata"
+            "the first PutObject message must carry the metadata"
         );
-        let metadata = || pb::PutRequest {
-            part: Some(pb::put_request::Part::Metadata(pb::PutMetadata::default())),
+        let metadata = || pb::PutObjectRequest {
+            part: Some(pb::put_object_request::Part::Metadata(
+                pb::PutMetadata::default(),
+            )),
         };
         let err = client
             .storage()
-            .put(stream::iter([metadata(), metadata()]))
+            .put_object(stream::iter([metadata(), metadata()]))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(
             err.message(),
-            "only the first Put message may carry metadata"
+            "only the first PutObject message may carry metadata"
         );
-        let data = || pb::PutRequest {
-            part: Some(pb::put_request::Part::Data(Bytes::from_static(b"abc"))),
+        let data = || pb::PutObjectRequest {
+            part: Some(pb::put_object_request::Part::Data(Bytes::from_static(
+                b"abc",
+            ))),
         };
-        let end = |length| pb::PutRequest {
-            part: Some(pb::put_request::Part::End(pb::PutEnd { length })),
+        let end = |length| pb::PutObjectRequest {
+            part: Some(pb::put_object_request::Part::End(pb::PutEnd { length })),
         };
         let err = client
             .storage()
-            .put(stream::iter([metadata(), data()]))
+            .put_object(stream::iter([metadata(), data()]))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(
             err.message(),
-            "the Put stream ended without its end message; nothing was stored"
+            "the PutObject stream ended without its end message; nothing was stored"
         );
         let err = client
             .storage()
-            .put(stream::iter([metadata(), data(), end(4)]))
+            .put_object(stream::iter([metadata(), data(), end(4)]))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
@@ -409,7 +413,7 @@ fn bad_requests_get_precise_codes() {
         );
         let raw = client
             .storage()
-            .put(stream::iter([metadata(), data(), data(), end(6)]))
+            .put_object(stream::iter([metadata(), data(), data(), end(6)]))
             .await
             .unwrap()
             .into_inner();

@@ -234,7 +234,7 @@ fn objects_of_every_edge_size_round_trip_through_providers() {
         assert!(error.to_string().contains("another order"), "{error}");
         let refused = consumer
             .storage()
-            .list(pb::ListRequest {
+            .list_objects(pb::ListObjectsRequest {
                 order: pb::ListOrder::Created as i32,
                 scope: pb::ListScope::Placed as i32,
                 ..Default::default()

@@ -292,7 +292,7 @@ fn a_relay_price_change_is_announced_to_the_neighbours() {
         eventually("A's configured fee at B", wait, || heard_fee(1.9, 2.2)).await;
 
         for (price, low, high) in [(8u64, 7.6, 8.5), (2, 1.9, 2.2)] {
-            a.set_offer(pb::SetOfferRequest {
+            a.set_offer(pb::UpdateOfferRequest {
                 relay_price_per_byte_umhr: Some(price),
                 ..Default::default()
             })

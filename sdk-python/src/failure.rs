@@ -1,10 +1,11 @@
 //! Why a call failed, and the Python exception it becomes.
 //!
 //! Failures are built without the interpreter (on the runtime's threads) and turned into
-//! Python exceptions once attached: `mehr.errors.error_for(code, message)` picks the class
-//! for the gRPC code, so every language sees the codes the daemon sent.
+//! Python exceptions once attached: `mehr.errors.error_for(code, message, …)` picks the class
+//! for the gRPC code, so every language sees the codes the daemon sent, and the exception
+//! carries the daemon's error details (reason, domain, metadata, retry delay).
 
-use std::path::PathBuf;
+use std::{collections::HashMap, path::PathBuf};
 
 use pyo3::{
     exceptions::{PyStopAsyncIteration, PyStopIteration},
@@ -98,6 +99,15 @@ impl Failure {
             Failure::EndOfStream {
                 asynchronous: false,
             } => PyStopIteration::new_err(()),
+            Failure::Sdk(mehr_sdk::Error::Status(status)) => {
+                let details = Details {
+                    reason: status.reason().map(str::to_string),
+                    domain: status.domain().map(str::to_string),
+                    metadata: status.metadata().cloned().unwrap_or_default(),
+                    retry_delay: status.retry_delay().map(|d| d.as_secs_f64()),
+                };
+                status_error_with(py, status.code(), status.message().to_string(), details)
+            }
             other => {
                 let (code, message) = other.code_and_message();
                 status_error(py, code, message)
@@ -112,12 +122,35 @@ impl From<Forked> for PyErr {
     }
 }
 
+/// The daemon's error details of a status, as the exception carries them.
+#[derive(Debug, Default)]
+pub(crate) struct Details {
+    reason: Option<String>,
+    domain: Option<String>,
+    metadata: HashMap<String, String>,
+    retry_delay: Option<f64>,
+}
+
 /// The `mehr` exception for a gRPC `code` and `message` (`mehr.NotFound`, …).
 pub(crate) fn status_error(py: Python<'_>, code: Code, message: String) -> PyErr {
+    status_error_with(py, code, message, Details::default())
+}
+
+/// The `mehr` exception for a gRPC `code` and `message`, carrying `details`.
+fn status_error_with(py: Python<'_>, code: Code, message: String, details: Details) -> PyErr {
     static ERROR_FOR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let built = ERROR_FOR
         .import(py, "mehr.errors", "error_for")
-        .and_then(|error_for| error_for.call1((code as i32, message)));
+        .and_then(|error_for| {
+            error_for.call1((
+                code as i32,
+                message,
+                details.reason,
+                details.domain,
+                details.metadata,
+                details.retry_delay,
+            ))
+        });
     match built {
         Ok(exception) => PyErr::from_value(exception),
         // Only when the package is broken: the import error says why.

@@ -419,7 +419,7 @@ impl ToPython for pb::DeployModuleResponse {
     }
 }
 
-impl ToPython for pb::RemoveModuleResponse {
+impl ToPython for pb::DeleteModuleResponse {
     fn to_python(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self.function_ids.into_pyobject(py)?.into_any().unbind())
     }

@@ -54,3 +54,19 @@ def test_errors_survive_pickling():
     assert copy.message == error.message and copy.code is error.code
     generic = pickle.loads(pickle.dumps(mehr.MehrError("odd", 13)))
     assert generic.code is mehr.StatusCode.INTERNAL
+
+
+def test_the_daemons_details_ride_along_and_survive_pickling():
+    error = error_for(8, "busy", "FUNCTION_BUSY", "mehr.v1", {"function_id": "f"}, 1.0)
+    assert type(error) is mehr.ResourceExhausted
+    assert (error.reason, error.domain, error.metadata, error.retry_delay) == (
+        "FUNCTION_BUSY",
+        "mehr.v1",
+        {"function_id": "f"},
+        1.0,
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is mehr.ResourceExhausted
+    assert (copy.reason, copy.metadata, copy.retry_delay) == ("FUNCTION_BUSY", {"function_id": "f"}, 1.0)
+    plain = mehr.NotFound("x")
+    assert plain.reason is None and plain.domain is None and plain.metadata == {}

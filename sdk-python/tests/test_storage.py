@@ -37,8 +37,21 @@ def test_put_get_stat_list_delete(client):
     assert client.delete(info.id).id == info.id
     with pytest.raises(mehr.NotFound):
         client.get(info.id)
-    with pytest.raises(mehr.NotFound):
+    with pytest.raises(mehr.NotFound) as missing:
         client.stat(info.id)
+    # The daemon's stable reason and its facts, for programs.
+    assert missing.value.reason == "OBJECT_NOT_FOUND"
+    assert missing.value.domain == "mehr.v1"
+    assert missing.value.metadata["id"] == info.id
+    assert missing.value.retry_delay is None
+
+    with pytest.raises(mehr.InvalidArgument) as garbled:
+        client.list_objects(page_token="not a token")
+    assert garbled.value.reason == "PAGE_TOKEN_INVALID"
+    assert garbled.value.metadata["field"] == "page_token"
+    with pytest.raises(mehr.InvalidArgument) as mismatch:
+        client.list_objects(order="id", page_token=first.next_page_token)
+    assert mismatch.value.reason == "PAGE_TOKEN_MISMATCH"
 
 
 def test_files_stream_to_and_from_the_node(client, workdir):

@@ -116,10 +116,10 @@ impl Client {
     }
 
     /// Removes a module, named or by id in hex; its functions are no longer offered.
-    pub async fn remove_module(&self, module: &str) -> Result<pb::RemoveModuleResponse, Error> {
+    pub async fn remove_module(&self, module: &str) -> Result<pb::DeleteModuleResponse, Error> {
         Ok(self
             .compute()
-            .remove_module(pb::RemoveModuleRequest {
+            .delete_module(pb::DeleteModuleRequest {
                 module: module.to_string(),
             })
             .await?

@@ -154,14 +154,31 @@ impl Client {
         }
     }
 
-    /// The peers this node trusts.
+    /// One page of the peers this node trusts, by node id.
+    pub async fn trusted_peers_page(
+        &self,
+        request: pb::ListTrustedRequest,
+    ) -> Result<pb::ListTrustedResponse, Error> {
+        Ok(self.ledger().list_trusted(request).await?.into_inner())
+    }
+
+    /// The peers this node trusts (all pages), by node id.
     pub async fn trusted_peers(&self) -> Result<Vec<pb::TrustedPeer>, Error> {
-        Ok(self
-            .ledger()
-            .list_trusted(pb::ListTrustedRequest {})
-            .await?
-            .into_inner()
-            .peers)
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .trusted_peers_page(pb::ListTrustedRequest {
+                    page_token,
+                    ..Default::default()
+                })
+                .await?;
+            all.extend(page.peers);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// Trusts `node_id` with a credit limit; returns whether anything changed.

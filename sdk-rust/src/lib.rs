@@ -40,7 +40,7 @@ mod transport;
 pub use client::{AuthedChannel, BearerToken, Client, EventStream};
 pub use compute::{InvokeOptions, Placement};
 pub use connect::{ConnectOptions, Target};
-pub use error::Error;
+pub use error::{ApiStatus, Error};
 pub use ledger::{SettleResult, Settlement};
 /// The generated `mehr.v1` messages and clients.
 pub use mehr_proto::v1 as proto;

@@ -243,21 +243,40 @@ impl Client {
     /// Changes the offer settings (unset fields stay) and returns the re-signed offer.
     pub async fn set_offer(
         &self,
-        request: pb::SetOfferRequest,
+        request: pb::UpdateOfferRequest,
     ) -> Result<pb::GetOfferResponse, Error> {
-        let response = self.market().set_offer(request).await?.into_inner();
+        let response = self.market().update_offer(request).await?.into_inner();
         response
             .offer
-            .ok_or_else(|| Error::InvalidResponse("SetOffer returned no offer".into()))
+            .ok_or_else(|| Error::InvalidResponse("UpdateOffer returned no offer".into()))
     }
 
-    /// Finds providers, nearest rings first; offers come best first.
+    /// One page of a discovery: `request` as [`Discover::into_request`] builds it, with the
+    /// page fields set.
+    pub async fn discover_page(
+        &self,
+        request: pb::DiscoverRequest,
+    ) -> Result<pb::DiscoverResponse, Error> {
+        Ok(self.market().discover(request).await?.into_inner())
+    }
+
+    /// Finds providers, nearest rings first; offers come best first. Follows every page: the
+    /// offers of all pages, with the search figures of the first.
     pub async fn discover(&self, what: Discover) -> Result<pb::DiscoverResponse, Error> {
-        Ok(self
-            .market()
-            .discover(what.into_request())
-            .await?
-            .into_inner())
+        let request = what.into_request();
+        let mut first = self.discover_page(request.clone()).await?;
+        let mut token = std::mem::take(&mut first.next_page_token);
+        while !token.is_empty() {
+            let page = self
+                .discover_page(pb::DiscoverRequest {
+                    page_token: token,
+                    ..request.clone()
+                })
+                .await?;
+            first.offers.extend(page.offers);
+            token = page.next_page_token;
+        }
+        Ok(first)
     }
 
     /// One page of agreements.
@@ -364,16 +383,33 @@ impl Client {
             .into_inner())
     }
 
-    /// Reputation of the peers this node dealt with, or of `node` only.
+    /// One page of the reputation of the peers this node dealt with, by node id.
+    pub async fn reputation_page(
+        &self,
+        request: pb::ListReputationRequest,
+    ) -> Result<pb::ListReputationResponse, Error> {
+        Ok(self.market().list_reputation(request).await?.into_inner())
+    }
+
+    /// Reputation of the peers this node dealt with (all pages), or of `node` only.
     pub async fn reputation(&self, node: Option<&[u8]>) -> Result<Vec<pb::PeerReputation>, Error> {
-        Ok(self
-            .market()
-            .list_reputation(pb::ListReputationRequest {
-                node_id: node.unwrap_or_default().to_vec().into(),
-            })
-            .await?
-            .into_inner()
-            .peers)
+        let node_id: prost::bytes::Bytes = node.unwrap_or_default().to_vec().into();
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .reputation_page(pb::ListReputationRequest {
+                    node_id: node_id.clone(),
+                    page_token,
+                    ..Default::default()
+                })
+                .await?;
+            all.extend(page.peers);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// Follows agreement changes until the daemon shuts down or the stream is dropped.

@@ -355,7 +355,7 @@ impl ServeHandle {
                 "the serving task ended without a result".to_string(),
             )),
         };
-        result.map_err(|(code, message)| Error::Status(tonic::Status::new(code, message)))
+        result.map_err(|(code, message)| Error::from(tonic::Status::new(code, message)))
     }
 
     /// Stops cleanly and waits until done.
@@ -407,7 +407,7 @@ impl Client {
         outbound
             .send(register)
             .await
-            .map_err(|_| Error::Status(tonic::Status::internal("serving channel closed")))?;
+            .map_err(|_| Error::from(tonic::Status::internal("serving channel closed")))?;
         let inbound = self
             .compute()
             .serve(ReceiverStream::new(receiver))

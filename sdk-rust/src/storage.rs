@@ -18,7 +18,7 @@ use std::{fmt, io, sync::Arc};
 
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 pub use mehr_proto::v1::storage_service_client::StorageServiceClient;
-use mehr_proto::v1::{self as pb, put_request::Part};
+use mehr_proto::v1::{self as pb, put_object_request::Part};
 pub use mehr_storage::ObjectId;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -215,7 +215,7 @@ pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, Error>> 
 /// while the call is dropped, so the node sees a cancelled call, and never the end message it
 /// needs to commit.
 enum Feed {
-    Message(pb::PutRequest),
+    Message(pb::PutObjectRequest),
     End,
 }
 
@@ -261,8 +261,8 @@ impl Client {
             }
         });
         let mut storage = self.storage();
-        let call = storage.put(requests);
-        let metadata = pb::PutRequest {
+        let call = storage.put_object(requests);
+        let metadata = pb::PutObjectRequest {
             part: Some(Part::Metadata(pb::PutMetadata {
                 name: options.name.unwrap_or_default(),
                 expected_size: options.expected_size,
@@ -283,7 +283,7 @@ impl Client {
                 while !rest.is_empty() {
                     let part = rest.split_to(rest.len().min(PUT_MESSAGE_BYTES));
                     sent += part.len() as u64;
-                    let message = pb::PutRequest {
+                    let message = pb::PutObjectRequest {
                         part: Some(Part::Data(part)),
                     };
                     if feed.send(Feed::Message(message)).await.is_err() {
@@ -296,7 +296,7 @@ impl Client {
                 }
             }
             // The end message commits the object; a stream that stops without it stores nothing.
-            let end = pb::PutRequest {
+            let end = pb::PutObjectRequest {
                 part: Some(Part::End(pb::PutEnd { length: sent })),
             };
             if feed.send(Feed::Message(end)).await.is_ok() {
@@ -337,7 +337,7 @@ impl Client {
     pub async fn get(&self, id: &ObjectId, range: ByteRange) -> Result<ByteStream, Error> {
         let stream = self
             .storage()
-            .get(pb::GetRequest {
+            .get_object(pb::GetObjectRequest {
                 id: Bytes::copy_from_slice(id.as_bytes()),
                 offset: range.offset,
                 length: range.length,
@@ -384,7 +384,7 @@ impl Client {
     pub async fn stat(&self, id: &ObjectId) -> Result<ObjectInfo, Error> {
         let response = self
             .storage()
-            .stat(pb::StatRequest {
+            .stat_object(pb::StatObjectRequest {
                 id: Bytes::copy_from_slice(id.as_bytes()),
             })
             .await?
@@ -403,7 +403,7 @@ impl Client {
         };
         let response = self
             .storage()
-            .list(pb::ListRequest {
+            .list_objects(pb::ListObjectsRequest {
                 page_size: options.page_size,
                 page_token: options.page_token,
                 order: order as i32,
@@ -458,7 +458,7 @@ impl Client {
     pub async fn delete(&self, id: &ObjectId) -> Result<ObjectInfo, Error> {
         let response = self
             .storage()
-            .delete(pb::DeleteRequest {
+            .delete_object(pb::DeleteObjectRequest {
                 id: Bytes::copy_from_slice(id.as_bytes()),
             })
             .await?
@@ -673,7 +673,7 @@ impl Client {
     pub async fn status(&self, id: &ObjectId) -> Result<ObjectStatus, Error> {
         let response = self
             .storage()
-            .stat(pb::StatRequest {
+            .stat_object(pb::StatObjectRequest {
                 id: Bytes::copy_from_slice(id.as_bytes()),
             })
             .await?
@@ -694,7 +694,7 @@ impl Client {
     ) -> Result<Placement, Error> {
         let response = self
             .storage()
-            .replicate(pb::ReplicateRequest {
+            .replicate_object(pb::ReplicateObjectRequest {
                 id: Bytes::copy_from_slice(id.as_bytes()),
                 providers: options
                     .providers
@@ -737,13 +737,13 @@ impl Client {
         id: &ObjectId,
         wait: Option<std::time::Duration>,
     ) -> Result<Vec<ChallengeResult>, Error> {
-        let mut request = tonic::Request::new(pb::ChallengeRequest {
+        let mut request = tonic::Request::new(pb::ChallengeObjectRequest {
             id: Bytes::copy_from_slice(id.as_bytes()),
         });
         if let Some(wait) = wait {
             request.set_timeout(wait);
         }
-        let response = self.storage().challenge(request).await?.into_inner();
+        let response = self.storage().challenge_object(request).await?.into_inner();
         response
             .results
             .into_iter()

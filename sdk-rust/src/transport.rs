@@ -61,10 +61,10 @@ impl Client {
 
     /// Starts an interface; returns its id.
     pub async fn add_interface(&self, spec: pb::InterfaceSpec) -> Result<u32, Error> {
-        let request = pb::AddInterfaceRequest { spec: Some(spec) };
+        let request = pb::CreateInterfaceRequest { spec: Some(spec) };
         Ok(self
             .transport()
-            .add_interface(request)
+            .create_interface(request)
             .await?
             .into_inner()
             .interface_id)
@@ -73,7 +73,7 @@ impl Client {
     /// Stops an interface.
     pub async fn remove_interface(&self, interface_id: u32) -> Result<(), Error> {
         self.transport()
-            .remove_interface(pb::RemoveInterfaceRequest { interface_id })
+            .delete_interface(pb::DeleteInterfaceRequest { interface_id })
             .await?;
         Ok(())
     }
@@ -132,7 +132,7 @@ impl Client {
         let response = self.transport().request_path(request).await?.into_inner();
         response
             .path
-            .ok_or_else(|| Error::Status(tonic::Status::internal("the daemon sent no path")))
+            .ok_or_else(|| Error::from(tonic::Status::internal("the daemon sent no path")))
     }
 
     /// Announces the node now; returns how many destinations were announced.
@@ -165,7 +165,7 @@ impl Client {
         let destination = match stream.message().await?.and_then(|r| r.kind) {
             Some(pb::listen_response::Kind::Listening(listening)) => listening.destination.to_vec(),
             _ => {
-                return Err(Error::Status(tonic::Status::internal(
+                return Err(Error::from(tonic::Status::internal(
                     "the daemon did not confirm the listener",
                 )));
             }

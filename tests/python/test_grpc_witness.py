@@ -43,3 +43,69 @@ def test_get_info_with_generated_stubs_and_token(daemon, mehr_stubs):
         assert len(info.ed25519_public_key) == 32
         assert info.participation_level == node_pb2.PARTICIPATION_LEVEL_L2_FULL
         assert any(e.address == daemon.address and e.requires_token for e in info.api_endpoints)
+
+
+def _details(error):
+    """The google.rpc.Status of a failed call, decoded from its grpc-status-details-bin trailer
+    by grpcio-status, and its ErrorInfo, BadRequest and RetryInfo details."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)
+    assert status is not None, "the status carries no grpc-status-details-bin trailer"
+    assert status.code == error.code().value[0]
+    found = {}
+    for detail in status.details:
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, error_details_pb2.RetryInfo):
+            if detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                detail.Unpack(message)
+                found[kind.__name__] = message
+    return found
+
+
+def test_errors_carry_google_rpc_details(daemon, mehr_stubs):
+    from mehr.v1 import storage_pb2, storage_pb2_grpc
+
+    auth = [("authorization", f"Bearer {daemon.token}")]
+    with grpc.insecure_channel(daemon.address) as channel:
+        stub = storage_pb2_grpc.StorageServiceStub(channel)
+
+        # No token: the reason says which of the two token problems it is.
+        try:
+            stub.StatObject(storage_pb2.StatObjectRequest(id=bytes(32)), timeout=5)
+            raise AssertionError("a call without the token must fail")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+            info = _details(error)["ErrorInfo"]
+            assert (info.reason, info.domain) == ("TOKEN_MISSING", "mehr.v1")
+
+        # A malformed field: INVALID_ARGUMENT, reason and a BadRequest naming the field.
+        try:
+            stub.StatObject(storage_pb2.StatObjectRequest(id=b"short"), metadata=auth, timeout=5)
+            raise AssertionError("a 5-byte id must be refused")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            details = _details(error)
+            assert details["ErrorInfo"].reason == "INVALID_FIELD"
+            assert [v.field for v in details["BadRequest"].field_violations] == ["id"]
+
+        # Something missing: NOT_FOUND with the object's id in the metadata.
+        try:
+            stub.StatObject(storage_pb2.StatObjectRequest(id=bytes(32)), metadata=auth, timeout=5)
+            raise AssertionError("an unknown object must be NOT_FOUND")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+            info = _details(error)["ErrorInfo"]
+            assert info.reason == "OBJECT_NOT_FOUND"
+            assert info.metadata["id"] == "00" * 32
+
+        # A page token from another list (or garbage) is refused as such.
+        try:
+            stub.ListObjects(storage_pb2.ListObjectsRequest(page_token="garbage"), metadata=auth, timeout=5)
+            raise AssertionError("a garbage page token must be refused")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            details = _details(error)
+            assert details["ErrorInfo"].reason == "PAGE_TOKEN_INVALID"
+            assert details["BadRequest"].field_violations[0].field == "page_token"

@@ -11,6 +11,8 @@ use futures::future::BoxFuture;
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 
+use super::status::{Reason, failure};
+
 /// Path prefixes that need no token.
 const OPEN_PATHS: &[&str] = &[
     "/grpc.health.v1.Health/",
@@ -52,7 +54,7 @@ pub(super) struct BearerAuth<S> {
 }
 
 impl<S> BearerAuth<S> {
-    fn check(&self, request: &http::Request<impl Sized>) -> Result<(), &'static str> {
+    fn check(&self, request: &http::Request<impl Sized>) -> Result<(), (Reason, &'static str)> {
         if OPEN_PATHS
             .iter()
             .any(|open| request.uri().path().starts_with(open))
@@ -60,10 +62,11 @@ impl<S> BearerAuth<S> {
             return Ok(());
         }
         let Some(header) = request.headers().get(http::header::AUTHORIZATION) else {
-            return Err(
+            return Err((
+                Reason::TokenMissing,
                 "missing bearer token: send the header `authorization: Bearer <token>`; \
                         the token is the file api.token in the node's data dir",
-            );
+            ));
         };
         let presented = header
             .as_bytes()
@@ -72,7 +75,10 @@ impl<S> BearerAuth<S> {
         if bool::from(presented.ct_eq(self.token.as_bytes())) {
             Ok(())
         } else {
-            Err("invalid bearer token: it does not match api.token in the node's data dir")
+            Err((
+                Reason::TokenInvalid,
+                "invalid bearer token: it does not match api.token in the node's data dir",
+            ))
         }
     }
 }
@@ -97,8 +103,8 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         match self.check(&request) {
             Ok(()) => Box::pin(self.inner.call(request)),
-            Err(message) => {
-                let response = tonic::Status::unauthenticated(message).into_http();
+            Err((reason, message)) => {
+                let response = failure(reason, message).into_http();
                 Box::pin(async move { Ok(response) })
             }
         }
@@ -133,14 +139,16 @@ mod tests {
         let missing = auth
             .check(&request("/mehr.v1.NodeService/GetInfo", None))
             .unwrap_err();
-        assert!(missing.contains("missing bearer token"));
+        assert_eq!(missing.0, Reason::TokenMissing);
+        assert!(missing.1.contains("missing bearer token"));
         let wrong = auth
             .check(&request(
                 "/mehr.v1.NodeService/GetInfo",
                 Some("Bearer nope"),
             ))
             .unwrap_err();
-        assert!(wrong.contains("invalid bearer token"));
+        assert_eq!(wrong.0, Reason::TokenInvalid);
+        assert!(wrong.1.contains("invalid bearer token"));
         assert!(
             auth.check(&request("/mehr.v1.NodeService/GetInfo", Some("secret")))
                 .is_err()

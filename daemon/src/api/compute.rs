@@ -8,15 +8,19 @@ use std::{
 
 use futures::{Stream, StreamExt};
 use mehr_proto::v1::{
-    self as pb, DeployModuleRequest, DeployModuleResponse, InvokeRequest, InvokeResponse,
-    InvokeStreamRequest, InvokeStreamResponse, ListFunctionsRequest, ListFunctionsResponse,
-    RemoveModuleRequest, RemoveModuleResponse, ServeRequest, ServeResponse,
+    self as pb, DeleteModuleRequest, DeleteModuleResponse, DeployModuleRequest,
+    DeployModuleResponse, InvokeRequest, InvokeResponse, InvokeStreamRequest, InvokeStreamResponse,
+    ListFunctionsRequest, ListFunctionsResponse, ServeRequest, ServeResponse,
     compute_service_server::{ComputeService, ComputeServiceServer},
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::market::{DEFAULT_JOB_DEADLINE, providers_to_proto, tier_from_proto};
+use super::{
+    market::{DEFAULT_JOB_DEADLINE, providers_to_proto, tier_from_proto},
+    paging::{Filters, PageRequest},
+    status::{Reason, failure, failure_with, invalid_field},
+};
 use crate::{
     compute::{
         CancelReason, Chunk, Compute, FromProvider, FunctionInfo, FunctionKind, InvokeFailure,
@@ -86,7 +90,8 @@ impl ComputeApi {
     /// Runs a call on providers found by the marketplace, verified per its tier.
     async fn invoke_on_mesh(&self, call: MeshCall) -> Result<MeshResult, Status> {
         let market = self.market.as_ref().ok_or_else(|| {
-            Status::failed_precondition(
+            failure(
+                Reason::MarketDisabled,
                 "the marketplace is disabled (market.enabled = false), so calls cannot run on \
                  the mesh",
             )
@@ -108,17 +113,21 @@ impl ComputeApi {
                     ref function,
                     found,
                     needed,
-                } => Status::not_found(if call.fell_back {
-                    format!(
-                        "no function `{function}` on this node, and {found} provider(s) of it \
-                         on the mesh under the price cap where the tier needs {needed}"
-                    )
-                } else {
-                    format!(
-                        "no provider of `{function}` on the mesh: {found} found under the \
-                         price cap, the tier needs {needed}"
-                    )
-                }),
+                } => failure_with(
+                    Reason::NoProviders,
+                    if call.fell_back {
+                        format!(
+                            "no function `{function}` on this node, and {found} provider(s) of \
+                             it on the mesh under the price cap where the tier needs {needed}"
+                        )
+                    } else {
+                        format!(
+                            "no provider of `{function}` on the mesh: {found} found under the \
+                             price cap, the tier needs {needed}"
+                        )
+                    },
+                    &[("function_id", function.clone())],
+                ),
                 e => Status::from(e),
             })?;
         let provider = outcome
@@ -191,8 +200,10 @@ impl ComputeApi {
             };
             let last = result.and_then(|result| {
                 let rest = result.output.strip_prefix(sent.as_slice()).ok_or_else(|| {
-                    Status::data_loss(
-                        "the output streamed from the provider is not the start of the output                          it signed (it failed after streaming, or its parts were altered)",
+                    failure(
+                        Reason::OutputMismatch,
+                        "the output streamed from the provider is not the start of the output it \
+                         signed (it failed after streaming, or its parts were altered)",
                     )
                 })?;
                 Ok(InvokeStreamResponse {
@@ -231,8 +242,12 @@ struct MeshResult {
 
 /// The placement a request asked for; an unknown value is bad input.
 fn placement(value: i32) -> Result<pb::Placement, Status> {
-    pb::Placement::try_from(value)
-        .map_err(|_| Status::invalid_argument(format!("placement: {value} is not a Placement")))
+    pb::Placement::try_from(value).map_err(|_| {
+        invalid_field(
+            "placement",
+            format!("placement: {value} is not a Placement"),
+        )
+    })
 }
 
 /// A call's deadline on the mesh: the one asked for (or the default), capped by `cap`.
@@ -283,18 +298,19 @@ impl ComputeService for ComputeApi {
         }))
     }
 
-    async fn remove_module(
+    async fn delete_module(
         &self,
-        request: Request<RemoveModuleRequest>,
-    ) -> Result<Response<RemoveModuleResponse>, Status> {
+        request: Request<DeleteModuleRequest>,
+    ) -> Result<Response<DeleteModuleResponse>, Status> {
         let module = request.into_inner().module;
         if module.is_empty() {
-            return Err(Status::invalid_argument(
+            return Err(invalid_field(
+                "module",
                 "module: give a module name or a module id in hex",
             ));
         }
         let removed = self.compute.remove_module(&module).await?;
-        Ok(Response::new(RemoveModuleResponse {
+        Ok(Response::new(DeleteModuleResponse {
             module_id: removed.module_id.as_bytes().to_vec().into(),
             function_ids: removed.function_ids,
         }))
@@ -305,12 +321,21 @@ impl ComputeService for ComputeApi {
         request: Request<ListFunctionsRequest>,
     ) -> Result<Response<ListFunctionsResponse>, Status> {
         let request = request.into_inner();
+        let paging = PageRequest::parse(
+            Filters::new("ListFunctions"),
+            request.page_size,
+            &request.page_token,
+        )?;
+        // The compute part pages itself; its position travels inside this API's token.
         let page = self
             .compute
-            .list_functions(&request.page_token, request.page_size as usize)?;
+            .list_functions(&paging.after_text()?, paging.size)?;
         Ok(Response::new(ListFunctionsResponse {
             functions: page.functions.iter().map(function_to_proto).collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
+            next_page_token: page
+                .next_page_token
+                .map(|position| paging.token(position.as_bytes()))
+                .unwrap_or_default(),
         }))
     }
 

@@ -16,6 +16,8 @@ use std::{
 use http::HeaderMap;
 use tower::{Layer, Service};
 
+use super::status::{Reason, failure};
+
 /// When the call must have answered, for handlers whose own waits should end before it (so
 /// they can answer with what they have rather than be cancelled). Put into the request's
 /// extensions by [`Deadline`] when the call has a deadline.
@@ -49,12 +51,12 @@ impl CallDeadline {
     }
 }
 
-/// Methods without the server's deadline: their duration grows with the bytes they move. Put
-/// is cancelled when its stream goes idle; Replicate's every request to a provider is bounded
-/// by `storage.remote_timeout_secs`.
+/// Methods without the server's deadline: their duration grows with the bytes they move.
+/// PutObject is cancelled when its stream goes idle; ReplicateObject's every request to a
+/// provider is bounded by `storage.remote_timeout_secs`.
 pub(super) const UNTIMED_METHODS: &[&str] = &[
-    "/mehr.v1.StorageService/Put",
-    "/mehr.v1.StorageService/Replicate",
+    "/mehr.v1.StorageService/PutObject",
+    "/mehr.v1.StorageService/ReplicateObject",
 ];
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -83,8 +85,9 @@ impl<S> Layer<S> for DeadlineLayer {
     }
 }
 
-/// Fails a call with tonic's `TimeoutExpired` (status CANCELLED, "Timeout expired") when its
-/// deadline passes.
+/// Answers a call DEADLINE_EXCEEDED (reason CALL_DEADLINE_EXCEEDED) when its deadline passes.
+/// It answers itself rather than failing with tonic's `TimeoutExpired`, which tonic turns into
+/// CANCELLED.
 #[derive(Debug, Clone)]
 pub(super) struct Deadline<S> {
     inner: S,
@@ -93,10 +96,9 @@ pub(super) struct Deadline<S> {
 
 impl<S, B> Service<http::Request<B>> for Deadline<S>
 where
-    S: Service<http::Request<B>>,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    S::Response: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -124,7 +126,15 @@ where
                 None => response.await.map_err(Into::into),
                 Some(deadline) => match tokio::time::timeout(deadline, response).await {
                     Ok(result) => result.map_err(Into::into),
-                    Err(_) => Err(tonic::TimeoutExpired(()).into()),
+                    Err(_) => Ok(failure(
+                        Reason::CallDeadlineExceeded,
+                        format!(
+                            "the call did not finish within its deadline of {:.3} s \
+                             (api.request_timeout_secs, or the client's deadline when shorter)",
+                            deadline.as_secs_f64()
+                        ),
+                    )
+                    .into_http()),
                 },
             }
         })
@@ -176,32 +186,44 @@ mod tests {
         assert_eq!(client_deadline(&HeaderMap::new()), None);
     }
 
+    /// The gRPC status a response carries in its headers (a trailers-only answer).
+    fn status_of(response: &http::Response<tonic::body::Body>) -> tonic::Status {
+        tonic::Status::from_header_map(response.headers()).expect("a grpc-status header")
+    }
+
     #[tokio::test]
     async fn untimed_methods_only_get_the_client_deadline() {
+        use tonic_types::StatusExt;
+
         let slow = tower::service_fn(|_: http::Request<()>| async {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            Ok::<_, BoxError>(())
+            Ok::<_, BoxError>(http::Response::new(tonic::body::Body::empty()))
         });
         let mut service = DeadlineLayer::new(Duration::from_millis(20)).layer(slow);
         let timed = http::Request::builder()
             .uri("/mehr.v1.NodeService/GetInfo")
             .body(())
             .unwrap();
-        let err = service.call(timed).await.unwrap_err();
-        assert!(err.is::<tonic::TimeoutExpired>());
+        let status = status_of(&service.call(timed).await.unwrap());
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "CALL_DEADLINE_EXCEEDED"
+        );
 
         let untimed = http::Request::builder()
             .uri(UNTIMED_METHODS[0])
             .body(())
             .unwrap();
-        service.call(untimed).await.unwrap();
+        let answered = service.call(untimed).await.unwrap();
+        assert!(answered.headers().get("grpc-status").is_none());
 
         let client_limited = http::Request::builder()
             .uri(UNTIMED_METHODS[0])
             .header("grpc-timeout", "10m")
             .body(())
             .unwrap();
-        let err = service.call(client_limited).await.unwrap_err();
-        assert!(err.is::<tonic::TimeoutExpired>());
+        let status = status_of(&service.call(client_limited).await.unwrap());
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
     }
 }

@@ -13,7 +13,11 @@ use mehr_proto::v1::{self as pb, ledger_service_server::LedgerService};
 use mehr_transport::identity::{Identity, PUBLIC_KEY_LEN};
 use tonic::{Request, Response, Status};
 
-use super::{deadline::CallDeadline, paging::page};
+use super::{
+    deadline::CallDeadline,
+    paging::{Filters, PageRequest},
+    status::invalid_field,
+};
 use crate::ledger::{ChannelView, LedgerHandle, RelayKey, SettleMode, SettleOutcome};
 
 /// Wait for a peer when the request names no timeout.
@@ -34,10 +38,13 @@ impl LedgerApi {
 
 fn id16(field: &str, bytes: &[u8]) -> Result<[u8; 16], Status> {
     bytes.try_into().map_err(|_| {
-        Status::invalid_argument(format!(
-            "{field} must be 16 bytes (32 hex characters), not {}",
-            bytes.len()
-        ))
+        invalid_field(
+            field,
+            format!(
+                "{field} must be 16 bytes (32 hex characters), not {}",
+                bytes.len()
+            ),
+        )
     })
 }
 
@@ -57,9 +64,7 @@ fn timeout<T>(request: &Request<T>, ms: u32) -> Duration {
 
 fn positive(field: &str, amount: u64) -> Result<u64, Status> {
     if amount == 0 {
-        Err(Status::invalid_argument(format!(
-            "{field} must be above zero"
-        )))
+        Err(invalid_field(field, format!("{field} must be above zero")))
     } else {
         Ok(amount)
     }
@@ -153,10 +158,13 @@ impl LedgerService for LedgerApi {
         request: Request<pb::ListChannelsRequest>,
     ) -> Result<Response<pb::ListChannelsResponse>, Status> {
         let request = request.into_inner();
+        let paging = PageRequest::parse(
+            Filters::new("ListChannels"),
+            request.page_size,
+            &request.page_token,
+        )?;
         let all = self.ledger.channels().await?;
-        let (channels, next_page_token) = page(all, request.page_size, &request.page_token, |c| {
-            hex::encode(c.id.0)
-        })?;
+        let (channels, next_page_token) = paging.page(all, |c| c.id.0.to_vec());
         Ok(Response::new(pb::ListChannelsResponse {
             channels: channels.iter().map(channel_to_proto).collect(),
             next_page_token,
@@ -205,7 +213,8 @@ impl LedgerService for LedgerApi {
             pb::SettlementMode::Close => SettleMode::Close,
             pb::SettlementMode::Unilateral => SettleMode::Unilateral,
             pb::SettlementMode::Unspecified => {
-                return Err(Status::invalid_argument(
+                return Err(invalid_field(
+                    "mode",
                     "mode must be CHECKPOINT, CLOSE or UNILATERAL",
                 ));
             }
@@ -225,9 +234,16 @@ impl LedgerService for LedgerApi {
 
     async fn list_trusted(
         &self,
-        _: Request<pb::ListTrustedRequest>,
+        request: Request<pb::ListTrustedRequest>,
     ) -> Result<Response<pb::ListTrustedResponse>, Status> {
-        let peers = self.ledger.trusted().await?;
+        let request = request.into_inner();
+        let paging = PageRequest::parse(
+            Filters::new("ListTrusted"),
+            request.page_size,
+            &request.page_token,
+        )?;
+        let all = self.ledger.trusted().await?;
+        let (peers, next_page_token) = paging.page(all, |(id, _)| id.0.to_vec());
         Ok(Response::new(pb::ListTrustedResponse {
             peers: peers
                 .into_iter()
@@ -236,6 +252,7 @@ impl LedgerService for LedgerApi {
                     credit_limit_umhr: limit,
                 })
                 .collect(),
+            next_page_token,
         }))
     }
 
@@ -246,7 +263,8 @@ impl LedgerService for LedgerApi {
         let request = request.into_inner();
         let peer = node("node_id", &request.node_id)?;
         if peer == self.ledger.node_id() {
-            return Err(Status::invalid_argument(
+            return Err(invalid_field(
+                "node_id",
                 "node_id is this node's own id; trust is for other nodes",
             ));
         }
@@ -309,28 +327,35 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<pb::VerifyTicketResponse>, Status> {
         let request = request.into_inner();
         let ticket = RelayTicket::decode(&request.ticket).map_err(|e| {
-            Status::invalid_argument(format!(
-                "ticket must be a {RELAY_TICKET_LEN}-byte relay ticket: {e}"
-            ))
+            invalid_field(
+                "ticket",
+                format!("ticket must be a {RELAY_TICKET_LEN}-byte relay ticket: {e}"),
+            )
         })?;
         let relay = match request.relay_key.len() {
-            PUBLIC_KEY_LEN => {
-                RelayKey::Identity(Box::new(Identity::from_slice(&request.relay_key).map_err(
-                    |e| Status::invalid_argument(format!("relay_key is not a valid identity: {e}")),
-                )?))
-            }
+            PUBLIC_KEY_LEN => RelayKey::Identity(Box::new(
+                Identity::from_slice(&request.relay_key).map_err(|e| {
+                    invalid_field(
+                        "relay_key",
+                        format!("relay_key is not a valid identity: {e}"),
+                    )
+                })?,
+            )),
             32 => {
                 let bytes: [u8; 32] = request.relay_key[..]
                     .try_into()
-                    .map_err(|_| Status::invalid_argument("relay_key must be 32 bytes"))?;
+                    .map_err(|_| invalid_field("relay_key", "relay_key must be 32 bytes"))?;
                 RelayKey::Ed25519(ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(
-                    |_| Status::invalid_argument("relay_key is not a valid Ed25519 key"),
+                    |_| invalid_field("relay_key", "relay_key is not a valid Ed25519 key"),
                 )?)
             }
             n => {
-                return Err(Status::invalid_argument(format!(
-                    "relay_key must be a 64-byte identity or a 32-byte Ed25519 key, not {n} bytes"
-                )));
+                return Err(invalid_field(
+                    "relay_key",
+                    format!(
+                        "relay_key must be a 64-byte identity or a 32-byte Ed25519 key, not {n} bytes"
+                    ),
+                ));
             }
         };
         let verdict = self.ledger.verify_ticket(ticket.clone(), relay).await?;

@@ -19,7 +19,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{deadline::CallDeadline, paging::page};
+use super::{
+    deadline::CallDeadline,
+    paging::{Filters, PageRequest, invalid_token},
+    status::invalid_field,
+};
 use crate::{
     events::{EventBus, EventKind},
     market::{
@@ -67,7 +71,7 @@ impl MarketApi {
 }
 
 fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {reason}"))
+    invalid_field(field, format!("{field}: {reason}"))
 }
 
 fn node_id(field: &str, bytes: &[u8]) -> Result<NodeId, Status> {
@@ -388,6 +392,15 @@ fn kind_from_proto(kind: i32) -> Result<CapabilityKind, Status> {
     })
 }
 
+/// An optional filter value as bytes that tell "unset" from every value.
+fn optional(value: Option<u64>) -> Vec<u8> {
+    match value {
+        None => vec![0],
+        Some(v) => [&[1u8][..], &v.to_le_bytes()].concat(),
+    }
+}
+
+/// A discovery as the API shows it (one page: the caller sets `next_page_token`).
 fn discovery_to_proto(found: Discovery) -> pb::DiscoverResponse {
     pb::DiscoverResponse {
         offers: found
@@ -416,6 +429,7 @@ fn discovery_to_proto(found: Discovery) -> pb::DiscoverResponse {
         pulls_sent: found.pulls_sent,
         answers_received: found.answers,
         elapsed_us: u64::try_from(found.elapsed.as_micros()).unwrap_or(u64::MAX),
+        next_page_token: String::new(),
     }
 }
 
@@ -467,10 +481,10 @@ impl MarketService for MarketApi {
         Ok(Response::new(offer_to_proto(self.market()?.offer())))
     }
 
-    async fn set_offer(
+    async fn update_offer(
         &self,
-        request: Request<pb::SetOfferRequest>,
-    ) -> Result<Response<pb::SetOfferResponse>, Status> {
+        request: Request<pb::UpdateOfferRequest>,
+    ) -> Result<Response<pb::UpdateOfferResponse>, Status> {
         let r = request.into_inner();
         let availability = match pb::Availability::try_from(r.availability) {
             Ok(pb::Availability::Unspecified) => None,
@@ -497,7 +511,7 @@ impl MarketService for MarketApi {
             availability,
         };
         let offer = self.market()?.set_offer(update).await?;
-        Ok(Response::new(pb::SetOfferResponse {
+        Ok(Response::new(pb::UpdateOfferResponse {
             offer: Some(offer_to_proto(offer)),
         }))
     }
@@ -520,6 +534,24 @@ impl MarketService for MarketApi {
         if !r.function.is_empty() && kind != CapabilityKind::Function {
             return Err(invalid("function", "only goes with kind FUNCTION"));
         }
+        let want = (r.want.max(1) as usize).min(64);
+        let filters = Filters::new("Discover")
+            .field("kind", r.kind.to_le_bytes())
+            .field("function", &r.function)
+            .field("min_storage_bytes", r.min_storage_bytes.to_le_bytes())
+            .field("min_bandwidth_bps", r.min_bandwidth_bps.to_le_bytes())
+            .field("max_price_umhr", optional(r.max_price_umhr))
+            .field("want", (want as u64).to_le_bytes())
+            .field("max_ring", optional(r.max_ring.map(u64::from)));
+        let paging = PageRequest::parse(filters, r.page_size, &r.page_token)?;
+        // The cursor is the providers already sent, 16 bytes each.
+        let sent = match &paging.after {
+            Some(cursor) if cursor.len() % 16 != 0 => {
+                return Err(invalid_token());
+            }
+            Some(cursor) => cursor.clone(),
+            None => Vec::new(),
+        };
         let filter = Filter {
             kind,
             function: (!r.function.is_empty()).then(|| FunctionId::of(&r.function)),
@@ -532,16 +564,33 @@ impl MarketService for MarketApi {
             Some(ring @ 0..=3) => ring as u8,
             Some(ring) => return Err(invalid("max_ring", format!("is {ring}, rings are 0 to 3"))),
         };
-        let found = self
+        let mut found = self
             .market()?
             .discover(DiscoverRequest {
                 filter,
-                want: (r.want.max(1) as usize).min(64),
+                want,
                 max_ring,
                 timeout,
             })
             .await?;
-        Ok(Response::new(discovery_to_proto(found)))
+        found
+            .offers
+            .retain(|f| !sent.chunks(16).any(|id| id == f.offer.node_id.0));
+        let more = found.offers.len() > paging.size;
+        found.offers.truncate(paging.size);
+        let next_page_token = if more {
+            let mut cursor = sent;
+            for f in &found.offers {
+                cursor.extend_from_slice(&f.offer.node_id.0);
+            }
+            paging.token(&cursor)
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::DiscoverResponse {
+            next_page_token,
+            ..discovery_to_proto(found)
+        }))
     }
 
     async fn list_agreements(
@@ -555,13 +604,15 @@ impl MarketService for MarketApi {
             Ok(pb::AgreementRole::Provider) => Some(Role::Provider),
             Err(_) => return Err(invalid("role", format!("{} is not a role", r.role))),
         };
+        let filters = Filters::new("ListAgreements")
+            .field("role", r.role.to_le_bytes())
+            .field("live_only", [u8::from(r.live_only)]);
+        let paging = PageRequest::parse(filters, r.page_size, &r.page_token)?;
         let all = self.market()?.agreements(AgreementFilter {
             role,
             live_only: r.live_only,
         });
-        let (items, next) = page(all, r.page_size, &r.page_token, |a| {
-            hex::encode(a.request_id)
-        })?;
+        let (items, next) = paging.page(all, |a| a.request_id.to_vec());
         Ok(Response::new(pb::ListAgreementsResponse {
             agreements: items.iter().map(agreement_to_proto).collect(),
             next_page_token: next,
@@ -689,9 +740,11 @@ impl MarketService for MarketApi {
         let node = (!r.node_id.is_empty())
             .then(|| node_id("node_id", &r.node_id))
             .transpose()?;
-        let peers = self
-            .market()?
-            .reputation(node)
+        let filters = Filters::new("ListReputation").field("node_id", &r.node_id);
+        let paging = PageRequest::parse(filters, r.page_size, &r.page_token)?;
+        let (peers, next_page_token) =
+            paging.page(self.market()?.reputation(node), |p| p.node_id.0.to_vec());
+        let peers = peers
             .into_iter()
             .map(|p| pb::PeerReputation {
                 node_id: p.node_id.0.to_vec().into(),
@@ -704,7 +757,10 @@ impl MarketService for MarketApi {
                 excluded_reason: p.excluded.map(|e| e.reason).unwrap_or_default(),
             })
             .collect();
-        Ok(Response::new(pb::ListReputationResponse { peers }))
+        Ok(Response::new(pb::ListReputationResponse {
+            peers,
+            next_page_token,
+        }))
     }
 
     type WatchAgreementsStream = AgreementStream;

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     deadline::CallDeadline,
+    status::invalid_field,
     transport::{destination, route_to_proto},
 };
 use crate::transport::{MessageVia, RoutePolicy, SendMethod, TransportHandle};
@@ -135,10 +136,10 @@ impl MessagingService for MessagingApi {
     ) -> Result<Response<pb::ReplyResponse>, Status> {
         let request = request.into_inner();
         let link = LinkId::from_slice(&request.link_id).ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "link_id must be 16 bytes, not {}",
-                request.link_id.len()
-            ))
+            invalid_field(
+                "link_id",
+                format!("link_id must be 16 bytes, not {}", request.link_id.len()),
+            )
         })?;
         let hash = self.transport.reply(link, request.payload.to_vec()).await?;
         Ok(Response::new(pb::ReplyResponse {
@@ -155,8 +156,11 @@ fn route_policy(value: i32) -> Result<RoutePolicy, Status> {
         Ok(pb::RoutePolicy::Cheapest) => Ok(RoutePolicy::Cheapest),
         Ok(pb::RoutePolicy::Fastest) => Ok(RoutePolicy::Fastest),
         Ok(pb::RoutePolicy::Balanced) => Ok(RoutePolicy::Balanced),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "policy {value} is not a RoutePolicy (0 = default, 1 = cheapest, 2 = fastest, 3 = balanced)"
-        ))),
+        Err(_) => Err(invalid_field(
+            "policy",
+            format!(
+                "policy {value} is not a RoutePolicy (0 = default, 1 = cheapest, 2 = fastest, 3 = balanced)"
+            ),
+        )),
     }
 }

@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod market;
 pub mod messaging;
 pub mod node;
+mod overload;
 mod paging;
 pub mod status;
 pub mod storage;
@@ -45,7 +46,9 @@ use tower_http::{
     trace::{GrpcMakeClassifier, TraceLayer},
 };
 
-use self::{auth::BearerAuthLayer, deadline::DeadlineLayer, tls::TlsMaterial};
+use self::{
+    auth::BearerAuthLayer, deadline::DeadlineLayer, overload::OverloadAnswerLayer, tls::TlsMaterial,
+};
 pub use self::{
     compute::ComputeApi,
     market::MarketApi,
@@ -288,6 +291,7 @@ pub async fn serve(
         let auth = listener.requires_token.then(|| BearerAuthLayer::new(token));
         let router = server
             .layer(trace_layer())
+            .layer(OverloadAnswerLayer)
             .layer(tower::load_shed::LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits.clone()))
             .layer(tower::util::option_layer(auth))

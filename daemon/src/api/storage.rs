@@ -1,21 +1,27 @@
 //! `mehr.v1.StorageService`: the local object store over gRPC.
 //!
-//! The store's calls block (RocksDB, hashing), so they run on the blocking pool. A Put hands
+//! The store's calls block (RocksDB, hashing), so they run on the blocking pool. A PutObject hands
 //! its data to one blocking task through a short queue, so receiving the next message overlaps
 //! hashing and writing the last one, and a slow disk slows the client down (HTTP/2 flow
-//! control) instead of filling memory. A Get works the other way round: a blocking task reads
+//! control) instead of filling memory. A GetObject works the other way round: a blocking task reads
 //! and verifies chunks into a short queue that the response stream drains.
 
 use std::{ops::ControlFlow, pin::Pin, time::Duration};
 
 use futures::Stream;
-use mehr_proto::v1::{self as pb, put_request::Part, storage_service_server::StorageService};
+use mehr_proto::v1::{
+    self as pb, put_object_request::Part, storage_service_server::StorageService,
+};
 use prost::bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::deadline::CallDeadline;
+use super::{
+    deadline::CallDeadline,
+    paging::{Filters, PageRequest},
+    status::{Reason, cancelled, failure, internal, invalid_field},
+};
 use crate::{
     events::unix_ms_now,
     market::{DiscoverRequest, Market},
@@ -76,7 +82,8 @@ impl StorageApi {
         max_price: u64,
     ) -> Result<Vec<IdentityHash>, Status> {
         let market = self.market.as_ref().ok_or_else(|| {
-            Status::invalid_argument(
+            invalid_field(
+                "providers",
                 "providers: none given, and the marketplace that would find them is disabled \
                  (market.enabled = false)",
             )
@@ -110,14 +117,14 @@ impl StorageApi {
             Err(e) => Err(Status::from(e)),
         })
         .await
-        .map_err(|e| Status::internal(format!("storage task failed: {e}")))?
+        .map_err(|e| internal("a storage task", e))?
     }
 
     /// Streams placed object `id` from its providers.
     async fn remote_get(
         &self,
         id: ObjectId,
-        request: pb::GetRequest,
+        request: pb::GetObjectRequest,
     ) -> Result<Response<GetStream>, Status> {
         let Some(view) = self.placement(id).await? else {
             return Err(StorageError::NotFound { id }.into());
@@ -143,7 +150,7 @@ impl StorageApi {
         tokio::spawn(async move {
             while let Some(part) = received.recv().await {
                 for piece in part.chunks(GET_MESSAGE_BYTES) {
-                    let message = pb::GetResponse {
+                    let message = pb::GetObjectResponse {
                         data: Bytes::copy_from_slice(piece),
                     };
                     if messages.send(Ok(message)).await.is_err() {
@@ -155,7 +162,7 @@ impl StorageApi {
             let status = match reader.await {
                 Ok(Ok(())) => return,
                 Ok(Err(e)) => Status::from(e),
-                Err(e) => Status::internal(format!("remote read task failed: {e}")),
+                Err(e) => internal("a remote read task", e),
             };
             let _ = messages.send(Err(status)).await;
         });
@@ -164,16 +171,20 @@ impl StorageApi {
 
     async fn next_put_message(
         &self,
-        stream: &mut Streaming<pb::PutRequest>,
+        stream: &mut Streaming<pb::PutObjectRequest>,
     ) -> Result<Option<Part>, Status> {
         match tokio::time::timeout(self.idle_timeout, stream.message()).await {
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "the Put stream sent nothing for {} s (api.request_timeout_secs)",
-                self.idle_timeout.as_secs()
-            ))),
-            Ok(Ok(Some(pb::PutRequest { part: Some(part) }))) => Ok(Some(part)),
-            Ok(Ok(Some(pb::PutRequest { part: None }))) => Err(Status::invalid_argument(
-                "a Put message carries neither metadata nor data",
+            Err(_) => Err(failure(
+                Reason::UploadIdle,
+                format!(
+                    "the PutObject stream sent nothing for {} s (api.request_timeout_secs)",
+                    self.idle_timeout.as_secs()
+                ),
+            )),
+            Ok(Ok(Some(pb::PutObjectRequest { part: Some(part) }))) => Ok(Some(part)),
+            Ok(Ok(Some(pb::PutObjectRequest { part: None }))) => Err(invalid_field(
+                "part",
+                "a PutObject message carries neither metadata nor data",
             )),
             Ok(Ok(None)) => Ok(None),
             Ok(Err(status)) => Err(status),
@@ -204,10 +215,13 @@ fn write_upload(
                 }
             }
             PutCommand::Finish { length } if length != upload.received() => {
-                return Some(Err(Status::invalid_argument(format!(
-                    "end.length is {length}, but the stream carried {} data bytes",
-                    upload.received()
-                ))));
+                return Some(Err(invalid_field(
+                    "end.length",
+                    format!(
+                        "end.length is {length}, but the stream carried {} data bytes",
+                        upload.received()
+                    ),
+                )));
             }
             PutCommand::Finish { .. } => {
                 return Some(upload.finish(unix_ms_now()).map_err(Status::from));
@@ -221,10 +235,10 @@ fn parse_id(bytes: &[u8]) -> Result<ObjectId, Status> {
     <[u8; 32]>::try_from(bytes)
         .map(ObjectId::from_bytes)
         .map_err(|_| {
-            Status::invalid_argument(format!(
-                "id: an object id has 32 bytes, got {}",
-                bytes.len()
-            ))
+            invalid_field(
+                "id",
+                format!("id: an object id has 32 bytes, got {}", bytes.len()),
+            )
         })
 }
 
@@ -288,29 +302,31 @@ where
 {
     tokio::task::spawn_blocking(call)
         .await
-        .map_err(|e| Status::internal(format!("storage task failed: {e}")))?
+        .map_err(|e| internal("a storage task", e))?
         .map_err(Status::from)
 }
 
-type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetResponse, Status>> + Send>>;
+type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetObjectResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl StorageService for StorageApi {
-    async fn put(
+    async fn put_object(
         &self,
-        request: Request<Streaming<pb::PutRequest>>,
-    ) -> Result<Response<pb::PutResponse>, Status> {
+        request: Request<Streaming<pb::PutObjectRequest>>,
+    ) -> Result<Response<pb::PutObjectResponse>, Status> {
         let mut stream = request.into_inner();
         let metadata = match self.next_put_message(&mut stream).await? {
             Some(Part::Metadata(metadata)) => metadata,
             Some(Part::Data(_) | Part::End(_)) => {
-                return Err(Status::invalid_argument(
-                    "the first Put message must carry the metadata",
+                return Err(invalid_field(
+                    "metadata",
+                    "the first PutObject message must carry the metadata",
                 ));
             }
             None => {
-                return Err(Status::invalid_argument(
-                    "the Put stream ended before its metadata",
+                return Err(invalid_field(
+                    "metadata",
+                    "the PutObject stream ended before its metadata",
                 ));
             }
         };
@@ -327,15 +343,17 @@ impl StorageService for StorageApi {
                 Ok(Some(Part::Data(data))) => PutCommand::Data(data),
                 Ok(Some(Part::End(end))) => PutCommand::Finish { length: end.length },
                 Ok(Some(Part::Metadata(_))) => {
-                    break Some(Status::invalid_argument(
-                        "only the first Put message may carry metadata",
+                    break Some(invalid_field(
+                        "metadata",
+                        "only the first PutObject message may carry metadata",
                     ));
                 }
                 // tonic reports a client's cancellation as the end of its stream, so only the
                 // end message commits.
                 Ok(None) => {
-                    break Some(Status::invalid_argument(
-                        "the Put stream ended without its end message; nothing was stored",
+                    break Some(invalid_field(
+                        "end",
+                        "the PutObject stream ended without its end message; nothing was stored",
                     ));
                 }
                 Err(status) => break Some(status),
@@ -349,25 +367,23 @@ impl StorageService for StorageApi {
         drop(commands);
         // Waiting for the writer also waits for the clean-up of a failed upload, so a client
         // that sees the error never sees its leftovers.
-        let written = writer
-            .await
-            .map_err(|e| Status::internal(format!("storage task failed: {e}")))?;
+        let written = writer.await.map_err(|e| internal("a storage task", e))?;
         if let Some(status) = failure {
             return Err(status);
         }
-        let stored = written.ok_or_else(|| Status::cancelled("the Put was cancelled"))??;
-        Ok(Response::new(pb::PutResponse {
+        let stored = written.ok_or_else(|| cancelled("the PutObject was cancelled"))??;
+        Ok(Response::new(pb::PutObjectResponse {
             object: Some(info_to_proto(&stored.info)),
             already_stored: stored.already_stored,
         }))
     }
 
-    type GetStream = GetStream;
+    type GetObjectStream = GetStream;
 
-    async fn get(
+    async fn get_object(
         &self,
-        request: Request<pb::GetRequest>,
-    ) -> Result<Response<Self::GetStream>, Status> {
+        request: Request<pb::GetObjectRequest>,
+    ) -> Result<Response<Self::GetObjectStream>, Status> {
         let request = request.into_inner();
         let id = parse_id(&request.id)?;
         let objects = self.objects.clone();
@@ -396,14 +412,14 @@ impl StorageService for StorageApi {
                 }
                 let data = std::mem::replace(&mut buffer, Vec::with_capacity(GET_MESSAGE_BYTES));
                 // A failed send means the client has gone: stop reading.
-                match messages.blocking_send(Ok(pb::GetResponse { data: data.into() })) {
+                match messages.blocking_send(Ok(pb::GetObjectResponse { data: data.into() })) {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(_) => ControlFlow::Break(()),
                 }
             });
             // Bytes already verified go out before an error that ends the stream.
             if !buffer.is_empty() {
-                let _ = messages.blocking_send(Ok(pb::GetResponse {
+                let _ = messages.blocking_send(Ok(pb::GetObjectResponse {
                     data: buffer.into(),
                 }));
             }
@@ -413,14 +429,14 @@ impl StorageService for StorageApi {
         });
         opened
             .await
-            .map_err(|_| Status::internal("storage read task ended early"))??;
+            .map_err(|_| internal("a storage read task", "it ended before opening the object"))??;
         Ok(Response::new(Box::pin(ReceiverStream::new(queue))))
     }
 
-    async fn stat(
+    async fn stat_object(
         &self,
-        request: Request<pb::StatRequest>,
-    ) -> Result<Response<pb::StatResponse>, Status> {
+        request: Request<pb::StatObjectRequest>,
+    ) -> Result<Response<pb::StatObjectResponse>, Status> {
         let id = parse_id(&request.into_inner().id)?;
         let objects = self.objects.clone();
         let local = match blocking(move || objects.stat(&id)).await {
@@ -434,54 +450,73 @@ impl StorageService for StorageApi {
             (None, Some(view)) => view.info.clone(),
             (None, None) => return Err(StorageError::NotFound { id }.into()),
         };
-        Ok(Response::new(pb::StatResponse {
+        Ok(Response::new(pb::StatObjectResponse {
             object: Some(info_to_proto(&info)),
             held_locally: local.is_some(),
             placement: placement.as_ref().map(placement_to_proto),
         }))
     }
 
-    async fn list(
+    async fn list_objects(
         &self,
-        request: Request<pb::ListRequest>,
-    ) -> Result<Response<pb::ListResponse>, Status> {
+        request: Request<pb::ListObjectsRequest>,
+    ) -> Result<Response<pb::ListObjectsResponse>, Status> {
         let request = request.into_inner();
         let order = pb::ListOrder::try_from(request.order).map_err(|_| {
-            Status::invalid_argument(format!("order: unknown value {}", request.order))
+            invalid_field("order", format!("order: unknown value {}", request.order))
         })?;
         let scope = pb::ListScope::try_from(request.scope).map_err(|_| {
-            Status::invalid_argument(format!("scope: unknown value {}", request.scope))
+            invalid_field("scope", format!("scope: unknown value {}", request.scope))
         })?;
-        let (token, size) = (request.page_token, request.page_size as usize);
-        let page = match scope {
-            pb::ListScope::Unspecified | pb::ListScope::Local => {
-                let order = match order {
-                    pb::ListOrder::Unspecified | pb::ListOrder::Created => ListOrder::Created,
-                    pb::ListOrder::Id => ListOrder::Id,
-                };
-                let objects = self.objects.clone();
-                blocking(move || objects.list(order, &token, size)).await?
+        let placed = match scope {
+            pb::ListScope::Unspecified | pb::ListScope::Local => false,
+            pb::ListScope::Placed if order == pb::ListOrder::Created => {
+                return Err(invalid_field(
+                    "order",
+                    "order: placed objects are listed by id only (order ID or unspecified)",
+                ));
             }
-            pb::ListScope::Placed => {
-                if order == pb::ListOrder::Created {
-                    return Err(Status::invalid_argument(
-                        "order: placed objects are listed by id only (order ID or unspecified)",
-                    ));
-                }
-                let remote = self.remote.clone();
-                blocking(move || remote.list_placed(&token, size)).await?
-            }
+            pb::ListScope::Placed => true,
         };
-        Ok(Response::new(pb::ListResponse {
+        let order = match order {
+            pb::ListOrder::Id => ListOrder::Id,
+            _ if placed => ListOrder::Id,
+            pb::ListOrder::Unspecified | pb::ListOrder::Created => ListOrder::Created,
+        };
+        // Bound to the listing as served (unspecified values resolved), so a default and the
+        // value it stands for share tokens.
+        let filters = Filters::new("ListObjects")
+            .field("scope", if placed { "placed" } else { "local" })
+            .field(
+                "order",
+                match order {
+                    ListOrder::Id => "id",
+                    ListOrder::Created => "created",
+                },
+            );
+        let paging = PageRequest::parse(filters, request.page_size, &request.page_token)?;
+        // The store pages itself; its position travels inside this API's token.
+        let (after, size) = (paging.after_text()?, paging.size);
+        let page = if placed {
+            let remote = self.remote.clone();
+            blocking(move || remote.list_placed(&after, size)).await?
+        } else {
+            let objects = self.objects.clone();
+            blocking(move || objects.list(order, &after, size)).await?
+        };
+        Ok(Response::new(pb::ListObjectsResponse {
             objects: page.objects.iter().map(info_to_proto).collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
+            next_page_token: page
+                .next_page_token
+                .map(|position| paging.token(position.as_bytes()))
+                .unwrap_or_default(),
         }))
     }
 
-    async fn delete(
+    async fn delete_object(
         &self,
-        request: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        request: Request<pb::DeleteObjectRequest>,
+    ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
         let id = parse_id(&request.into_inner().id)?;
         let objects = self.objects.clone();
         let info = match blocking(move || objects.delete(&id)).await {
@@ -494,24 +529,27 @@ impl StorageService for StorageApi {
             }
             Err(status) => return Err(status),
         };
-        Ok(Response::new(pb::DeleteResponse {
+        Ok(Response::new(pb::DeleteObjectResponse {
             object: Some(info_to_proto(&info)),
         }))
     }
 
-    async fn replicate(
+    async fn replicate_object(
         &self,
-        request: Request<pb::ReplicateRequest>,
-    ) -> Result<Response<pb::ReplicateResponse>, Status> {
+        request: Request<pb::ReplicateObjectRequest>,
+    ) -> Result<Response<pb::ReplicateObjectResponse>, Status> {
         let request = request.into_inner();
         let id = parse_id(&request.id)?;
         let mut providers = Vec::with_capacity(request.providers.len());
         for (i, provider) in request.providers.iter().enumerate() {
             let bytes = <[u8; 16]>::try_from(provider.as_ref()).map_err(|_| {
-                Status::invalid_argument(format!(
-                    "providers[{i}]: a node id has 16 bytes, got {}",
-                    provider.len()
-                ))
+                invalid_field(
+                    &format!("providers[{i}]"),
+                    format!(
+                        "providers[{i}]: a node id has 16 bytes, got {}",
+                        provider.len()
+                    ),
+                )
             })?;
             providers.push(IdentityHash(bytes));
         }
@@ -531,9 +569,10 @@ impl StorageService for StorageApi {
             match value {
                 0 => Ok(None),
                 1..=63 => Ok(Some(value as u8)),
-                _ => Err(Status::invalid_argument(format!(
-                    "{field}: {value} is out of range 1..=63"
-                ))),
+                _ => Err(invalid_field(
+                    field,
+                    format!("{field}: {value} is out of range 1..=63"),
+                )),
             }
         };
         let options = ReplicateOptions {
@@ -544,22 +583,22 @@ impl StorageService for StorageApi {
             price_per_byte_day_umhr: request.price_per_byte_day_umhr,
         };
         let view = self.remote.replicate(id, options).await?;
-        Ok(Response::new(pb::ReplicateResponse {
+        Ok(Response::new(pb::ReplicateObjectResponse {
             object: Some(info_to_proto(&view.info)),
             placement: Some(placement_to_proto(&view)),
         }))
     }
 
-    async fn challenge(
+    async fn challenge_object(
         &self,
-        request: Request<pb::ChallengeRequest>,
-    ) -> Result<Response<pb::ChallengeResponse>, Status> {
+        request: Request<pb::ChallengeObjectRequest>,
+    ) -> Result<Response<pb::ChallengeObjectResponse>, Status> {
         // Providers that stay silent are reported, not left to turn the whole call into a
         // CANCELLED one when the call's deadline is shorter than theirs.
         let wait = CallDeadline::of(&request).map(CallDeadline::remaining);
         let id = parse_id(&request.into_inner().id)?;
         let results = self.remote.challenge(id, wait).await?;
-        Ok(Response::new(pb::ChallengeResponse {
+        Ok(Response::new(pb::ChallengeObjectResponse {
             results: results
                 .into_iter()
                 .map(|r| pb::ShardChallengeResult {

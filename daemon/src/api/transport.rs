@@ -6,7 +6,10 @@ use mehr_proto::v1::{self as pb, transport_service_server::TransportService};
 use mehr_transport::{hashes::DestinationHash, path_cost::CompactPathCost, router::DropReason};
 use tonic::{Request, Response, Status};
 
-use super::paging::page;
+use super::{
+    paging::{Filters, PageRequest},
+    status::invalid_field,
+};
 use crate::{
     config::interfaces::ModeName,
     transport::{
@@ -33,10 +36,13 @@ impl TransportApi {
 /// Parses a 16-byte hash field.
 pub(crate) fn destination(field: &str, bytes: &[u8]) -> Result<DestinationHash, Status> {
     DestinationHash::from_slice(bytes).ok_or_else(|| {
-        Status::invalid_argument(format!(
-            "{field} must be 16 bytes (a destination hash), not {}",
-            bytes.len()
-        ))
+        invalid_field(
+            field,
+            format!(
+                "{field} must be 16 bytes (a destination hash), not {}",
+                bytes.len()
+            ),
+        )
     })
 }
 
@@ -47,40 +53,41 @@ impl TransportService for TransportApi {
         request: Request<pb::ListInterfacesRequest>,
     ) -> Result<Response<pb::ListInterfacesResponse>, Status> {
         let request = request.into_inner();
-        let all = self.transport.interfaces().await?;
-        let (interfaces, next_page_token) = page(
-            all,
+        let paging = PageRequest::parse(
+            Filters::new("ListInterfaces"),
             request.page_size,
             &request.page_token,
-            |i: &InterfaceInfo| format!("{:010}", i.id),
         )?;
+        let all = self.transport.interfaces().await?;
+        let (interfaces, next_page_token) =
+            paging.page(all, |i: &InterfaceInfo| i.id.to_be_bytes().to_vec());
         Ok(Response::new(pb::ListInterfacesResponse {
             interfaces: interfaces.into_iter().map(interface_to_proto).collect(),
             next_page_token,
         }))
     }
 
-    async fn add_interface(
+    async fn create_interface(
         &self,
-        request: Request<pb::AddInterfaceRequest>,
-    ) -> Result<Response<pb::AddInterfaceResponse>, Status> {
+        request: Request<pb::CreateInterfaceRequest>,
+    ) -> Result<Response<pb::CreateInterfaceResponse>, Status> {
         let spec = request
             .into_inner()
             .spec
-            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+            .ok_or_else(|| invalid_field("spec", "spec is required"))?;
         let spec = spec_from_proto(spec)?;
         let interface_id = self.transport.add_interface(spec).await?;
-        Ok(Response::new(pb::AddInterfaceResponse { interface_id }))
+        Ok(Response::new(pb::CreateInterfaceResponse { interface_id }))
     }
 
-    async fn remove_interface(
+    async fn delete_interface(
         &self,
-        request: Request<pb::RemoveInterfaceRequest>,
-    ) -> Result<Response<pb::RemoveInterfaceResponse>, Status> {
+        request: Request<pb::DeleteInterfaceRequest>,
+    ) -> Result<Response<pb::DeleteInterfaceResponse>, Status> {
         self.transport
             .remove_interface(request.into_inner().interface_id)
             .await?;
-        Ok(Response::new(pb::RemoveInterfaceResponse {}))
+        Ok(Response::new(pb::DeleteInterfaceResponse {}))
     }
 
     async fn list_paths(
@@ -88,17 +95,13 @@ impl TransportService for TransportApi {
         request: Request<pb::ListPathsRequest>,
     ) -> Result<Response<pb::ListPathsResponse>, Status> {
         let request = request.into_inner();
+        let filters = Filters::new("ListPaths").field("mehr_only", [u8::from(request.mehr_only)]);
+        let paging = PageRequest::parse(filters, request.page_size, &request.page_token)?;
         let mut all = self.transport.paths().await?;
         if request.mehr_only {
             all.retain(|p| p.mehr_node);
         }
-        all.sort_by_key(|p| p.destination.0);
-        let (paths, next_page_token) = page(
-            all,
-            request.page_size,
-            &request.page_token,
-            |p: &PathView| p.destination.to_hex(),
-        )?;
+        let (paths, next_page_token) = paging.page(all, |p: &PathView| p.destination.0.to_vec());
         Ok(Response::new(pb::ListPathsResponse {
             paths: paths.iter().map(path_to_proto).collect(),
             next_page_token,
@@ -110,12 +113,13 @@ impl TransportService for TransportApi {
         request: Request<pb::ListNeighboursRequest>,
     ) -> Result<Response<pb::ListNeighboursResponse>, Status> {
         let request = request.into_inner();
-        let mut all = self.transport.neighbours().await?;
-        all.sort_by_key(|n| n.destination.0);
-        let (neighbours, next_page_token) =
-            page(all, request.page_size, &request.page_token, |n| {
-                n.destination.to_hex()
-            })?;
+        let paging = PageRequest::parse(
+            Filters::new("ListNeighbours"),
+            request.page_size,
+            &request.page_token,
+        )?;
+        let all = self.transport.neighbours().await?;
+        let (neighbours, next_page_token) = paging.page(all, |n| n.destination.0.to_vec());
         Ok(Response::new(pb::ListNeighboursResponse {
             neighbours: neighbours
                 .into_iter()
@@ -293,19 +297,24 @@ fn spec_to_proto(spec: &InterfaceSpec) -> pb::InterfaceSpec {
     }
 }
 
-/// Checks an API interface description; every problem is INVALID_ARGUMENT naming the field.
+/// Checks an API interface description; every problem is INVALID_ARGUMENT naming the field
+/// (as `spec.<field>` in the BadRequest).
 fn spec_from_proto(spec: pb::InterfaceSpec) -> Result<InterfaceSpec, Status> {
-    let invalid = |message: String| Status::invalid_argument(message);
+    let invalid = |field: &str, message: String| invalid_field(&format!("spec.{field}"), message);
     let kind = InterfaceType::parse(&spec.r#type).ok_or_else(|| {
-        invalid(format!(
-            "type `{}` is not one of tcp_server, tcp_client, udp, serial, sim",
-            spec.r#type
-        ))
+        invalid(
+            "type",
+            format!(
+                "type `{}` is not one of tcp_server, tcp_client, udp, serial, sim",
+                spec.r#type
+            ),
+        )
     })?;
     let port = |field: &str, value: Option<u32>| -> Result<Option<u16>, Status> {
         value
             .map(|v| {
-                u16::try_from(v).map_err(|_| invalid(format!("{field} {v} is not a port number")))
+                u16::try_from(v)
+                    .map_err(|_| invalid(field, format!("{field} {v} is not a port number")))
             })
             .transpose()
     };
@@ -313,7 +322,7 @@ fn spec_from_proto(spec: pb::InterfaceSpec) -> Result<InterfaceSpec, Status> {
         value
             .map(|v| {
                 v.parse()
-                    .map_err(|_| invalid(format!("{field} `{v}` is not an IP address")))
+                    .map_err(|_| invalid(field, format!("{field} `{v}` is not an IP address")))
             })
             .transpose()
     };
@@ -325,9 +334,10 @@ fn spec_from_proto(spec: pb::InterfaceSpec) -> Result<InterfaceSpec, Status> {
         Some("boundary") => ModeName::Boundary,
         Some("gateway") => ModeName::Gateway,
         Some(other) => {
-            return Err(invalid(format!(
-                "mode `{other}` is not a Reticulum interface mode"
-            )));
+            return Err(invalid(
+                "mode",
+                format!("mode `{other}` is not a Reticulum interface mode"),
+            ));
         }
     };
     let mut out = InterfaceSpec::new(kind);
@@ -348,7 +358,9 @@ fn spec_from_proto(spec: pb::InterfaceSpec) -> Result<InterfaceSpec, Status> {
     out.loss = spec.loss;
     out.mtu = spec.mtu.map(|m| m as usize);
     out.half_duplex = spec.half_duplex;
-    out.kind().map_err(|e| invalid(e.to_string()))?;
+    // The spec's own check names the field in its message; the BadRequest names the spec.
+    out.kind()
+        .map_err(|e| invalid_field("spec", e.to_string()))?;
     Ok(out)
 }
 

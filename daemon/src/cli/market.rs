@@ -505,7 +505,7 @@ pub(super) async fn offer(
                         AvailabilityArg::Intermittent => pb::Availability::Intermittent,
                     });
             client
-                .set_offer(pb::SetOfferRequest {
+                .set_offer(pb::UpdateOfferRequest {
                     reset: args.reset,
                     offer_relay: args.offer_relay,
                     offer_storage: args.offer_storage,

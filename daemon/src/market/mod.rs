@@ -2,7 +2,7 @@
 //!
 //! [`Market`] owns the node's signed advert (built from what the node really has: interfaces
 //! from the transport, functions and free space through the contracts of `crate::seams`,
-//! memory and disk from the OS, prices from `[market]` and `SetOffer`), the discovery table
+//! memory and disk from the OS, prices from `[market]` and `UpdateOffer`), the discovery table
 //! fed by neighbour gossip, every agreement this node is a side of (persisted in RocksDB),
 //! heartbeats, reputation, and remote jobs.
 //!

@@ -23,7 +23,7 @@ use crate::{
     transport::InterfaceType,
 };
 
-/// What the node offers and at which prices; set by `[market]` and `SetOffer`.
+/// What the node offers and at which prices; set by `[market]` and `UpdateOffer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfferSettings {
     /// Advertise the mesh interfaces as relay capacity.

@@ -16,7 +16,7 @@ pub trait StorageRoom: Send + Sync + 'static {
 /// The terms on which this node stores shards for others, as its advert states them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StorageTerms {
-    /// Whether it stores for others at all (`market.offer_storage`, or `SetOffer`).
+    /// Whether it stores for others at all (`market.offer_storage`, or `UpdateOffer`).
     pub offered: bool,
     /// The least a consumer must pay, μMHR per byte-day.
     pub price_per_byte_day_umhr: u64,

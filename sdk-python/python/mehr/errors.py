@@ -10,6 +10,14 @@ after its code (``NOT_FOUND`` → :class:`NotFound`, …), so callers catch what
     except mehr.MehrError as error:
         print(error.code.name, error.message)
 
+Errors from the daemon also carry its stable :attr:`MehrError.reason` (``OBJECT_NOT_FOUND``,
+``FUNCTION_BUSY``, …; docs/API.md lists them), which programs branch on rather than on the
+message, and :attr:`MehrError.retry_delay` where the daemon says a retry may succeed::
+
+    except mehr.ResourceExhausted as error:
+        if error.reason == "FUNCTION_BUSY":
+            time.sleep(error.retry_delay or 1.0)
+
 Failures on this side map to the code gRPC itself would use: a daemon that cannot be reached
 is :class:`Unavailable`, a malformed endpoint or id :class:`InvalidArgument`, an unreadable
 token file :class:`Unauthenticated`. Some classes also derive from the matching built-in
@@ -20,7 +28,7 @@ exception (:class:`InvalidArgument` is a :class:`ValueError`, :class:`DeadlineEx
 from __future__ import annotations
 
 import enum
-from typing import Dict, Type
+from typing import Dict, Mapping, Optional, Type
 
 __all__ = [
     "StatusCode",
@@ -67,7 +75,8 @@ class StatusCode(enum.IntEnum):
 
 
 class MehrError(Exception):
-    """A failed call: :attr:`code` is the gRPC status code, :attr:`message` says what failed.
+    """A failed call: :attr:`code` is the gRPC status code, :attr:`message` says what failed,
+    :attr:`reason` why, as a stable name a program can act on.
 
     ``str(error)`` is ``"CODE: message"``, as grpcurl and the ``mehr`` CLI print it.
     """
@@ -77,11 +86,32 @@ class MehrError(Exception):
 
     code: StatusCode
     message: str
+    #: The daemon's ``ErrorInfo.reason`` (``OBJECT_NOT_FOUND``, …); None for failures on this
+    #: side and for daemons that send none.
+    reason: Optional[str]
+    #: The ``ErrorInfo.domain`` of :attr:`reason` (``"mehr.v1"``).
+    domain: Optional[str]
+    #: The ``ErrorInfo.metadata``: facts for programs (``function_id``, ``id``, ``field``, …).
+    metadata: Dict[str, str]
+    #: Seconds to wait before retrying, where the daemon says a retry may succeed.
+    retry_delay: Optional[float]
 
-    def __init__(self, message: str, code: StatusCode | int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: StatusCode | int | None = None,
+        reason: Optional[str] = None,
+        domain: Optional[str] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        retry_delay: Optional[float] = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = StatusCode(self.default_code if code is None else code)
+        self.reason = reason
+        self.domain = domain
+        self.metadata = dict(metadata or {})
+        self.retry_delay = retry_delay
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -91,7 +121,10 @@ class MehrError(Exception):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # Exceptions cross process boundaries (multiprocessing, concurrent.futures).
-        return (type(self), (self.message, int(self.code)))
+        return (
+            type(self),
+            (self.message, int(self.code), self.reason, self.domain, self.metadata, self.retry_delay),
+        )
 
 
 class Cancelled(MehrError):
@@ -213,9 +246,19 @@ _BY_CODE: Dict[int, Type[MehrError]] = {
 }
 
 
-def error_for(code: int, message: str) -> MehrError:
-    """The exception for a status ``code`` (an unknown code gives :class:`MehrError`)."""
+def error_for(
+    code: int,
+    message: str,
+    reason: Optional[str] = None,
+    domain: Optional[str] = None,
+    metadata: Optional[Mapping[str, str]] = None,
+    retry_delay: Optional[float] = None,
+) -> MehrError:
+    """The exception for a status ``code`` (an unknown code gives :class:`MehrError`), with
+    the daemon's error details when it sent them."""
+    details = (reason, domain, metadata, retry_delay)
     cls = _BY_CODE.get(code)
     if cls is None:
-        return MehrError(message, StatusCode.UNKNOWN if code not in StatusCode._value2member_map_ else code)
-    return cls(message)
+        known = code in StatusCode._value2member_map_
+        return MehrError(message, code if known else StatusCode.UNKNOWN, *details)
+    return cls(message, None, *details)

@@ -375,7 +375,7 @@ async fn offers_off_the_advertised_terms_are_refused_and_reserve_nothing() {
     let cheap = provider.remote.serve(node(1), at(now + 3600, 4)).await;
     assert_eq!(refused(cheap), ErrorCode::Refused);
 
-    // Storage not offered at all (market.offer_storage = false, or SetOffer).
+    // Storage not offered at all (market.offer_storage = false, or UpdateOffer).
     provider.terms.send_replace(StorageTerms {
         offered: false,
         price_per_byte_day_umhr: 5,
