@@ -1,7 +1,11 @@
 //! Agreements as the API and the other parts ask for them: requests from consumers, proposals
 //! to providers (waiting for their answer), accepting, cancelling, and views.
 
-use super::*;
+use super::{
+    AgreementFilter, AgreementState, AgreementView, CancelReason, Capability, ComputeTarget,
+    CostStructure, Duration, Market, MarketError, NodeId, PeerKey, ProofMethod, Proposal,
+    RequestOutcome, State, now_ms,
+};
 
 impl Market {
     pub(super) async fn on_request(self, request: mehr_market::agreement::SignedRequest) {

@@ -1,7 +1,11 @@
 //! What this node offers (its offer settings and relay price) and finding what others
 //! offer (discovery through the table and pulls from neighbours).
 
-use super::*;
+use super::{
+    BTreeSet, DiscoverRequest, Discovery, DiscoveryOutcome, Duration, FoundOffer, Instant, Market,
+    MarketError, NextStep, NodeId, OfferSettings, OfferUpdate, OfferView, PULL_LIMIT, Query,
+    SETTINGS_KEY, STATE, mpsc, now_ms, state,
+};
 
 impl Market {
     /// The node's own offer.

@@ -1,7 +1,12 @@
 //! Remote jobs as a provider runs them (here, or resold to an upstream provider) and as a
 //! consumer sends them.
 
-use super::*;
+use super::{
+    AgreementState, CancelReason, Capability, ComputeTarget, CostStructure, DiscoverRequest,
+    Duration, ForgetJob, FunctionCall, FunctionId, JobPartial, JobResult, Market, MarketError,
+    NodeId, Outbound, PartialSink, ProofMethod, RejectReason, SEND_TIMEOUT, SignedJob,
+    function_filter, kinds, now_ms, run_to_end, run_with_parts, state, tiers,
+};
 
 impl Market {
     /// Runs one job under the active consumer agreement `hash` and checks the provider's
@@ -126,37 +131,22 @@ impl Market {
         plan: &state::JobPlan,
         call: FunctionCall,
     ) -> Result<(Vec<u8>, u64), String> {
-        use futures::StreamExt;
-        let mut parts = self.shared.functions.start(call)?;
-        let mut output = Vec::new();
         let mut seq = 0u32;
-        while let Some(part) = parts.next().await {
-            match part? {
-                OutputPart::Partial(bytes) => {
-                    output.extend_from_slice(&bytes);
-                    let part = JobPartial {
-                        job_hash: plan.job_hash,
-                        seq,
-                        bytes: bytes.to_vec(),
-                    };
-                    seq = seq.wrapping_add(1);
-                    self.send(Outbound {
-                        to: plan.consumer,
-                        kind: kinds::JOB_PARTIAL,
-                        body: part.encode(),
-                        reliable: false,
-                    });
-                }
-                OutputPart::Final {
-                    output: last,
-                    fuel_used,
-                } => {
-                    output.extend_from_slice(&last);
-                    return Ok((output, fuel_used));
-                }
-            }
-        }
-        Err("the function ended without a result".into())
+        run_with_parts(self.shared.functions.as_ref(), call, |bytes| {
+            let part = JobPartial {
+                job_hash: plan.job_hash,
+                seq,
+                bytes: bytes.to_vec(),
+            };
+            seq = seq.wrapping_add(1);
+            self.send(Outbound {
+                to: plan.consumer,
+                kind: kinds::JOB_PARTIAL,
+                body: part.encode(),
+                reliable: false,
+            });
+        })
+        .await
     }
 
     /// Buys the function `function` upstream and offers it to the consumer of `downstream` at

@@ -67,7 +67,7 @@ use crate::{
     events::{EventBus, EventKind, unix_ms_now},
     identity::NodeIdentity,
     seams::{
-        functions::{FunctionCall, LocalFunctions, OutputPart, run_to_end},
+        functions::{FunctionCall, LocalFunctions, run_to_end, run_with_parts},
         storage::{StorageRoom, StorageTerms},
     },
     store::{Store, StoreError},

@@ -2,7 +2,12 @@
 //! deliveries for relay agreements, the tick for deadlines and heartbeats, beacons, and the
 //! event follower that triggers a round when the node's facts change.
 
-use super::*;
+use super::{
+    BTreeSet, ControlMessage, Duration, EventKind, GossipFrame, IdentityHash, JobPartial,
+    JobResult, KEY_LOOKUP, MIN_ROUND_GAP, Market, MarketMessage, NeighbourFact, NodeId, PeerKey,
+    PresenceBeacon, ProvedDelivery, SignedJob, TICK, WireError, build_capabilities, collect_facts,
+    kinds, mehr_node_destination, mpsc, now_ms, wire,
+};
 
 impl Market {
     pub(super) async fn receive(self, mut messages: mpsc::Receiver<ControlMessage>) {

@@ -92,12 +92,25 @@ pub async fn run_to_end(
     functions: &dyn LocalFunctions,
     call: FunctionCall,
 ) -> Result<(Vec<u8>, u64), String> {
+    run_with_parts(functions, call, |_| {}).await
+}
+
+/// Like [`run_to_end`], handing each part of the output to `on_part` as it comes (a streamed
+/// job forwards them to its consumer ahead of the result).
+pub async fn run_with_parts(
+    functions: &dyn LocalFunctions,
+    call: FunctionCall,
+    mut on_part: impl FnMut(&Bytes),
+) -> Result<(Vec<u8>, u64), String> {
     use futures::StreamExt;
     let mut parts = functions.start(call)?;
     let mut output = Vec::new();
     while let Some(part) = parts.next().await {
         match part? {
-            OutputPart::Partial(bytes) => output.extend_from_slice(&bytes),
+            OutputPart::Partial(bytes) => {
+                on_part(&bytes);
+                output.extend_from_slice(&bytes);
+            }
             OutputPart::Final {
                 output: last,
                 fuel_used,

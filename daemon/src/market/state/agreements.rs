@@ -3,7 +3,16 @@
 //! that enforces deadlines and heartbeats. Every step is written to the store before the
 //! record it produced is returned.
 
-use super::*;
+use rand::RngCore;
+
+use super::{
+    AGREEMENTS, Agreement, AgreementEvent, AgreementId, AgreementState, CancelReason, Capability,
+    Charge, Charges, ComputeTarget, CostStructure, Entry, EventKind, HeartbeatError,
+    HeartbeatMonitor, MarketError, MarketMessage, OfferTerms, Outbound, Outcome, PeerKey, Privacy,
+    ProofMethod, Refusal, RejectReason, Request, RequestOutcome, Role, SignedRequest, State,
+    StoreError, answer_ping, is_forgery, oneshot, resale_markup, resale_terms, service_kind,
+    validate_chain_link,
+};
 
 impl State {
     /// The request hash of the agreement `id` names: a request hash or an agreement id.

@@ -2,7 +2,15 @@
 //! beacons, queries of the discovery table and pulls from neighbours, and the keys of the
 //! peers heard of.
 
-use super::*;
+use rand::RngCore;
+
+use super::{
+    BTreeMap, BTreeSet, EventKind, Filter, GossipFrame, GossipStats, InsertOutcome, Link,
+    LinkGossip, MarketError, MarketMessage, NeighbourFact, NodeCapabilities, NodeId, OWN_SEQ_KEY,
+    OfferedFunction, Origin, Outbound, PULL_DEDUP_MS, PeerKey, PresenceBeacon, PullAnswer,
+    PullWaiter, Query, ReputationAt, Resolution, SERVED_JOB_MEMORY_MS, STATE, State, Widen,
+    classify_advert_error, kinds, mpsc, resale_markup, round,
+};
 
 impl State {
     /// The signed advert this node gossips.

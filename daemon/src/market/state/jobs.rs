@@ -2,7 +2,14 @@
 //! and result matched to it) and the provider's (a job checked against its agreement, run,
 //! its signed result remembered for a retransmission).
 
-use super::*;
+use rand::RngCore;
+
+use super::{
+    AgreementState, Capability, ComputeResult, ComputeTarget, CostStructure, FunctionId, Job,
+    JobPartial, JobPlan, JobRefusal, JobResult, MAX_PAYLOAD_LEN, MarketError, Outbound,
+    PartialSink, PendingJob, ProofSystem, Role, SignedComputeResult, SignedJob, State, job_price,
+    kinds, oneshot, output_hash,
+};
 
 impl State {
     /// Signs a job for the active agreement `hash` (this node the consumer).

@@ -45,7 +45,7 @@ use mehr_market::{
         SignedComputeResult, answer_ping, output_hash,
     },
 };
-use rand::{RngCore, SeedableRng, rngs::StdRng};
+use rand::{SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 

@@ -1,7 +1,10 @@
 //! Reputation and the choice of providers: outcomes recorded per service, scores, exclusions
 //! after a wrong result, and the providers (and agreements) a new request may reuse.
 
-use super::*;
+use super::{
+    AgreementState, Capability, CostStructure, EXCLUDED_KEY, EventKind, Exclusion, NodeId, Outcome,
+    REPUTATION_KEY, Role, ServiceKind, State, day, round, store_postcard,
+};
 
 impl State {
     /// Records an interaction's outcome and persists the book.
