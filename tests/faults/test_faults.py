@@ -13,7 +13,7 @@ kernel has netem; otherwise with the same impairments applied by NFQUEUE verdict
 (tests/faults/impair.py), and the test says which. It needs root (CI runs as root) and skips,
 saying so, only without it.
 
-    MEHR_FAULTS_SECS   seconds of faults (default 150); the soak in RELIABILITY.md used 3600
+    MEHR_FAULTS_SECS   seconds of faults (default 150); the one-hour soak (RELIABILITY.md) is 3600
     MEHR_FAULTS_SEED   seed of the fault schedule (default: random, printed)
     MEHR_FAULTS_KEEP   keep the data dirs and logs (printed) after the run
 
