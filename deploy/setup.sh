@@ -3,7 +3,8 @@
 #
 #   deploy/setup.sh build   system packages for the Rust build (libclang for RocksDB's bindgen, a C++ compiler)
 #   deploy/setup.sh test    the above, plus the Python venv the tests use (grpcio witness, rns, pytest)
-#                           cargo-deny (supply-chain checks) and buf (proto lint and breaking
+#                           cargo-deny (supply-chain checks), iproute2 and iptables (the fault
+#                           tests' namespaces, links and impairment) and buf (proto lint and breaking
 #                           checks, from npm)
 #   deploy/setup.sh ml      the venv of the Python SDK's embedding example (torch: several GB)
 #   deploy/setup.sh deploy  the deployment tests' tools (podman, runc, debootstrap, systemd-analyze)
@@ -65,6 +66,21 @@ ensure_venv() {
   cp "$requirements" "$stamp"
 }
 
+# The fault tests (tests/faults) build network namespaces and veth links (`ip`, iproute2),
+# impair them with `tc netem` (iproute2) or, where the kernel lacks netem, NFQUEUE (`iptables`).
+ensure_fault_tools() {
+  # Only root can make namespaces; without root the fault tests skip and need none of this.
+  [ "$(id -u)" -eq 0 ] || return 0
+  local missing=()
+  command -v ip >/dev/null && command -v tc >/dev/null || missing+=(iproute2)
+  command -v iptables >/dev/null || missing+=(iptables)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing system packages for the fault tests: ${missing[*]}"
+    need_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
 # cargo-deny (the supply-chain check of tests/run.sh, configured by deny.toml), pinned, built once
 # into $MEHR_CACHE/tools (about 10 minutes on 2 cores the first time).
 CARGO_DENY_VERSION=0.20.2
@@ -116,7 +132,7 @@ case "${1:-build}" in
   build)
     ensure_system_packages; ensure_rust ;;
   test)
-    ensure_system_packages; ensure_rust; ensure_cargo_deny
+    ensure_system_packages; ensure_rust; ensure_cargo_deny; ensure_fault_tools
     ensure_venv venv "$ROOT/tests/requirements.txt"
     ensure_buf ;;
   ml)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the API guard (buf lint and breaking), the supply-chain check
 # (cargo deny), Rust unit and integration tests (real daemons as processes), the interop tests
-# against real Python Reticulum (rns), the Python grpcio witness tests, the deployment tests
+# against real Python Reticulum (rns), the Python grpcio witness tests, the faults in network
+# namespaces (five daemons on lossy veth links, a partition, kill -9 loops), the deployment tests
 # (images built with podman from debootstrap bases, as root), and the Python SDK's tests. Sets
 # up what it needs first (system packages, Python venvs, tools); safe to re-run.
 # MEHR_SKIP_ML=1 skips the SDK's real-model example (its venv holds torch, several GB).
@@ -41,6 +42,10 @@ fi
 step "Python witness tests (grpcio against a real daemon)"
 export MEHRD_BIN="$CARGO_TARGET_DIR/release/mehrd"
 "$MEHR_CACHE/venv/bin/python" -m pytest -q tests/python
+
+step "faults in network namespaces: five daemons on lossy veth links, a partition, kill -9 (root)"
+# MEHR_FAULTS_SECS (default 150) sets how long the faults last; RELIABILITY.md has the soak.
+"$MEHR_CACHE/venv/bin/python" -m pytest -q -s -rs tests/faults
 
 step "deployment: systemd unit, container image, Kubernetes manifests (tests/deploy, podman as root)"
 "$ROOT/deploy/setup.sh" deploy
