@@ -18,16 +18,15 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
-from concurrent import futures
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 import grpc
 import pytest
+from otlp_receiver import SpanReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -55,47 +54,6 @@ def prometheus_binary() -> str:
     if not found:
         pytest.fail("no prometheus binary: deploy/setup.sh test installs Debian's `prometheus`")
     return found
-
-
-# ---- the OTLP receiver --------------------------------------------------------------------
-
-
-class SpanReceiver:
-    """An OTLP/gRPC trace receiver: keeps every span with its resource's attributes."""
-
-    def __init__(self) -> None:
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-
-        receiver = self
-        self.spans: list[tuple[dict, object]] = []
-        self.lock = threading.Lock()
-
-        class Service(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request, context):  # noqa: N802 (the proto's name)
-                with receiver.lock:
-                    for resource_spans in request.resource_spans:
-                        resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-                        for scope_spans in resource_spans.scope_spans:
-                            for span in scope_spans.spans:
-                                receiver.spans.append((resource, span))
-                return trace_service_pb2.ExportTraceServiceResponse()
-
-        self.port = free_port()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
-        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
-        self.server.start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def of_trace(self, trace_id: bytes) -> list[tuple[dict, object]]:
-        with self.lock:
-            return [(r, s) for r, s in self.spans if s.trace_id == trace_id]
-
-    def stop(self) -> None:
-        self.server.stop(grace=None)
 
 
 # ---- the mesh -----------------------------------------------------------------------------
@@ -507,3 +465,21 @@ def test_one_trace_spans_caller_node_a_mesh_and_node_b(mesh):
         timeout=20,
     )
     assert (prometheus.value('mehr_market_jobs_total{node="n2",result="served"}') or 0) >= 1
+
+
+def test_the_grafana_dashboard_queries_what_the_nodes_export(mesh):
+    """Every query of deploy/grafana/mehrd.json is valid PromQL for this Prometheus, and every
+    metric it names is one the nodes export."""
+    import re
+
+    _, prometheus, _, _ = mesh
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "mehrd.json").read_text())
+    url = f"http://127.0.0.1:{prometheus.port}/api/v1/label/__name__/values"
+    exported = set(eventually("metric names", lambda: json.load(urllib.request.urlopen(url, timeout=5))["data"]))
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(queries) >= 20
+    for query in queries:
+        promql = query.replace("$__rate_interval", "1m").replace("$instance", ".*")
+        prometheus.query(promql)  # fails on invalid PromQL
+        for name in re.findall(r"\b((?:mehr|rpc)_[a-z_]+)\b", promql):
+            assert name in exported, f"{name} (in `{query}`) is not exported"
