@@ -478,8 +478,11 @@ def test_the_grafana_dashboard_queries_what_the_nodes_export(mesh):
     exported = set(eventually("metric names", lambda: json.load(urllib.request.urlopen(url, timeout=5))["data"]))
     queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert len(queries) >= 20
+    named = set()
     for query in queries:
         promql = query.replace("$__rate_interval", "1m").replace("$instance", ".*")
         prometheus.query(promql)  # fails on invalid PromQL
-        for name in re.findall(r"\b((?:mehr|rpc)_[a-z_]+)\b", promql):
+        for name in re.findall(r"\b((?:mehr|rpc)_[a-z_]+)\{", promql):
             assert name in exported, f"{name} (in `{query}`) is not exported"
+            named.add(name)
+    assert len(named) >= 25, named
