@@ -472,10 +472,18 @@ def test_the_grafana_dashboard_queries_what_the_nodes_export(mesh):
     metric it names is one the nodes export."""
     import re
 
-    _, prometheus, _, _ = mesh
+    from mehr.v1 import node_pb2, node_pb2_grpc
+
+    nodes, prometheus, _, _ = mesh
+    node_pb2_grpc.NodeServiceStub(nodes[1].channel).GetInfo(node_pb2.GetInfoRequest(), metadata=nodes[1].auth, timeout=5)
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "mehrd.json").read_text())
     url = f"http://127.0.0.1:{prometheus.port}/api/v1/label/__name__/values"
-    exported = set(eventually("metric names", lambda: json.load(urllib.request.urlopen(url, timeout=5))["data"]))
+
+    def names():
+        found = set(json.load(urllib.request.urlopen(url, timeout=5))["data"])
+        return found if {"mehr_build_info", "rpc_server_call_duration_seconds_count"} <= found else None
+
+    exported = eventually("the nodes' metric names in Prometheus", names, timeout=30)
     queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert len(queries) >= 20
     named = set()

@@ -337,8 +337,9 @@ impl SignedJob {
             });
         }
         let input = r.bytes32("input", MAX_PAYLOAD_LEN)?.to_vec();
-        // Anything between the input and the signature is the optional trace field.
-        let trace = if r.remaining() > 64 {
+        // The optional trace field is there when exactly its bytes stand before the signature
+        // (any other length is left to fail as trailing bytes, as before the field existed).
+        let trace = if r.remaining() == 1 + TraceContext::LEN + 64 {
             if r.u8()? != JOB_TRACE_TAG {
                 return Err(WireError::Invalid {
                     what: WHAT,

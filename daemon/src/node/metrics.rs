@@ -407,16 +407,40 @@ async fn collect_ledger(ledger: &LedgerHandle, m: &mut Metrics) {
     }
 }
 
+/// The names `market::state_name` gives agreement states.
+const AGREEMENT_STATES: [&str; 8] = [
+    "proposed",
+    "offered",
+    "active",
+    "rejected",
+    "cancelled",
+    "expired",
+    "terminated",
+    "completed",
+];
+
 fn collect_market(market: &Market, m: &mut Metrics) {
     let stats = market.stats();
     m.gauges(
         "mehr_market_agreements",
         "Agreements this node is a party to, by state",
         None,
-        stats
-            .agreements
+        // Every state, zeros included, so that a dashboard has its series from the start.
+        AGREEMENT_STATES
             .iter()
-            .map(|(state, count)| (label("state", state.clone()), clamp(*count))),
+            .map(|state| {
+                (
+                    label("state", *state),
+                    clamp(stats.agreements.get(*state).copied().unwrap_or(0)),
+                )
+            })
+            .chain(
+                stats
+                    .agreements
+                    .iter()
+                    .filter(|(state, _)| !AGREEMENT_STATES.contains(&state.as_str()))
+                    .map(|(state, count)| (label("state", state.clone()), clamp(*count))),
+            ),
     );
     m.gauge(
         "mehr_market_adverts",
