@@ -128,40 +128,50 @@ async fn get_info_round(client: &mehr_sdk::Client, calls: usize) -> Duration {
     started.elapsed()
 }
 
-fn get_info(temp: &Path, receiver: &Receiver, calls: usize) -> (f64, f64, u64) {
+/// GetInfo calls/s of three nodes taking turns: telemetry off, metrics only (scraped), and
+/// metrics and traces on; and the scrapes made.
+fn get_info(temp: &Path, receiver: &Receiver, calls: usize) -> ([f64; 3], u64) {
     let plain = TestDaemon::start_in(&temp.join("plain"), &[]);
     let metrics_port = free_port();
+    let config = temp.join("metrics.toml");
+    std::fs::write(&config, format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n")).unwrap();
+    let metered = TestDaemon::start_in(&temp.join("metered"), &["--config", config.to_str().unwrap()]);
+    let traced_port = free_port();
     let config = temp.join("traced.toml");
-    std::fs::write(&config, telemetry_config(metrics_port, receiver)).unwrap();
+    std::fs::write(&config, telemetry_config(traced_port, receiver)).unwrap();
     let traced = TestDaemon::start_in(&temp.join("traced"), &["--config", config.to_str().unwrap()]);
-    let (stop_scraping, scrapes) = scraper(metrics_port);
+    let scrapers = [scraper(metrics_port), scraper(traced_port)];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (off, on) = runtime.block_on(async {
-        let plain = plain.client().await.unwrap();
-        let traced = traced.client().await.unwrap();
-        // Warm both up.
-        get_info_round(&plain, calls / 5).await;
-        get_info_round(&traced, calls / 5).await;
-        let (mut off, mut on) = (Duration::ZERO, Duration::ZERO);
-        for _ in 0..ROUNDS {
-            off += get_info_round(&plain, calls).await;
-            on += get_info_round(&traced, calls).await;
+    let took = runtime.block_on(async {
+        let clients = [
+            plain.client().await.unwrap(),
+            metered.client().await.unwrap(),
+            traced.client().await.unwrap(),
+        ];
+        // Warm them up.
+        for client in &clients {
+            get_info_round(client, calls / 5).await;
         }
-        (off, on)
+        let mut took = [Duration::ZERO; 3];
+        for _ in 0..ROUNDS {
+            for (client, took) in clients.iter().zip(&mut took) {
+                *took += get_info_round(client, calls).await;
+            }
+        }
+        took
     });
-    stop_scraping.store(true, Ordering::Relaxed);
+    let mut scrapes = 0;
+    for (stop, scraped) in scrapers {
+        stop.store(true, Ordering::Relaxed);
+        scrapes += scraped.load(Ordering::Relaxed);
+    }
     let total = (calls * ROUNDS) as f64;
     // Dropping the daemons stops them (SIGTERM): the traced one flushes its last spans.
-    drop(plain);
-    drop(traced);
-    (
-        total / off.as_secs_f64(),
-        total / on.as_secs_f64(),
-        scrapes.load(Ordering::Relaxed),
-    )
+    drop((plain, metered, traced));
+    (took.map(|took| total / took.as_secs_f64()), scrapes)
 }
 
 /// A relay mehrd with a TCP server on `port`, and `extra` config.
@@ -248,7 +258,7 @@ fn main() {
     let temp = tempfile::tempdir().unwrap();
     let receiver = Receiver::start();
 
-    let (info_off, info_on, info_scrapes) = get_info(temp.path(), &receiver, calls);
+    let ([info_off, info_metrics, info_on], info_scrapes) = get_info(temp.path(), &receiver, calls);
     let relayed = (std::env::var("MEHR_BENCH_SKIP_RELAY").as_deref() != Ok("1"))
         .then(|| relay(temp.path(), &receiver));
     let received = receiver.stop();
@@ -261,7 +271,12 @@ fn main() {
     println!("| work | off | on | on / off | overhead |");
     println!("|---|---:|---:|---:|---:|");
     println!(
-        "| GetInfo calls/s, 1 caller, {ROUNDS} alternating rounds of {calls} | {info_off:.0} | {info_on:.0} | {:.3} | {:.1} % |",
+        "| GetInfo calls/s, 1 caller, {ROUNDS} alternating rounds of {calls}: metrics only | {info_off:.0} | {info_metrics:.0} | {:.3} | {:.1} % |",
+        info_metrics / info_off,
+        overhead(info_off, info_metrics)
+    );
+    println!(
+        "| GetInfo calls/s, same rounds: metrics and traces | {info_off:.0} | {info_on:.0} | {:.3} | {:.1} % |",
         info_on / info_off,
         overhead(info_off, info_on)
     );
