@@ -134,12 +134,22 @@ fn get_info(temp: &Path, receiver: &Receiver, calls: usize) -> ([f64; 3], u64) {
     let plain = TestDaemon::start_in(&temp.join("plain"), &[]);
     let metrics_port = free_port();
     let config = temp.join("metrics.toml");
-    std::fs::write(&config, format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n")).unwrap();
-    let metered = TestDaemon::start_in(&temp.join("metered"), &["--config", config.to_str().unwrap()]);
+    std::fs::write(
+        &config,
+        format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+    )
+    .unwrap();
+    let metered = TestDaemon::start_in(
+        &temp.join("metered"),
+        &["--config", config.to_str().unwrap()],
+    );
     let traced_port = free_port();
     let config = temp.join("traced.toml");
     std::fs::write(&config, telemetry_config(traced_port, receiver)).unwrap();
-    let traced = TestDaemon::start_in(&temp.join("traced"), &["--config", config.to_str().unwrap()]);
+    let traced = TestDaemon::start_in(
+        &temp.join("traced"),
+        &["--config", config.to_str().unwrap()],
+    );
     let scrapers = [scraper(metrics_port), scraper(traced_port)];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -108,9 +108,10 @@ where
 {
     let runtime = runtime().map_err(|e| Failure::from(e).into_pyerr(py))?;
     let traceparent = current_traceparent(py);
-    let mut call: BoxedCall<T> = Box::pin(async move {
-        mehr_sdk::trace::with_traceparent(traceparent.as_deref(), call).await
-    });
+    let mut call: BoxedCall<T> =
+        Box::pin(
+            async move { mehr_sdk::trace::with_traceparent(traceparent.as_deref(), call).await },
+        );
     loop {
         // The future is polled on this thread; the runtime's threads drive its I/O.
         let step = py.detach(|| {

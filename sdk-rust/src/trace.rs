@@ -18,7 +18,10 @@ tokio::task_local! {
 /// value, `00-<trace id>-<span id>-<flags>`). A value that is not one is ignored, and so is
 /// `None`: the calls then carry what the `opentelemetry` feature finds, or nothing.
 pub async fn with_traceparent<F: Future>(traceparent: Option<&str>, call: F) -> F::Output {
-    match traceparent.filter(|v| is_traceparent(v)).and_then(|v| v.parse().ok()) {
+    match traceparent
+        .filter(|v| is_traceparent(v))
+        .and_then(|v| v.parse().ok())
+    {
         Some(value) => TRACEPARENT.scope(value, call).await,
         None => call.await,
     }
@@ -93,7 +96,9 @@ mod tests {
             "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01",
         ] {
             assert!(
-                with_traceparent(Some(bad), async { current() }).await.is_none(),
+                with_traceparent(Some(bad), async { current() })
+                    .await
+                    .is_none(),
                 "{bad}"
             );
         }

@@ -222,4 +222,3 @@ pub fn measure(port: u16) -> Measured {
         steps,
     }
 }
-
