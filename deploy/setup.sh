@@ -4,8 +4,8 @@
 #   deploy/setup.sh build   system packages for the Rust build (libclang for RocksDB's bindgen, a C++ compiler)
 #   deploy/setup.sh test    the above, plus the Python venv the tests use (grpcio witness, rns, pytest)
 #                           cargo-deny (supply-chain checks), iproute2 and iptables (the fault
-#                           tests' namespaces, links and impairment) and buf (proto lint and breaking
-#                           checks, from npm)
+#                           tests' namespaces, links and impairment), buf (proto lint and breaking
+#                           checks, from npm) and Prometheus (Debian's, scraping the telemetry test)
 #   deploy/setup.sh ml      the venv of the Python SDK's embedding example (torch: several GB)
 #   deploy/setup.sh deploy  the deployment tests' tools (podman, runc, debootstrap, systemd-analyze)
 #                           and their venv (kubectl, Kubernetes schemas, grpcio)
@@ -81,6 +81,17 @@ ensure_fault_tools() {
   fi
 }
 
+# Prometheus: tests/python/test_telemetry.py runs the binary itself (its own config, storage dir
+# and port); the package's service is not used.
+ensure_prometheus() {
+  command -v prometheus >/dev/null && return
+  log "installing prometheus (Debian package)"
+  need_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # Where systemd runs, the package starts a server on :9090; the tests do not want it.
+  need_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+}
+
 # cargo-deny (the supply-chain check of tests/run.sh, configured by deny.toml), pinned, built once
 # into $MEHR_CACHE/tools (about 10 minutes on 2 cores the first time).
 CARGO_DENY_VERSION=0.20.2
@@ -132,7 +143,7 @@ case "${1:-build}" in
   build)
     ensure_system_packages; ensure_rust ;;
   test)
-    ensure_system_packages; ensure_rust; ensure_cargo_deny; ensure_fault_tools
+    ensure_system_packages; ensure_rust; ensure_cargo_deny; ensure_fault_tools; ensure_prometheus
     ensure_venv venv "$ROOT/tests/requirements.txt"
     ensure_buf ;;
   ml)

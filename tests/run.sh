@@ -39,7 +39,7 @@ else
   cargo test --release --workspace --no-fail-fast -- --include-ignored
 fi
 
-step "Python witness tests (grpcio against a real daemon)"
+step "Python witness tests (grpcio against a real daemon; telemetry against real Prometheus and an OTLP receiver)"
 export MEHRD_BIN="$CARGO_TARGET_DIR/release/mehrd"
 "$MEHR_CACHE/venv/bin/python" -m pytest -q tests/python
 

@@ -1,43 +1,283 @@
-//! Logging: `tracing` to stderr, as text or JSON lines, filtered by the configured level
-//! (a `tracing` filter such as `info` or `mehrd=debug,tower=warn`; `RUST_LOG` is not read so
-//! that the config layers stay the one source).
+//! Logging and tracing: `tracing` to stderr, as text or JSON lines, filtered by the configured
+//! level (a `tracing` filter such as `info` or `mehrd=debug,tower=warn`; `RUST_LOG` is not read
+//! so that the config layers stay the one source); and, when `[telemetry] otlp_endpoint` is
+//! set, the node's spans exported over OTLP/gRPC (docs/OPERATIONS.md, "Traces").
 //!
 //! Colour escapes are written only when stderr is a terminal and `NO_COLOR` is unset: a log
 //! file or the journal would otherwise keep them as noise.
+//!
+//! With no endpoint nothing of OpenTelemetry is installed: the spans that exist only for the
+//! trace (one per API call, one per piece of mesh work) are not even created
+//! ([`exporting`] gates them), so tracing costs nothing when it is off.
 
-use std::io::IsTerminal;
+use std::{
+    io::IsTerminal,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use opentelemetry::{
+    Context, KeyValue,
+    trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+    },
+};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::{Sampler, SdkTracerProvider},
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, Layer, filter::Targets, fmt, prelude::*};
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{LogConfig, LogFormat, TelemetryConfig};
 
-/// Installs the global subscriber. Fails when the filter does not parse.
-pub fn init(config: &LogConfig) -> Result<(), String> {
+/// Whether spans are exported (set once by [`init`]).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// How long an export to the collector may take before it is given up (the batch is dropped,
+/// the node goes on).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The installed telemetry; [`Telemetry::shutdown`] flushes the spans still queued.
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Sends the spans still queued and stops the exporter. Blocks (up to the export timeout):
+    /// call it off the async runtime's workers, after the API has drained.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.tracer_provider
+            && let Err(e) = provider.shutdown_with_timeout(EXPORT_TIMEOUT)
+        {
+            tracing::warn!(error = %e, "trace exporter did not shut down cleanly");
+        }
+    }
+}
+
+/// Installs the global subscriber: the log output, and the OTLP trace exporter when
+/// `telemetry.otlp_endpoint` is set. With an endpoint this must run inside a Tokio runtime
+/// (the gRPC exporter's channel is made on it). Fails when the filter does not parse or the
+/// exporter cannot be built.
+pub fn init(config: &LogConfig, telemetry: &TelemetryConfig) -> Result<Telemetry, String> {
     let filter = EnvFilter::try_new(&config.level)
         .map_err(|e| format!("invalid log level `{}`: {e}", config.level))?;
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match config.format {
-        LogFormat::Text => registry
-            .with(
-                fmt::layer()
-                    .with_ansi(wants_colour())
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
+    let logs = match config.format {
+        LogFormat::Text => fmt::layer()
+            .with_ansi(wants_colour())
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
-    result.map_err(|e| format!("cannot install the logger: {e}"))
+    let (traces, tracer_provider) = match telemetry.endpoint() {
+        Some(endpoint) => {
+            let provider = tracer_provider(endpoint)?;
+            // The trace has its own filter: the log level must not decide which spans an
+            // operator's collector sees, and only this crate's spans (API calls, mesh work)
+            // are part of the trace, not every library's.
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("mehrd"))
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(Targets::new().with_target("mehrd", tracing::Level::INFO));
+            opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+            EXPORTING.store(true, Ordering::Relaxed);
+            (Some(layer), Some(provider))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .map_err(|e| format!("cannot install the logger: {e}"))?;
+    Ok(Telemetry { tracer_provider })
+}
+
+/// The tracer provider: a batch exporter over OTLP/gRPC (on its own thread), every span
+/// sampled unless the caller's `traceparent` says it is not.
+fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
+    let exporter = SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build the OTLP exporter for {endpoint}: {e}"))?;
+    // `Resource::builder` also reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, so a
+    // deployment can add its own attributes (Kubernetes: the pod name).
+    let resource = Resource::builder()
+        .with_service_name("mehrd")
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+        .with_resource(resource)
+        .build())
+}
+
+/// Whether spans are exported. Code that makes a span only for the trace checks this first, so
+/// that a node without a collector does no work for it.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// `make()` when spans are exported, else a disabled span: spans that exist only for the trace
+/// cost nothing without a collector.
+pub fn trace_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if exporting() {
+        make()
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// Colour on a terminal, unless the user opted out (<https://no-color.org>).
 fn wants_colour() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Continues the caller's trace in `span` when `headers` carry a W3C `traceparent`; does
+/// nothing when no trace is exported (the global propagator is then a no-op).
+pub fn continue_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    });
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// Reads propagation fields (`traceparent`, `tracestate`) from HTTP/2 headers (gRPC metadata).
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
+}
+
+/// A trace position carried inside a mesh message (docs/PROTOCOL.md, "Trace context in
+/// jobs"): the W3C trace id, the sending span's id and the trace flags, 25 bytes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The W3C trace id.
+    pub trace_id: [u8; 16],
+    /// The id of the span that sent the message (the receiver's parent).
+    pub span_id: [u8; 8],
+    /// W3C trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// Bytes on the wire.
+    pub const LEN: usize = 16 + 8 + 1;
+
+    /// `trace_id ‖ span_id ‖ flags`.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut out = [0; Self::LEN];
+        out[..16].copy_from_slice(&self.trace_id);
+        out[16..24].copy_from_slice(&self.span_id);
+        out[24] = self.flags;
+        out
+    }
+
+    /// The inverse of [`Self::to_bytes`].
+    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Self {
+        let mut trace_id = [0; 16];
+        let mut span_id = [0; 8];
+        trace_id.copy_from_slice(&bytes[..16]);
+        span_id.copy_from_slice(&bytes[16..24]);
+        TraceContext {
+            trace_id,
+            span_id,
+            flags: bytes[24],
+        }
+    }
+
+    /// The position of `span` in its trace, when it is in a sampled one.
+    pub fn of(span: &tracing::Span) -> Option<Self> {
+        if !exporting() {
+            return None;
+        }
+        let context = span.context();
+        let span_context = context.span().span_context().clone();
+        (span_context.is_valid() && span_context.is_sampled()).then(|| TraceContext {
+            trace_id: span_context.trace_id().to_bytes(),
+            span_id: span_context.span_id().to_bytes(),
+            flags: span_context.trace_flags().to_u8(),
+        })
+    }
+
+    /// Makes `span` a child of this (remote) position. A peer cannot force this node to
+    /// record: the flags only continue a trace this node exports anyway.
+    pub fn adopt(&self, span: &tracing::Span) {
+        let remote = SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            TraceFlags::new(self.flags),
+            true,
+            TraceState::default(),
+        );
+        if remote.is_valid() {
+            let _ = span.set_parent(Context::new().with_remote_span_context(remote));
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Set while an API call whose caller sent a `traceparent` runs: the caller opted in to
+    /// have its trace carried on into the mesh.
+    static CALLER_TRACES: ();
+}
+
+/// Runs `call` as one whose caller opted in to carry its trace into the mesh.
+pub async fn with_caller_trace<F: Future>(call: F) -> F::Output {
+    CALLER_TRACES.scope((), call).await
+}
+
+/// The trace position to put into a mesh message sent from `span`: only when the API call
+/// that caused it came with a caller's `traceparent` (the opt-in) and the trace is sampled.
+pub fn for_mesh(span: &tracing::Span) -> Option<TraceContext> {
+    if !exporting() || CALLER_TRACES.try_with(|_| ()).is_err() {
+        return None;
+    }
+    TraceContext::of(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_context_round_trips_in_25_bytes() {
+        let context = TraceContext {
+            trace_id: [7; 16],
+            span_id: [9; 8],
+            flags: 1,
+        };
+        let bytes = context.to_bytes();
+        assert_eq!(bytes.len(), 25);
+        assert_eq!(TraceContext::from_bytes(&bytes), context);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_carried_into_the_mesh_without_an_exporter() {
+        let span = tracing::info_span!("call");
+        assert_eq!(with_caller_trace(async { for_mesh(&span) }).await, None);
+    }
 }

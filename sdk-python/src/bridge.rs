@@ -80,6 +80,26 @@ where
         .and_then(|value| value.to_python(py))
 }
 
+/// The W3C `traceparent` of the caller's active OpenTelemetry span, when `opentelemetry-api`
+/// is installed and a span is active: every call carries it, so the daemon's spans join the
+/// caller's trace. Without the package this costs one lookup per process.
+fn current_traceparent(py: Python<'_>) -> Option<String> {
+    static INJECT: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
+    let inject = INJECT.get_or_init(py, || {
+        py.import("opentelemetry.propagate")
+            .and_then(|module| module.getattr("inject"))
+            .ok()
+            .map(Bound::unbind)
+    });
+    let carrier = pyo3::types::PyDict::new(py);
+    inject.as_ref()?.call1(py, (&carrier,)).ok()?;
+    carrier
+        .get_item("traceparent")
+        .ok()??
+        .extract::<String>()
+        .ok()
+}
+
 /// Like [`wait`], returning the Rust value.
 pub(crate) fn wait_raw<T, F>(py: Python<'_>, call: F) -> PyResult<Result<T, Failure>>
 where
@@ -87,7 +107,11 @@ where
     F: Future<Output = Result<T, Failure>> + Send + 'static,
 {
     let runtime = runtime().map_err(|e| Failure::from(e).into_pyerr(py))?;
-    let mut call: BoxedCall<T> = Box::pin(call);
+    let traceparent = current_traceparent(py);
+    let mut call: BoxedCall<T> =
+        Box::pin(
+            async move { mehr_sdk::trace::with_traceparent(traceparent.as_deref(), call).await },
+        );
     loop {
         // The future is polled on this thread; the runtime's threads drive its I/O.
         let step = py.detach(|| {
@@ -112,8 +136,9 @@ where
     let event_loop = running_loop(py)?;
     let future = event_loop.call_method0("create_future")?;
     let (target_loop, target) = (event_loop.clone().unbind(), future.clone().unbind());
+    let traceparent = current_traceparent(py);
     let task = runtime.spawn(async move {
-        let outcome = call.await;
+        let outcome = mehr_sdk::trace::with_traceparent(traceparent.as_deref(), call).await;
         Python::attach(|py| settle_from_thread(py, &target_loop, &target, outcome));
     });
     let abort = task.abort_handle();

@@ -12,7 +12,8 @@ use tonic::{
 
 use crate::{ConnectOptions, Error, Target};
 
-/// Adds `authorization: Bearer <token>` to every call when a token is known.
+/// Adds `authorization: Bearer <token>` to every call when a token is known, and the caller's
+/// W3C `traceparent` when it is inside a trace ([`crate::trace`]).
 #[derive(Clone)]
 pub struct BearerToken(Option<AsciiMetadataValue>);
 
@@ -25,6 +26,9 @@ impl Interceptor for BearerToken {
             request
                 .metadata_mut()
                 .insert("authorization", value.clone());
+        }
+        if let Some(traceparent) = crate::trace::current() {
+            request.metadata_mut().insert("traceparent", traceparent);
         }
         Ok(request)
     }

@@ -35,6 +35,7 @@ mod ledger;
 pub mod market;
 pub mod serve;
 pub mod storage;
+pub mod trace;
 mod transport;
 
 pub use client::{AuthedChannel, BearerToken, Client, EventStream};

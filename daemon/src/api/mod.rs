@@ -6,6 +6,7 @@
 //! add TLS. All listeners share one concurrency budget, so load shedding is node-wide.
 
 mod auth;
+mod call_telemetry;
 pub mod compute;
 mod deadline;
 pub mod ledger;
@@ -47,9 +48,11 @@ use tower_http::{
 };
 
 use self::{
-    auth::BearerAuthLayer, deadline::DeadlineLayer, overload::OverloadAnswerLayer, tls::TlsMaterial,
+    auth::BearerAuthLayer, call_telemetry::CallTelemetryLayer, deadline::DeadlineLayer,
+    overload::OverloadAnswerLayer, tls::TlsMaterial,
 };
 pub use self::{
+    call_telemetry::ApiCallMetrics,
     compute::ComputeApi,
     market::MarketApi,
     node::{Endpoint, NodeApi, NodeFacts},
@@ -250,13 +253,15 @@ pub struct RunningApi {
     socket_path: Option<PathBuf>,
 }
 
-/// Starts serving `services` on `listeners` until `shutdown` is cancelled.
+/// Starts serving `services` on `listeners` until `shutdown` is cancelled; counts and times
+/// every call into `call_metrics` when given (the metrics endpoint is on).
 pub async fn serve(
     listeners: Listeners,
     services: Services,
     config: &ApiConfig,
     token: &str,
     tls: Option<TlsMaterial>,
+    call_metrics: Option<ApiCallMetrics>,
     shutdown: CancellationToken,
 ) -> Result<RunningApi, ApiError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -290,6 +295,7 @@ pub async fn serve(
         }
         let auth = listener.requires_token.then(|| BearerAuthLayer::new(token));
         let router = server
+            .layer(CallTelemetryLayer::new(call_metrics.clone()))
             .layer(trace_layer())
             .layer(OverloadAnswerLayer)
             .layer(tower::load_shed::LoadShedLayer::new())

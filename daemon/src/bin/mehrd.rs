@@ -81,17 +81,6 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = mehrd::telemetry::init(&config.log) {
-        eprintln!("mehrd: {e}");
-        return ExitCode::from(2);
-    }
-    if let Some(file) = &report.file {
-        tracing::info!(file = %file.display(), "config file loaded");
-    }
-    for var in &report.ignored_env {
-        tracing::warn!(var, "ignoring environment variable: it matches no setting");
-    }
-
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -102,14 +91,37 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    // The OTLP exporter's gRPC channel is made on the runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match mehrd::telemetry::init(&config.log, &config.telemetry) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("mehrd: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    if let Some(file) = &report.file {
+        tracing::info!(file = %file.display(), "config file loaded");
+    }
+    for var in &report.ignored_env {
+        tracing::warn!(var, "ignoring environment variable: it matches no setting");
+    }
+    if let Some(endpoint) = config.telemetry.endpoint() {
+        tracing::info!(endpoint, "exporting traces over OTLP");
+    }
+    let code = match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("mehrd: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // After the API drained: the spans of the last calls are sent before the process ends.
+    telemetry.shutdown();
+    code
 }
 
 /// `mehrd devnet`.

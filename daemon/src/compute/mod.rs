@@ -224,6 +224,26 @@ struct Shared {
     deployments: tokio::sync::Mutex<()>,
     next_session: AtomicU64,
     shutdown: CancellationToken,
+    /// Calls started and refused, WASM then served: `[wasm started, wasm refused, served
+    /// started, served refused]` (read by the metrics endpoint).
+    calls: [AtomicU64; 4],
+}
+
+/// What the compute part is doing, for the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ComputeLoad {
+    /// WASM calls resolved and started.
+    pub wasm_started: u64,
+    /// WASM calls refused (unknown function or export, input too large).
+    pub wasm_refused: u64,
+    /// Calls of served functions started.
+    pub served_started: u64,
+    /// Calls of served functions refused.
+    pub served_refused: u64,
+    /// WASM calls running now.
+    pub wasm_running: usize,
+    /// WASM calls waiting for a slot now.
+    pub wasm_queued: usize,
 }
 
 #[derive(Default)]
@@ -311,6 +331,7 @@ impl Compute {
                 registry: Mutex::new(registry),
                 deployments: tokio::sync::Mutex::new(()),
                 next_session: AtomicU64::new(1),
+                calls: Default::default(),
                 shutdown,
             }),
         })
@@ -567,6 +588,30 @@ impl Compute {
     /// Resolves and checks a call; the returned [`Invocation`] runs it as its output is
     /// pulled. Waiting for a free slot happens then, within the call's deadline.
     pub fn start_invocation(&self, request: InvokeRequest) -> Result<Invocation, InvokeFailure> {
+        let served = matches!(
+            FunctionRef::parse(&request.function_id),
+            FunctionRef::Served(_)
+        );
+        let started = self.resolve_invocation(request);
+        let counter = usize::from(served) * 2 + usize::from(started.is_err());
+        self.shared.calls[counter].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        started
+    }
+
+    /// What the part is doing now and has done (see [`ComputeLoad`]).
+    pub fn load(&self) -> ComputeLoad {
+        let calls = |i: usize| self.shared.calls[i].load(std::sync::atomic::Ordering::Relaxed);
+        ComputeLoad {
+            wasm_started: calls(0),
+            wasm_refused: calls(1),
+            served_started: calls(2),
+            served_refused: calls(3),
+            wasm_running: self.shared.wasm_gate.in_flight(),
+            wasm_queued: self.shared.wasm_gate.queued(),
+        }
+    }
+
+    fn resolve_invocation(&self, request: InvokeRequest) -> Result<Invocation, InvokeFailure> {
         let InvokeRequest {
             function_id,
             input,

@@ -52,6 +52,52 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// The capability marketplace: what this node offers, gossip, agreements, verification.
     pub market: MarketConfig,
+    /// The Prometheus `/metrics` endpoint (off unless `listen` is set).
+    pub metrics: MetricsConfig,
+    /// OpenTelemetry trace export (off unless `otlp_endpoint` is set).
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[metrics]`: an HTTP listener serving the node's counters in Prometheus text format at
+/// `/metrics`. Off by default; it carries no secrets but tells how busy the node is, so bind it
+/// to loopback or a monitoring network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` to serve `/metrics` on, e.g. `127.0.0.1:9464`; empty (the default) turns
+    /// the endpoint off.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The address to serve on, or `None` when the endpoint is off.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.listen.trim().parse().map(Some).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "metrics.listen `{}` is not a host:port address: {e}",
+                self.listen
+            ))
+        })
+    }
+}
+
+/// `[telemetry]`: OpenTelemetry traces, exported over OTLP/gRPC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`; empty (the default) exports
+    /// nothing and installs no OpenTelemetry layer at all.
+    pub otlp_endpoint: String,
+}
+
+impl TelemetryConfig {
+    /// The collector's endpoint, or `None` when tracing export is off.
+    pub fn endpoint(&self) -> Option<&str> {
+        Some(self.otlp_endpoint.trim()).filter(|e| !e.is_empty())
+    }
 }
 
 /// The economics part (`[ledger]`): payment channels, the relay lottery and the CRDT ledger.
@@ -617,6 +663,12 @@ impl Config {
                 exclusion_secs: 86_400,
                 relay_charge_bytes: 1_000_000,
             },
+            metrics: MetricsConfig {
+                listen: String::new(),
+            },
+            telemetry: TelemetryConfig {
+                otlp_endpoint: String::new(),
+            },
         }
     }
 
@@ -713,6 +765,14 @@ impl Config {
                 "api.request_timeout_secs and api.max_concurrent_requests must be above zero"
                     .into(),
             ));
+        }
+        self.metrics.listen_addr()?;
+        if let Some(endpoint) = self.telemetry.endpoint()
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "telemetry.otlp_endpoint `{endpoint}` must be an http:// or https:// URL"
+            )));
         }
         self.compute.validate()?;
         self.storage.validate()?;

@@ -1,12 +1,15 @@
 //! Remote jobs as a provider runs them (here, or resold to an upstream provider) and as a
 //! consumer sends them.
 
+use tracing::Instrument;
+
 use super::{
     AgreementState, CancelReason, Capability, ComputeTarget, CostStructure, DiscoverRequest,
     Duration, ForgetJob, FunctionCall, FunctionId, JobPartial, JobResult, Market, MarketError,
     NodeId, Outbound, PartialSink, ProofMethod, RejectReason, SEND_TIMEOUT, SignedJob,
     function_filter, kinds, now_ms, run_to_end, run_with_parts, state, tiers,
 };
+use crate::telemetry;
 
 impl Market {
     /// Runs one job under the active consumer agreement `hash` and checks the provider's
@@ -21,9 +24,40 @@ impl Market {
         partials: Option<PartialSink>,
     ) -> Result<tiers::JobOutput, MarketError> {
         let deadline_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
-        let pending = self
-            .state()
-            .start_job(hash, function, input, deadline_ms, partials)?;
+        // Job out to result back, as one CLIENT span; its position rides in the job when the
+        // caller opted in, so the provider's spans join the caller's trace.
+        let span = telemetry::trace_span(|| {
+            tracing::info_span!(
+                "mesh.request",
+                otel.kind = "client",
+                mehr.function = function,
+                mehr.node_id = %self.shared.me,
+                mehr.provider = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        });
+        let trace = telemetry::for_mesh(&span);
+        let pending =
+            self.state()
+                .start_job(hash, function, input, deadline_ms, partials, trace)?;
+        let provider = pending.provider.node_id();
+        span.record("mehr.provider", tracing::field::display(&provider));
+        let result = self
+            .await_job(pending, deadline)
+            .instrument(span.clone())
+            .await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    /// Sends a started job and waits for its checked result.
+    async fn await_job(
+        &self,
+        pending: state::PendingJob,
+        deadline: Duration,
+    ) -> Result<tiers::JobOutput, MarketError> {
         let provider = pending.provider.node_id();
         let job_hash = pending.job_hash;
         // However this ends (a timeout, or the caller dropping the call), stop waiting.
@@ -86,8 +120,33 @@ impl Market {
                 return;
             }
         };
+        // The provider's side of a job: a SERVER span continuing the consumer's trace when the
+        // job carries one, and the function's run inside it.
+        let span = telemetry::trace_span(|| {
+            tracing::info_span!(
+                "mesh.serve",
+                otel.kind = "server",
+                mehr.function = %plan.function,
+                mehr.node_id = %self.shared.me,
+                mehr.consumer = %job.job().consumer,
+            )
+        });
+        if let Some(trace) = &job.job().trace {
+            trace.adopt(&span);
+        }
+        let outcome = self.serve_job(&plan, streamed).instrument(span).await;
+        let out = self.state().finish_job(&plan, outcome, now_ms());
+        self.send(out);
+    }
+
+    /// Runs an accepted job: here, or bought from the upstream provider it is resold from.
+    async fn serve_job(
+        &self,
+        plan: &state::JobPlan,
+        streamed: bool,
+    ) -> Result<(Vec<u8>, u64), String> {
         let deadline = Duration::from_millis(u64::from(plan.deadline_ms.max(1)));
-        let outcome = match plan.upstream {
+        match plan.upstream {
             Some(upstream) => {
                 let done = self
                     .run_job(upstream, &plan.function, plan.input.clone(), deadline, None)
@@ -113,15 +172,22 @@ impl Market {
                     input: plan.input.clone().into(),
                     deadline: Some(deadline),
                 };
+                let span = telemetry::trace_span(|| {
+                    tracing::info_span!(
+                        "function.run",
+                        otel.kind = "internal",
+                        mehr.function = %plan.function,
+                    )
+                });
                 if streamed {
-                    self.run_streamed(&plan, call).await
+                    self.run_streamed(plan, call).instrument(span).await
                 } else {
-                    run_to_end(self.shared.functions.as_ref(), call).await
+                    run_to_end(self.shared.functions.as_ref(), call)
+                        .instrument(span)
+                        .await
                 }
             }
-        };
-        let out = self.state().finish_job(&plan, outcome, now_ms());
-        self.send(out);
+        }
     }
 
     /// Runs a streamed job here, sending each part of the output to the consumer as it is

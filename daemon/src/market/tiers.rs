@@ -32,6 +32,7 @@ use mehr_market::{
     },
 };
 use rand::{SeedableRng, rngs::StdRng};
+use tracing::Instrument;
 
 use super::{
     DiscoverRequest, Market, MarketError, PartialSink, now_ms,
@@ -234,6 +235,14 @@ impl Market {
     ) -> Result<Vec<(NodeId, CostStructure)>, MarketError> {
         let function = FunctionId::of(&call.function);
         let excluded = self.state().excluded.len();
+        let span = crate::telemetry::trace_span(|| {
+            tracing::info_span!(
+                "market.discover",
+                otel.kind = "internal",
+                mehr.function = %call.function,
+                mehr.found = tracing::field::Empty,
+            )
+        });
         let found = self
             .discover(DiscoverRequest {
                 filter: function_filter(function, call.max_price_umhr),
@@ -241,7 +250,9 @@ impl Market {
                 max_ring: mehr_market::params::MAX_RING,
                 timeout: DISCOVERY_BUDGET,
             })
+            .instrument(span.clone())
             .await?;
+        span.record("mehr.found", found.offers.len());
         let state = self.state();
         let now = now_ms();
         let mut candidates: Vec<_> = found
@@ -456,8 +467,17 @@ impl Market {
         cost: CostStructure,
         partials: Option<PartialSink>,
     ) -> Answer {
+        let span = crate::telemetry::trace_span(|| {
+            tracing::info_span!(
+                "market.agree",
+                otel.kind = "internal",
+                mehr.function = %call.function,
+                mehr.provider = %node,
+            )
+        });
         let agreement = self
             .agreement_with(node, cost, &call.function, call.deadline)
+            .instrument(span)
             .await;
         let (request_hash, agreement_id, result) = match agreement {
             Ok((hash, id)) => {

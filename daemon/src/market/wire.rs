@@ -20,7 +20,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey};
 use mehr_market::{NodeId, PeerKey, agreement::AgreementId, message::MarketMessage};
 use mehr_wire::{ErrorKind, Reader, Writer, utf8_prefix};
 
-use crate::transport::control_kinds::MARKET_FIRST;
+use crate::{telemetry::TraceContext, transport::control_kinds::MARKET_FIRST};
 
 /// Control message kinds of the market.
 pub mod kinds {
@@ -262,14 +262,24 @@ pub struct Job {
     pub function: String,
     /// The input.
     pub input: Vec<u8>,
+    /// The consumer's trace position, when its caller opted in to carry its trace into the
+    /// mesh (docs/PROTOCOL.md, "Trace context in jobs"); the provider's spans continue it.
+    pub trace: Option<TraceContext>,
 }
+
+/// Tag of the optional trace field of a job.
+const JOB_TRACE_TAG: u8 = 1;
 
 /// A [`Job`] signed by its consumer: `body ‖ sig[64]` over `Blake3(JOB_TAG ‖ body)`.
 ///
 /// ```text
 /// agreement_id [32] ‖ consumer [16] ‖ nonce u64 ‖ deadline_ms u32 ‖ function str16 (1–256)
-/// ‖ input u32 length + bytes (≤ 16 MiB) ‖ sig [64]
+/// ‖ input u32 length + bytes (≤ 16 MiB)
+/// ‖ [0x01 ‖ trace_id [16] ‖ span_id [8] ‖ trace_flags u8]   only when the caller opted in
+/// ‖ sig [64]
 /// ```
+///
+/// A job without a trace is byte for byte the job of before the field existed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedJob {
     job: Job,
@@ -296,6 +306,10 @@ impl SignedJob {
         w.u32(job.deadline_ms);
         w.str16(&job.function);
         w.bytes32(&job.input);
+        if let Some(trace) = &job.trace {
+            w.u8(JOB_TRACE_TAG);
+            w.raw(&trace.to_bytes());
+        }
         let mut body = w.into_bytes();
         let signature = key.sign(&job_digest(&body));
         body.extend_from_slice(&signature.to_bytes());
@@ -323,6 +337,20 @@ impl SignedJob {
             });
         }
         let input = r.bytes32("input", MAX_PAYLOAD_LEN)?.to_vec();
+        // The optional trace field is there when exactly its bytes stand before the signature
+        // (any other length is left to fail as trailing bytes, as before the field existed).
+        let trace = if r.remaining() == 1 + TraceContext::LEN + 64 {
+            if r.u8()? != JOB_TRACE_TAG {
+                return Err(WireError::Invalid {
+                    what: WHAT,
+                    field: "trace",
+                    reason: "unknown tag".into(),
+                });
+            }
+            Some(TraceContext::from_bytes(&r.array()?))
+        } else {
+            None
+        };
         let signature = Signature::from_bytes(&r.array()?);
         r.finish()?;
         Ok(SignedJob {
@@ -333,6 +361,7 @@ impl SignedJob {
                 deadline_ms,
                 function,
                 input,
+                trace,
             },
             bytes: bytes.to_vec(),
             signature,
@@ -532,7 +561,45 @@ mod tests {
             deadline_ms: 5_000,
             function: "embed".into(),
             input: b"hello".to_vec(),
+            trace: None,
         }
+    }
+
+    #[test]
+    fn a_job_carries_a_trace_only_when_given_one_and_signs_it() {
+        let (signing, node) = key(1);
+        let plain = SignedJob::sign(job(node.node_id()), &signing);
+        let traced = SignedJob::sign(
+            Job {
+                trace: Some(TraceContext {
+                    trace_id: [3; 16],
+                    span_id: [4; 8],
+                    flags: 1,
+                }),
+                ..job(node.node_id())
+            },
+            &signing,
+        );
+        // The untraced layout is unchanged; the trace adds its tag and 25 bytes.
+        assert_eq!(traced.as_bytes().len(), plain.as_bytes().len() + 26);
+        let decoded = SignedJob::decode(traced.as_bytes()).unwrap();
+        assert_eq!(decoded, traced);
+        assert_eq!(decoded.job().trace, traced.job().trace);
+        decoded.verify(&node.peer_key()).unwrap();
+        // The trace is signed: changing it breaks the signature.
+        let mut bytes = traced.as_bytes().to_vec();
+        let at = plain.as_bytes().len() - 64 + 5;
+        bytes[at] ^= 1;
+        assert!(
+            SignedJob::decode(&bytes)
+                .unwrap()
+                .verify(&node.peer_key())
+                .is_err()
+        );
+        // An unknown tag is refused.
+        let mut bytes = traced.as_bytes().to_vec();
+        bytes[plain.as_bytes().len() - 64] = 9;
+        assert!(SignedJob::decode(&bytes).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! object store as `StorageRoom`, the ledger as `Payments`; storage gets the ledger as a
 //! `PeerPayer`) and keeps the glue that belongs to no part (`relay_price`).
 
+mod metrics;
 mod relay_price;
 
 use std::{sync::Arc, time::Duration};
@@ -14,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{
-        self, ApiError, ComputeApi, Listeners, MarketApi, NodeApi, NodeFacts, RunningApi, Services,
-        StorageApi,
+        self, ApiCallMetrics, ApiError, ComputeApi, Listeners, MarketApi, NodeApi, NodeFacts,
+        RunningApi, Services, StorageApi,
     },
     compute::{self, Compute},
     config::Config,
@@ -67,11 +68,20 @@ pub enum NodeError {
     /// The marketplace could not start.
     #[error("marketplace: {0}")]
     Market(#[from] crate::market::MarketError),
+    /// The metrics endpoint could not be bound.
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics {
+        /// `metrics.listen`.
+        address: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// A running node.
 pub struct Node {
     facts: Arc<NodeFacts>,
+    metrics_address: Option<std::net::SocketAddr>,
     events: Arc<EventBus>,
     store: Store,
     api: RunningApi,
@@ -204,6 +214,24 @@ impl Node {
             ));
         }
 
+        // The metrics endpoint reads every part at scrape time; the API's call histogram is
+        // the one instrument recorded as calls happen, and only when the endpoint is on.
+        // (Config::load validated the address.)
+        let metrics_listen = config.metrics.listen_addr().ok().flatten();
+        let call_metrics = metrics_listen.map(|_| ApiCallMetrics::default());
+        let metrics_sources = match (&call_metrics, metrics_listen) {
+            (Some(api_calls), Some(_)) => Some(metrics::MetricsSources {
+                transport: transport.clone(),
+                ledger: ledger.clone(),
+                market: market.clone(),
+                objects: objects.clone(),
+                remote: remote.clone(),
+                compute: compute.clone(),
+                api_calls: api_calls.clone(),
+            }),
+            _ => None,
+        };
+
         let services = Services {
             node: NodeApi::new(facts.clone(), events.clone()),
             transport: crate::api::transport::TransportApi::new(transport.clone()),
@@ -232,14 +260,26 @@ impl Node {
             &config.api,
             &token,
             tls,
+            call_metrics,
             shutdown.clone(),
         )
         .await?;
+        let metrics_address = match (metrics_listen, metrics_sources) {
+            (Some(address), Some(sources)) => {
+                let bound = metrics::serve(address, sources, shutdown.child_token())
+                    .await
+                    .map_err(|source| NodeError::Metrics { address, source })?;
+                tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
+                Some(bound)
+            }
+            _ => None,
+        };
         let endpoints: Vec<&str> = facts.endpoints.iter().map(|e| e.address.as_str()).collect();
         tracing::info!(node = %hex::encode(facts.identity_hash), ?endpoints, "node started");
 
         Ok(Node {
             facts,
+            metrics_address,
             events,
             store,
             api,
@@ -249,6 +289,11 @@ impl Node {
             grace: Duration::from_secs(config.api.shutdown_grace_secs),
             _data_dir: data_dir,
         })
+    }
+
+    /// Where `/metrics` is served, when `[metrics] listen` is set.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_address
     }
 
     /// What the node reports about itself.

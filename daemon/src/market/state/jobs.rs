@@ -20,6 +20,7 @@ impl State {
         input: Vec<u8>,
         deadline_ms: u32,
         partials: Option<PartialSink>,
+        trace: Option<crate::telemetry::TraceContext>,
     ) -> Result<PendingJob, MarketError> {
         let entry = self
             .agreements
@@ -49,6 +50,7 @@ impl State {
                 deadline_ms,
                 function: function.to_string(),
                 input,
+                trace,
             },
             &self.signing,
         );

@@ -11,6 +11,7 @@ use mehr_storage::{
 };
 use mehr_transport::hashes::IdentityHash;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{
     RemoteError, RemoteStorage, blocking,
@@ -41,6 +42,21 @@ pub struct ReplicateOptions {
     pub duration_secs: Option<u64>,
     /// The price agreed with the providers, μMHR per byte per day.
     pub price_per_byte_day_umhr: u64,
+}
+
+/// Shards by health and challenges by result, for the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardHealthCounts {
+    /// Shards whose last challenge passed (or that were not challenged yet).
+    pub healthy: u64,
+    /// Shards that failed their last challenges, fewer than three in a row.
+    pub suspect: u64,
+    /// Shards lost (three failures in a row), to be repaired.
+    pub lost: u64,
+    /// Challenges that passed since the node started.
+    pub challenges_passed: u64,
+    /// Challenges that failed since the node started.
+    pub challenges_failed: u64,
 }
 
 /// A shard's health as its challenges say.
@@ -211,6 +227,40 @@ impl RemoteStorage {
         Ok(self.load(id)?.is_some())
     }
 
+    /// Shards of this node's placed objects by health, and the challenges counted so far (for
+    /// the metrics endpoint; reads every placement record).
+    pub fn shard_health(&self) -> ShardHealthCounts {
+        let mut counts = ShardHealthCounts {
+            challenges_passed: self
+                .shared
+                .challenges_passed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            challenges_failed: self
+                .shared
+                .challenges_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            ..ShardHealthCounts::default()
+        };
+        let health = lock(&self.shared.health);
+        for (id, record) in self
+            .shared
+            .store
+            .scan_prefix(REMOTE_OBJECTS, &[])
+            .filter_map(Result::ok)
+        {
+            let id = ObjectId::from_bytes(id);
+            for index in 0..record.placements.len() {
+                let index = u8::try_from(index).unwrap_or(u8::MAX);
+                match ShardHealth::from(health.health(&(id, index))) {
+                    ShardHealth::Healthy => counts.healthy += 1,
+                    ShardHealth::Suspect => counts.suspect += 1,
+                    ShardHealth::Lost => counts.lost += 1,
+                }
+            }
+        }
+        counts
+    }
+
     /// Where object `id` is placed and how its shards are doing.
     pub fn placement(&self, id: &ObjectId) -> Result<PlacementView, RemoteError> {
         let record = self.load(id)?.ok_or(RemoteError::NotPlaced(*id))?;
@@ -268,6 +318,29 @@ impl RemoteStorage {
     /// the placement is recorded only once every shard is committed. A provider that refuses
     /// its shard is replaced by a spare when one is left.
     pub async fn replicate(
+        &self,
+        id: ObjectId,
+        options: ReplicateOptions,
+    ) -> Result<PlacementView, RemoteError> {
+        let span = crate::telemetry::trace_span(|| {
+            tracing::info_span!(
+                "storage.replicate",
+                otel.kind = "internal",
+                mehr.object = %id,
+                otel.status_code = tracing::field::Empty,
+            )
+        });
+        let placed = self
+            .replicate_shards(id, options)
+            .instrument(span.clone())
+            .await;
+        if placed.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        placed
+    }
+
+    async fn replicate_shards(
         &self,
         id: ObjectId,
         options: ReplicateOptions,
@@ -673,6 +746,29 @@ impl RemoteStorage {
         id: ObjectId,
         wait: Option<Duration>,
     ) -> Result<Vec<ChallengeResult>, RemoteError> {
+        let span = crate::telemetry::trace_span(|| {
+            tracing::info_span!(
+                "storage.challenge",
+                otel.kind = "internal",
+                mehr.object = %id,
+                mehr.failed = tracing::field::Empty,
+            )
+        });
+        let results = self
+            .challenge_shards(id, wait)
+            .instrument(span.clone())
+            .await;
+        if let Ok(results) = &results {
+            span.record("mehr.failed", results.iter().filter(|r| !r.passed).count());
+        }
+        results
+    }
+
+    async fn challenge_shards(
+        &self,
+        id: ObjectId,
+        wait: Option<Duration>,
+    ) -> Result<Vec<ChallengeResult>, RemoteError> {
         let record = self.load(&id)?.ok_or(RemoteError::NotPlaced(id))?;
         let manifest = decode_manifest(id, &record)?;
         let full_wait = self.shared.settings.request_timeout;
@@ -725,6 +821,12 @@ impl RemoteStorage {
                     continue;
                 }
                 placement.last_challenge_unix_ms = now;
+                if passed {
+                    &self.shared.challenges_passed
+                } else {
+                    &self.shared.challenges_failed
+                }
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let state = health.record(
                     (id, info.index),
                     if passed {

@@ -29,7 +29,9 @@ use std::{
     time::Duration,
 };
 
-pub use consumer::{ChallengeResult, PlacementView, ReplicateOptions, ShardHealth, ShardView};
+pub use consumer::{
+    ChallengeResult, PlacementView, ReplicateOptions, ShardHealth, ShardHealthCounts, ShardView,
+};
 pub use error::RemoteError;
 use mehr_storage::{ErasureParams, FailureTracker, ObjectId};
 use mehr_transport::{
@@ -145,6 +147,9 @@ struct Shared {
     keys: Mutex<HashMap<IdentityHash, Identity>>,
     /// Consecutive challenge failures per (object, shard index), seeded from the records.
     health: Mutex<FailureTracker<(ObjectId, u8)>>,
+    /// Shard challenges that passed and failed (counted where the tracker records them).
+    challenges_passed: AtomicU64,
+    challenges_failed: AtomicU64,
     /// Serialises read-modify-write of consumer records (challenges, repairs, deletes).
     records: tokio::sync::Mutex<()>,
     /// Shards being repaired now (a repair outlasting a challenge round is not started twice).
@@ -187,6 +192,8 @@ impl RemoteStorage {
                 next_request: AtomicU64::new(rand::rngs::OsRng.next_u64() >> 1),
                 keys: Mutex::new(HashMap::new()),
                 health: Mutex::new(FailureTracker::new()),
+                challenges_passed: AtomicU64::new(0),
+                challenges_failed: AtomicU64::new(0),
                 records: tokio::sync::Mutex::new(()),
                 repairing: Mutex::new(std::collections::HashSet::new()),
                 paying: Mutex::new(std::collections::HashSet::new()),
