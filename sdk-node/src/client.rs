@@ -109,7 +109,9 @@ pub async fn connect(options: Option<ConnectOptionsJs>) -> Result<NativeClient> 
         if o.tls_domain.is_some() {
             connect.tls_domain = o.tls_domain;
         }
-        connect.connect_timeout = o.connect_timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+        connect.connect_timeout = o
+            .connect_timeout_ms
+            .map(|ms| Duration::from_millis(ms.into()));
     }
     let client = sdk(Client::connect_with(connect).await)?;
     Ok(NativeClient { client })
@@ -142,19 +144,28 @@ impl NativeClient {
     /// Every interface with its counters.
     #[napi]
     pub async fn interfaces(&self) -> Result<Vec<Interface>> {
-        Ok(sdk(self.client.interfaces().await)?.into_iter().map(Interface::from).collect())
+        Ok(sdk(self.client.interfaces().await)?
+            .into_iter()
+            .map(Interface::from)
+            .collect())
     }
 
     /// The path table; `mehrOnly` keeps paths to Mehr nodes.
     #[napi]
     pub async fn paths(&self, mehr_only: bool) -> Result<Vec<PathEntry>> {
-        Ok(sdk(self.client.paths(mehr_only).await)?.into_iter().map(PathEntry::from).collect())
+        Ok(sdk(self.client.paths(mehr_only).await)?
+            .into_iter()
+            .map(PathEntry::from)
+            .collect())
     }
 
     /// Mehr nodes one hop away.
     #[napi]
     pub async fn neighbours(&self) -> Result<Vec<Neighbour>> {
-        Ok(sdk(self.client.neighbours().await)?.into_iter().map(Neighbour::from).collect())
+        Ok(sdk(self.client.neighbours().await)?
+            .into_iter()
+            .map(Neighbour::from)
+            .collect())
     }
 
     /// Announces the node now; returns how many destinations were announced.
@@ -214,7 +225,10 @@ impl NativeClient {
     /// The node's payment channels.
     #[napi]
     pub async fn channels(&self) -> Result<Vec<PaymentChannel>> {
-        Ok(sdk(self.client.channels().await)?.into_iter().map(PaymentChannel::from).collect())
+        Ok(sdk(self.client.channels().await)?
+            .into_iter()
+            .map(PaymentChannel::from)
+            .collect())
     }
 
     /// Opens a channel with `peer` (node id, hex).
@@ -238,16 +252,28 @@ impl NativeClient {
 
     /// Pays `amountUmhr` to `peer` (node id, hex) through the open channel with it.
     #[napi]
-    pub async fn pay(&self, peer: String, amount_umhr: f64, timeout_ms: Option<u32>) -> Result<PaymentChannel> {
+    pub async fn pay(
+        &self,
+        peer: String,
+        amount_umhr: f64,
+        timeout_ms: Option<u32>,
+    ) -> Result<PaymentChannel> {
         let peer = hex_bytes(&peer, "peer")?;
         let amount = whole(amount_umhr, "amountUmhr")?;
-        let channel = self.client.pay(&peer, amount, millis(timeout_ms, 10_000)).await;
+        let channel = self
+            .client
+            .pay(&peer, amount, millis(timeout_ms, 10_000))
+            .await;
         Ok(PaymentChannel::from(sdk(channel)?))
     }
 
     /// Finds providers of a function or a capability kind.
     #[napi]
-    pub async fn discover(&self, query: DiscoverQuery, cancel: Option<&CancelToken>) -> Result<Discovery> {
+    pub async fn discover(
+        &self,
+        query: DiscoverQuery,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Discovery> {
         let mut what = match (&query.function, &query.kind) {
             (Some(function), _) => Discover::function(function.clone()),
             (None, Some(kind)) => {
@@ -293,12 +319,18 @@ impl NativeClient {
     /// Every agreement of this node.
     #[napi]
     pub async fn agreements(&self) -> Result<Vec<Agreement>> {
-        Ok(sdk(self.client.agreements().await)?.into_iter().map(Agreement::from).collect())
+        Ok(sdk(self.client.agreements().await)?
+            .into_iter()
+            .map(Agreement::from)
+            .collect())
     }
 
     /// Follows agreement changes.
     #[napi]
     pub async fn watch_agreements(&self) -> Result<AgreementStream> {
-        Ok(AgreementStream::new(sdk(self.client.watch_agreements().await)?))
+        Ok(AgreementStream::new(sdk(self
+            .client
+            .watch_agreements()
+            .await)?))
     }
 }

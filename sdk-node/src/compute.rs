@@ -58,7 +58,8 @@ pub struct ServeCall {
 /// The weak thread-safe function the SDK calls per invocation: weak, so a server never keeps
 /// Node alive by itself (the pending `wait()` Promise does); not callee-handled, so a rejected
 /// Promise comes back here as that call's error.
-type HandlerFunction = ThreadsafeFunction<ServeCall, Promise<Buffer>, ServeCall, Status, false, true>;
+type HandlerFunction =
+    ThreadsafeFunction<ServeCall, Promise<Buffer>, ServeCall, Status, false, true>;
 
 /// A JavaScript handler, ready to serve from any thread.
 #[napi]
@@ -106,7 +107,11 @@ impl Server {
     #[napi]
     pub async fn emit(&self, invocation_id: f64, chunk: Buffer) -> Result<bool> {
         let id = whole(invocation_id, "invocationId")?;
-        let sink = self.sinks.lock().ok().and_then(|sinks| sinks.get(&id).cloned());
+        let sink = self
+            .sinks
+            .lock()
+            .ok()
+            .and_then(|sinks| sinks.get(&id).cloned());
         let Some(sink) = sink else { return Ok(false) };
         Ok(sink.send(Bytes::from(chunk.to_vec())).await.is_ok())
     }
@@ -223,7 +228,11 @@ crate::streams::pull_stream!(
 impl NativeClient {
     /// Registers `functions` and serves them with `handler` until stopped.
     #[napi]
-    pub async fn serve(&self, functions: Vec<FunctionSpecJs>, handler: &JsHandler) -> Result<Server> {
+    pub async fn serve(
+        &self,
+        functions: Vec<FunctionSpecJs>,
+        handler: &JsHandler,
+    ) -> Result<Server> {
         let specs = functions
             .into_iter()
             .map(|f| {
@@ -306,9 +315,10 @@ impl NativeClient {
     ) -> Result<OutputStream> {
         let options = invoke_options(options)?;
         let input = Bytes::from(input.to_vec());
-        Ok(OutputStream::new(sdk(
-            self.client.invoke_stream(&function_id, input, options).await,
-        )?))
+        Ok(OutputStream::new(sdk(self
+            .client
+            .invoke_stream(&function_id, input, options)
+            .await)?))
     }
 
     /// Every function the node offers.

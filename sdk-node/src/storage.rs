@@ -5,8 +5,8 @@
 use std::{io, sync::Arc};
 
 use mehr_sdk::storage::{
-    ByteRange, ChallengeResult, ListOptions, ListOrder, ListScope, ObjectId, ObjectInfo,
-    Placement, PutOptions, ReplicateOptions,
+    ByteRange, ChallengeResult, ListOptions, ListOrder, ListScope, ObjectId, ObjectInfo, Placement,
+    PutOptions, ReplicateOptions,
 };
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
@@ -153,8 +153,12 @@ impl From<ChallengeResult> for Challenge {
 
 fn object_id(id: &str) -> Result<ObjectId> {
     let raw = hex_bytes(id, "object id")?;
-    let raw = <[u8; 32]>::try_from(raw.as_slice())
-        .map_err(|_| invalid(format!("an object id has 32 bytes, `{id}` has {}", raw.len())))?;
+    let raw = <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| {
+        invalid(format!(
+            "an object id has 32 bytes, `{id}` has {}",
+            raw.len()
+        ))
+    })?;
     Ok(ObjectId::from_bytes(raw))
 }
 
@@ -225,7 +229,11 @@ impl PutWriter {
 impl NativeClient {
     /// Starts a put; feed it with `write()`.
     #[napi]
-    pub async fn put_open(&self, name: Option<String>, expected_size: Option<f64>) -> Result<PutWriter> {
+    pub async fn put_open(
+        &self,
+        name: Option<String>,
+        expected_size: Option<f64>,
+    ) -> Result<PutWriter> {
         let mut options = PutOptions::default();
         options.name = name;
         if let Some(size) = expected_size {
@@ -233,9 +241,10 @@ impl NativeClient {
         }
         let (feed, queue) = mpsc::channel(PUT_QUEUE);
         let client = self.client.clone();
-        let task = tokio::spawn(async move {
-            client.put_stream(ReceiverStream::new(queue), options).await
-        });
+        let task =
+            tokio::spawn(
+                async move { client.put_stream(ReceiverStream::new(queue), options).await },
+            );
         Ok(PutWriter {
             feed: Mutex::new(Some(feed)),
             task: Arc::new(Mutex::new(Some(task))),
@@ -244,7 +253,12 @@ impl NativeClient {
 
     /// Streams bytes of object `id` (hex) from `offset`, `length` bytes or to the end.
     #[napi]
-    pub async fn get(&self, id: String, offset: Option<f64>, length: Option<f64>) -> Result<ByteStream> {
+    pub async fn get(
+        &self,
+        id: String,
+        offset: Option<f64>,
+        length: Option<f64>,
+    ) -> Result<ByteStream> {
         let id = object_id(&id)?;
         let range = ByteRange {
             offset: offset.map(|o| whole(o, "offset")).transpose()?.unwrap_or(0),
@@ -274,7 +288,9 @@ impl NativeClient {
             options.order = match q.order.as_deref() {
                 None | Some("created") => ListOrder::Created,
                 Some("id") => ListOrder::Id,
-                Some(other) => return Err(invalid(format!("order `{other}` is not created or id"))),
+                Some(other) => {
+                    return Err(invalid(format!("order `{other}` is not created or id")));
+                }
             };
             if q.placed == Some(true) {
                 options.scope = ListScope::Placed;
@@ -307,8 +323,9 @@ impl NativeClient {
             .iter()
             .map(|p| {
                 let raw = hex_bytes(p, "provider")?;
-                <[u8; 16]>::try_from(raw.as_slice())
-                    .map_err(|_| invalid(format!("a node id has 16 bytes, `{p}` has {}", raw.len())))
+                <[u8; 16]>::try_from(raw.as_slice()).map_err(|_| {
+                    invalid(format!("a node id has 16 bytes, `{p}` has {}", raw.len()))
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let mut options = ReplicateOptions::on(providers);

@@ -19,7 +19,10 @@ use crate::{
 /// A stream shared between `next()` and `close()`; `None` once closed.
 pub(crate) type Shared<T> = Arc<Mutex<Option<EventStream<T>>>>;
 
-pub(crate) async fn pull<T, U>(stream: Shared<T>, cancel: tokio_util::sync::CancellationToken) -> Result<Option<U>>
+pub(crate) async fn pull<T, U>(
+    stream: Shared<T>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<Option<U>>
 where
     U: From<T>,
 {
@@ -122,6 +125,8 @@ pub struct Chunk {
 
 impl From<prost::bytes::Bytes> for Chunk {
     fn from(bytes: prost::bytes::Bytes) -> Self {
-        Chunk { data: Vec::from(bytes).into() }
+        Chunk {
+            data: Vec::from(bytes).into(),
+        }
     }
 }

@@ -13,7 +13,8 @@ pub(crate) fn number(value: u64) -> f64 {
 
 /// A JavaScript number as a u64, refusing negatives, fractions and NaN.
 pub(crate) fn whole(value: f64, what: &str) -> crate::failure::Result<u64> {
-    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= 9_007_199_254_740_991.0 {
+    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value <= 9_007_199_254_740_991.0
+    {
         Ok(value as u64)
     } else {
         Err(crate::failure::invalid(format!(
@@ -75,7 +76,11 @@ impl From<pb::NodeEvent> for NodeEvent {
         let (kind, detail) = match &event.kind {
             Some(kind) => {
                 let text = format!("{kind:?}");
-                let name = text.split(['(', ' ']).next().unwrap_or_default().to_string();
+                let name = text
+                    .split(['(', ' '])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 (snake_case(&name), text)
             }
             None => ("unknown".to_string(), String::new()),
@@ -243,7 +248,11 @@ pub(crate) fn metering(m: Option<pb::InvocationMetering>) -> Option<Metering> {
 
 pub(crate) fn remote(r: Option<pb::RemoteCall>) -> Option<RemoteCall> {
     r.map(|r| RemoteCall {
-        providers: r.providers.iter().map(|p| hex::encode(&p.node_id)).collect(),
+        providers: r
+            .providers
+            .iter()
+            .map(|p| hex::encode(&p.node_id))
+            .collect(),
         output_hash: hex::encode(&r.output_hash),
         audited: r.audited,
         escalated: r.escalated,
