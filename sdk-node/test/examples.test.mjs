@@ -23,3 +23,29 @@ test('examples/chat.mjs: two nodes chat over the mesh', { timeout: 120_000 }, as
     await Promise.all([b.stop(), a.stop()]);
   }
 });
+
+test('examples/web-store.mjs: upload, object id and replication state, download back', { timeout: 60_000 }, async () => {
+  const { startWebApp } = await import('../examples/web-store.mjs');
+  const { connect } = await import('@mehr/sdk');
+  const daemon = await Daemon.start(workdir(), 'web');
+  const server = await startWebApp(await connect({ dataDir: daemon.dataDir }), 0);
+  try {
+    const base = `http://127.0.0.1:${server.address().port}`;
+    const page = await (await fetch(`${base}/`)).text();
+    assert.match(page, /<form id="upload">/);
+    const body = Buffer.alloc(3 * 1024 * 1024 + 17, 'mehr');
+    const stored = await (await fetch(`${base}/objects?name=photo.jpg`, { method: 'POST', body })).json();
+    assert.match(stored.id, /^[0-9a-f]{64}$/);
+    assert.equal(stored.length, body.length);
+    const status = await (await fetch(`${base}/objects/${stored.id}/status`)).json();
+    assert.equal(status.heldLocally, true);
+    assert.equal(status.object.name, 'photo.jpg');
+    const download = await fetch(`${base}/objects/${stored.id}`);
+    assert.equal(download.headers.get('content-disposition'), 'attachment; filename="photo.jpg"');
+    assert.ok(Buffer.from(await download.arrayBuffer()).equals(body));
+    assert.equal((await fetch(`${base}/objects/${'0'.repeat(64)}/status`)).status, 404);
+  } finally {
+    server.close();
+    await daemon.stop();
+  }
+});
