@@ -234,8 +234,10 @@ impl NativeClient {
         name: Option<String>,
         expected_size: Option<f64>,
     ) -> Result<PutWriter> {
-        let mut options = PutOptions::default();
-        options.name = name;
+        let mut options = PutOptions {
+            name,
+            ..PutOptions::default()
+        };
         if let Some(size) = expected_size {
             options.expected_size = Some(whole(size, "expectedSize")?);
         }
