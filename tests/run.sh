@@ -64,5 +64,8 @@ if [ "${MEHR_SKIP_ML:-0}" != 1 ]; then
   export MEHR_ML_PYTHON="$MEHR_CACHE/venv-ml/bin/python"
 fi
 (cd sdk-python && "$MEHR_CACHE/venv/bin/python" -m pytest -q tests)
+
+step "Node SDK: npm ci from the lockfile, the addon built from source (shared target dir), node --test against real daemons"
+(cd sdk-node && npm ci --ignore-scripts --silent --no-audit --no-fund && node scripts/build-native.mjs && npm test)
 echo
 echo "all tests passed"

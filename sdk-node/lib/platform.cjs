@@ -1,0 +1,13 @@
+'use strict';
+// The platform part of the addon's file name, as napi-rs' `--platform` names it.
+function platformTag() {
+  const { platform, arch } = process;
+  if (platform === 'linux') {
+    const report = typeof process.report?.getReport === 'function' ? process.report.getReport() : null;
+    const glibc = report?.header?.glibcVersionRuntime;
+    return `linux-${arch}-${glibc ? 'gnu' : 'musl'}`;
+  }
+  if (platform === 'win32') return `win32-${arch}-msvc`;
+  return `${platform}-${arch}`;
+}
+module.exports = { platformTag };

@@ -1,0 +1,332 @@
+//! Compute: serving JavaScript functions (calls delivered through a weak thread-safe function,
+//! so neither the event loop nor the daemon ever waits on the other) and invoking functions
+//! locally or on the mesh.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use mehr_sdk::{
+    InvokeOptions, Placement,
+    market::Tier,
+    proto as pb,
+    serve::{FunctionSpec, HandlerError, OutputSink, ServeHandle, handler_fn},
+};
+use napi::{
+    Status,
+    bindgen_prelude::{Buffer, Function, Promise},
+    threadsafe_function::ThreadsafeFunction,
+};
+use napi_derive::napi;
+use prost::bytes::Bytes;
+
+use crate::{
+    cancel::{CancelToken, token_of, until_cancelled},
+    client::NativeClient,
+    failure::{Result, invalid, sdk},
+    values::{FunctionInfo, InvokeResult, metering, number, remote, whole},
+};
+
+/// A function to serve.
+#[napi(object)]
+pub struct FunctionSpecJs {
+    /// The id callers use (letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    pub description: Option<String>,
+    /// Price per call, μMHR (default 0).
+    pub price_per_invocation_umhr: Option<f64>,
+    /// Calls handled at once (default 1, at most 1024); the daemon queues the rest.
+    pub max_concurrency: Option<u32>,
+    /// Largest input accepted (default: the node's maximum).
+    pub max_input_bytes: Option<u32>,
+}
+
+/// One call delivered to a JavaScript handler.
+#[napi(object)]
+pub struct ServeCall {
+    /// The daemon's number for this call (unique on its serving stream).
+    pub invocation_id: f64,
+    /// Which served function is called.
+    pub function_id: String,
+    pub input: Buffer,
+    /// Milliseconds left until the caller's deadline.
+    pub remaining_ms: f64,
+}
+
+/// The weak thread-safe function the SDK calls per invocation: weak, so a server never keeps
+/// Node alive by itself (the pending `wait()` Promise does); not callee-handled, so a rejected
+/// Promise comes back here as that call's error.
+type HandlerFunction =
+    ThreadsafeFunction<ServeCall, Promise<Buffer>, ServeCall, Status, false, true>;
+
+/// A JavaScript handler, ready to serve from any thread.
+#[napi]
+pub struct JsHandler {
+    function: Arc<HandlerFunction>,
+}
+
+#[napi]
+impl JsHandler {
+    /// Wraps `callback`, which must return a Promise (lib/ wraps user handlers in an async
+    /// function so that a synchronous throw becomes a rejection).
+    #[napi(constructor)]
+    pub fn new(callback: Function<'_, ServeCall, Promise<Buffer>>) -> Result<Self> {
+        let function = callback
+            .build_threadsafe_function()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        Ok(JsHandler {
+            function: Arc::new(function),
+        })
+    }
+}
+
+/// Partial-output sinks of the calls in flight, by invocation id.
+type Sinks = Arc<Mutex<HashMap<u64, OutputSink>>>;
+
+/// Functions being served from this process.
+#[napi]
+pub struct Server {
+    handle: Arc<ServeHandle>,
+    sinks: Sinks,
+}
+
+#[napi]
+impl Server {
+    /// The ids of the functions served.
+    #[napi(getter)]
+    pub fn functions(&self) -> Vec<String> {
+        self.handle.functions().to_vec()
+    }
+
+    /// Sends a partial output of call `invocationId`; resolves when the daemon has room.
+    /// Resolves `false` when the call is over (cancelled, or serving stopped).
+    #[napi]
+    pub async fn emit(&self, invocation_id: f64, chunk: Buffer) -> Result<bool> {
+        let id = whole(invocation_id, "invocationId")?;
+        let sink = self
+            .sinks
+            .lock()
+            .ok()
+            .and_then(|sinks| sinks.get(&id).cloned());
+        let Some(sink) = sink else { return Ok(false) };
+        Ok(sink.send(Bytes::from(chunk.to_vec())).await.is_ok())
+    }
+
+    /// Stops: the daemon sends no new calls, calls running finish, then serving ends.
+    #[napi]
+    pub async fn stop(&self) -> Result<()> {
+        sdk(self.handle.stop().await)
+    }
+
+    /// Resolves when serving has ended (stopped, or the daemon shut down); rejects when the
+    /// connection to the daemon failed.
+    #[napi]
+    pub async fn wait(&self) -> Result<()> {
+        sdk(self.handle.wait().await)
+    }
+}
+
+/// Where a call may run.
+#[napi(string_enum)]
+pub enum PlacementJs {
+    #[napi(value = "auto")]
+    Auto,
+    #[napi(value = "local")]
+    Local,
+    #[napi(value = "mesh")]
+    Mesh,
+}
+
+/// How a call on the mesh is verified.
+#[napi(object)]
+pub struct TierJs {
+    /// `reputation`, `optimistic` or `redundant`.
+    pub kind: String,
+    /// `optimistic`: audit one call in this many (default 10).
+    pub one_in: Option<u32>,
+    /// `redundant`: providers asked (default 3).
+    pub k: Option<u32>,
+}
+
+/// Limits of one call.
+#[napi(object)]
+pub struct InvokeOptionsJs {
+    /// Wall-clock time the call may take, ms.
+    pub timeout_ms: Option<u32>,
+    pub placement: Option<PlacementJs>,
+    pub tier: Option<TierJs>,
+    /// Calls on the mesh: the most to pay one provider, μMHR.
+    pub max_price_umhr: Option<f64>,
+    /// WASM only: the most fuel the call may burn.
+    pub max_fuel: Option<f64>,
+}
+
+fn invoke_options(options: Option<InvokeOptionsJs>) -> Result<InvokeOptions> {
+    let mut out = InvokeOptions::default();
+    let Some(o) = options else { return Ok(out) };
+    if let Some(ms) = o.timeout_ms {
+        out = out.deadline(Duration::from_millis(ms.into()));
+    }
+    out = out.placement(match o.placement {
+        None | Some(PlacementJs::Auto) => Placement::Auto,
+        Some(PlacementJs::Local) => Placement::Local,
+        Some(PlacementJs::Mesh) => Placement::Mesh,
+    });
+    if let Some(tier) = o.tier {
+        out = out.tier(match tier.kind.as_str() {
+            "reputation" => Tier::Reputation,
+            "optimistic" => Tier::Optimistic {
+                one_in: tier.one_in.unwrap_or(10),
+            },
+            "redundant" => Tier::Redundant {
+                k: tier.k.unwrap_or(3),
+            },
+            other => {
+                return Err(invalid(format!(
+                    "tier.kind `{other}` is not reputation, optimistic or redundant"
+                )));
+            }
+        });
+    }
+    if let Some(price) = o.max_price_umhr {
+        out = out.max_price(whole(price, "maxPriceUmhr")?);
+    }
+    if let Some(fuel) = o.max_fuel {
+        out = out.max_fuel(whole(fuel, "maxFuel")?);
+    }
+    Ok(out)
+}
+
+/// One message of a streamed call: a partial output, or the last one (`done`).
+#[napi(object)]
+pub struct StreamedOutput {
+    pub output: Buffer,
+    pub done: bool,
+}
+
+impl From<pb::InvokeStreamResponse> for StreamedOutput {
+    fn from(message: pb::InvokeStreamResponse) -> Self {
+        StreamedOutput {
+            output: message.output.to_vec().into(),
+            done: message.done,
+        }
+    }
+}
+
+crate::streams::pull_stream!(
+    /// The outputs of a streamed call.
+    OutputStream,
+    pb::InvokeStreamResponse,
+    StreamedOutput
+);
+
+#[napi]
+impl NativeClient {
+    /// Registers `functions` and serves them with `handler` until stopped.
+    #[napi]
+    pub async fn serve(
+        &self,
+        functions: Vec<FunctionSpecJs>,
+        handler: &JsHandler,
+    ) -> Result<Server> {
+        let specs = functions
+            .into_iter()
+            .map(|f| {
+                let mut spec = FunctionSpec::new(f.name)
+                    .description(f.description.unwrap_or_default())
+                    .max_concurrency(f.max_concurrency.unwrap_or(1))
+                    .max_input_bytes(f.max_input_bytes.unwrap_or(0));
+                if let Some(price) = f.price_per_invocation_umhr {
+                    spec = spec.price_per_invocation_umhr(whole(price, "pricePerInvocationUmhr")?);
+                }
+                Ok(spec)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sinks: Sinks = Arc::default();
+        let function = handler.function.clone();
+        let call_sinks = sinks.clone();
+        let handler = handler_fn(move |call, sink| {
+            let function = function.clone();
+            let sinks = call_sinks.clone();
+            let id = call.invocation_id;
+            if let Ok(mut map) = sinks.lock() {
+                map.insert(id, sink);
+            }
+            async move {
+                let delivered = ServeCall {
+                    invocation_id: number(id),
+                    function_id: call.function_id.clone(),
+                    input: call.input.to_vec().into(),
+                    remaining_ms: call.remaining().as_millis() as f64,
+                };
+                let result = match function.call_async(delivered).await {
+                    Ok(promise) => promise.await,
+                    Err(e) => Err(e),
+                };
+                if let Ok(mut map) = sinks.lock() {
+                    map.remove(&id);
+                }
+                result
+                    .map(|output| Bytes::from(output.to_vec()))
+                    .map_err(|e| HandlerError::new(e.reason.clone()))
+            }
+        });
+        let handle = sdk(self.client.serve(specs, handler).await)?;
+        Ok(Server {
+            handle: Arc::new(handle),
+            sinks,
+        })
+    }
+
+    /// Calls a function and returns its whole output.
+    #[napi]
+    pub async fn invoke(
+        &self,
+        function_id: String,
+        input: Buffer,
+        options: Option<InvokeOptionsJs>,
+        cancel: Option<&CancelToken>,
+    ) -> Result<InvokeResult> {
+        let options = invoke_options(options)?;
+        let input = Bytes::from(input.to_vec());
+        let client = self.client.clone();
+        until_cancelled(token_of(cancel), async move {
+            let answer = sdk(client.invoke_with(&function_id, input, options).await)?;
+            Ok(InvokeResult {
+                output: answer.output.to_vec().into(),
+                metering: metering(answer.metering),
+                remote: remote(answer.remote),
+            })
+        })
+        .await
+    }
+
+    /// Calls a function and streams its partial outputs.
+    #[napi]
+    pub async fn invoke_stream(
+        &self,
+        function_id: String,
+        input: Buffer,
+        options: Option<InvokeOptionsJs>,
+    ) -> Result<OutputStream> {
+        let options = invoke_options(options)?;
+        let input = Bytes::from(input.to_vec());
+        Ok(OutputStream::new(sdk(self
+            .client
+            .invoke_stream(&function_id, input, options)
+            .await)?))
+    }
+
+    /// Every function the node offers.
+    #[napi]
+    pub async fn functions(&self) -> Result<Vec<FunctionInfo>> {
+        Ok(sdk(self.client.list_functions().await)?
+            .into_iter()
+            .map(FunctionInfo::from)
+            .collect())
+    }
+}
