@@ -19,8 +19,11 @@
 //!   responses, and links in both roles (a Python RNS program can open a link to us);
 //! - counters of every drop reason.
 //!
-//! Every table has a cap; the oldest entries are evicted first. Call [`Router::tick`]
-//! every 100–250 ms.
+//! Every table has a cap. The path and known-identity tables evict the oldest entry without
+//! a history (a proved path) and refuse newcomers when none is left; the short-lived tables
+//! evict the oldest entry. Inbound announces are rate-limited per interface before their
+//! signature is checked, and link handshakes are bounded (the oldest unestablished one makes
+//! room). Call [`Router::tick`] every 100–250 ms.
 
 mod announces;
 mod bounded;
