@@ -60,6 +60,11 @@ pub use self::{
 };
 use crate::config::{ApiConfig, TlsMode};
 
+/// HTTP/2 streams one API connection may hold open at once. The request concurrency limit
+/// releases its permit when a call's response starts, so a streaming call (WatchEvents,
+/// Listen, Serve, Get) holds none while it runs; this caps them per connection instead.
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+
 /// HTTP/2 frames clients may send, up to: a served function's 700 KB result crosses as one
 /// frame instead of 44 of the default 16 KiB (each a wake-up on both sides).
 const MAX_FRAME_BYTES: u32 = 4 * 1024 * 1024;
@@ -281,6 +286,7 @@ pub async fn serve(
     for listener in listeners.bound {
         let mut server = Server::builder()
             .max_frame_size(MAX_FRAME_BYTES)
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
         if listener.tls {

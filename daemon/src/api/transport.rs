@@ -179,6 +179,16 @@ impl TransportService for TransportApi {
                     reason: drop_reason_name(reason),
                     count,
                 })
+                .chain(
+                    stats
+                        .limit_drops
+                        .iter()
+                        .filter(|(_, count)| *count > 0)
+                        .map(|(reason, count)| pb::DropCount {
+                            reason: (*reason).to_string(),
+                            count: *count,
+                        }),
+                )
                 .collect(),
             paths: stats.paths as u64,
             links: stats.links as u64,

@@ -1143,6 +1143,9 @@ pub struct TransportConfig {
     pub cost_per_byte: f64,
     /// Largest message accepted or sent over a link, in bytes.
     pub max_message_bytes: usize,
+    /// Bounds on what remote peers can make the transport spend (`[transport.limits]`).
+    #[serde(default)]
+    pub limits: TransportLimits,
 }
 
 impl Default for TransportConfig {
@@ -1152,6 +1155,34 @@ impl Default for TransportConfig {
             announce_interval_secs: 1800,
             cost_per_byte: 0.0,
             max_message_bytes: 16 << 20,
+            limits: TransportLimits::default(),
+        }
+    }
+}
+
+/// Bounds on what remote peers can make the transport spend (`[transport.limits]`; see
+/// docs/PROTOCOL.md §Limits).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportLimits {
+    /// Inbound announces one interface may have verified per second, per class (refreshes
+    /// of the paths it carries; everything else). 0 disables the limit.
+    pub announces_per_second: f64,
+    /// Announces an interface may send in a burst, per class, before the rate applies.
+    pub announce_burst: u32,
+    /// Inbound TCP connections held at once, over all TCP server interfaces.
+    pub max_inbound_tcp: usize,
+    /// Inbound TCP connections held at once from one IP address.
+    pub max_inbound_tcp_per_ip: usize,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits {
+            announces_per_second: 20.0,
+            announce_burst: 200,
+            max_inbound_tcp: 256,
+            max_inbound_tcp_per_ip: 8,
         }
     }
 }

@@ -192,6 +192,12 @@ struct Actor {
     last_greeting: Option<Timestamp>,
     /// Posts the handles dropped because their queue was full (counted by the handles).
     posts_dropped: Arc<AtomicU64>,
+    /// Caps on what peers can open.
+    limits: super::TransportLimits,
+    /// Inbound TCP connections closed at once because the server had its maximum.
+    tcp_refused_total: u64,
+    /// Inbound TCP connections closed at once because their address had its maximum.
+    tcp_refused_per_ip: u64,
 }
 
 /// Starts the transport: binds every enabled interface of `interfaces` (a bind failure is an
@@ -210,6 +216,8 @@ pub async fn start(
         .map_or(0, |d| d.as_secs());
     let router_config = RouterConfig {
         transport_enabled: config.enabled,
+        inbound_announces_per_second: config.limits.announces_per_second,
+        inbound_announce_burst: config.limits.announce_burst,
         ..RouterConfig::default()
     };
     let mut router = Router::new(
@@ -261,6 +269,9 @@ pub async fn start(
         greeting_due: None,
         last_greeting: None,
         posts_dropped,
+        limits: config.limits,
+        tcp_refused_total: 0,
+        tcp_refused_per_ip: 0,
     };
     for spec in interfaces.into_iter().filter(|s| s.enabled) {
         if let Err(e) = actor.add_interface(spec).await {
@@ -336,6 +347,21 @@ impl Actor {
             self.drain_actions();
         }
         self.stop_all();
+    }
+
+    /// The drops counted by the daemon's limits, by reason.
+    fn limit_drops(&self) -> Vec<(&'static str, u64)> {
+        let segments = self.messaging.segment_drops;
+        vec![
+            ("segment_too_large", segments.too_large),
+            ("segment_link_busy", segments.link_busy),
+            ("segment_reassembly_budget", segments.budget),
+            ("segment_idle", segments.idle),
+            ("tcp_connections_full", self.tcp_refused_total),
+            ("tcp_connections_per_ip", self.tcp_refused_per_ip),
+            ("mehr_path_table_full", self.mehr.paths_refused),
+            ("mehr_neighbours_full", self.mehr.neighbours_refused),
+        ]
     }
 
     fn stop_all(&mut self) {
@@ -444,6 +470,32 @@ impl Actor {
                 let Some(server) = self.interfaces.get(&parent) else {
                     return;
                 };
+                // Each connection is an interface, a task, a socket and a copy of every
+                // announce: capped in all and per remote address. Dropping the stream
+                // closes it.
+                let accepted: Vec<&InterfaceEntry> = self
+                    .interfaces
+                    .values()
+                    .filter(|e| e.parent.is_some())
+                    .collect();
+                if accepted.len() >= self.limits.max_inbound_tcp {
+                    self.tcp_refused_total += 1;
+                    return;
+                }
+                let ip = peer.ip().to_string();
+                let from_ip = accepted
+                    .iter()
+                    .filter(|e| {
+                        e.peer
+                            .as_deref()
+                            .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
+                            .is_some_and(|p| p.ip().to_string() == ip)
+                    })
+                    .count();
+                if from_ip >= self.limits.max_inbound_tcp_per_ip {
+                    self.tcp_refused_per_ip += 1;
+                    return;
+                }
                 let spec = server.spec.clone();
                 let server_stop = server.stop.clone();
                 let (id, port) = self.port(Some(&server_stop));
@@ -871,6 +923,7 @@ impl Actor {
                     subscriber_drops: self.messaging.subscriber_drops,
                     control_rejected: self.mehr.rejected + self.unsolicited_link_data,
                     control_posts_dropped: self.posts_dropped.load(Ordering::Relaxed),
+                    limit_drops: self.limit_drops(),
                 });
             }
             Command::Identity { node_id, reply } => {

@@ -34,6 +34,8 @@ pub(super) const CONTROL_PATH_COST: u8 = super::control_kinds::PATH_COST;
 const MAX_ANNOTATIONS: usize = 4096;
 /// Mehr paths remembered.
 const MAX_MEHR_PATHS: usize = 16_384;
+/// Mehr neighbours (nodes heard one hop away) remembered.
+const MAX_NEIGHBOURS: usize = 512;
 
 /// What this node knows about a Mehr node's path cost.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +108,10 @@ pub(super) struct MehrNode {
     neighbours: HashMap<DestinationHash, NeighbourEntry>,
     /// Control messages refused (malformed, unknown sender, bad signature).
     pub(super) rejected: u64,
+    /// Mehr paths not kept because the table was full of paths the router still holds.
+    pub(super) paths_refused: u64,
+    /// Neighbours not kept because the table was full of neighbours still heard.
+    pub(super) neighbours_refused: u64,
 }
 
 impl MehrNode {
@@ -121,6 +127,8 @@ impl MehrNode {
             annotation_order: VecDeque::new(),
             neighbours: HashMap::new(),
             rejected: 0,
+            paths_refused: 0,
+            neighbours_refused: 0,
         }
     }
 
@@ -181,7 +189,29 @@ impl MehrNode {
         if announce.destination == self.destination {
             return Vec::new();
         }
-        if hops == 1 {
+        if hops == 1
+            && !self.neighbours.contains_key(&announce.destination)
+            && self.neighbours.len() >= MAX_NEIGHBOURS
+        {
+            // Full: make room only by forgetting a neighbour the router no longer holds a
+            // path to (gone, or pushed out as unproved); one still routed stays.
+            let gone = self
+                .neighbours
+                .iter()
+                .filter(|(dest, _)| router.path(dest).is_none())
+                .min_by_key(|(_, n)| n.heard)
+                .map(|(dest, _)| *dest);
+            match gone {
+                Some(dest) => {
+                    self.neighbours.remove(&dest);
+                }
+                None => self.neighbours_refused += 1,
+            }
+        }
+        if hops == 1
+            && (self.neighbours.len() < MAX_NEIGHBOURS
+                || self.neighbours.contains_key(&announce.destination))
+        {
             self.neighbours.insert(
                 announce.destination,
                 NeighbourEntry {
@@ -200,7 +230,14 @@ impl MehrNode {
             .copied();
         let cost = told.unwrap_or(extension.origin_cost);
         if self.paths.len() >= MAX_MEHR_PATHS && !self.paths.contains_key(&announce.destination) {
-            return Vec::new();
+            // The router's own table favours proved paths; this one follows it: entries
+            // whose router path is gone make room, and they are removed rather than kept
+            // for good.
+            self.paths.retain(|dest, _| router.path(dest).is_some());
+            if self.paths.len() >= MAX_MEHR_PATHS {
+                self.paths_refused += 1;
+                return Vec::new();
+            }
         }
         self.paths.insert(
             announce.destination,

@@ -30,6 +30,23 @@ const INCOMING_IDLE: Duration = Duration::from_secs(120);
 const MAX_INCOMING_PER_LINK: usize = 8;
 /// Completed message ids remembered per inbound link.
 const COMPLETED_REMEMBERED: usize = 64;
+/// Bytes of half-received messages held across all links. Charged as segments arrive (a
+/// segment count announces nothing we allocate); a segment that would pass it aborts its
+/// message with `Busy`, so transfers already near completion keep going and new ones wait.
+pub(super) const REASSEMBLY_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Segment traffic refused, by reason (reported with the router's drops in GetStats).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct SegmentDrops {
+    /// Messages refused because they announced more than the largest message.
+    pub(super) too_large: u64,
+    /// Messages refused because their link already had its messages in progress.
+    pub(super) link_busy: u64,
+    /// Messages aborted because the reassembly budget was spent.
+    pub(super) budget: u64,
+    /// Half-received messages dropped after sitting idle.
+    pub(super) idle: u64,
+}
 
 /// A send on its way, and its caller waiting for the outcome (none for a posted message).
 pub(super) struct PendingSend {
@@ -114,6 +131,10 @@ pub(super) struct Messaging {
     origin: Instant,
     /// Messages dropped because a subscriber's queue was full.
     pub(super) subscriber_drops: u64,
+    /// Bytes held by `incoming`, against [`REASSEMBLY_BUDGET`].
+    reassembly_bytes: usize,
+    /// Segment traffic refused, by reason.
+    pub(super) segment_drops: SegmentDrops,
 }
 
 /// A message that completed on an inbound link, for the actor to hand on.
@@ -143,6 +164,8 @@ impl Messaging {
             max_message,
             origin: Instant::now(),
             subscriber_drops: 0,
+            reassembly_bytes: 0,
+            segment_drops: SegmentDrops::default(),
         }
     }
 
@@ -437,6 +460,7 @@ impl Messaging {
     pub(super) fn link_closed(&mut self, link: LinkId, reason: &str) {
         self.inbound_links.remove(&link);
         self.incoming.retain(|(l, _), _| *l != link);
+        self.reassembly_bytes = self.incoming.values().map(Incoming::held_bytes).sum();
         self.completed.remove(&link);
         self.link_routes.remove(&link);
         if let Some(destination) = self.out_link_destination.remove(&link) {
@@ -536,6 +560,11 @@ impl Messaging {
                         } else {
                             None
                         };
+                    match refuse {
+                        Some(AbortReason::TooLarge) => self.segment_drops.too_large += 1,
+                        Some(_) => self.segment_drops.link_busy += 1,
+                        None => {}
+                    }
                     if let Some(reason) = refuse {
                         let _ = router.link_send(
                             &link,
@@ -548,8 +577,22 @@ impl Messaging {
                     self.incoming
                         .insert((link, msg), Incoming::new(msg, count, elapsed));
                 }
+                if self.reassembly_bytes + bytes.len() > REASSEMBLY_BUDGET {
+                    self.segment_drops.budget += 1;
+                    if let Some(dropped) = self.incoming.remove(&(link, msg)) {
+                        self.reassembly_bytes -= dropped.held_bytes();
+                    }
+                    let abort = SegmentPacket::Abort {
+                        msg,
+                        reason: AbortReason::Busy,
+                    };
+                    let _ = router.link_send(&link, SEGMENT_CONTEXT, &abort.encode(), now);
+                    return None;
+                }
                 let incoming = self.incoming.get_mut(&(link, msg))?;
+                let before = incoming.held_bytes();
                 let received = incoming.on_segment(index, count, bytes, elapsed);
+                self.reassembly_bytes = self.reassembly_bytes - before + incoming.held_bytes();
                 if let Some(ack) = received.ack {
                     let _ = router.link_send(&link, SEGMENT_CONTEXT, &ack.encode(), now);
                 }
@@ -595,7 +638,9 @@ impl Messaging {
                 if let Some((_, pending)) = self.outgoing.remove(&(link, msg)) {
                     pending.finish(Err(TransportError::Refused(reason.describe())));
                 }
-                self.incoming.remove(&(link, msg));
+                if let Some(dropped) = self.incoming.remove(&(link, msg)) {
+                    self.reassembly_bytes -= dropped.held_bytes();
+                }
                 None
             }
         }
@@ -629,8 +674,11 @@ impl Messaging {
             }
         }
         let elapsed = self.now();
+        let before = self.incoming.len();
         self.incoming
             .retain(|_, incoming| elapsed.saturating_sub(incoming.last_activity) < INCOMING_IDLE);
+        self.segment_drops.idle += (before - self.incoming.len()) as u64;
+        self.reassembly_bytes = self.incoming.values().map(Incoming::held_bytes).sum();
         self.awaiting_proof.retain(|_, p| p.wanted(clock));
         for (destination, waiting) in self.awaiting_path.iter_mut() {
             let mut kept = Vec::new();

@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-pub use crate::config::TransportConfig;
+pub use crate::config::{TransportConfig, TransportLimits};
 pub use interfaces::{InterfaceSpec, InterfaceType, LinkState};
 pub use mehr_transport::route_policy::RoutePolicy;
 use mehr_transport::{
@@ -179,6 +179,9 @@ pub struct TransportStats {
     /// Control messages posted with [`TransportHandle::post_control`] and dropped because
     /// the queue to the transport was full.
     pub control_posts_dropped: u64,
+    /// Drops the daemon's own limits made, beyond the router's reasons: `(reason, count)`
+    /// (segment reassembly, inbound TCP connections, Mehr path and neighbour tables).
+    pub limit_drops: Vec<(&'static str, u64)>,
 }
 
 /// How an inbound message arrived.

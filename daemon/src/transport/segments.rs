@@ -17,7 +17,10 @@
 //! ```
 //! Integers are little-endian.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use mehr_transport::packet::{Context, LINK_MDU};
 
@@ -308,7 +311,11 @@ impl Outgoing {
 pub struct Incoming {
     msg: u32,
     count: u32,
-    parts: Vec<Option<Vec<u8>>>,
+    /// Segments held so far: memory grows with what arrived, never with the count a sender
+    /// announces.
+    parts: BTreeMap<u32, Vec<u8>>,
+    /// Bytes in `parts`.
+    held: usize,
     received: u32,
     next_in_order: u32,
     since_ack: u32,
@@ -333,7 +340,8 @@ impl Incoming {
         Incoming {
             msg,
             count,
-            parts: vec![None; count as usize],
+            parts: BTreeMap::new(),
+            held: 0,
             received: 0,
             next_in_order: 0,
             since_ack: 0,
@@ -345,6 +353,11 @@ impl Incoming {
     /// The message id.
     pub fn msg(&self) -> u32 {
         self.msg
+    }
+
+    /// Bytes of the segments held.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     /// Takes a segment. Duplicates are acknowledged again (the sender may have missed the Ack)
@@ -363,16 +376,14 @@ impl Incoming {
                 message: None,
             };
         }
-        let slot = &mut self.parts[index as usize];
-        let fresh = slot.is_none();
+        let fresh = !self.parts.contains_key(&index);
         if fresh {
-            *slot = Some(bytes);
+            self.held += bytes.len();
+            self.parts.insert(index, bytes);
             self.received += 1;
             self.since_ack += 1;
             self.highest = self.highest.max(index);
-            while (self.next_in_order as usize) < self.parts.len()
-                && self.parts[self.next_in_order as usize].is_some()
-            {
+            while self.next_in_order < self.count && self.parts.contains_key(&self.next_in_order) {
                 self.next_in_order += 1;
             }
         }
@@ -380,9 +391,10 @@ impl Incoming {
         let ack_due = !fresh || complete || self.since_ack >= ACK_EVERY || index + 1 == self.count;
         let ack = ack_due.then(|| self.ack());
         let message = complete.then(|| {
-            self.parts
-                .iter_mut()
-                .flat_map(|p| p.take().unwrap_or_default())
+            self.held = 0;
+            std::mem::take(&mut self.parts)
+                .into_values()
+                .flatten()
                 .collect()
         });
         Received { ack, message }
@@ -392,7 +404,7 @@ impl Incoming {
     pub fn ack(&mut self) -> SegmentPacket {
         self.since_ack = 0;
         let missing = (self.next_in_order..self.highest)
-            .filter(|i| self.parts.get(*i as usize).is_some_and(Option::is_none))
+            .filter(|i| *i < self.count && !self.parts.contains_key(i))
             .take(MAX_MISSING_REPORTED)
             .collect();
         SegmentPacket::Ack {
@@ -507,6 +519,16 @@ mod tests {
         ] {
             assert!(SegmentPacket::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn memory_follows_the_segments_that_arrived_not_the_announced_count() {
+        let mut receiver = Incoming::new(1, u32::MAX, T0);
+        receiver.on_segment(5, u32::MAX, vec![1; 100], T0);
+        assert_eq!(receiver.held_bytes(), 100);
+        assert_eq!(receiver.parts.len(), 1);
+        receiver.on_segment(5, u32::MAX, vec![1; 100], T0);
+        assert_eq!(receiver.held_bytes(), 100, "a duplicate is stored once");
     }
 
     #[test]

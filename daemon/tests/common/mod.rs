@@ -21,6 +21,7 @@ pub fn bin(name: &str) -> PathBuf {
     match name {
         "mehrd" => PathBuf::from(env!("CARGO_BIN_EXE_mehrd")),
         "mehr" => PathBuf::from(env!("CARGO_BIN_EXE_mehr")),
+        "mehr-adversary" => PathBuf::from(env!("CARGO_BIN_EXE_mehr-adversary")),
         other => panic!("no binary {other}"),
     }
 }

@@ -35,7 +35,11 @@ impl Router {
         }
         self.note_local_rebroadcast(&packet, now);
 
-        self.known.insert(
+        // A full table makes room only among destinations without a proved path (and
+        // without a link of ours): Sybil announces cannot push out the ones with a history.
+        let paths = &self.paths;
+        let links = &self.links;
+        let admitted = self.known.insert_favouring(
             destination,
             KnownDestination {
                 identity: announce.identity.clone(),
@@ -44,7 +48,14 @@ impl Router {
                 random_hash: announce.random_hash,
                 heard_at: now,
             },
+            |destination, _| {
+                paths.get(destination).is_some_and(|p| p.proved)
+                    || links.values().any(|l| l.link.destination() == *destination)
+            },
         );
+        if admitted.is_err() {
+            return self.drop_packet(DropReason::PathTableFull, Some(interface));
+        }
 
         let blob = announce.random_hash;
         let emitted = announce.emitted_at();
@@ -95,10 +106,10 @@ impl Router {
 
         let expiry = self.path_expiry_on(interface);
         let next_hop = packet.transport_id.unwrap_or(IdentityHash(destination.0));
-        let (mut random_blobs, alternates) = match self.paths.remove(&destination) {
+        let (mut random_blobs, alternates, proved) = match self.paths.remove(&destination) {
             Some(old) => {
                 let alternates = old.alternates_after_replacement(next_hop, emitted, now);
-                (old.random_blobs, alternates)
+                (old.random_blobs, alternates, old.proved)
             }
             None => Default::default(),
         };
@@ -107,7 +118,7 @@ impl Router {
             random_blobs.pop_front();
         }
         let hops = packet.hops;
-        self.paths.insert(
+        let admitted = self.paths.insert_favouring(
             destination,
             PathEntry {
                 learned_at: now,
@@ -119,8 +130,14 @@ impl Router {
                 interface,
                 announce: packet,
                 alternates,
+                proved,
             },
+            |_, path| path.proved,
         );
+        if admitted.is_err() {
+            self.pending_announces.remove(&destination);
+            return self.drop_packet(DropReason::PathTableFull, Some(interface));
+        }
         self.emit(RouterEvent::PathLearned {
             destination,
             hops,

@@ -1,4 +1,5 @@
-//! A hash map with a hard size cap that evicts the entry inserted (or refreshed) longest ago.
+//! A hash map with a hard size cap that evicts the entry inserted (or refreshed) longest ago,
+//! or, for tables an attacker can fill, the oldest entry without a history.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -7,6 +8,10 @@ use std::hash::Hash;
 /// already (packet, destination, link ids), which SipHash would only make slower; the random
 /// seed keeps collisions out of an attacker's reach all the same.
 pub(crate) type FastHash = foldhash::fast::RandomState;
+
+/// Entries [`BoundedMap::insert_favouring`] looks at before it gives up on finding one to
+/// evict: bounds the work per insert while the table is full of entries with standing.
+pub(crate) const EVICTION_SCAN: usize = 64;
 
 /// A map holding at most `cap` entries; inserting into a full map evicts the oldest entry.
 /// Re-inserting a key refreshes its age.
@@ -44,6 +49,43 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
                 .retain(|(k, s)| map.get(k).is_some_and(|(_, live)| live == s));
         }
         evicted
+    }
+
+    /// Like [`BoundedMap::insert`], except that a full map evicts the oldest entry for which
+    /// `has_standing` is false, looking at no more than [`EVICTION_SCAN`] of the oldest;
+    /// entries with standing that it passes over move to the back. If every one it looked at
+    /// has standing, nothing is evicted and the value comes back as `Err`: a flood of new
+    /// entries cannot push out those with a history.
+    pub(crate) fn insert_favouring(
+        &mut self,
+        key: K,
+        value: V,
+        has_standing: impl Fn(&K, &V) -> bool,
+    ) -> Result<Option<(K, V)>, V> {
+        if self.map.contains_key(&key) || self.map.len() < self.cap {
+            return Ok(self.insert(key, value));
+        }
+        for _ in 0..EVICTION_SCAN {
+            let Some((oldest, seq)) = self.order.pop_front() else {
+                break;
+            };
+            let Some((live, live_seq)) = self.map.get_mut(&oldest) else {
+                continue;
+            };
+            if *live_seq != seq {
+                continue; // refreshed since: a stale place in the queue
+            }
+            if has_standing(&oldest, live) {
+                self.seq += 1;
+                *live_seq = self.seq;
+                self.order.push_back((oldest, self.seq));
+                continue;
+            }
+            let evicted = self.map.remove(&oldest).map(|(v, _)| (oldest, v));
+            self.insert(key, value);
+            return Ok(evicted);
+        }
+        Err(value)
     }
 
     fn evict_oldest(&mut self) -> Option<(K, V)> {
@@ -149,6 +191,33 @@ mod tests {
         m.remove(&1);
         assert!(m.insert(4, "d").is_none());
         assert_eq!(m.insert(5, "e"), Some((3, "c")));
+    }
+
+    #[test]
+    fn favouring_insert_evicts_the_oldest_without_standing_and_refuses_when_none() {
+        let mut m = BoundedMap::new(3);
+        let protected = |k: &u32, _: &&str| *k < 10;
+        m.insert(1, "proved");
+        m.insert(20, "new");
+        m.insert(2, "proved");
+        // Full: the oldest without standing (20) goes, not the older proved 1.
+        assert_eq!(
+            m.insert_favouring(30, "newer", protected),
+            Ok(Some((20, "new")))
+        );
+        assert_eq!(
+            m.insert_favouring(40, "newest", protected),
+            Ok(Some((30, "newer")))
+        );
+        assert!(m.contains_key(&1) && m.contains_key(&2));
+        // Only proved entries besides 40: the next newcomer evicts 40, then 1 and 2 stay.
+        m.remove(&40);
+        m.insert(3, "proved");
+        assert_eq!(m.insert_favouring(50, "flood", protected), Err("flood"));
+        assert_eq!(m.len(), 3);
+        // A key already present is always updated.
+        assert_eq!(m.insert_favouring(1, "again", protected), Ok(None));
+        assert!(m.order.len() <= 2 * 3 + 16);
     }
 
     #[test]

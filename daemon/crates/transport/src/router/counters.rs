@@ -41,11 +41,19 @@ pub enum DropReason {
     DuplicatePathRequest,
     /// An announce that did not fit the interface's announce queue.
     AnnounceQueueFull,
+    /// An inbound announce over its interface's rate (dropped before its signature check).
+    AnnounceRateLimited,
+    /// A new path refused: the path table is full of paths with a history (proved).
+    PathTableFull,
+    /// A link request refused: every link slot holds an established link.
+    LinkSlotsFull,
+    /// A link still in its handshake dropped to make room for a newer request.
+    LinkHandshakeEvicted,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::UnknownInterface,
         DropReason::FrameTooLarge,
         DropReason::Malformed,
@@ -65,9 +73,14 @@ impl DropReason {
         DropReason::MalformedPathRequest,
         DropReason::DuplicatePathRequest,
         DropReason::AnnounceQueueFull,
+        DropReason::AnnounceRateLimited,
+        DropReason::PathTableFull,
+        DropReason::LinkSlotsFull,
+        DropReason::LinkHandshakeEvicted,
     ];
 
-    /// Routine drops are counted but not reported as events.
+    /// Routine drops are counted but not reported as events; so are the drops of a flood,
+    /// where an event per packet would be a flood of its own.
     pub fn is_routine(self) -> bool {
         matches!(
             self,
@@ -75,6 +88,10 @@ impl DropReason {
                 | DropReason::OtherTransportId
                 | DropReason::NotForUs
                 | DropReason::DuplicatePathRequest
+                | DropReason::AnnounceRateLimited
+                | DropReason::PathTableFull
+                | DropReason::LinkSlotsFull
+                | DropReason::LinkHandshakeEvicted
         )
     }
 

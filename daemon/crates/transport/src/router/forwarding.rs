@@ -210,6 +210,8 @@ impl Router {
                 return self.drop_packet(DropReason::InvalidLinkProof, Some(interface));
             }
             let back = entry.received_on;
+            let destination = entry.destination;
+            self.mark_path_proved(&destination);
             if let Some(entry) = self.link_table.get_mut(&id) {
                 entry.validated = true;
                 entry.at = now;
@@ -228,6 +230,7 @@ impl Router {
                 local.interface = Some(interface);
                 let rtt = local.link.rtt().unwrap_or_default();
                 let destination = local.link.destination();
+                self.mark_path_proved(&destination);
                 self.transmit(interface, rtt_packet.encode(), Priority::Control);
                 self.emit(RouterEvent::LinkEstablished {
                     link_id: id,

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use super::rate::TokenBucket;
 use crate::clock::Timestamp;
 use crate::hashes::DestinationHash;
 
@@ -115,15 +116,44 @@ pub(crate) struct InterfaceState {
     announce_allowed_at: Timestamp,
     queue: Vec<QueuedAnnounce>,
     queue_cap: usize,
+    /// Inbound announces of destinations this interface already holds the path of.
+    refresh_announces: TokenBucket,
+    /// Inbound announces of anything else (new destinations, paths through other
+    /// interfaces): where a Sybil flood lands, kept apart so it cannot starve refreshes.
+    new_announces: TokenBucket,
+}
+
+/// How many inbound announces one interface may make the router verify.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct InboundAnnounceLimit {
+    pub(crate) per_second: f64,
+    pub(crate) burst: u32,
 }
 
 impl InterfaceState {
-    pub(crate) fn new(config: InterfaceConfig, queue_cap: usize) -> Self {
+    pub(crate) fn new(
+        config: InterfaceConfig,
+        queue_cap: usize,
+        inbound: InboundAnnounceLimit,
+    ) -> Self {
         Self {
             config,
             announce_allowed_at: Timestamp::ZERO,
             queue: Vec::new(),
             queue_cap,
+            refresh_announces: TokenBucket::new(inbound.per_second, inbound.burst),
+            new_announces: TokenBucket::new(inbound.per_second, inbound.burst),
+        }
+    }
+
+    /// Whether an inbound announce may be verified now: each class (a refresh of a path held
+    /// through this interface, or anything else) has its own bucket, so a flood of new
+    /// destinations never delays the refreshes of the paths the interface already carries.
+    pub(crate) fn admit_inbound_announce(&mut self, refresh: bool, now: Timestamp) -> bool {
+        if refresh {
+            self.refresh_announces.take(now)
+        } else {
+            self.new_announces.take(now)
         }
     }
 
@@ -197,10 +227,15 @@ impl InterfaceState {
 mod tests {
     use super::*;
 
+    const UNLIMITED: InboundAnnounceLimit = InboundAnnounceLimit {
+        per_second: 0.0,
+        burst: 1,
+    };
+
     #[test]
     fn cap_spaces_announces_and_queue_releases_lowest_hops_first() {
         // 1200 bps at 2%: 300 bytes need 2400 bits / 1200 / 0.02 = 100 s.
-        let mut iface = InterfaceState::new(InterfaceConfig::new(1200), 8);
+        let mut iface = InterfaceState::new(InterfaceConfig::new(1200), 8, UNLIMITED);
         let t0 = Timestamp::from_secs(10);
         let frame = vec![0u8; 300];
         assert_eq!(
@@ -243,7 +278,7 @@ mod tests {
 
     #[test]
     fn queue_is_bounded_and_entries_expire() {
-        let mut iface = InterfaceState::new(InterfaceConfig::new(1200), 1);
+        let mut iface = InterfaceState::new(InterfaceConfig::new(1200), 1, UNLIMITED);
         let t0 = Timestamp::ZERO;
         iface.admit_announce(DestinationHash([1; 16]), 1, 1, &[0; 300], t0);
         assert_eq!(
@@ -263,7 +298,7 @@ mod tests {
 
     #[test]
     fn unknown_bitrate_disables_the_cap() {
-        let mut iface = InterfaceState::new(InterfaceConfig::new(0), 4);
+        let mut iface = InterfaceState::new(InterfaceConfig::new(0), 4, UNLIMITED);
         for i in 0..5 {
             assert_eq!(
                 iface.admit_announce(DestinationHash([i; 16]), 1, 1, &[0; 400], Timestamp::ZERO),

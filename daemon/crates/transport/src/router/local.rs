@@ -2,7 +2,7 @@
 
 use crate::clock::Timestamp;
 use crate::hashes::{LinkId, PacketHash};
-use crate::link::{Link, LinkEvent};
+use crate::link::{Link, LinkEvent, LinkState};
 use crate::packet::{Context, DestinationType, Packet};
 use crate::proof::prove_packet;
 
@@ -18,13 +18,19 @@ impl Router {
         if !local.accepts_links || packet.destination_type != DestinationType::Single {
             return self.drop_packet(DropReason::InvalidLinkRequest, Some(interface));
         }
-        if self.links.len() >= self.config.max_local_links {
-            return self.drop_packet(DropReason::InvalidLinkRequest, Some(interface));
-        }
         let prove_all = matches!(
             local.proof_strategy,
             ProofStrategy::All | ProofStrategy::Links
         );
+        // Requests alone cost nothing to send: unestablished links make room for newcomers
+        // (the oldest first), established ones never do.
+        let handshaking = self
+            .links
+            .values()
+            .filter(|l| l.link.state() == LinkState::Handshake)
+            .count();
+        let full = self.links.len() >= self.config.max_local_links
+            || handshaking >= self.config.max_handshaking_links;
         let mut request = packet.clone();
         self.clamp_signalling(&mut request, Some(interface), None);
         let Some(local) = self.destinations.get(&packet.destination) else {
@@ -32,11 +38,16 @@ impl Router {
         };
         match Link::accept(&local.identity, &request, now, &mut *self.rng) {
             Ok((link, proof)) => {
+                // Only a well-formed request takes a slot from an older handshake.
+                if full && !self.evict_oldest_handshake() {
+                    return self.drop_packet(DropReason::LinkSlotsFull, Some(interface));
+                }
                 let id = link.id();
                 self.links.insert(
                     id,
                     LocalLink {
                         link,
+                        opened_at: now,
                         interface: Some(interface),
                         prove_all,
                     },
@@ -45,6 +56,23 @@ impl Router {
             }
             Err(_) => self.drop_packet(DropReason::InvalidLinkRequest, Some(interface)),
         }
+    }
+
+    /// Drops the link answered longest ago that is still in its handshake, to make room for
+    /// a new one. Returns false if no link is in its handshake.
+    pub(super) fn evict_oldest_handshake(&mut self) -> bool {
+        let oldest = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.link.state() == LinkState::Handshake)
+            .min_by_key(|(_, l)| l.opened_at)
+            .map(|(id, _)| *id);
+        let Some(id) = oldest else {
+            return false;
+        };
+        self.links.remove(&id);
+        self.drop_packet(DropReason::LinkHandshakeEvicted, None);
+        true
     }
 
     pub(super) fn deliver_data(

@@ -19,8 +19,11 @@
 //!   responses, and links in both roles (a Python RNS program can open a link to us);
 //! - counters of every drop reason.
 //!
-//! Every table has a cap; the oldest entries are evicted first. Call [`Router::tick`]
-//! every 100–250 ms.
+//! Every table has a cap. The path and known-identity tables evict the oldest entry without
+//! a history (a proved path) and refuse newcomers when none is left; the short-lived tables
+//! evict the oldest entry. Inbound announces are rate-limited per interface before their
+//! signature is checked, and link handshakes are bounded (the oldest unestablished one makes
+//! room). Call [`Router::tick`] every 100–250 ms.
 
 mod announces;
 mod bounded;
@@ -28,6 +31,7 @@ mod counters;
 mod forwarding;
 mod interface;
 mod local;
+mod rate;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -49,7 +53,7 @@ use crate::proof::prove_packet;
 
 use bounded::{BoundedMap, RecentSet};
 pub use counters::{Counters, DropReason};
-use interface::{AnnounceAdmission, InterfaceState};
+use interface::{AnnounceAdmission, InboundAnnounceLimit, InterfaceState};
 pub use interface::{InterfaceConfig, InterfaceId, InterfaceMode};
 
 /// Random window for announce rebroadcast.
@@ -120,6 +124,16 @@ pub struct RouterConfig {
     pub max_path_discoveries: usize,
     /// Announce random hashes kept per path.
     pub max_random_blobs: usize,
+    /// Inbound announces one interface may have verified per second, per class (refreshes
+    /// of paths it carries; everything else); 0 disables the limit. Checked before the
+    /// signature, which is the expensive part.
+    pub inbound_announces_per_second: f64,
+    /// Announces an interface may send in a burst, per class, before the rate applies.
+    pub inbound_announce_burst: u32,
+    /// Links this node answers that are still in their handshake (proof sent, no RTT packet
+    /// yet). Beyond it, the oldest unestablished one is dropped for the newcomer, so link
+    /// requests alone never take the slots of established links.
+    pub max_handshaking_links: usize,
 }
 
 impl Default for RouterConfig {
@@ -144,6 +158,9 @@ impl Default for RouterConfig {
             max_receipts: 1_024,
             max_path_discoveries: 256,
             max_random_blobs: 16,
+            inbound_announces_per_second: 20.0,
+            inbound_announce_burst: 200,
+            max_handshaking_links: 128,
         }
     }
 }
@@ -436,6 +453,9 @@ struct PathEntry {
     random_blobs: VecDeque<[u8; RANDOM_HASH_LEN]>,
     interface: InterfaceId,
     announce: Packet,
+    /// The destination answered through this node: a link proof it signed was verified
+    /// here. Such paths are never evicted to make room for unproved ones.
+    proved: bool,
     /// Other ways to the destination, through other next hops (see [`AlternatePath`]).
     alternates: Vec<AlternatePath>,
 }
@@ -574,6 +594,8 @@ struct Receipt {
 #[derive(Debug)]
 struct LocalLink {
     link: Link,
+    /// When this node accepted (or sent) the link request.
+    opened_at: Timestamp,
     interface: Option<InterfaceId>,
     prove_all: bool,
 }
@@ -745,7 +767,12 @@ impl Router {
     /// Adds or reconfigures an interface.
     pub fn add_interface(&mut self, id: InterfaceId, config: InterfaceConfig) {
         let cap = self.config.max_queued_announces;
-        self.interfaces.insert(id, InterfaceState::new(config, cap));
+        let inbound = InboundAnnounceLimit {
+            per_second: self.config.inbound_announces_per_second,
+            burst: self.config.inbound_announce_burst,
+        };
+        self.interfaces
+            .insert(id, InterfaceState::new(config, cap, inbound));
     }
 
     /// Removes an interface and every path and table entry through it.
@@ -913,7 +940,7 @@ impl Router {
         via: Option<IdentityHash>,
         now: Timestamp,
     ) -> Result<LinkId, RouterError> {
-        if self.links.len() >= self.config.max_local_links {
+        if self.links.len() >= self.config.max_local_links && !self.evict_oldest_handshake() {
             return Err(RouterError::TooManyLinks(self.config.max_local_links));
         }
         let identity = self
@@ -945,6 +972,7 @@ impl Router {
             id,
             LocalLink {
                 link,
+                opened_at: now,
                 interface: None,
                 prove_all: false,
             },
@@ -1070,6 +1098,18 @@ impl Router {
         packet.hops += 1;
 
         let announce = if packet.packet_type == PacketType::Announce {
+            // Rate-limit before the signature check: verifying is what a flood costs us.
+            let refresh = self
+                .paths
+                .get(&packet.destination)
+                .is_some_and(|p| p.interface == interface);
+            let admitted = self
+                .interfaces
+                .get_mut(&interface)
+                .is_some_and(|i| i.admit_inbound_announce(refresh, now));
+            if !admitted {
+                return self.drop_packet(DropReason::AnnounceRateLimited, Some(interface));
+            }
             match Announce::from_packet(&packet) {
                 Ok(a) => Some(a),
                 Err(_) => return self.drop_packet(DropReason::InvalidAnnounce, Some(interface)),
@@ -1253,6 +1293,13 @@ impl Router {
 
     fn emit(&mut self, event: RouterEvent) {
         self.actions.push_back(Action::Event(event));
+    }
+
+    /// Marks the path to `destination` as proved (see [`PathEntry::proved`]).
+    fn mark_path_proved(&mut self, destination: &DestinationHash) {
+        if let Some(path) = self.paths.get_mut(destination) {
+            path.proved = true;
+        }
     }
 
     fn drop_packet(&mut self, reason: DropReason, interface: Option<InterfaceId>) {

@@ -802,3 +802,149 @@ proptest! {
         net.flush();
     }
 }
+
+fn limited_router(config: RouterConfig, seed: u8) -> Router {
+    let clock = WallClock {
+        at: Timestamp::ZERO,
+        unix_secs: 1_700_000_000,
+    };
+    Router::new(
+        identity(seed),
+        config,
+        clock,
+        Box::new(StdRng::seed_from_u64(u64::from(seed))),
+    )
+}
+
+/// A valid announce of a fresh key pair (what a Sybil flood is made of).
+fn sybil_announce(i: u32, emitted: u64) -> Vec<u8> {
+    let mut key = [0u8; 64];
+    key[..4].copy_from_slice(&i.to_le_bytes());
+    key[32..36].copy_from_slice(&i.to_le_bytes());
+    key[4] = 0xA5;
+    let id = PrivateIdentity::from_private_key(&key);
+    let random = [(i % 251) as u8; 5];
+    Announce::create(
+        &id,
+        &DestinationName::mehr_node(),
+        b"",
+        None,
+        random,
+        emitted,
+    )
+    .to_packet(false)
+    .encode()
+}
+
+#[test]
+fn inbound_announces_are_rate_limited_per_interface_before_verification() {
+    let config = RouterConfig {
+        inbound_announces_per_second: 10.0,
+        inbound_announce_burst: 20,
+        ..RouterConfig::default()
+    };
+    let mut r = limited_router(config, 1);
+    r.add_interface(InterfaceId(0), InterfaceConfig::new(0));
+    r.add_interface(InterfaceId(1), InterfaceConfig::new(0));
+    let t1 = Timestamp::from_secs(1);
+    for i in 0..100 {
+        r.handle_inbound(InterfaceId(0), &sybil_announce(i, 10), t1);
+    }
+    assert_eq!(r.table_sizes().paths, 20);
+    assert_eq!(r.counters().dropped(DropReason::AnnounceRateLimited), 80);
+    // The flood on interface 0 costs interface 1 nothing.
+    r.handle_inbound(InterfaceId(1), &sybil_announce(1000, 10), t1);
+    assert_eq!(r.table_sizes().paths, 21);
+    // A refresh of a path interface 0 carries has its own bucket, still full.
+    r.handle_inbound(InterfaceId(0), &sybil_announce(0, 20), t1);
+    assert_eq!(r.counters().dropped(DropReason::AnnounceRateLimited), 80);
+    // Two seconds refill twenty.
+    let t3 = Timestamp::from_secs(3);
+    for i in 200..300 {
+        r.handle_inbound(InterfaceId(0), &sybil_announce(i, 10), t3);
+    }
+    assert_eq!(r.table_sizes().paths, 41);
+}
+
+#[test]
+fn a_sybil_flood_does_not_push_out_a_proved_path() {
+    let mut net = Net::new(&[false, true, false]);
+    net.nodes[1] = limited_router(
+        RouterConfig {
+            max_paths: 8,
+            max_known_destinations: 8,
+            ..RouterConfig::default()
+        },
+        101,
+    );
+    net.wire(0, 1);
+    net.wire(1, 2);
+    let attacker = InterfaceId(99);
+    net.nodes[1].add_interface(attacker, InterfaceConfig::new(0));
+    let dest = net.serve(0, 1, false);
+    let now = net.now;
+    net.nodes[0].announce(&dest, now).unwrap();
+    net.run(Duration::from_secs(1));
+    let link = net.nodes[2].open_link(&dest, net.now).unwrap();
+    net.run(Duration::from_millis(300));
+    assert_eq!(net.nodes[2].link_state(&link), Some(LinkState::Active));
+
+    for i in 0..100 {
+        let now = net.now;
+        net.nodes[1].handle_inbound(attacker, &sybil_announce(i, 10), now);
+        net.flush();
+    }
+    let relay = &net.nodes[1];
+    assert_eq!(relay.table_sizes().paths, 8);
+    assert_eq!(relay.table_sizes().known_destinations, 8);
+    assert!(relay.path(&dest).is_some(), "the proved path was evicted");
+    assert!(relay.known_destination(&dest).is_some());
+    // Node 2 still reaches the destination through the relay.
+    net.nodes[2]
+        .link_send(&link, Context::NONE, b"still here", net.now)
+        .unwrap();
+    net.flush();
+    assert!(net.events[0].iter().any(|e| matches!(e,
+        RouterEvent::LinkData { plaintext, .. } if plaintext == b"still here")));
+}
+
+#[test]
+fn anonymous_link_requests_never_take_an_established_links_slot() {
+    let mut net = Net::new(&[false, true, false]);
+    net.nodes[0] = limited_router(
+        RouterConfig {
+            transport_enabled: false,
+            max_local_links: 3,
+            max_handshaking_links: 2,
+            ..RouterConfig::default()
+        },
+        100,
+    );
+    net.wire(0, 1);
+    net.wire(1, 2);
+    let attacker = InterfaceId(99);
+    net.nodes[0].add_interface(attacker, InterfaceConfig::new(0));
+    let dest = net.serve(0, 1, false);
+    let now = net.now;
+    net.nodes[0].announce(&dest, now).unwrap();
+    net.run(Duration::from_secs(1));
+    let link = net.nodes[2].open_link(&dest, net.now).unwrap();
+    net.run(Duration::from_millis(300));
+    assert_eq!(net.nodes[0].link_state(&link), Some(LinkState::Active));
+
+    let target = identity(1).public().clone();
+    let mut rng = StdRng::seed_from_u64(7);
+    for _ in 0..50 {
+        let now = net.now;
+        let (_, request) = crate::link::Link::initiate(&target, dest, None, 1, now, &mut rng);
+        net.nodes[0].handle_inbound(attacker, &request.encode(), now);
+    }
+    let served = &net.nodes[0];
+    assert!(served.table_sizes().local_links <= 3);
+    assert_eq!(served.link_state(&link), Some(LinkState::Active));
+    assert_eq!(
+        served.counters().dropped(DropReason::LinkHandshakeEvicted),
+        48
+    );
+    assert_eq!(served.counters().dropped(DropReason::LinkSlotsFull), 0);
+}
