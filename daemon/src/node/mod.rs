@@ -166,6 +166,7 @@ impl Node {
             events: events.clone(),
             shutdown: shutdown.child_token(),
             terms: storage_offer,
+            drops: part_drops.clone(),
             payer: Some(Arc::new(ChannelPayer::new(
                 ledger.clone(),
                 config.ledger.channel_deposit_umhr,
@@ -190,6 +191,7 @@ impl Node {
                     relay_cover,
                     storage_terms,
                     shutdown: shutdown.child_token(),
+                    drops: part_drops.clone(),
                 })
                 .await?,
             )
