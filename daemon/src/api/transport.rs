@@ -24,12 +24,22 @@ const DEFAULT_PATH_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Clone)]
 pub struct TransportApi {
     transport: TransportHandle,
+    part_drops: crate::seams::drops::PartDrops,
 }
 
 impl TransportApi {
     /// Serves `transport`.
     pub fn new(transport: TransportHandle) -> Self {
-        TransportApi { transport }
+        TransportApi {
+            transport,
+            part_drops: Default::default(),
+        }
+    }
+
+    /// Reports the drops of the node's parts (ledger, market, storage) in GetStats.
+    pub fn with_part_drops(mut self, part_drops: crate::seams::drops::PartDrops) -> Self {
+        self.part_drops = part_drops;
+        self
     }
 }
 
@@ -199,6 +209,15 @@ impl TransportService for TransportApi {
             packets_forwarded: counters.forwarded,
             packets_delivered: counters.delivered,
             announces_rebroadcast: counters.announces_rebroadcast,
+            part_drops: self
+                .part_drops
+                .snapshot()
+                .into_iter()
+                .map(|(reason, count)| pb::DropCount {
+                    reason: reason.to_string(),
+                    count,
+                })
+                .collect(),
         }))
     }
 }

@@ -399,6 +399,11 @@ pub(super) async fn stats(client: &Client, out: &Output) -> anyhow::Result<()> {
         .iter()
         .map(|d| format!("{}: {}", d.reason, d.count))
         .collect();
+    let part_drops: Vec<String> = s
+        .part_drops
+        .iter()
+        .map(|d| format!("{}: {}", d.reason, d.count))
+        .collect();
     out.record(
         &[
             ("transport id", hex::encode(&s.transport_id)),
@@ -414,6 +419,7 @@ pub(super) async fn stats(client: &Client, out: &Output) -> anyhow::Result<()> {
             ("listener drops", s.listener_drops.to_string()),
             ("control rejected", s.control_rejected.to_string()),
             ("control posts dropped", s.control_posts_dropped.to_string()),
+            ("part drops", if part_drops.is_empty() { "none".into() } else { part_drops.join("\n") }),
         ],
         json!({
             "transport_id": hex::encode(&s.transport_id), "mehr_destination": hex::encode(&s.mehr_destination),
@@ -423,6 +429,7 @@ pub(super) async fn stats(client: &Client, out: &Output) -> anyhow::Result<()> {
             "paths": s.paths, "links": s.links, "listener_drops": s.listener_drops, "control_rejected": s.control_rejected,
             "control_posts_dropped": s.control_posts_dropped,
             "drops": s.drops.iter().map(|d| (d.reason.clone(), json!(d.count))).collect::<serde_json::Map<_, _>>(),
+            "part_drops": s.part_drops.iter().map(|d| (d.reason.clone(), json!(d.count))).collect::<serde_json::Map<_, _>>(),
         }),
     );
     Ok(())

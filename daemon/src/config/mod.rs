@@ -372,6 +372,12 @@ pub struct StorageConfig {
     /// The longest a consumer may ask this node to hold a shard, seconds: an offer that
     /// expires later is refused (no one locks space here for good).
     pub max_hold_secs: u64,
+    /// Bytes of shards this node holds for other nodes, all consumers together (at most
+    /// `available_bytes`): the provider pool. Set it below `available_bytes` so the
+    /// operator's own Puts keep the rest whatever remote consumers store.
+    pub provider_bytes: u64,
+    /// Bytes of shards one consumer may keep here (held and being received together).
+    pub max_bytes_per_consumer: u64,
 }
 
 impl StorageConfig {
@@ -626,6 +632,8 @@ impl Config {
                 parity_shards: 2,
                 agreement_duration_secs: 30 * 86_400,
                 max_hold_secs: 365 * 86_400,
+                provider_bytes: 2 << 30,
+                max_bytes_per_consumer: 256 << 20,
             },
             ledger: LedgerConfig {
                 genesis: Vec::new(),

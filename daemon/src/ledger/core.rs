@@ -405,8 +405,14 @@ pub(crate) struct LedgerCore {
     pub(super) open_backoff: HashMap<NodeId, u64>,
     /// Records to gossip at the next flush.
     pub(super) gossip: Vec<GossipedRecord>,
-    /// When each neighbour last got the whole record set from this node.
+    /// When each neighbour last got a page of the record set from this node.
     pub(super) pushed_ms: HashMap<NodeId, u64>,
+    /// Where the next page of the record set for each neighbour starts.
+    pub(super) reconcile_cursor: HashMap<NodeId, mehr_ledger::ledger::ChannelKey>,
+    /// Admission of gossiped records.
+    pub(super) admission: super::admission::RecordAdmission,
+    /// Drops by reason, shared with the node's other parts (GetStats).
+    pub(crate) drops: crate::seams::drops::PartDrops,
     pub(super) digest_sent_ms: u64,
     pub(super) records_digest: Option<[u8; 32]>,
     pub(super) writes: PendingWrites,
@@ -475,6 +481,9 @@ impl LedgerCore {
             open_backoff: HashMap::new(),
             gossip: Vec::new(),
             pushed_ms: HashMap::new(),
+            reconcile_cursor: HashMap::new(),
+            admission: Default::default(),
+            drops: Default::default(),
             digest_sent_ms: 0,
             records_digest: None,
             writes: PendingWrites::default(),

@@ -1,14 +1,21 @@
 //! Settlement records between neighbours: new records are pushed to every neighbour as they
 //! are learned (and forwarded on by those that did not have them); every gossip interval
 //! each node tells its neighbours a digest of its ledger, and a neighbour whose ledger
-//! differs gets the whole record set. The ledger is a CRDT, so whatever the order and the
-//! duplicates, nodes that saw the same records hold the same ledger.
+//! differs gets the next page of the record set (at most [`RECONCILE_PAGE_RECORDS`] per
+//! round, from a cursor kept per neighbour, so successive rounds walk the whole set without
+//! one digest costing the whole set). The ledger is a CRDT, so whatever the order and the
+//! duplicates, nodes that saw the same records hold the same ledger. Gossiped records pass
+//! the admission rules of [`super::admission`] first.
 
 use std::collections::HashMap;
 
 use mehr_ledger::{NodeId, ledger::InsertOutcome};
 
+/// The most records one digest answer sends a neighbour (4 settlements messages).
+pub(crate) const RECONCILE_PAGE_RECORDS: usize = 4 * MAX_RECORDS_PER_MESSAGE;
+
 use super::{
+    admission::Candidate,
     core::{LedgerCore, NeighbourInfo, Now},
     records::node_id,
     wire::{GossipedRecord, LedgerDigest, LedgerMessage, MAX_RECORDS_PER_MESSAGE},
@@ -25,6 +32,8 @@ impl LedgerCore {
             .copied()
             .collect();
         self.pushed_ms.retain(|id, _| neighbours.contains_key(id));
+        self.reconcile_cursor
+            .retain(|id, _| neighbours.contains_key(id));
         self.neighbours = neighbours;
         let known: Vec<NodeId> = self
             .awaiting_neighbour
@@ -93,9 +102,16 @@ impl LedgerCore {
             return;
         }
         self.pushed_ms.insert(digest.sender, now.unix_ms.max(1));
-        let all: Vec<GossipedRecord> = self
+        let cursor = self.reconcile_cursor.get(&digest.sender).copied();
+        let (page, last) = self
             .ledger
-            .records()
+            .records_page(cursor.as_ref(), RECONCILE_PAGE_RECORDS);
+        match last {
+            Some(key) => self.reconcile_cursor.insert(digest.sender, key),
+            None => self.reconcile_cursor.remove(&digest.sender),
+        };
+        let all: Vec<GossipedRecord> = page
+            .iter()
             .filter_map(|record| {
                 Some(GossipedRecord {
                     record: *record,
@@ -112,6 +128,7 @@ impl LedgerCore {
     }
 
     pub(super) fn on_settlements(&mut self, records: Vec<GossipedRecord>) {
+        let mut held = self.ledger.record_count();
         for gossiped in records {
             let body = gossiped.record.body;
             if node_id(&gossiped.identity_a) != body.party_a
@@ -120,6 +137,12 @@ impl LedgerCore {
                 self.rejects.forged += 1;
                 continue;
             }
+            if let Err(refusal) = self.admit_gossiped(&gossiped.record, held) {
+                self.rejects.refused += 1;
+                self.drops.count(refusal.reason());
+                continue;
+            }
+            held += 1;
             match self.record_settlement(gossiped.record, gossiped.identity_a, gossiped.identity_b)
             {
                 Ok(InsertOutcome::Applied | InsertOutcome::Equivocation) => {
@@ -132,6 +155,38 @@ impl LedgerCore {
                 }
             }
         }
+    }
+
+    /// Applies the admission rules to a gossiped record that would change the ledger;
+    /// duplicates and superseded records pass (they cost nothing to hold).
+    fn admit_gossiped(
+        &mut self,
+        record: &mehr_ledger::ledger::SettlementRecord,
+        held: usize,
+    ) -> Result<(), super::admission::Refusal> {
+        let body = record.body;
+        if !self.ledger.is_news(record)
+            || body.party_a == self.me
+            || body.party_b == self.me
+            || self.channels.contains_key(&body.channel_id)
+        {
+            return Ok(());
+        }
+        let key = mehr_ledger::ledger::ChannelKey {
+            channel_id: body.channel_id,
+            party_a: body.party_a,
+            party_b: body.party_b,
+        };
+        let balances = self.ledger.snapshot().balances();
+        let funded = |party| balances.get(&party).is_some_and(|b| *b > 0);
+        let candidate = Candidate {
+            record,
+            known_channel: self.ledger.knows_channel(&key),
+            adds: self.ledger.would_add(record),
+            held,
+            funded: (funded(body.party_a), funded(body.party_b)),
+        };
+        self.admission.admit(&candidate, self.last_now_ms)
     }
 
     /// A record about one of this node's channels that arrived by gossip (the peer's

@@ -9,6 +9,7 @@
 //! write, and only then are the resulting messages sent. So the latest co-signed state is
 //! always durable before this node acknowledges it, and many updates share one disk sync.
 
+mod admission;
 mod core;
 mod gossip;
 mod inbound;
@@ -119,6 +120,8 @@ pub struct LedgerStart {
     pub events: Arc<EventBus>,
     /// The relays the market pays under agreements (see [`crate::seams::payments::RelayCover`]).
     pub relay_cover: crate::seams::payments::RelayCover,
+    /// Drops by reason, shared with the node's other parts (GetStats).
+    pub drops: crate::seams::drops::PartDrops,
     /// Cancelled at shutdown.
     pub stop: CancellationToken,
 }
@@ -371,6 +374,7 @@ pub async fn start(start: LedgerStart) -> Result<(LedgerHandle, JoinHandle<()>),
         transport,
         events,
         relay_cover,
+        drops,
         stop,
     } = start;
     let core_config = CoreConfig {
@@ -390,9 +394,10 @@ pub async fn start(start: LedgerStart) -> Result<(LedgerHandle, JoinHandle<()>),
         gossip_interval_ms: config.gossip_interval_secs.saturating_mul(1000),
         checkpoint_interval_ms: config.checkpoint_interval_secs.saturating_mul(1000),
     };
-    let core = tokio::task::block_in_place(|| {
+    let mut core = tokio::task::block_in_place(|| {
         LedgerCore::load(store, &identity, core_config, StdRng::from_entropy())
     })?;
+    core.drops = drops;
     let node = core.node_id();
 
     let (merged_tx, merged_rx) = mpsc::channel::<ControlMessage>(4096);

@@ -815,3 +815,91 @@ fn a_unilateral_close_on_an_old_state_loses_to_the_newer_state_the_other_party_h
         "a unilateral close keeps its escrow until an epoch after the one that folds it"
     );
 }
+
+/// A settlement record of a new channel between two identities, co-signed by both.
+fn minted_record(
+    a: &PrivateIdentity,
+    b: &PrivateIdentity,
+    channel: u16,
+) -> super::wire::GossipedRecord {
+    use mehr_ledger::{
+        channel::{ChannelBody, Deposits, LotteryTerms},
+        ledger::{SettlementRecord, sign_settlement},
+    };
+    let mut id = [0u8; 16];
+    id[..2].copy_from_slice(&channel.to_le_bytes());
+    let body = ChannelBody::opening(
+        ChannelId(id),
+        NodeId(a.hash().0),
+        NodeId(b.hash().0),
+        Deposits { a: 1_000, b: 0 },
+        LotteryTerms::initial(),
+    );
+    let kind = SettlementKind::Checkpoint;
+    super::wire::GossipedRecord {
+        record: SettlementRecord {
+            body,
+            kind,
+            sig_a: sign_settlement(&body, kind, &super::core::signing_key(a)),
+            sig_b: sign_settlement(&body, kind, &super::core::signing_key(b)),
+        },
+        identity_a: a.public().clone(),
+        identity_b: b.public().clone(),
+    }
+}
+
+fn send_settlements(net: &mut Net, to: usize, records: Vec<super::wire::GossipedRecord>) {
+    for chunk in records.chunks(super::wire::MAX_RECORDS_PER_MESSAGE) {
+        let (kind, body) = LedgerMessage::Settlements(chunk.to_vec()).encode();
+        inject(net, to, kind, &body);
+    }
+}
+
+#[test]
+fn gossiped_records_need_a_funded_party_and_each_party_is_rate_limited() {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    net.settle();
+    let before = net.nodes[1].core().ledger.record_count();
+    // 200 channels between fresh key pairs: nobody holds a balance, all refused.
+    let sybils: Vec<_> = (0..200u16)
+        .map(|i| {
+            let a = PrivateIdentity::from_private_key(&[(i % 250) as u8 + 3; 64]);
+            let mut b_key = [(i % 250) as u8 + 4; 64];
+            b_key[0] = 0xee;
+            b_key[1] = (i >> 8) as u8;
+            minted_record(&a, &PrivateIdentity::from_private_key(&b_key), i)
+        })
+        .collect();
+    send_settlements(&mut net, 1, sybils);
+    assert_eq!(net.nodes[1].core().ledger.record_count(), before);
+    let drops = net.nodes[1].core().drops.clone();
+    assert_eq!(drops.get("ledger.record_unfunded"), 200);
+
+    // A funded party (node 0 holds genesis) with fresh counterparts: the burst of new
+    // channels is admitted, the rest refused until its bucket refills.
+    let funded = net.nodes[0].identity.clone();
+    let fresh: Vec<_> = (0..40u16)
+        .map(|i| {
+            let mut key = [0x55; 64];
+            key[..2].copy_from_slice(&i.to_le_bytes());
+            minted_record(&funded, &PrivateIdentity::from_private_key(&key), 1_000 + i)
+        })
+        .collect();
+    send_settlements(&mut net, 1, fresh.clone());
+    assert_eq!(net.nodes[1].core().ledger.record_count(), before + 32);
+    assert_eq!(drops.get("ledger.record_rate_limited"), 8);
+    // Sent again, the admitted ones are duplicates (free) and the others still wait.
+    send_settlements(&mut net, 1, fresh.clone());
+    assert_eq!(net.nodes[1].core().ledger.record_count(), before + 32);
+    assert_eq!(drops.get("ledger.record_rate_limited"), 16);
+    // Four minutes later the party earned 8 more.
+    net.now.unix_ms += 240_000;
+    send_settlements(&mut net, 1, fresh);
+    assert_eq!(net.nodes[1].core().ledger.record_count(), before + 40);
+    // The records survive a restart: they were written to RocksDB.
+    net.nodes[1].core().flush().unwrap();
+    net.crash(1);
+    net.start(1);
+    assert_eq!(net.nodes[1].core().ledger.record_count(), before + 40);
+}

@@ -435,6 +435,8 @@ pub struct MarketParts<'a> {
     pub storage_terms: tokio::sync::watch::Sender<StorageTerms>,
     /// Ends the tasks.
     pub shutdown: CancellationToken,
+    /// Drops by reason, shared with the node's other parts (GetStats).
+    pub drops: crate::seams::drops::PartDrops,
 }
 
 /// The market part. Cheap to clone.
@@ -469,7 +471,18 @@ struct Shared {
     relay_price: tokio::sync::watch::Sender<u64>,
     /// The storage terms of the offer, for remote storage.
     storage_terms: tokio::sync::watch::Sender<StorageTerms>,
+    /// Requests (agreement proposals) handled at once; more are dropped and counted.
+    request_handlers: Arc<tokio::sync::Semaphore>,
+    /// Jobs handled at once; more are dropped and counted.
+    job_handlers: Arc<tokio::sync::Semaphore>,
+    /// Drops by reason (GetStats).
+    drops: crate::seams::drops::PartDrops,
 }
+
+/// Agreement requests handled at once (each a signature check, a look-up and a write).
+const MAX_CONCURRENT_REQUESTS: usize = 64;
+/// Jobs handled at once (each may run a function).
+const MAX_CONCURRENT_JOBS: usize = 32;
 
 /// Where the parts of a streamed job's output go, as `(seq, bytes)` in arrival order (not
 /// necessarily `seq` order). See [`wire::JobPartial`].
@@ -536,6 +549,7 @@ impl Market {
         let mut state = State::load(key, signing, deps, settings, capabilities, now_ms())?;
         let deliveries = parts.transport.delivery_reports(DELIVERY_QUEUE).await?;
         state.modules = facts.1;
+        state.drops = parts.drops.clone();
         let market = Market {
             shared: Arc::new(Shared {
                 me,
@@ -552,6 +566,9 @@ impl Market {
                 shutdown: parts.shutdown,
                 relay_price: tokio::sync::watch::Sender::new(relay_price),
                 storage_terms: parts.storage_terms,
+                request_handlers: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+                job_handlers: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_JOBS)),
+                drops: parts.drops,
             }),
         };
         for kind in kinds::ALL {

@@ -28,7 +28,19 @@ impl Market {
         match message.kind {
             kinds::RECORD => match wire::decode_record(&message.body) {
                 Ok(MarketMessage::Request(request)) => {
-                    tokio::spawn(self.clone().on_request(request));
+                    // A bounded number of handlers: the receive loop never waits for one
+                    // (gossip and beacons share it), so a request past the bound is dropped
+                    // and counted; its sender retries (records are sent until proved).
+                    match self.shared.request_handlers.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let market = self.clone();
+                            tokio::spawn(async move {
+                                market.on_request(request).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => self.shared.drops.count("market.requests_busy"),
+                    }
                 }
                 Ok(record) => {
                     let out = self.state().on_record(record, now);
@@ -67,7 +79,16 @@ impl Market {
             kinds::JOB | kinds::JOB_STREAMED => match SignedJob::decode(&message.body) {
                 Ok(job) => {
                     let streamed = message.kind == kinds::JOB_STREAMED;
-                    tokio::spawn(self.clone().on_job(job, streamed));
+                    match self.shared.job_handlers.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let market = self.clone();
+                            tokio::spawn(async move {
+                                market.on_job(job, streamed).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => self.shared.drops.count("market.jobs_busy"),
+                    }
                 }
                 Err(_) => self.state().counters.jobs_refused += 1,
             },

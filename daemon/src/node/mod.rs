@@ -139,6 +139,8 @@ impl Node {
         // the configuration's terms hold.
         let (storage_terms, storage_offer) =
             tokio::sync::watch::channel(OfferSettings::from_config(&config).storage_terms());
+        // Drops by the parts, by reason, for GetStats.
+        let part_drops = crate::seams::drops::PartDrops::default();
         let (ledger, ledger_task) = crate::ledger::start(crate::ledger::LedgerStart {
             store: store.clone(),
             identity: identity.keys().clone(),
@@ -148,6 +150,7 @@ impl Node {
             transport: transport.clone(),
             events: events.clone(),
             relay_cover: relay_covered,
+            drops: part_drops.clone(),
             stop: shutdown.child_token(),
         })
         .await?;
@@ -173,6 +176,7 @@ impl Node {
             events: events.clone(),
             shutdown: shutdown.child_token(),
             terms: storage_offer,
+            drops: part_drops.clone(),
             payer: Some(Arc::new(ChannelPayer::new(
                 ledger.clone(),
                 config.ledger.channel_deposit_umhr,
@@ -197,6 +201,7 @@ impl Node {
                     relay_cover,
                     storage_terms,
                     shutdown: shutdown.child_token(),
+                    drops: part_drops.clone(),
                 })
                 .await?,
             )
@@ -234,7 +239,8 @@ impl Node {
 
         let services = Services {
             node: NodeApi::new(facts.clone(), events.clone()),
-            transport: crate::api::transport::TransportApi::new(transport.clone()),
+            transport: crate::api::transport::TransportApi::new(transport.clone())
+                .with_part_drops(part_drops.clone()),
             messaging: crate::api::messaging::MessagingApi::new(
                 transport.clone(),
                 config.transport.max_message_bytes,

@@ -261,8 +261,16 @@ impl ObjectStore {
         name: &str,
     ) -> Result<ChunkSetUpload, StorageError> {
         check_name(name)?;
-        let mut slot = UploadSlot::new(self);
-        slot.reserve(length)?;
+        let limit = self.inner.limits.max_object_size;
+        if length > limit {
+            return Err(StorageError::ObjectTooLarge {
+                size: length,
+                limit,
+            });
+        }
+        // Space is reserved chunk by chunk as the bytes arrive (`put_chunk`), so a peer that
+        // declares a large shard and sends nothing holds no room.
+        let slot = UploadSlot::new(self);
         let count = chunk_count(length);
         let words = usize::try_from(count.div_ceil(64)).unwrap_or(usize::MAX);
         Ok(ChunkSetUpload {
@@ -397,6 +405,9 @@ impl ChunkSetUpload {
                 expected,
                 got: bytes.len(),
             })?;
+        if !self.has(index) {
+            self.slot.reserve(expected as u64)?;
+        }
         let mut pending = PendingChunks::default();
         pending.push(index, bytes, hash);
         pending.write(&self.slot.objects, self.slot.upload)?;

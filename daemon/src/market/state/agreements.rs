@@ -408,6 +408,18 @@ impl State {
             };
             return RequestOutcome::Answered(answer);
         }
+        let proven = self
+            .reputation
+            .get(&consumer.node_id())
+            .is_some_and(|p| p.total() > p.failed().saturating_mul(2));
+        if let Err(reason) =
+            self.request_admission
+                .admit(consumer.node_id(), self.agreements.len(), proven, now)
+        {
+            self.drops.count(reason);
+            self.counters.records_refused += 1;
+            return RequestOutcome::Answered(Vec::new());
+        }
         let agreement = match Agreement::receive_request(request, consumer, self.me, now) {
             Ok(agreement) => agreement,
             Err(e) => {
@@ -718,6 +730,7 @@ impl State {
     pub(in crate::market) fn tick(&mut self, now: u64) -> Vec<Outbound> {
         let mut out = Vec::new();
         self.bill_relays_due(now);
+        self.prune_final(now);
         let due: Vec<([u8; 32], AgreementState)> = self
             .agreements
             .iter()
@@ -780,6 +793,37 @@ impl State {
             }
         }
         out
+    }
+
+    /// Drops final agreements whose last change is older than the retention, from memory
+    /// and RocksDB (one unsynced batch: a prune lost in a crash is done again).
+    pub(in crate::market) fn prune_final(&mut self, now: u64) {
+        let stale: Vec<[u8; 32]> = self
+            .agreements
+            .iter()
+            .filter(|(_, e)| {
+                e.agreement.state().is_final()
+                    && now.saturating_sub(e.updated_at) > super::admission::FINAL_RETENTION_MS
+            })
+            .map(|(hash, _)| *hash)
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let mut batch = self.deps.store.batch();
+        for hash in &stale {
+            if let Some(id) = self.agreements.remove(hash).and_then(|e| e.agreement.id()) {
+                self.by_id.remove(&id);
+            }
+            self.monitors.remove(hash);
+            self.watchers.remove(hash);
+            batch.delete(AGREEMENTS, hash);
+        }
+        if let Err(e) = self.deps.store.commit_unsynced(batch) {
+            tracing::warn!(error = %e, "cannot prune finished agreements");
+        }
+        self.drops
+            .add("market.agreements_pruned", stale.len() as u64);
     }
 
     /// Heartbeat misses counted on a consumer agreement.

@@ -12,6 +12,7 @@
 //! agreement, charges, the tick), `jobs.rs` (remote jobs), `reputation.rs` (scores,
 //! exclusions, the choice of providers).
 
+mod admission;
 mod agreements;
 mod discovery;
 mod jobs;
@@ -284,6 +285,10 @@ pub(super) struct State {
     rng: StdRng,
     /// Bytes delivered through relays under relay agreements, not billed yet.
     pub(super) relay_meter: RelayMeter,
+    /// Per-key admission of agreement requests.
+    request_admission: admission::RequestAdmission,
+    /// Drops by reason, shared with the node's other parts (GetStats).
+    pub(super) drops: crate::seams::drops::PartDrops,
 }
 
 /// Gossip rounds since the Unix epoch: the reputation book's clock.
@@ -410,6 +415,8 @@ impl State {
             counters: Counters::default(),
             rng: StdRng::from_entropy(),
             relay_meter: RelayMeter::new(deps.config.relay_charge_bytes),
+            request_admission: Default::default(),
+            drops: Default::default(),
             deps,
         };
         let heartbeats = state.heartbeats();

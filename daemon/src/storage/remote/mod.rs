@@ -16,6 +16,7 @@
 mod consumer;
 mod error;
 mod fetch;
+mod freshness;
 mod provider;
 pub mod records;
 pub mod wire;
@@ -38,7 +39,6 @@ use mehr_transport::{
     hashes::IdentityHash,
     identity::{Identity, PrivateIdentity},
 };
-use rand::RngCore;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wire::{Reply, Request, kinds};
@@ -72,6 +72,11 @@ pub struct RemoteSettings {
     pub default_duration_secs: u64,
     /// The longest this node holds a shard for a consumer, seconds.
     pub max_hold_secs: u64,
+    /// Bytes of shards held for all consumers together (`storage.provider_bytes`, capped at
+    /// `storage.available_bytes`).
+    pub provider_bytes: u64,
+    /// Bytes of shards one consumer may keep here (`storage.max_bytes_per_consumer`).
+    pub max_bytes_per_consumer: u64,
 }
 
 impl RemoteSettings {
@@ -91,6 +96,8 @@ impl RemoteSettings {
             default_params,
             default_duration_secs: storage.agreement_duration_secs,
             max_hold_secs: storage.max_hold_secs,
+            provider_bytes: storage.provider_bytes.min(storage.available_bytes),
+            max_bytes_per_consumer: storage.max_bytes_per_consumer,
         }
     }
 }
@@ -115,6 +122,8 @@ pub struct RemoteParts {
     pub payer: Option<Arc<dyn PeerPayer>>,
     /// The terms this node stores shards for others on (offers below them are refused).
     pub terms: StorageOffer,
+    /// Drops by reason, shared with the node's other parts (GetStats).
+    pub drops: crate::seams::drops::PartDrops,
 }
 
 /// The remote-storage part. Cheap to clone.
@@ -162,7 +171,19 @@ struct Shared {
     payer: Option<Arc<dyn PeerPayer>>,
     /// The terms this node stores shards for others on.
     terms: StorageOffer,
+    /// Provider side: bytes held for each consumer (the provider pool).
+    pool: Mutex<provider::Pool>,
+    /// Requests handled at once; the receive loops wait for a permit, so the bounded
+    /// channels in front of them fill and the transport drops (and counts) the excess.
+    handlers: Arc<tokio::sync::Semaphore>,
+    /// Drops by reason (GetStats).
+    drops: crate::seams::drops::PartDrops,
+    /// Provider side: request ids seen inside the freshness window, per consumer.
+    seen_requests: Mutex<freshness::SeenRequests>,
 }
+
+/// Storage requests handled at once, all kinds together.
+const MAX_CONCURRENT_HANDLERS: usize = 32;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -188,8 +209,9 @@ impl RemoteStorage {
                 events: parts.events,
                 shutdown: parts.shutdown,
                 pending: Mutex::new(HashMap::new()),
-                // A random start keeps ids of a restarted node apart from its earlier ones.
-                next_request: AtomicU64::new(rand::rngs::OsRng.next_u64() >> 1),
+                // Ids carry the clock (see `freshness`), which also keeps the ids of a
+                // restarted node apart from its earlier ones.
+                next_request: AtomicU64::new(0),
                 keys: Mutex::new(HashMap::new()),
                 health: Mutex::new(FailureTracker::new()),
                 challenges_passed: AtomicU64::new(0),
@@ -200,9 +222,14 @@ impl RemoteStorage {
                 uploads: Mutex::new(provider::Uploads::default()),
                 payer: parts.payer,
                 terms: parts.terms,
+                pool: Mutex::new(provider::Pool::default()),
+                handlers: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDLERS)),
+                drops: parts.drops,
+                seen_requests: Mutex::new(freshness::SeenRequests::default()),
             }),
         };
         remote.seed_health()?;
+        remote.seed_pool()?;
         for kind in kinds::REQUESTS.into_iter().chain([kinds::REPLY]) {
             let messages = parts.transport.control_messages(kind).await?;
             tokio::spawn(remote.clone().receive(messages));
@@ -233,7 +260,14 @@ impl RemoteStorage {
                     None => return,
                 },
             };
-            tokio::spawn(self.clone().on_message(message.kind, message.body));
+            let Ok(permit) = self.shared.handlers.clone().acquire_owned().await else {
+                return;
+            };
+            let remote = self.clone();
+            tokio::spawn(async move {
+                remote.on_message(message.kind, message.body).await;
+                drop(permit);
+            });
         }
     }
 
@@ -259,6 +293,20 @@ impl RemoteStorage {
                 Err(e) => tracing::debug!(%sender, error = %e, "storage reply dropped"),
             }
             return;
+        }
+        if verified.is_ok() {
+            let fresh = lock(&self.shared.seen_requests).admit(
+                sender,
+                envelope.request_id,
+                crate::events::unix_ms_now(),
+            );
+            if let Err(stale) = fresh {
+                // No answer: the first copy of a request is answered, and an answer to a copy
+                // could reach the consumer before it.
+                tracing::debug!(%sender, kind, ?stale, "storage request not fresh");
+                self.shared.drops.count(stale.reason());
+                return;
+            }
         }
         let reply = match verified {
             Ok(()) => match Request::decode(kind, envelope.payload) {
@@ -323,7 +371,15 @@ impl RemoteStorage {
         request: &Request,
         timeout: Duration,
     ) -> Result<Vec<u8>, RemoteError> {
-        let request_id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let now = crate::events::unix_ms_now();
+        let previous = self
+            .shared
+            .next_request
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |previous| {
+                Some(freshness::next_request_id(previous, now))
+            })
+            .unwrap_or_default();
+        let request_id = freshness::next_request_id(previous, now);
         let (tx, rx) = oneshot::channel();
         lock(&self.shared.pending).insert((provider, request_id), tx);
         // Removes the waiter however this call ends.

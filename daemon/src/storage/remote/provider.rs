@@ -27,6 +27,11 @@ use crate::{
 
 /// Uploads in progress at most, all consumers together.
 const MAX_UPLOADS: usize = 64;
+/// Upload slots open to consumers that hold no shard here yet: the other half is kept for
+/// consumers with a history on this node.
+const MAX_NEW_CONSUMER_UPLOADS: usize = MAX_UPLOADS / 2;
+/// Uploads in progress at most for one consumer.
+const MAX_UPLOADS_PER_CONSUMER: usize = 8;
 /// An upload that received nothing for this long is dropped when room is needed.
 const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 /// Prefix of the name of objects stored as shards for other nodes.
@@ -35,6 +40,8 @@ pub(super) const SHARD_NAME_PREFIX: &str = "shard held for ";
 /// A shard being received.
 struct InProgress {
     length: u64,
+    /// Bytes received so far, charged to the pool and the consumer's quota as they arrive.
+    received: u64,
     expires_unix_s: u64,
     price_per_byte_day_umhr: u64,
     last_activity: Instant,
@@ -46,6 +53,48 @@ struct InProgress {
 #[derive(Default)]
 pub(super) struct Uploads {
     by_key: HashMap<(IdentityHash, ObjectId), InProgress>,
+}
+
+impl Uploads {
+    /// Bytes received by uploads in progress: all, and `consumer`'s.
+    fn received(&self, consumer: IdentityHash) -> (u64, u64) {
+        self.by_key
+            .iter()
+            .fold((0, 0), |(all, mine), ((who, _), upload)| {
+                let own = if *who == consumer { upload.received } else { 0 };
+                (all + upload.received, mine + own)
+            })
+    }
+}
+
+/// Bytes of committed shards held for other nodes (every holder record counts its length).
+#[derive(Default)]
+pub(super) struct Pool {
+    held: u64,
+    by_consumer: HashMap<IdentityHash, u64>,
+}
+
+impl Pool {
+    fn add(&mut self, consumer: IdentityHash, length: u64) {
+        self.held = self.held.saturating_add(length);
+        *self.by_consumer.entry(consumer).or_default() += length;
+    }
+
+    fn remove(&mut self, consumer: IdentityHash, length: u64) {
+        self.held = self.held.saturating_sub(length);
+        if let Some(mine) = self.by_consumer.get_mut(&consumer) {
+            *mine = mine.saturating_sub(length);
+            if *mine == 0 {
+                self.by_consumer.remove(&consumer);
+            }
+        }
+    }
+}
+
+/// Why the pool refused bytes.
+enum PoolRefusal {
+    PoolFull,
+    Quota,
 }
 
 fn refuse(code: ErrorCode, reason: impl std::fmt::Display) -> Reply {
@@ -155,11 +204,18 @@ impl RemoteStorage {
         expires_unix_s: u64,
         price_per_byte_day_umhr: u64,
     ) -> Result<Vec<u8>, RemoteError> {
-        self.admit_offer(
+        if let Err(e) = self.admit_offer(
             expires_unix_s,
             price_per_byte_day_umhr,
             unix_ms_now() / 1000,
-        )?;
+        ) {
+            self.shared.drops.count("storage.offer_off_terms");
+            return Err(e);
+        }
+        {
+            let uploads = lock(&self.shared.uploads);
+            self.check_pool(&uploads, consumer, length)?;
+        }
         let objects = self.shared.objects.clone();
         let store = self.shared.store.clone();
         let name = format!("{SHARD_NAME_PREFIX}{consumer}");
@@ -177,32 +233,77 @@ impl RemoteStorage {
                 if stored.length != length {
                     return Err(StorageError::ContentMismatch { expected: root }.into());
                 }
-                store.put(HELD_SHARDS, &held_key(root.as_bytes(), &consumer.0), &held)?;
-                return Ok(None);
+                let key = held_key(root.as_bytes(), &consumer.0);
+                let new = store.get(HELD_SHARDS, &key)?.is_none();
+                store.put(HELD_SHARDS, &key, &held)?;
+                return Ok(Err(new));
             }
-            Ok(Some(objects.begin_chunk_set(root, length, &name)?))
+            Ok(Ok(objects.begin_chunk_set(root, length, &name)?))
         })
         .await?;
-        let Some(upload) = upload else {
-            return Ok(vec![1]);
+        let upload = match upload {
+            Ok(upload) => upload,
+            Err(new_holder) => {
+                if new_holder {
+                    lock(&self.shared.pool).add(consumer, length);
+                }
+                return Ok(vec![1]);
+            }
         };
         let mut uploads = lock(&self.shared.uploads);
         let now = Instant::now();
         uploads
             .by_key
             .retain(|_, u| now.duration_since(u.last_activity) < UPLOAD_IDLE);
-        if uploads.by_key.len() >= MAX_UPLOADS && !uploads.by_key.contains_key(&(consumer, root)) {
-            return Err(RemoteError::Provider {
-                provider: self.shared.me,
-                code: ErrorCode::Refused,
-                reason: format!("{MAX_UPLOADS} uploads are in progress; try later"),
-            });
+        if !uploads.by_key.contains_key(&(consumer, root)) {
+            let has_history = lock(&self.shared.pool).by_consumer.contains_key(&consumer);
+            let mine = uploads
+                .by_key
+                .keys()
+                .filter(|(c, _)| *c == consumer)
+                .count();
+            let newcomers = uploads
+                .by_key
+                .keys()
+                .filter(|(c, _)| !lock(&self.shared.pool).by_consumer.contains_key(c))
+                .count();
+            let refusal = if uploads.by_key.len() >= MAX_UPLOADS {
+                Some((
+                    "storage.uploads_full",
+                    format!("{MAX_UPLOADS} uploads are in progress; try later"),
+                ))
+            } else if mine >= MAX_UPLOADS_PER_CONSUMER {
+                Some((
+                    "storage.consumer_uploads",
+                    format!(
+                        "{MAX_UPLOADS_PER_CONSUMER} uploads of yours are in progress; finish one first"
+                    ),
+                ))
+            } else if !has_history && newcomers >= MAX_NEW_CONSUMER_UPLOADS {
+                Some((
+                    "storage.new_consumer_uploads",
+                    format!(
+                        "{MAX_NEW_CONSUMER_UPLOADS} uploads of consumers new to this node are in progress; try later"
+                    ),
+                ))
+            } else {
+                None
+            };
+            if let Some((reason, message)) = refusal {
+                self.shared.drops.count(reason);
+                return Err(RemoteError::Provider {
+                    provider: self.shared.me,
+                    code: ErrorCode::Refused,
+                    reason: message,
+                });
+            }
         }
         // A repeated offer restarts the upload (dropping the old one removes its chunks).
         uploads.by_key.insert(
             (consumer, root),
             InProgress {
                 length,
+                received: 0,
                 expires_unix_s,
                 price_per_byte_day_umhr,
                 last_activity: now,
@@ -263,6 +364,65 @@ impl RemoteStorage {
         }
     }
 
+    /// Refuses `more` bytes from `consumer` when the provider pool or the consumer's quota
+    /// has no room for them (held shards and bytes received by uploads in progress count).
+    fn check_pool(
+        &self,
+        uploads: &Uploads,
+        consumer: IdentityHash,
+        more: u64,
+    ) -> Result<(), RemoteError> {
+        let (receiving, receiving_mine) = uploads.received(consumer);
+        let refusal = {
+            let pool = lock(&self.shared.pool);
+            let mine = pool.by_consumer.get(&consumer).copied().unwrap_or(0);
+            let settings = &self.shared.settings;
+            if pool.held + receiving + more > settings.provider_bytes {
+                Some(PoolRefusal::PoolFull)
+            } else if mine + receiving_mine + more > settings.max_bytes_per_consumer {
+                Some(PoolRefusal::Quota)
+            } else {
+                None
+            }
+        };
+        let settings = &self.shared.settings;
+        let (reason, message) = match refusal {
+            None => return Ok(()),
+            Some(PoolRefusal::PoolFull) => (
+                "storage.provider_pool_full",
+                format!(
+                    "this node holds at most {} bytes of shards for others (storage.provider_bytes) and has no room for {more} more",
+                    settings.provider_bytes
+                ),
+            ),
+            Some(PoolRefusal::Quota) => (
+                "storage.consumer_quota",
+                format!(
+                    "this node holds at most {} bytes of shards per consumer (storage.max_bytes_per_consumer) and has no room for {more} more of yours",
+                    settings.max_bytes_per_consumer
+                ),
+            ),
+        };
+        self.shared.drops.count(reason);
+        Err(RemoteError::Provider {
+            provider: self.shared.me,
+            code: ErrorCode::Refused,
+            reason: message,
+        })
+    }
+
+    /// Sums the lengths of the shards held for each consumer, once at start.
+    pub(super) fn seed_pool(&self) -> Result<(), RemoteError> {
+        let mut pool = lock(&self.shared.pool);
+        for item in self.shared.store.scan_from(HELD_SHARDS, &[]) {
+            let (key, held) = item?;
+            if let Ok(consumer) = <[u8; 16]>::try_from(&key[key.len().min(32)..]) {
+                pool.add(IdentityHash(consumer), held.length);
+            }
+        }
+        Ok(())
+    }
+
     async fn on_chunks(
         &self,
         consumer: IdentityHash,
@@ -273,8 +433,14 @@ impl RemoteStorage {
     ) -> Result<Vec<u8>, RemoteError> {
         let in_progress = {
             let mut uploads = lock(&self.shared.uploads);
+            if uploads.by_key.contains_key(&(consumer, root)) {
+                // The bytes are charged as they arrive (a resent chunk is charged again,
+                // which only errs on the safe side until the upload ends).
+                self.check_pool(&uploads, consumer, bytes.len() as u64)?;
+            }
             uploads.by_key.get_mut(&(consumer, root)).map(|u| {
                 u.last_activity = Instant::now();
+                u.received = u.received.saturating_add(bytes.len() as u64);
                 (
                     u.upload.clone(),
                     HeldShard {
@@ -345,6 +511,9 @@ impl RemoteStorage {
             Ok(missing)
         })
         .await;
+        if matches!(outcome, Ok(0)) {
+            lock(&self.shared.pool).add(consumer, held.length);
+        }
         if matches!(outcome, Ok(0) | Err(_)) {
             // Finished, or failed: a failed upload is dropped (its chunks removed) and must be
             // offered again.
@@ -361,11 +530,11 @@ impl RemoteStorage {
         lock(&self.shared.uploads).by_key.remove(&(consumer, root));
         let objects = self.shared.objects.clone();
         let store = self.shared.store.clone();
-        blocking(move || {
+        let pool_length = blocking(move || {
             let key = held_key(root.as_bytes(), &consumer.0);
-            if store.get(HELD_SHARDS, &key)?.is_none() {
+            let Some(held) = store.get(HELD_SHARDS, &key)? else {
                 return Err(StorageError::NotFound { id: root }.into());
-            }
+            };
             let mut batch = store.batch();
             batch.delete(HELD_SHARDS, &key);
             store.commit(batch)?;
@@ -380,9 +549,11 @@ impl RemoteStorage {
             {
                 objects.delete(&root)?;
             }
-            Ok(Vec::new())
+            Ok(held.length)
         })
-        .await
+        .await?;
+        lock(&self.shared.pool).remove(consumer, pool_length);
+        Ok(Vec::new())
     }
 }
 

@@ -37,6 +37,15 @@ impl Drop for Provider {
 }
 
 async fn provider(available_bytes: u64) -> Provider {
+    provider_with(available_bytes, available_bytes, available_bytes).await
+}
+
+/// A provider whose pool for other nodes' shards and per-consumer quota are set apart.
+async fn provider_with(
+    available_bytes: u64,
+    provider_bytes: u64,
+    max_bytes_per_consumer: u64,
+) -> Provider {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
     let events = Arc::new(EventBus::default());
@@ -71,11 +80,14 @@ async fn provider(available_bytes: u64) -> Provider {
             default_params: ErasureParams::default(),
             default_duration_secs: 3600,
             max_hold_secs: MAX_HOLD_SECS,
+            provider_bytes,
+            max_bytes_per_consumer,
         },
         events: Arc::new(EventBus::default()),
         shutdown: stop.clone(),
         payer: None,
         terms: terms_rx,
+        drops: Default::default(),
     })
     .await
     .unwrap();
@@ -395,5 +407,73 @@ async fn offers_off_the_advertised_terms_are_refused_and_reserve_nothing() {
         .remote
         .serve(node(1), at(now + MAX_HOLD_SECS - 60, 5))
         .await);
-    assert_eq!(provider.objects.usage().reserved_bytes, data.len() as u64);
+    // Room is reserved as the bytes arrive, not for the declared length at once.
+    assert_eq!(provider.objects.usage().reserved_bytes, 0);
+    assert_eq!(
+        provider.remote.shared.drops.get("storage.offer_off_terms"),
+        4
+    );
+}
+
+#[tokio::test]
+async fn consumers_fill_only_the_provider_pool_within_their_quota_and_local_puts_keep_the_rest() {
+    // 1 MiB in all, 256 KiB for other nodes' shards, 100 KiB per consumer.
+    let provider = provider_with(1 << 20, 256 << 10, 100 << 10).await;
+    let drops = provider.remote.shared.drops.clone();
+    let shard_of = |seed: usize| shard(20 * CHUNK_SIZE + seed);
+    let (a, b, c, d, f) = (node(1), node(2), node(3), node(4), node(6));
+    let (root_a, data_a) = shard_of(1);
+    store(&provider, a, root_a, &data_a).await;
+
+    // Consumer a is at 80 KiB of its 100: another 40 KiB is over its quota.
+    let (root, data) = shard(10 * CHUNK_SIZE);
+    assert_eq!(
+        refused(provider.remote.serve(a, offer(root, data.len())).await),
+        ErrorCode::Refused
+    );
+    assert_eq!(drops.get("storage.consumer_quota"), 1);
+
+    // Two more consumers bring the pool to 240 KiB; a fourth finds it full.
+    for (consumer, seed) in [(b, 2), (c, 3)] {
+        let (root, data) = shard_of(seed);
+        store(&provider, consumer, root, &data).await;
+    }
+    let (root_d, data_d) = shard_of(4);
+    assert_eq!(
+        refused(provider.remote.serve(d, offer(root_d, data_d.len())).await),
+        ErrorCode::Refused
+    );
+    assert_eq!(drops.get("storage.provider_pool_full"), 1);
+
+    // A delete frees a's share; an accepted offer holds no room until its bytes arrive.
+    ok(provider
+        .remote
+        .serve(a, Request::Delete { root: root_a })
+        .await);
+    let (root_f, data_f) = shard_of(6);
+    assert_eq!(
+        ok(provider.remote.serve(f, offer(root_f, data_f.len())).await),
+        [0]
+    );
+    assert_eq!(provider.objects.usage().reserved_bytes, 0);
+    ok(provider
+        .remote
+        .serve(f, chunks(root_f, &data_f, 0, 2))
+        .await);
+    assert_eq!(
+        provider.objects.usage().reserved_bytes,
+        2 * CHUNK_SIZE as u64
+    );
+
+    // The operator's own Put of everything outside the pool still fits.
+    let local = vec![7u8; (1 << 20) - (256 << 10)];
+    let mut upload = provider
+        .objects
+        .begin_upload(crate::storage::UploadOptions {
+            name: "mine".into(),
+            expected_size: Some(local.len() as u64),
+        })
+        .unwrap();
+    upload.write(&local).unwrap();
+    upload.finish(1).unwrap();
 }

@@ -18,6 +18,16 @@ pub enum ChannelError {
         /// The seq in the message.
         got: u64,
     },
+    /// A proposed state whose seq jumps more than [`super::MAX_SEQUENCE_STEP`] past the latest
+    /// co-signed seq: honest proposals step by one, and a jump towards `u64::MAX` would leave
+    /// the channel no room for another state.
+    #[error("sequence jump: latest co-signed seq is {latest}, proposal has {got}")]
+    SequenceJump {
+        /// The latest co-signed seq.
+        latest: u64,
+        /// The seq in the proposal.
+        got: u64,
+    },
     /// A signature that does not verify under the named party's key.
     #[error("bad signature from {party}")]
     BadSignature {

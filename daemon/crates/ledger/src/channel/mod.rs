@@ -42,6 +42,12 @@ pub use state::{
 };
 
 use ed25519_dalek::{Signature, SigningKey};
+
+/// The largest step a received state's seq may take past the latest co-signed one. Honest
+/// proposals step by exactly one; the slack covers nothing the protocol needs and is kept
+/// small so that no sequence of valid-looking proposals can push a channel to `u64::MAX`,
+/// where it could take no further state.
+pub const MAX_SEQUENCE_STEP: u64 = 16;
 use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
@@ -419,6 +425,12 @@ impl Channel {
         }
         if next.seq <= current.seq {
             return Err(ChannelError::StaleSequence {
+                latest: current.seq,
+                got: next.seq,
+            });
+        }
+        if next.seq - current.seq > MAX_SEQUENCE_STEP {
+            return Err(ChannelError::SequenceJump {
                 latest: current.seq,
                 got: next.seq,
             });

@@ -104,6 +104,32 @@ fn open_pay_checkpoint_and_close() {
 }
 
 #[test]
+fn a_proposal_that_jumps_the_sequence_is_refused_and_the_channel_goes_on() {
+    let mut p = open(1_000, 0);
+    for jump in [super::MAX_SEQUENCE_STEP + 1, u64::MAX] {
+        let mut body = p.a.latest().body.pay(Party::A, 10).unwrap();
+        body.seq = jump;
+        let proposal = UpdateProposal {
+            proposer: Party::A,
+            body,
+            signature: body.sign(&p.ka),
+        };
+        assert_eq!(
+            p.b.receive_update(&proposal, &p.kb, 1),
+            Err(ChannelError::SequenceJump {
+                latest: 0,
+                got: jump
+            })
+        );
+    }
+    // The channel is not wedged: the next honest payment goes through.
+    let proposal = p.a.propose_payment(10, &p.ka).unwrap();
+    let ack = p.b.receive_update(&proposal, &p.kb, 1).unwrap();
+    p.a.receive_ack(&ack, 1).unwrap();
+    assert_eq!(p.b.latest().body.seq, 1);
+}
+
+#[test]
 fn replayed_and_stale_messages_are_refused() {
     let mut p = open(1_000, 0);
     let proposal = p.a.propose_payment(10, &p.ka).unwrap();

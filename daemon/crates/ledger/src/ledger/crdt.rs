@@ -252,6 +252,64 @@ impl Ledger {
         self.channels.values().flat_map(|e| e.records.values())
     }
 
+    /// Whether the ledger knows the channel: a baseline in the adopted snapshot or a record.
+    pub fn knows_channel(&self, key: &ChannelKey) -> bool {
+        self.channels.contains_key(key) || self.snapshot.channels().contains_key(key)
+    }
+
+    /// Whether inserting `record` would change the ledger: a new channel, a higher
+    /// `(seq, kind)`, or another record at the channel's highest one. Duplicates and
+    /// superseded records are not news.
+    pub fn is_news(&self, record: &SettlementRecord) -> bool {
+        let key = (record.body.seq, record.kind.rank());
+        match self.channels.get(&key_of(record)) {
+            None => true,
+            Some(entry) => {
+                key > entry.key()
+                    || (key == entry.key() && !entry.records.contains_key(&record.id()))
+            }
+        }
+    }
+
+    /// Whether inserting `record` would add a record to its channel (a new channel, or
+    /// another record at the channel's highest `(seq, kind)`) rather than replace or leave
+    /// the held ones. Returns the number of records the channel holds at that key.
+    pub fn would_add(&self, record: &SettlementRecord) -> Option<usize> {
+        let key = (record.body.seq, record.kind.rank());
+        match self.channels.get(&key_of(record)) {
+            None => Some(0),
+            Some(entry) if entry.key() == key && !entry.records.contains_key(&record.id()) => {
+                Some(entry.records.len())
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Up to `limit` records of the channels after `after` (all channels when `None`), in
+    /// channel-key order, with the key of the last channel returned: a cursor for paging
+    /// through the record set a little at a time.
+    pub fn records_page(
+        &self,
+        after: Option<&ChannelKey>,
+        limit: usize,
+    ) -> (Vec<SettlementRecord>, Option<ChannelKey>) {
+        use std::ops::Bound;
+        let start = match after {
+            Some(key) => Bound::Excluded(*key),
+            None => Bound::Unbounded,
+        };
+        let mut page = Vec::new();
+        let mut last = None;
+        for (key, entry) in self.channels.range((start, Bound::Unbounded)) {
+            if page.len() + entry.records.len() > limit && !page.is_empty() {
+                break;
+            }
+            page.extend(entry.records.values().copied());
+            last = Some(*key);
+        }
+        (page, last)
+    }
+
     /// Number of records held.
     pub fn record_count(&self) -> usize {
         self.channels.values().map(|e| e.records.len()).sum()
