@@ -2,21 +2,27 @@
 //! layers, listeners, access control and graceful shutdown.
 //!
 //! Every listener serves the same routes. The Unix socket is owner-only (file permissions are
-//! its access control); TCP listeners add the bearer-token layer, and listeners off loopback
-//! add TLS. All listeners share one concurrency budget, so load shedding is node-wide.
+//! its access control); TCP listeners check bearer tokens and their scopes, and listeners off
+//! loopback add TLS. All listeners share one concurrency budget, so load shedding is
+//! node-wide. The access check runs before load shedding (see [`auth`]).
 
+pub mod admin;
 mod auth;
 pub mod compute;
+pub mod control;
 mod deadline;
+pub mod health;
 pub mod ledger;
 pub mod market;
 pub mod messaging;
 pub mod node;
 mod overload;
 mod paging;
+pub mod scopes;
 pub mod status;
 pub mod storage;
 pub mod tls;
+pub mod tokens;
 pub mod transport;
 
 use std::{
@@ -27,12 +33,12 @@ use std::{
 };
 
 use mehr_proto::v1::{
-    compute_service_server::ComputeServiceServer, ledger_service_server::LedgerServiceServer,
-    market_service_server::MarketServiceServer, messaging_service_server::MessagingServiceServer,
-    node_service_server::NodeServiceServer, storage_service_server::StorageServiceServer,
-    transport_service_server::TransportServiceServer,
+    admin_service_server::AdminServiceServer, compute_service_server::ComputeServiceServer,
+    ledger_service_server::LedgerServiceServer, market_service_server::MarketServiceServer,
+    messaging_service_server::MessagingServiceServer, node_service_server::NodeServiceServer,
+    storage_service_server::StorageServiceServer, transport_service_server::TransportServiceServer,
 };
-use tokio::{net::UnixListener, sync::Semaphore, task::JoinHandle};
+use tokio::{net::UnixListener, task::JoinHandle};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -40,20 +46,23 @@ use tonic::{
     transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::{
     classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
     trace::{GrpcMakeClassifier, TraceLayer},
 };
 
-use self::{
-    auth::BearerAuthLayer, deadline::DeadlineLayer, overload::OverloadAnswerLayer, tls::TlsMaterial,
-};
 pub use self::{
+    admin::{AdminApi, AdminParts},
     compute::ComputeApi,
     market::MarketApi,
     node::{Endpoint, NodeApi, NodeFacts},
     storage::StorageApi,
+};
+use self::{
+    auth::AccessLayer, control::ApiControl, deadline::DeadlineLayer, overload::OverloadAnswerLayer,
+    tls::TlsMaterial, tokens::TokenRegistry,
 };
 use crate::config::{ApiConfig, TlsMode};
 
@@ -205,6 +214,8 @@ pub struct Services {
     pub ledger: ledger::LedgerApi,
     /// `mehr.v1.MarketService`.
     pub market: MarketApi,
+    /// `mehr.v1.AdminService`.
+    pub admin: AdminApi,
 }
 
 impl Services {
@@ -219,6 +230,7 @@ impl Services {
         routes.add_service(StorageServiceServer::new(self.storage.clone()));
         routes.add_service(LedgerServiceServer::new(self.ledger.clone()));
         routes.add_service(self.market.clone().into_server());
+        routes.add_service(AdminServiceServer::new(self.admin.clone()));
     }
 
     async fn set_serving(&self, health: &HealthReporter, serving: bool) {
@@ -236,6 +248,8 @@ impl Services {
             <StorageServiceServer<StorageApi> as tonic::server::NamedService>::NAME,
             <LedgerServiceServer<ledger::LedgerApi> as tonic::server::NamedService>::NAME,
             <MarketServiceServer<MarketApi> as tonic::server::NamedService>::NAME,
+            <AdminServiceServer<AdminApi> as tonic::server::NamedService>::NAME,
+            health::READINESS,
         ] {
             health.set_service_status(name, status).await;
         }
@@ -245,22 +259,28 @@ impl Services {
 /// The running API servers.
 pub struct RunningApi {
     health: HealthReporter,
+    health_watch: JoinHandle<()>,
     services: Services,
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     socket_path: Option<PathBuf>,
 }
 
-/// Starts serving `services` on `listeners` until `shutdown` is cancelled.
+/// Starts serving `services` on `listeners` until `shutdown` is cancelled. TCP callers need a
+/// token of `tokens`; `control` holds the drain and the live settings.
 pub async fn serve(
     listeners: Listeners,
-    services: Services,
-    config: &ApiConfig,
-    token: &str,
+    mut services: Services,
+    tokens: Arc<TokenRegistry>,
+    control: Arc<ApiControl>,
     tls: Option<TlsMaterial>,
     shutdown: CancellationToken,
 ) -> Result<RunningApi, ApiError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     services.set_serving(&health, true).await;
+    services.admin = services.admin.clone().with_reporter(health.clone());
+    let (health_inputs, board) = services.admin.health();
+    board.refresh(&health_inputs, &health).await;
+    let health_watch = tokio::spawn(board.watch(health_inputs, health.clone()));
 
     let mut builder = RoutesBuilder::default();
     builder.add_service(health_service);
@@ -270,8 +290,6 @@ pub async fn serve(
     services.register(&mut builder);
     let routes = builder.routes();
 
-    let permits = Arc::new(Semaphore::new(config.max_concurrent_requests));
-    let timeout = Duration::from_secs(config.request_timeout_secs);
     let mut servers = Vec::new();
     for listener in listeners.bound {
         let mut server = Server::builder()
@@ -288,14 +306,12 @@ pub async fn serve(
                 .tls_config(ServerTlsConfig::new().identity(identity))
                 .map_err(ApiError::TlsConfig)?;
         }
-        let auth = listener.requires_token.then(|| BearerAuthLayer::new(token));
+        let tokens = listener.requires_token.then(|| tokens.clone());
         let router = server
-            .layer(trace_layer())
-            .layer(OverloadAnswerLayer)
-            .layer(tower::load_shed::LoadShedLayer::new())
-            .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits.clone()))
-            .layer(tower::util::option_layer(auth))
-            .layer(DeadlineLayer::new(timeout))
+            .layer(guard_layers(
+                AccessLayer::new(tokens, control.clone()),
+                &control,
+            ))
             .add_routes(routes.clone());
         let stop = shutdown.clone().cancelled_owned();
         servers.push(match listener.incoming {
@@ -307,10 +323,49 @@ pub async fn serve(
     }
     Ok(RunningApi {
         health,
+        health_watch,
         services,
         servers,
         socket_path: listeners.socket_path,
     })
+}
+
+/// The layers around every service, outermost first: the trace, then access (token, scope,
+/// drain) — before load shedding and the concurrency limit, so that refused calls never hold a
+/// permit — then the answer to shed calls, the shedding, the node-wide limit and the deadline.
+fn guard_layers(
+    access: AccessLayer,
+    control: &Arc<ApiControl>,
+) -> ServiceBuilder<
+    tower::layer::util::Stack<
+        DeadlineLayer,
+        tower::layer::util::Stack<
+            GlobalConcurrencyLimitLayer,
+            tower::layer::util::Stack<
+                tower::load_shed::LoadShedLayer,
+                tower::layer::util::Stack<
+                    OverloadAnswerLayer,
+                    tower::layer::util::Stack<
+                        AccessLayer,
+                        tower::layer::util::Stack<
+                            TraceLayer<GrpcMakeClassifier>,
+                            tower::layer::util::Identity,
+                        >,
+                    >,
+                >,
+            >,
+        >,
+    >,
+> {
+    ServiceBuilder::new()
+        .layer(trace_layer())
+        .layer(access)
+        .layer(OverloadAnswerLayer)
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+            control.permits(),
+        ))
+        .layer(DeadlineLayer::new(control.clone()))
 }
 
 /// Logs every call; only the codes that mean this node failed (INTERNAL, UNKNOWN, DATA_LOSS,
@@ -345,6 +400,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 impl RunningApi {
     /// Marks the node NOT_SERVING for health checkers (the first step of shutdown).
     pub async fn set_not_serving(&self) {
+        self.health_watch.abort();
         self.services.set_serving(&self.health, false).await;
     }
 
