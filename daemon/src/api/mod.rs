@@ -424,3 +424,84 @@ impl RunningApi {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, sync::Arc, time::Duration};
+
+    use tokio::sync::Notify;
+    use tonic_types::StatusExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const ADMIN: &str = "cc00000000000000000000000000000000000000000000000000000000000000";
+
+    fn call(bearer: Option<&str>) -> http::Request<tonic::body::Body> {
+        let mut builder = http::Request::builder().uri("/mehr.v1.NodeService/GetInfo");
+        if let Some(token) = bearer {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder.body(tonic::body::Body::empty()).unwrap()
+    }
+
+    fn status_of(response: &http::Response<impl Sized>) -> (tonic::Code, String) {
+        let status = tonic::Status::from_header_map(response.headers()).expect("a status");
+        let reason = status.get_details_error_info().unwrap().reason;
+        (status.code(), reason)
+    }
+
+    /// The one permit is held by an authorised call; a flood of calls without a token is still
+    /// answered UNAUTHENTICATED (not shed, and holding no permit), and an authorised call is
+    /// shed with OVERLOADED, which shows the limit is in force behind the access check.
+    #[tokio::test]
+    async fn the_token_check_runs_before_load_shedding() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = TokenRegistry::open(dir.path(), ADMIN).unwrap();
+        let control = ApiControl::new(Duration::from_secs(30), 1);
+        let gate = Arc::new(Notify::new());
+        let handler = {
+            let gate = gate.clone();
+            tower::service_fn(move |_: http::Request<tonic::body::Body>| {
+                let gate = gate.clone();
+                async move {
+                    gate.notified().await;
+                    Ok::<_, Infallible>(http::Response::new(tonic::body::Body::empty()))
+                }
+            })
+        };
+        let service = guard_layers(AccessLayer::new(Some(tokens), control.clone()), &control)
+            .service(handler);
+
+        let held = tokio::spawn(service.clone().oneshot(call(Some(ADMIN))));
+        for _ in 0..1000 {
+            if control.in_flight() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(control.in_flight(), 1, "the authorised call holds the permit");
+
+        let flood = (0..200).map(|i| {
+            let bearer = (i % 2 == 0).then_some("forged");
+            service.clone().oneshot(call(bearer))
+        });
+        for answer in futures::future::join_all(flood).await {
+            let (code, reason) = status_of(&answer.unwrap());
+            assert_eq!(code, tonic::Code::Unauthenticated);
+            assert!(reason == "TOKEN_MISSING" || reason == "TOKEN_INVALID", "{reason}");
+        }
+        assert_eq!(control.in_flight(), 1, "refused calls took no permit");
+
+        let shed = service.clone().oneshot(call(Some(ADMIN))).await.unwrap();
+        assert_eq!(
+            status_of(&shed),
+            (tonic::Code::ResourceExhausted, "OVERLOADED".to_string())
+        );
+
+        gate.notify_one();
+        let answered = held.await.unwrap().unwrap();
+        assert!(answered.headers().get("grpc-status").is_none());
+        assert_eq!(control.in_flight(), 0);
+    }
+}
