@@ -480,7 +480,11 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(control.in_flight(), 1, "the authorised call holds the permit");
+        assert_eq!(
+            control.in_flight(),
+            1,
+            "the authorised call holds the permit"
+        );
 
         let flood = (0..200).map(|i| {
             let bearer = (i % 2 == 0).then_some("forged");
@@ -489,7 +493,10 @@ mod tests {
         for answer in futures::future::join_all(flood).await {
             let (code, reason) = status_of(&answer.unwrap());
             assert_eq!(code, tonic::Code::Unauthenticated);
-            assert!(reason == "TOKEN_MISSING" || reason == "TOKEN_INVALID", "{reason}");
+            assert!(
+                reason == "TOKEN_MISSING" || reason == "TOKEN_INVALID",
+                "{reason}"
+            );
         }
         assert_eq!(control.in_flight(), 1, "refused calls took no permit");
 
