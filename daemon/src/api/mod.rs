@@ -46,8 +46,11 @@ use tonic::{
     transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{
+    ServiceBuilder,
+    layer::util::{Identity, Stack},
+};
 use tower_http::{
     classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
     trace::{GrpcMakeClassifier, TraceLayer},
@@ -330,33 +333,25 @@ pub async fn serve(
     })
 }
 
-/// The layers around every service, outermost first: the trace, then access (token, scope,
-/// drain) — before load shedding and the concurrency limit, so that refused calls never hold a
-/// permit — then the answer to shed calls, the shedding, the node-wide limit and the deadline.
-fn guard_layers(
-    access: AccessLayer,
-    control: &Arc<ApiControl>,
-) -> ServiceBuilder<
-    tower::layer::util::Stack<
-        DeadlineLayer,
-        tower::layer::util::Stack<
-            GlobalConcurrencyLimitLayer,
-            tower::layer::util::Stack<
-                tower::load_shed::LoadShedLayer,
-                tower::layer::util::Stack<
-                    OverloadAnswerLayer,
-                    tower::layer::util::Stack<
-                        AccessLayer,
-                        tower::layer::util::Stack<
-                            TraceLayer<GrpcMakeClassifier>,
-                            tower::layer::util::Identity,
-                        >,
-                    >,
-                >,
+/// The stack [`guard_layers`] builds (tower nests the outermost layer deepest).
+type GuardLayers = Stack<
+    DeadlineLayer,
+    Stack<
+        GlobalConcurrencyLimitLayer,
+        Stack<
+            tower::load_shed::LoadShedLayer,
+            Stack<
+                OverloadAnswerLayer,
+                Stack<AccessLayer, Stack<TraceLayer<GrpcMakeClassifier>, Identity>>,
             >,
         >,
     >,
-> {
+>;
+
+/// The layers around every service, outermost first: the trace, then access (token, scope,
+/// drain) — before load shedding and the concurrency limit, so that refused calls never hold a
+/// permit — then the answer to shed calls, the shedding, the node-wide limit and the deadline.
+fn guard_layers(access: AccessLayer, control: &Arc<ApiControl>) -> ServiceBuilder<GuardLayers> {
     ServiceBuilder::new()
         .layer(trace_layer())
         .layer(access)
