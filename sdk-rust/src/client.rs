@@ -3,7 +3,9 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use mehr_proto::v1::{self as pb, node_service_client::NodeServiceClient};
+use mehr_proto::v1::{
+    self as pb, admin_service_client::AdminServiceClient, node_service_client::NodeServiceClient,
+};
 use tonic::{
     metadata::AsciiMetadataValue,
     service::{Interceptor, interceptor::InterceptedService},
@@ -94,6 +96,11 @@ impl Client {
     /// The raw `NodeService` client.
     pub fn node(&self) -> NodeServiceClient<AuthedChannel> {
         NodeServiceClient::new(self.channel.clone())
+    }
+
+    /// The raw `AdminService` client (tokens, status, configuration, drain, shutdown).
+    pub fn admin(&self) -> AdminServiceClient<AuthedChannel> {
+        AdminServiceClient::new(self.channel.clone())
     }
 
     /// The node's identity, version, participation level and endpoints.

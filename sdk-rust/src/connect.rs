@@ -44,7 +44,8 @@ pub enum Target {
 
 impl Target {
     /// Parses `unix:/path`, `unix:///path`, `http://host:port`, `https://host:port` or a bare
-    /// `host:port` (plaintext TCP).
+    /// `host:port` (plaintext TCP on loopback; TLS for any other host, so that a token never
+    /// crosses a network in plaintext by default).
     pub fn parse(endpoint: &str) -> Result<Target, Error> {
         let invalid = |reason: &str| Error::InvalidEndpoint {
             endpoint: endpoint.into(),
@@ -64,7 +65,10 @@ impl Target {
         } else if endpoint.contains("://") {
             return Err(invalid("use unix:, http:// or https://"));
         } else {
-            (false, endpoint)
+            (
+                !is_loopback_host(host_of(endpoint.trim_end_matches('/'))),
+                endpoint,
+            )
         };
         let authority = authority.trim_end_matches('/');
         let uri: Uri = format!("http://{authority}")
@@ -107,6 +111,9 @@ pub struct ConnectOptions {
     pub data_dir: Option<PathBuf>,
     /// The bearer token for TCP endpoints.
     pub token: Option<String>,
+    /// A file holding the bearer token (used when `token` is unset). Prefer this or the
+    /// environment to a token on a command line, where `ps` shows it.
+    pub token_file: Option<PathBuf>,
     /// PEM file of the CA (or self-signed certificate) that signed the daemon's certificate.
     pub ca_cert: Option<PathBuf>,
     /// The name to check the daemon's certificate against (default: the endpoint's host).
@@ -116,14 +123,15 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
-    /// Options from `MEHR_ENDPOINT`, `MEHR_DATA_DIR`, `MEHR_TOKEN`, `MEHR_CA_CERT` and
-    /// `MEHR_TLS_DOMAIN`, where set.
+    /// Options from `MEHR_ENDPOINT`, `MEHR_DATA_DIR`, `MEHR_TOKEN`, `MEHR_TOKEN_FILE`,
+    /// `MEHR_CA_CERT` and `MEHR_TLS_DOMAIN`, where set.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         ConnectOptions {
             endpoint: var("MEHR_ENDPOINT"),
             data_dir: var("MEHR_DATA_DIR").map(PathBuf::from),
             token: var("MEHR_TOKEN"),
+            token_file: var("MEHR_TOKEN_FILE").map(PathBuf::from),
             ca_cert: var("MEHR_CA_CERT").map(PathBuf::from),
             tls_domain: var("MEHR_TLS_DOMAIN"),
             connect_timeout: None,
@@ -149,6 +157,15 @@ impl ConnectOptions {
         if let Some(token) = &self.token {
             return Ok(Some(token.trim().to_string()));
         }
+        if let Some(path) = &self.token_file {
+            return match std::fs::read_to_string(path) {
+                Ok(token) => Ok(Some(token.trim().to_string())),
+                Err(e) => Err(Error::Credentials {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }),
+            };
+        }
         if matches!(target, Target::Unix(_)) {
             return Ok(None);
         }
@@ -168,6 +185,19 @@ impl ConnectOptions {
     pub(crate) async fn open(&self) -> Result<(Channel, Option<String>, Target), Error> {
         let target = self.target()?;
         let token = self.resolve_token(&target)?;
+        if let Target::Tcp {
+            authority,
+            tls: false,
+        } = &target
+            && token.is_some()
+            && !is_loopback_host(host_of(authority))
+        {
+            return Err(Error::InvalidEndpoint {
+                endpoint: target.to_string(),
+                reason: "refusing to send the API token in plaintext to a host that is not                          loopback; use https:// (the daemon serves TLS off loopback)"
+                    .into(),
+            });
+        }
         let timeout = self.connect_timeout.unwrap_or(Duration::from_secs(5));
         let connect_error = |e: tonic::transport::Error| Error::Connect {
             endpoint: target.to_string(),
@@ -241,6 +271,14 @@ fn host_of(authority: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
+/// True for `localhost` and loopback addresses, where plaintext never leaves the machine.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The innermost error message: what actually went wrong (e.g. "Connection refused").
 fn root_cause(error: &(dyn StdError + 'static)) -> String {
     let mut current = error;
@@ -262,6 +300,42 @@ fn hint(target: &Target) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_token_is_never_sent_in_plaintext_off_loopback() {
+        let options = ConnectOptions {
+            endpoint: Some("http://192.0.2.1:7440".into()),
+            token: Some("secret".into()),
+            ..Default::default()
+        };
+        let err = options.open().await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("refusing to send the API token in plaintext")
+        );
+        assert!(is_loopback_host("127.0.0.2"));
+        assert!(is_loopback_host("::1"));
+        assert!(is_loopback_host("LOCALHOST"));
+        assert!(!is_loopback_host("node.example"));
+    }
+
+    #[test]
+    fn the_token_file_is_read_when_no_token_is_given() {
+        let dir = std::env::temp_dir().join(format!("mehr-sdk-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t");
+        std::fs::write(&file, "abc\n").unwrap();
+        let options = ConnectOptions {
+            token_file: Some(file),
+            ..Default::default()
+        };
+        let target = Target::parse("127.0.0.1:1").unwrap();
+        assert_eq!(
+            options.resolve_token(&target).unwrap().as_deref(),
+            Some("abc")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn parses_endpoints() {
@@ -285,6 +359,21 @@ mod tests {
             Target::Tcp {
                 authority: "node.example:7440".into(),
                 tls: true
+            }
+        );
+        // A bare host:port off loopback defaults to TLS; on loopback to plaintext.
+        assert_eq!(
+            Target::parse("10.1.2.3:7440").unwrap(),
+            Target::Tcp {
+                authority: "10.1.2.3:7440".into(),
+                tls: true
+            }
+        );
+        assert_eq!(
+            Target::parse("localhost:7440").unwrap(),
+            Target::Tcp {
+                authority: "localhost:7440".into(),
+                tls: false
             }
         );
         assert!(Target::parse("ftp://x:1").is_err());

@@ -4,6 +4,7 @@ API is off the container's loopback), takes the bearer token, keeps its identity
 across a restart and a new container, and stops cleanly on SIGTERM."""
 
 import json
+import os
 import socket
 import subprocess
 import uuid
@@ -93,13 +94,13 @@ def test_container_serves_and_keeps_its_identity(image, binaries, volume, tmp_pa
         endpoint = ["--endpoint", f"https://127.0.0.1:{api_port}", "--ca-cert", cert_file]
         mehr = binaries / "mehr"
         refused = subprocess.run(
-            [mehr, *endpoint, "--token", "0" * 64, "--json", "info"],
-            capture_output=True, text=True, timeout=30,
+            [mehr, *endpoint, "--json", "info"],
+            capture_output=True, text=True, timeout=30, env={**os.environ, "MEHR_TOKEN": "0" * 64},
         )
         assert refused.returncode != 0 and "token" in refused.stderr.lower(), refused
         remote = subprocess.run(
-            [mehr, *endpoint, "--token", token, "--json", "info"],
-            capture_output=True, text=True, timeout=30, check=True,
+            [mehr, *endpoint, "--json", "info"],
+            capture_output=True, text=True, timeout=30, check=True, env={**os.environ, "MEHR_TOKEN": token},
         )
         assert json.loads(remote.stdout)["node_id"] == node_id
 

@@ -230,8 +230,8 @@ def test_pods_run_as_the_statefulset_says(objects, image, binaries, token, tmp_p
         cert_file.write_bytes(cert)
         info = subprocess.run(
             [binaries / "mehr", "--endpoint", f"https://127.0.0.1:{api_port}", "--ca-cert",
-             cert_file, "--token", token, "--json", "info"],
-            capture_output=True, text=True, timeout=30, check=True,
+             cert_file, "--json", "info"],
+            capture_output=True, text=True, timeout=30, check=True, env={**os.environ, "MEHR_TOKEN": token},
         )
         node_id = json.loads(info.stdout)["node_id"]
 

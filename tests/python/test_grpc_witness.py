@@ -109,3 +109,41 @@ def test_errors_carry_google_rpc_details(daemon, mehr_stubs):
             details = _details(error)
             assert details["ErrorInfo"].reason == "PAGE_TOKEN_INVALID"
             assert details["BadRequest"].field_violations[0].field == "page_token"
+
+
+def test_unix_socket_needs_default_authority(daemon, mehr_stubs):
+    """grpcio sends the socket path as `:authority`, which h2 (under tonic) refuses before any
+    server code runs; with `grpc.default_authority` set to "localhost" the socket works, with
+    no token (the socket is owner-only)."""
+    from mehr.v1 import node_pb2, node_pb2_grpc
+
+    target = f"unix://{daemon.data_dir / 'mehrd.sock'}"
+    with grpc.insecure_channel(target, options=[("grpc.default_authority", "localhost")]) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        info = node_pb2_grpc.NodeServiceStub(channel).GetInfo(node_pb2.GetInfoRequest(), timeout=5)
+        assert len(info.identity_hash) == 16
+
+
+def test_scoped_token_is_refused_with_error_info(daemon, mehr_stubs):
+    """A readonly token minted over the socket reads, and is refused PERMISSION_DENIED with
+    reason SCOPE_DENIED on a pay method."""
+    from mehr.v1 import admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+
+    socket = f"unix://{daemon.data_dir / 'mehrd.sock'}"
+    with grpc.insecure_channel(socket, options=[("grpc.default_authority", "localhost")]) as channel:
+        minted = admin_pb2_grpc.AdminServiceStub(channel).CreateToken(
+            admin_pb2.CreateTokenRequest(scopes=[admin_pb2.TOKEN_SCOPE_READONLY]), timeout=5
+        )
+    auth = [("authorization", f"Bearer {minted.secret}")]
+    with grpc.insecure_channel(daemon.address) as channel:
+        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+        ledger.GetBalance(ledger_pb2.GetBalanceRequest(), metadata=auth, timeout=5)
+        try:
+            ledger.Pay(ledger_pb2.PayRequest(), metadata=auth, timeout=5)
+            raise AssertionError("Pay with a readonly token must fail")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+            info = _details(error)["ErrorInfo"]
+            assert info.reason == "SCOPE_DENIED"
+            assert info.metadata["required_scope"] == "pay"

@@ -9,6 +9,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -16,7 +17,10 @@ use std::{
 use http::HeaderMap;
 use tower::{Layer, Service};
 
-use super::status::{Reason, failure};
+use super::{
+    control::ApiControl,
+    status::{Reason, failure},
+};
 
 /// When the call must have answered, for handlers whose own waits should end before it (so
 /// they can answer with what they have rather than be cancelled). Put into the request's
@@ -62,15 +66,16 @@ pub(super) const UNTIMED_METHODS: &[&str] = &[
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Adds [`Deadline`] to a service.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub(super) struct DeadlineLayer {
-    timeout: Duration,
+    control: Arc<ApiControl>,
 }
 
 impl DeadlineLayer {
-    /// The server's deadline is `timeout`.
-    pub(super) fn new(timeout: Duration) -> Self {
-        DeadlineLayer { timeout }
+    /// The server's deadline is `control`'s request timeout, read at the start of each call
+    /// (it can change while the node runs).
+    pub(super) fn new(control: Arc<ApiControl>) -> Self {
+        DeadlineLayer { control }
     }
 }
 
@@ -80,7 +85,7 @@ impl<S> Layer<S> for DeadlineLayer {
     fn layer(&self, inner: S) -> Deadline<S> {
         Deadline {
             inner,
-            timeout: self.timeout,
+            control: self.control.clone(),
         }
     }
 }
@@ -88,10 +93,10 @@ impl<S> Layer<S> for DeadlineLayer {
 /// Answers a call DEADLINE_EXCEEDED (reason CALL_DEADLINE_EXCEEDED) when its deadline passes.
 /// It answers itself rather than failing with tonic's `TimeoutExpired`, which tonic turns into
 /// CANCELLED.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct Deadline<S> {
     inner: S,
-    timeout: Duration,
+    control: Arc<ApiControl>,
 }
 
 impl<S, B> Service<http::Request<B>> for Deadline<S>
@@ -110,7 +115,8 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let client = client_deadline(request.headers());
-        let server = (!UNTIMED_METHODS.contains(&request.uri().path())).then_some(self.timeout);
+        let server = (!UNTIMED_METHODS.contains(&request.uri().path()))
+            .then(|| self.control.request_timeout());
         let deadline = match (client, server) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -199,7 +205,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
             Ok::<_, BoxError>(http::Response::new(tonic::body::Body::empty()))
         });
-        let mut service = DeadlineLayer::new(Duration::from_millis(20)).layer(slow);
+        let mut service =
+            DeadlineLayer::new(ApiControl::new(Duration::from_millis(20), 8)).layer(slow);
         let timed = http::Request::builder()
             .uri("/mehr.v1.NodeService/GetInfo")
             .body(())

@@ -2,22 +2,28 @@
 //! layers, listeners, access control and graceful shutdown.
 //!
 //! Every listener serves the same routes. The Unix socket is owner-only (file permissions are
-//! its access control); TCP listeners add the bearer-token layer, and listeners off loopback
-//! add TLS. All listeners share one concurrency budget, so load shedding is node-wide.
+//! its access control); TCP listeners check bearer tokens and their scopes, and listeners off
+//! loopback add TLS. All listeners share one concurrency budget, so load shedding is
+//! node-wide. The access check runs before load shedding (see [`auth`]).
 
+pub mod admin;
 mod auth;
 mod call_telemetry;
 pub mod compute;
+pub mod control;
 mod deadline;
+pub mod health;
 pub mod ledger;
 pub mod market;
 pub mod messaging;
 pub mod node;
 mod overload;
 mod paging;
+pub mod scopes;
 pub mod status;
 pub mod storage;
 pub mod tls;
+pub mod tokens;
 pub mod transport;
 
 use std::{
@@ -28,12 +34,12 @@ use std::{
 };
 
 use mehr_proto::v1::{
-    compute_service_server::ComputeServiceServer, ledger_service_server::LedgerServiceServer,
-    market_service_server::MarketServiceServer, messaging_service_server::MessagingServiceServer,
-    node_service_server::NodeServiceServer, storage_service_server::StorageServiceServer,
-    transport_service_server::TransportServiceServer,
+    admin_service_server::AdminServiceServer, compute_service_server::ComputeServiceServer,
+    ledger_service_server::LedgerServiceServer, market_service_server::MarketServiceServer,
+    messaging_service_server::MessagingServiceServer, node_service_server::NodeServiceServer,
+    storage_service_server::StorageServiceServer, transport_service_server::TransportServiceServer,
 };
-use tokio::{net::UnixListener, sync::Semaphore, task::JoinHandle};
+use tokio::{net::UnixListener, task::JoinHandle};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -42,21 +48,27 @@ use tonic::{
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{
+    ServiceBuilder,
+    layer::util::{Identity, Stack},
+};
 use tower_http::{
     classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
     trace::{GrpcMakeClassifier, TraceLayer},
 };
 
-use self::{
-    auth::BearerAuthLayer, call_telemetry::CallTelemetryLayer, deadline::DeadlineLayer,
-    overload::OverloadAnswerLayer, tls::TlsMaterial,
-};
 pub use self::{
+    admin::{AdminApi, AdminParts},
     call_telemetry::ApiCallMetrics,
     compute::ComputeApi,
     market::MarketApi,
     node::{Endpoint, NodeApi, NodeFacts},
     storage::StorageApi,
+};
+use self::{
+    auth::AccessLayer, call_telemetry::CallTelemetryLayer, control::ApiControl,
+    deadline::DeadlineLayer, overload::OverloadAnswerLayer, tls::TlsMaterial,
+    tokens::TokenRegistry,
 };
 use crate::config::{ApiConfig, TlsMode};
 
@@ -213,6 +225,8 @@ pub struct Services {
     pub ledger: ledger::LedgerApi,
     /// `mehr.v1.MarketService`.
     pub market: MarketApi,
+    /// `mehr.v1.AdminService`.
+    pub admin: AdminApi,
 }
 
 impl Services {
@@ -227,6 +241,7 @@ impl Services {
         routes.add_service(StorageServiceServer::new(self.storage.clone()));
         routes.add_service(LedgerServiceServer::new(self.ledger.clone()));
         routes.add_service(self.market.clone().into_server());
+        routes.add_service(AdminServiceServer::new(self.admin.clone()));
     }
 
     async fn set_serving(&self, health: &HealthReporter, serving: bool) {
@@ -244,6 +259,8 @@ impl Services {
             <StorageServiceServer<StorageApi> as tonic::server::NamedService>::NAME,
             <LedgerServiceServer<ledger::LedgerApi> as tonic::server::NamedService>::NAME,
             <MarketServiceServer<MarketApi> as tonic::server::NamedService>::NAME,
+            <AdminServiceServer<AdminApi> as tonic::server::NamedService>::NAME,
+            health::READINESS,
         ] {
             health.set_service_status(name, status).await;
         }
@@ -253,24 +270,30 @@ impl Services {
 /// The running API servers.
 pub struct RunningApi {
     health: HealthReporter,
+    health_watch: JoinHandle<()>,
     services: Services,
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     socket_path: Option<PathBuf>,
 }
 
-/// Starts serving `services` on `listeners` until `shutdown` is cancelled; counts and times
-/// every call into `call_metrics` when given (the metrics endpoint is on).
+/// Starts serving `services` on `listeners` until `shutdown` is cancelled. TCP callers need a
+/// token of `tokens`; `control` holds the drain and the live settings; every call is counted
+/// and timed into `call_metrics` when given (the metrics endpoint is on).
 pub async fn serve(
     listeners: Listeners,
-    services: Services,
-    config: &ApiConfig,
-    token: &str,
+    mut services: Services,
+    tokens: Arc<TokenRegistry>,
+    control: Arc<ApiControl>,
     tls: Option<TlsMaterial>,
     call_metrics: Option<ApiCallMetrics>,
     shutdown: CancellationToken,
 ) -> Result<RunningApi, ApiError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     services.set_serving(&health, true).await;
+    services.admin = services.admin.clone().with_reporter(health.clone());
+    let (health_inputs, board) = services.admin.health();
+    board.refresh(&health_inputs, &health).await;
+    let health_watch = tokio::spawn(board.watch(health_inputs, health.clone()));
 
     let mut builder = RoutesBuilder::default();
     builder.add_service(health_service);
@@ -280,8 +303,6 @@ pub async fn serve(
     services.register(&mut builder);
     let routes = builder.routes();
 
-    let permits = Arc::new(Semaphore::new(config.max_concurrent_requests));
-    let timeout = Duration::from_secs(config.request_timeout_secs);
     let mut servers = Vec::new();
     for listener in listeners.bound {
         let mut server = Server::builder()
@@ -299,15 +320,13 @@ pub async fn serve(
                 .tls_config(ServerTlsConfig::new().identity(identity))
                 .map_err(ApiError::TlsConfig)?;
         }
-        let auth = listener.requires_token.then(|| BearerAuthLayer::new(token));
+        let tokens = listener.requires_token.then(|| tokens.clone());
         let router = server
-            .layer(CallTelemetryLayer::new(call_metrics.clone()))
-            .layer(trace_layer())
-            .layer(OverloadAnswerLayer)
-            .layer(tower::load_shed::LoadShedLayer::new())
-            .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits.clone()))
-            .layer(tower::util::option_layer(auth))
-            .layer(DeadlineLayer::new(timeout))
+            .layer(guard_layers(
+                CallTelemetryLayer::new(call_metrics.clone()),
+                AccessLayer::new(tokens, control.clone()),
+                &control,
+            ))
             .add_routes(routes.clone());
         let stop = shutdown.clone().cancelled_owned();
         servers.push(match listener.incoming {
@@ -319,10 +338,50 @@ pub async fn serve(
     }
     Ok(RunningApi {
         health,
+        health_watch,
         services,
         servers,
         socket_path: listeners.socket_path,
     })
+}
+
+/// The stack [`guard_layers`] builds (tower nests the outermost layer deepest).
+type GuardLayers = Stack<
+    DeadlineLayer,
+    Stack<
+        GlobalConcurrencyLimitLayer,
+        Stack<
+            tower::load_shed::LoadShedLayer,
+            Stack<
+                OverloadAnswerLayer,
+                Stack<
+                    AccessLayer,
+                    Stack<TraceLayer<GrpcMakeClassifier>, Stack<CallTelemetryLayer, Identity>>,
+                >,
+            >,
+        >,
+    >,
+>;
+
+/// The layers around every service, outermost first: the call metrics (so refused and shed
+/// calls are counted too), the trace, then access (token, scope, drain) — before load shedding
+/// and the concurrency limit, so that refused calls never hold a permit — then the answer to
+/// shed calls, the shedding, the node-wide limit and the deadline.
+fn guard_layers(
+    call_telemetry: CallTelemetryLayer,
+    access: AccessLayer,
+    control: &Arc<ApiControl>,
+) -> ServiceBuilder<GuardLayers> {
+    ServiceBuilder::new()
+        .layer(call_telemetry)
+        .layer(trace_layer())
+        .layer(access)
+        .layer(OverloadAnswerLayer)
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+            control.permits(),
+        ))
+        .layer(DeadlineLayer::new(control.clone()))
 }
 
 /// Logs every call; only the codes that mean this node failed (INTERNAL, UNKNOWN, DATA_LOSS,
@@ -357,6 +416,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 impl RunningApi {
     /// Marks the node NOT_SERVING for health checkers (the first step of shutdown).
     pub async fn set_not_serving(&self) {
+        self.health_watch.abort();
         self.services.set_serving(&self.health, false).await;
     }
 
@@ -378,5 +438,97 @@ impl RunningApi {
         if let Some(path) = self.socket_path {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, sync::Arc, time::Duration};
+
+    use tokio::sync::Notify;
+    use tonic_types::StatusExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const ADMIN: &str = "cc00000000000000000000000000000000000000000000000000000000000000";
+
+    fn call(bearer: Option<&str>) -> http::Request<tonic::body::Body> {
+        let mut builder = http::Request::builder().uri("/mehr.v1.NodeService/GetInfo");
+        if let Some(token) = bearer {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder.body(tonic::body::Body::empty()).unwrap()
+    }
+
+    fn status_of(response: &http::Response<impl Sized>) -> (tonic::Code, String) {
+        let status = tonic::Status::from_header_map(response.headers()).expect("a status");
+        let reason = status.get_details_error_info().unwrap().reason;
+        (status.code(), reason)
+    }
+
+    /// The one permit is held by an authorised call; a flood of calls without a token is still
+    /// answered UNAUTHENTICATED (not shed, and holding no permit), and an authorised call is
+    /// shed with OVERLOADED, which shows the limit is in force behind the access check.
+    #[tokio::test]
+    async fn the_token_check_runs_before_load_shedding() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = TokenRegistry::open(dir.path(), ADMIN).unwrap();
+        let control = ApiControl::new(Duration::from_secs(30), 1);
+        let gate = Arc::new(Notify::new());
+        let handler = {
+            let gate = gate.clone();
+            tower::service_fn(move |_: http::Request<tonic::body::Body>| {
+                let gate = gate.clone();
+                async move {
+                    gate.notified().await;
+                    Ok::<_, Infallible>(http::Response::new(tonic::body::Body::empty()))
+                }
+            })
+        };
+        let service = guard_layers(
+            CallTelemetryLayer::new(None),
+            AccessLayer::new(Some(tokens), control.clone()),
+            &control,
+        )
+        .service(handler);
+
+        let held = tokio::spawn(service.clone().oneshot(call(Some(ADMIN))));
+        for _ in 0..1000 {
+            if control.in_flight() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            control.in_flight(),
+            1,
+            "the authorised call holds the permit"
+        );
+
+        let flood = (0..200).map(|i| {
+            let bearer = (i % 2 == 0).then_some("forged");
+            service.clone().oneshot(call(bearer))
+        });
+        for answer in futures::future::join_all(flood).await {
+            let (code, reason) = status_of(&answer.unwrap());
+            assert_eq!(code, tonic::Code::Unauthenticated);
+            assert!(
+                reason == "TOKEN_MISSING" || reason == "TOKEN_INVALID",
+                "{reason}"
+            );
+        }
+        assert_eq!(control.in_flight(), 1, "refused calls took no permit");
+
+        let shed = service.clone().oneshot(call(Some(ADMIN))).await.unwrap();
+        assert_eq!(
+            status_of(&shed),
+            (tonic::Code::ResourceExhausted, "OVERLOADED".to_string())
+        );
+
+        gate.notify_one();
+        let answered = held.await.unwrap().unwrap();
+        assert!(answered.headers().get("grpc-status").is_none());
+        assert_eq!(control.in_flight(), 0);
     }
 }

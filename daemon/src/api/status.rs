@@ -78,8 +78,15 @@ reasons! {
     PageTokenMismatch = "PAGE_TOKEN_MISMATCH", InvalidArgument, 0;
     /// A TCP call without the `authorization: Bearer` header.
     TokenMissing = "TOKEN_MISSING", Unauthenticated, 0;
-    /// A TCP call whose bearer token is not the node's API token.
+    /// A TCP call whose bearer token is neither the node's admin token nor a minted one.
     TokenInvalid = "TOKEN_INVALID", Unauthenticated, 0;
+    /// A TCP call whose minted token is past its expiry.
+    TokenExpired = "TOKEN_EXPIRED", Unauthenticated, 0;
+    /// The call's token lacks the scope the method needs (`required_scope` in metadata), or
+    /// the method is not in the scope table.
+    ScopeDenied = "SCOPE_DENIED", PermissionDenied, 0;
+    /// The node is drained: it takes no calls that start new work.
+    Draining = "DRAINING", Unavailable, 5000;
     /// The node is at `api.max_concurrent_requests`.
     Overloaded = "OVERLOADED", ResourceExhausted, 1000;
     /// The call ran past its deadline (`api.request_timeout_secs`, or the client's).
@@ -206,6 +213,26 @@ reasons! {
     ResultUnverified = "RESULT_UNVERIFIED", Aborted, 0;
     /// A provider failed the job.
     JobFailed = "JOB_FAILED", Unavailable, 5000;
+
+    // ---- admin -------------------------------------------------------------------------
+    /// No minted token with this id.
+    TokenNotFound = "TOKEN_NOT_FOUND", NotFound, 0;
+    /// 1000 tokens are minted already.
+    TooManyTokens = "TOO_MANY_TOKENS", ResourceExhausted, 0;
+}
+
+impl From<super::tokens::TokenError> for Status {
+    fn from(error: super::tokens::TokenError) -> Status {
+        use super::tokens::TokenError;
+        let message = error.to_string();
+        match error {
+            TokenError::NotFound(id) => failure_with(Reason::TokenNotFound, message, &[("id", id)]),
+            TokenError::TooMany => failure(Reason::TooManyTokens, message),
+            TokenError::Io { .. } | TokenError::Corrupt { .. } => {
+                internal("the token file", message)
+            }
+        }
+    }
 }
 
 /// A status with `reason` (and its code), `message` for people, and `metadata` for programs.

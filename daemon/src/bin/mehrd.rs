@@ -152,10 +152,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let node = Node::start(config).await?;
     print_banner(&node);
     let reason = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM".to_string(),
+        _ = interrupt.recv() => "SIGINT".to_string(),
+        reason = node.shutdown_requested() => format!("admin request: {reason}"),
     };
-    node.shutdown(reason).await?;
+    node.shutdown(&reason).await?;
     Ok(())
 }
 

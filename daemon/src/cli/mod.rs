@@ -1,7 +1,9 @@
 //! `mehr`, the operator's command line: one subcommand per task, `--json` everywhere, a
 //! one-line cause and a non-zero exit code on failure.
 
+mod admin;
 mod compute;
+mod fleet;
 mod ledger;
 mod market;
 mod node;
@@ -14,7 +16,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use mehr_sdk::{Client, ConnectOptions};
 
-pub use self::{output::Output, store::StoreCommand};
+pub use self::{
+    admin::{ConfigCommand, TokenCommand},
+    fleet::{FleetArgs, FleetCommand},
+    output::Output,
+    store::StoreCommand,
+};
 
 /// Talk to a running mehrd.
 #[derive(Debug, Parser)]
@@ -27,9 +34,11 @@ pub struct Cli {
     /// (default: the Unix socket in the data dir).
     #[arg(long, global = true, env = "MEHR_ENDPOINT")]
     pub endpoint: Option<String>,
-    /// Bearer token for TCP endpoints (default: api.token in the data dir).
-    #[arg(long, global = true, env = "MEHR_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    /// File holding the bearer token for TCP endpoints (default: api.token in the data dir;
+    /// the token itself may come from `MEHR_TOKEN`). There is no flag for the token itself:
+    /// a command line is visible to every user through `ps`.
+    #[arg(long, global = true, env = "MEHR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) for https endpoints (default: tls/cert.pem in the data dir).
     #[arg(long, global = true, env = "MEHR_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
@@ -137,20 +146,58 @@ pub enum Command {
     },
     /// Show the marketplace's counters: adverts taken and refused, gossip per link.
     MarketStats,
+    /// Mint, list and revoke API tokens with scopes (admin, readonly, invoke, pay).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Show the effective configuration (secrets redacted), or change live settings.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Stop taking new work (invoke and pay calls); running calls finish.
+    Drain {
+        /// Take new work again.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Shut the node down gracefully (its supervisor restarts it).
+    Shutdown {
+        /// Why (logged by the node).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Act on many nodes at once, from an inventory file.
+    Fleet(FleetArgs),
 }
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let output = Output { json: cli.json };
+    let command = match cli.command {
+        // The fleet reaches its nodes from the inventory, not this node's options.
+        Command::Fleet(args) => return fleet::run(args, &output).await,
+        command => command,
+    };
+    let defaults = ConnectOptions::from_env();
     let options = ConnectOptions {
         endpoint: cli.endpoint,
         data_dir: cli.data_dir,
-        token: cli.token,
+        // A file named here wins over MEHR_TOKEN.
+        token: if cli.token_file.is_some() {
+            None
+        } else {
+            defaults.token.clone()
+        },
+        token_file: cli.token_file,
         ca_cert: cli.ca_cert,
-        ..ConnectOptions::from_env()
+        ..defaults
     };
     let client = Client::connect_with(options).await?;
-    match cli.command {
+    match command {
         Command::Info => node::info(&client, &output).await,
         Command::Events => node::events(&client, &output).await,
         Command::Interfaces { action } => transport::interfaces(&client, &output, action).await,
@@ -178,5 +225,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agree { action } => market::agree(&client, &output, action).await,
         Command::Reputation { node } => market::reputation(&client, &output, node).await,
         Command::MarketStats => market::stats(&client, &output).await,
+        Command::Token { command } => admin::token(&client, &output, command).await,
+        Command::Config { command } => admin::config(&client, &output, command).await,
+        Command::Drain { resume } => admin::drain(&client, &output, resume).await,
+        Command::Shutdown { reason } => admin::shutdown(&client, &output, reason).await,
+        Command::Fleet(_) => unreachable!("handled before connecting"),
     }
 }

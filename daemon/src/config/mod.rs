@@ -24,6 +24,8 @@ const NON_SETTING_ENV_VARS: &[&str] = &[
     "MEHR_CONFIG",
     "MEHR_ENDPOINT",
     "MEHR_TOKEN",
+    "MEHR_TOKEN_FILE",
+    "MEHR_INVENTORY",
     "MEHR_CA_CERT",
     "MEHR_TLS_DOMAIN",
 ];

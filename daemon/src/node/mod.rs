@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{
-        self, ApiCallMetrics, ApiError, ComputeApi, Listeners, MarketApi, NodeApi, NodeFacts,
-        RunningApi, Services, StorageApi,
+        self, AdminApi, AdminParts, ApiCallMetrics, ApiError, ComputeApi, Listeners, MarketApi,
+        NodeApi, NodeFacts, RunningApi, Services, StorageApi, control::ApiControl,
+        health::HealthInputs, tokens::TokenRegistry,
     },
     compute::{self, Compute},
     config::Config,
@@ -76,6 +77,9 @@ pub enum NodeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The minted API tokens could not be read.
+    #[error("API tokens: {0}")]
+    Tokens(#[from] crate::api::tokens::TokenError),
 }
 
 /// A running node.
@@ -85,6 +89,7 @@ pub struct Node {
     events: Arc<EventBus>,
     store: Store,
     api: RunningApi,
+    control: Arc<ApiControl>,
     transport_task: tokio::task::JoinHandle<()>,
     ledger_task: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
@@ -101,6 +106,11 @@ impl Node {
         let store = Store::open(&data_dir.path().join(STORE_DIR))?;
         check_identity(&store, &identity, &data_dir)?;
         let token = data_dir.api_token()?;
+        let tokens = TokenRegistry::open(data_dir.path(), &token)?;
+        let control = ApiControl::new(
+            Duration::from_secs(config.api.request_timeout_secs),
+            config.api.max_concurrent_requests,
+        );
 
         let listeners = Listeners::bind(
             &config.api,
@@ -167,6 +177,22 @@ impl Node {
             max_object_size: config.storage.max_object_size,
         };
         let (objects, _) = ObjectStore::open(store.clone(), limits, events.clone())?;
+        let health_inputs = HealthInputs {
+            control: control.clone(),
+            objects: objects.clone(),
+            market_enabled: config.market.enabled,
+            transport_task: transport_task.abort_handle(),
+            ledger_task: ledger_task.abort_handle(),
+        };
+        let admin = AdminApi::new(AdminParts {
+            tokens: tokens.clone(),
+            control: control.clone(),
+            facts: facts.clone(),
+            transport: transport.clone(),
+            ledger: ledger.clone(),
+            health: health_inputs,
+            config: toml::Table::try_from(&config).expect("the config always serializes"),
+        });
         let remote = RemoteStorage::start(RemoteParts {
             identity: identity.keys().clone(),
             transport: transport.clone(),
@@ -259,12 +285,13 @@ impl Node {
             ),
             ledger: crate::api::ledger::LedgerApi::new(ledger),
             market: MarketApi::new(market, events.clone()),
+            admin,
         };
         let api = api::serve(
             listeners,
             services,
-            &config.api,
-            &token,
+            tokens,
+            control.clone(),
             tls,
             call_metrics,
             shutdown.clone(),
@@ -289,6 +316,7 @@ impl Node {
             events,
             store,
             api,
+            control,
             transport_task,
             ledger_task,
             shutdown,
@@ -305,6 +333,12 @@ impl Node {
     /// What the node reports about itself.
     pub fn facts(&self) -> &NodeFacts {
         &self.facts
+    }
+
+    /// Completes when an operator asked for a shutdown over the API (AdminService.Shutdown);
+    /// yields their reason.
+    pub async fn shutdown_requested(&self) -> String {
+        self.control.shutdown_requested().await
     }
 
     /// Stops gracefully: tells subscribers, turns health to NOT_SERVING, lets in-flight
