@@ -4,7 +4,8 @@
 #   deploy/setup.sh build   system packages for the Rust build (libclang for RocksDB's bindgen, a C++ compiler)
 #   deploy/setup.sh test    the above, plus the Python venv the tests use (grpcio witness, rns, pytest)
 #                           cargo-deny (supply-chain checks) and buf (proto lint and breaking
-#                           checks, from npm), Node.js >= 20 and npm (the Node SDK)
+#                           checks, from npm), Node.js >= 20 and npm (the Node SDK), Chromium
+#                           (the Node SDK's web example is tested in headless Chromium)
 #   deploy/setup.sh ml      the venv of the Python SDK's embedding example (torch: several GB)
 #   deploy/setup.sh deploy  the deployment tests' tools (podman, runc, debootstrap, systemd-analyze)
 #                           and their venv (kubectl, Kubernetes schemas, grpcio)
@@ -122,6 +123,15 @@ ensure_node() {
   DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq nodejs npm >/dev/null
 }
 
+# Debian's Chromium: the Node SDK's web-store example is driven in a real (headless) browser by
+# puppeteer-core (sdk-node/test/browser.test.mjs), which launches /usr/bin/chromium.
+ensure_chromium() {
+  if command -v chromium >/dev/null; then return; fi
+  log "installing system packages: chromium (headless browser test of the Node SDK's web example)"
+  need_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq chromium >/dev/null
+}
+
 mkdir -p "$MEHR_CACHE"
 case "${1:-build}" in
   build)
@@ -130,7 +140,8 @@ case "${1:-build}" in
     ensure_system_packages; ensure_rust; ensure_cargo_deny
     ensure_venv venv "$ROOT/tests/requirements.txt"
     ensure_buf
-    ensure_node ;;
+    ensure_node
+    ensure_chromium ;;
   ml)
     ensure_system_packages
     ensure_venv venv-ml "$ROOT/sdk-python/examples/requirements-ml.txt" ;;
