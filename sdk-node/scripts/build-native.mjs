@@ -12,7 +12,7 @@
 // packed from, whose sdk-node/ crate is built (after checking that its Rust sources are the
 // packaged ones, so the addon matches this package's JavaScript).
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -53,13 +53,18 @@ if (!found.metadata) {
   if (!found.metadata) fail(`cargo cannot read ${join(crate, 'Cargo.toml')}: ${found.error}`);
 }
 
+const targetDir = process.env.CARGO_TARGET_DIR || found.metadata.target_directory;
+// napi-derive writes the crate's TypeScript declarations here as it compiles (scripts/
+// check-types.mjs turns them into native.d.ts and checks the committed one). The folder is the
+// same on every build, so setting it costs no recompile: napi-build reruns when it changes.
+const typeDefFolder = join(targetDir, 'napi-rs', 'mehr-node-type-defs');
+mkdirSync(typeDefFolder, { recursive: true });
 const args = ['build', '-p', 'mehr-node', '--manifest-path', join(crate, 'Cargo.toml')];
 if (profile === 'release') args.push('--release');
-const built = spawnSync('cargo', args, { stdio: 'inherit', cwd: crate });
+const built = spawnSync('cargo', args, { stdio: 'inherit', cwd: crate, env: { ...process.env, NAPI_TYPE_DEF_TMP_FOLDER: typeDefFolder } });
 if (built.status !== 0) {
   fail('building the native addon failed (cargo and a Rust toolchain are needed)');
 }
-const targetDir = process.env.CARGO_TARGET_DIR || found.metadata.target_directory;
 const library = { linux: 'libmehr_node.so', darwin: 'libmehr_node.dylib', win32: 'mehr_node.dll' }[process.platform];
 const source = join(targetDir, profile, library);
 if (!existsSync(source)) {
