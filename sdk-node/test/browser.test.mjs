@@ -8,8 +8,7 @@
 // fails instead). Artifacts go to $MEHR_TEST_ARTIFACTS, else sdk-node/test-artifacts/ (ignored
 // by git).
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -47,7 +46,8 @@ test('examples/web-store.mjs in headless Chromium: upload through the form, id a
   const dir = workdir();
   const artifacts = process.env.MEHR_TEST_ARTIFACTS || join(root, 'test-artifacts');
   mkdirSync(artifacts, { recursive: true });
-  const downloads = mkdtempSync(join(tmpdir(), 'mehr-node-downloads-'));
+  const downloads = join(dir, 'downloads');
+  mkdirSync(downloads);
   // Not a multiple of the SDK's chunk size, and bytes that are not all alike.
   const upload = join(dir, 'holiday photo.jpg');
   const body = Buffer.alloc(2 * 1024 * 1024 + 123);
