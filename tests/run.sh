@@ -66,6 +66,9 @@ fi
 (cd sdk-python && "$MEHR_CACHE/venv/bin/python" -m pytest -q tests)
 
 step "Node SDK: npm ci from the lockfile, the addon built from source (shared target dir), node --test against real daemons"
-(cd sdk-node && npm ci --ignore-scripts --silent --no-audit --no-fund && node scripts/build-native.mjs && npm test)
+# MEHR_BROWSER_STRICT=1: the headless-Chromium test of the web example fails (not skips) without
+# Chromium; its screenshot goes to $MEHR_TEST_ARTIFACTS when set, else sdk-node/test-artifacts/.
+(cd sdk-node && npm ci --ignore-scripts --silent --no-audit --no-fund && node scripts/build-native.mjs \
+  && MEHR_BROWSER_STRICT=1 npm test)
 echo
 echo "all tests passed"

@@ -1,7 +1,7 @@
 // Real mehrd processes for the tests: each on its own temp data dir and free port, SIGTERMed
 // at the end. The binary is MEHRD_BIN (tests/run.sh sets it), else the cargo target dir's.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,8 +15,18 @@ export function mehrdBinary() {
   throw new Error('set MEHRD_BIN to the mehrd binary (tests/run.sh does)');
 }
 
+/** Temp dirs of this test file, removed when its process exits (MEHR_KEEP_TEST_DIRS=1 keeps them). */
+const workdirs = [];
+process.on('exit', () => {
+  if (process.env.MEHR_KEEP_TEST_DIRS === '1') return;
+  for (const dir of workdirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh temp dir (the 100 MiB test's store is in one: they are removed at exit, see above). */
 export function workdir() {
-  return mkdtempSync(join(tmpdir(), 'mehr-node-'));
+  const dir = mkdtempSync(join(tmpdir(), 'mehr-node-'));
+  workdirs.push(dir);
+  return dir;
 }
 
 export function freePort() {
@@ -69,7 +79,9 @@ export class Daemon {
     const args = ['--data-dir', this.dataDir, '--api-listen', this.address];
     if (this.configPath) args.push('--config', this.configPath);
     const env = { ...process.env, MEHR_LOG_LEVEL: 'info' };
-    for (const name of ['MEHR_CONFIG', 'MEHR_ENDPOINT', 'MEHR_TOKEN', 'MEHR_DATA_DIR', 'MEHR_CA_CERT', 'MEHR_TLS_DOMAIN']) delete env[name];
+    // The client's settings, and the test suite's own switches, which mehrd would warn about.
+    for (const name of ['MEHR_CONFIG', 'MEHR_ENDPOINT', 'MEHR_TOKEN', 'MEHR_DATA_DIR', 'MEHR_CA_CERT', 'MEHR_TLS_DOMAIN',
+      'MEHR_BROWSER_STRICT', 'MEHR_CHROMIUM', 'MEHR_TEST_ARTIFACTS', 'MEHR_KEEP_TEST_DIRS', 'MEHR_SOURCE']) delete env[name];
     if (!this.configPath || !readFileSync(this.configPath, 'utf8').includes('interfaces')) env.MEHR_INTERFACES = '[]';
     const log = openSync(this.logPath, 'a');
     this.process = spawn(mehrdBinary(), args, { stdio: ['ignore', 'ignore', log], env });
