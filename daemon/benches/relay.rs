@@ -16,47 +16,9 @@
 #[path = "support/relay_traffic.rs"]
 mod relay_traffic;
 
-use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-};
+use std::process::{Child, Command, Stdio};
 
-use relay_traffic::{free_port, measure, wait_listening};
-
-fn start_mehrd(port: u16, dir: &std::path::Path) -> Child {
-    let config = dir.join("mehrd.toml");
-    std::fs::write(
-        &config,
-        format!("[[interfaces]]\ntype = \"tcp_server\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {port}\n"),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_mehrd"))
-        .arg("--data-dir")
-        .arg(dir.join("node"))
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "--api-listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mehrd");
-    wait_listening(port);
-    child
-}
-
-fn python() -> PathBuf {
-    std::env::var("MEHR_RNS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/mehr/venv/bin/python")
-        })
-}
+use relay_traffic::{free_port, measure, python, start_relay, wait_listening};
 
 fn start_rnsd(port: u16, dir: &std::path::Path) -> Child {
     std::fs::write(
@@ -84,7 +46,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
 
     let port = free_port();
-    let mut mehrd = start_mehrd(port, dir.path());
+    let mut mehrd = start_relay(port, dir.path(), "");
     let ours = measure(port);
     let _ = mehrd.kill();
     let _ = mehrd.wait();

@@ -22,7 +22,7 @@ mod relay_traffic;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, ChildStdout, Command, Stdio},
     sync::{
         Arc,
@@ -32,19 +32,10 @@ use std::{
 };
 
 use common::TestDaemon;
-use relay_traffic::{Measured, free_port, measure, wait_listening};
+use relay_traffic::{Measured, free_port, measure, python, start_relay};
 
 /// GetInfo rounds per node.
 const ROUNDS: usize = 6;
-
-fn python() -> PathBuf {
-    std::env::var("MEHR_RNS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/mehr/venv/bin/python")
-        })
-}
 
 /// The OTLP receiver, until dropped.
 struct Receiver {
@@ -182,36 +173,6 @@ fn get_info(temp: &Path, receiver: &Receiver, calls: usize) -> ([f64; 3], u64) {
     // Dropping the daemons stops them (SIGTERM): the traced one flushes its last spans.
     drop((plain, metered, traced));
     (took.map(|took| total / took.as_secs_f64()), scrapes)
-}
-
-/// A relay mehrd with a TCP server on `port`, and `extra` config.
-fn start_relay(port: u16, dir: &Path, extra: &str) -> Child {
-    std::fs::create_dir_all(dir).unwrap();
-    let config = dir.join("mehrd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{extra}\n[[interfaces]]\ntype = \"tcp_server\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {port}\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_mehrd"))
-        .arg("--data-dir")
-        .arg(dir.join("node"))
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "--api-listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mehrd");
-    wait_listening(port);
-    child
 }
 
 /// One relay measurement of a fresh mehrd, with `extra` config (and a scraper on

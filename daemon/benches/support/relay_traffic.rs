@@ -7,6 +7,8 @@
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -221,4 +223,45 @@ pub fn measure(port: u16) -> Measured {
         flood: flood_rate,
         steps,
     }
+}
+
+/// A relay mehrd with a TCP server on `port`, and `extra` config.
+pub fn start_relay(port: u16, dir: &Path, extra: &str) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("mehrd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{extra}\n[[interfaces]]\ntype = \"tcp_server\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {port}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mehrd"))
+        .arg("--data-dir")
+        .arg(dir.join("node"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--api-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--log-level",
+            "warn",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mehrd");
+    wait_listening(port);
+    child
+}
+
+/// The Python that runs rnsd and the OTLP receiver: `MEHR_RNS_PYTHON`, else the venv
+/// `tests/run.sh` makes.
+pub fn python() -> PathBuf {
+    std::env::var("MEHR_RNS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/mehr/venv/bin/python")
+        })
 }
