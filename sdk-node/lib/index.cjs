@@ -7,7 +7,7 @@ const { promisify } = require('node:util');
 const native = require('../native.cjs');
 const errors = require('./errors.cjs');
 
-const { translate } = errors;
+const { translate, CancelledError } = errors;
 const pipe = promisify(pipeline);
 const EMPTY = Buffer.alloc(0);
 
@@ -19,11 +19,36 @@ async function nativeCall(work) {
   }
 }
 
-/** Runs `work(token)`, cancelling the native token when `signal` aborts. */
+// The caller's trace position: with the optional peer dependency @opentelemetry/api installed
+// and a span active, every call carries its W3C `traceparent`, so the daemon's span of the call
+// (and, on the mesh, the provider's) joins the caller's trace. Without the package this is one
+// failed require per process.
+let openTelemetry;
+function traceparent() {
+  if (openTelemetry === undefined) {
+    try {
+      openTelemetry = require('@opentelemetry/api');
+    } catch {
+      openTelemetry = null;
+    }
+  }
+  if (!openTelemetry) return undefined;
+  const { trace, context } = openTelemetry;
+  const position = trace.getSpanContext(context.active());
+  if (!position || !trace.isSpanContextValid(position)) return undefined;
+  const flags = (position.traceFlags & 0xff).toString(16).padStart(2, '0');
+  return `00-${position.traceId}-${position.spanId}-${flags}`;
+}
+
+/** Runs `work(token)`: the token carries the caller's trace position and is cancelled when
+ * `signal` aborts. */
 async function cancellable(signal, work) {
-  if (!signal) return nativeCall(() => work(undefined));
+  const traced = traceparent();
+  if (!signal) {
+    return nativeCall(() => work(traced === undefined ? undefined : new native.CancelToken(traced)));
+  }
   signal.throwIfAborted();
-  const token = new native.CancelToken();
+  const token = new native.CancelToken(traced);
   const onAbort = () => token.cancel();
   signal.addEventListener('abort', onAbort, { once: true });
   try {
@@ -44,11 +69,12 @@ function toBuffer(value, what = 'payload') {
   throw new TypeError(`${what} must be a Buffer, Uint8Array or string, not ${typeof value}`);
 }
 
-/** An async iterable over a native pull stream; breaking the loop closes the stream. */
-function iterate(streamPromise, signal, map = (item) => item) {
+/** An async iterable over the native pull stream `open(token)` resolves with (opened when the
+ * iteration starts); breaking the loop closes the stream. */
+function iterate(open, signal, map = (item) => item) {
   return {
     async *[Symbol.asyncIterator]() {
-      const stream = await nativeCall(() => streamPromise);
+      const stream = await cancellable(signal, open);
       try {
         for (;;) {
           const item = await cancellable(signal, (token) => stream.next(token));
@@ -60,6 +86,11 @@ function iterate(streamPromise, signal, map = (item) => item) {
       }
     },
   };
+}
+
+/** A node event with its fields parsed (the addon sends them as JSON). */
+function nodeEvent(event) {
+  return { sequence: event.sequence, atUnixMs: event.atUnixMs, kind: event.kind, detail: JSON.parse(event.detailJson) };
 }
 
 function isAsyncIterator(value) {
@@ -124,36 +155,36 @@ class Client {
     return cancellable(options.signal, (token) => this.#native.info(token));
   }
   events(options = {}) {
-    return iterate(this.#native.events(), options.signal);
+    return iterate((token) => this.#native.events(token), options.signal, nodeEvent);
   }
-  interfaces() {
-    return nativeCall(() => this.#native.interfaces());
+  interfaces(options = {}) {
+    return cancellable(options.signal, (token) => this.#native.interfaces(token));
   }
   paths(options = {}) {
-    return nativeCall(() => this.#native.paths(options.mehrOnly ?? false));
+    return cancellable(options.signal, (token) => this.#native.paths(options.mehrOnly ?? false, token));
   }
-  neighbours() {
-    return nativeCall(() => this.#native.neighbours());
+  neighbours(options = {}) {
+    return cancellable(options.signal, (token) => this.#native.neighbours(token));
   }
-  announce() {
-    return nativeCall(() => this.#native.announce());
+  announce(options = {}) {
+    return cancellable(options.signal, (token) => this.#native.announce(token));
   }
 
   // ----- messaging -----
   async listen(name, options = {}) {
-    const listener = await nativeCall(() => this.#native.listen(name, options.announce ?? true));
+    const listener = await cancellable(options.signal, (token) => this.#native.listen(name, options.announce ?? true, token));
     const messages = listener.takeMessages();
     return {
       destination: listener.destination,
-      [Symbol.asyncIterator]: () => iterate(Promise.resolve(messages), options.signal)[Symbol.asyncIterator](),
+      [Symbol.asyncIterator]: () => iterate(() => messages, options.signal)[Symbol.asyncIterator](),
       close: () => messages.close(),
     };
   }
   send(destination, payload, options = {}) {
-    return cancellable(options.signal, (token) => this.#native.send(destination, toBuffer(payload), options.timeoutMs, token));
+    return cancellable(options.signal, (token) => this.#native.send(destination, toBuffer(payload), options.timeoutMs, options.policy, token));
   }
-  reply(linkId, payload) {
-    return nativeCall(() => this.#native.reply(linkId, toBuffer(payload)));
+  reply(linkId, payload, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.reply(linkId, toBuffer(payload), token));
   }
 
   // ----- compute -----
@@ -163,9 +194,24 @@ class Client {
     const handlers = new Map(entries.map(([name, entry]) => [name, entry.handler]));
     let resolveServer;
     const serverReady = new Promise((resolve) => { resolveServer = resolve; });
+    // The calls running now, each with the AbortController of its handler's signal.
+    const running = new Map();
     const handler = new native.JsHandler(async (call) => {
+      if (call.withdrawn) {
+        // The daemon withdrew a call delivered before (deadline, caller gone, serving stopped).
+        running.get(call.invocationId)?.abort(new CancelledError(
+          `CANCELLED: call ${call.invocationId} of ${call.functionId} was withdrawn`, { grpcCode: 1 }));
+        return EMPTY;
+      }
       const fn = handlers.get(call.functionId);
-      const context = { functionId: call.functionId, invocationId: call.invocationId, remainingMs: call.remainingMs };
+      const controller = new AbortController();
+      running.set(call.invocationId, controller);
+      const context = {
+        functionId: call.functionId,
+        invocationId: call.invocationId,
+        remainingMs: call.remainingMs,
+        signal: controller.signal,
+      };
       try {
         const result = fn(call.input, context);
         if (isAsyncIterator(result)) {
@@ -183,6 +229,8 @@ class Client {
       } catch (error) {
         const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
         throw new Error(`handler of ${call.functionId} failed: ${message}`);
+      } finally {
+        running.delete(call.invocationId);
       }
     });
     const specs = entries.map(([name, entry]) => ({
@@ -209,7 +257,8 @@ class Client {
   }
   invokeStream(functionId, input, options = {}) {
     const { signal, ...limits } = options;
-    const outputs = iterate(this.#native.invokeStream(functionId, toBuffer(input, 'input'), limits), signal);
+    const bytes = toBuffer(input, 'input');
+    const outputs = iterate((token) => this.#native.invokeStream(functionId, bytes, limits, token), signal);
     return {
       async *[Symbol.asyncIterator]() {
         for await (const message of outputs) {
@@ -219,14 +268,22 @@ class Client {
       },
     };
   }
-  functions() {
-    return nativeCall(() => this.#native.functions());
+  functions(options = {}) {
+    return cancellable(options.signal, (token) => this.#native.functions(token));
+  }
+  /** Deploys a WebAssembly module; its exports are offered as `<name>/<export>`. */
+  deployModule(wasm, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.deployModule(toBuffer(wasm, 'wasm'), options.name, token));
+  }
+  /** Removes a module (name or id); resolves with the function ids no longer offered. */
+  removeModule(module, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.removeModule(module, token));
   }
 
   // ----- storage -----
   /** A Writable that stores what is written as one object; `done` resolves with the result. */
   createWriteStream(options = {}) {
-    const opening = nativeCall(() => this.#native.putOpen(options.name, options.expectedSize));
+    const opening = cancellable(undefined, (token) => this.#native.putOpen(options.name, options.expectedSize, token));
     opening.catch(() => {});
     let sent = 0;
     let settle;
@@ -275,7 +332,7 @@ class Client {
     const nativeClient = this.#native;
     const { signal, onProgress } = options;
     async function* chunks() {
-      const stream = await nativeCall(() => nativeClient.get(id, options.offset, options.length));
+      const stream = await cancellable(signal, (token) => nativeClient.get(id, options.offset, options.length, token));
       let received = 0;
       try {
         for (;;) {
@@ -297,43 +354,75 @@ class Client {
     for await (const chunk of this.get(id, options)) parts.push(chunk);
     return Buffer.concat(parts);
   }
-  stat(id) {
-    return nativeCall(() => this.#native.stat(id));
+  stat(id, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.stat(id, token));
   }
   list(query = {}) {
-    return nativeCall(() => this.#native.list(query));
+    const { signal, ...page } = query;
+    return cancellable(signal, (token) => this.#native.list(page, token));
   }
-  delete(id) {
-    return nativeCall(() => this.#native.delete(id));
+  delete(id, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.delete(id, token));
   }
   replicate(id, providers, options = {}) {
-    return nativeCall(() => this.#native.replicate(id, providers, options.dataShards, options.parityShards));
+    return cancellable(options.signal, (token) => this.#native.replicate(id, providers, options.dataShards, options.parityShards, token));
   }
-  challenge(id) {
-    return nativeCall(() => this.#native.challenge(id));
+  challenge(id, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.challenge(id, token));
   }
 
   // ----- ledger, market -----
-  balance() {
-    return nativeCall(() => this.#native.balance());
+  balance(options = {}) {
+    return cancellable(options.signal, (token) => this.#native.balance(token));
   }
-  channels() {
-    return nativeCall(() => this.#native.channels());
+  channels(options = {}) {
+    return cancellable(options.signal, (token) => this.#native.channels(token));
   }
   openChannel(peer, depositUmhr, options = {}) {
-    return nativeCall(() => this.#native.openChannel(peer, depositUmhr, options.peerDepositUmhr ?? 0, options.timeoutMs));
+    return cancellable(options.signal, (token) => this.#native.openChannel(peer, depositUmhr, options.peerDepositUmhr ?? 0, options.timeoutMs, token));
   }
   pay(peer, amountUmhr, options = {}) {
-    return nativeCall(() => this.#native.pay(peer, amountUmhr, options.timeoutMs));
+    return cancellable(options.signal, (token) => this.#native.pay(peer, amountUmhr, options.timeoutMs, token));
+  }
+  /** Settles a channel: `checkpoint` (default; it stays open), `close` or `unilateral`. */
+  settleChannel(channelId, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.settleChannel(channelId, options.mode ?? 'checkpoint', options.timeoutMs, token));
+  }
+  /** Closes a channel with the peer's signature (`unilateral: true`: without it). */
+  closeChannel(channelId, options = {}) {
+    return this.settleChannel(channelId, { ...options, mode: options.unilateral ? 'unilateral' : 'close' });
+  }
+  trustedPeers(options = {}) {
+    return cancellable(options.signal, (token) => this.#native.trustedPeers(token));
+  }
+  /** Trusts `nodeId` up to `creditLimitUmhr`; resolves whether anything changed. */
+  trust(nodeId, creditLimitUmhr, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.setTrust(nodeId, true, creditLimitUmhr, token));
+  }
+  /** Stops trusting `nodeId`; resolves whether it was trusted. */
+  untrust(nodeId, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.setTrust(nodeId, false, 0, token));
   }
   discover(query, options = {}) {
     return cancellable(options.signal, (token) => this.#native.discover(query, token));
   }
-  agreements() {
-    return nativeCall(() => this.#native.agreements());
+  agreements(options = {}) {
+    return cancellable(options.signal, (token) => this.#native.agreements(token));
+  }
+  agreement(id, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.agreement(id, token));
+  }
+  proposeAgreement(proposal, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.proposeAgreement(proposal, token));
+  }
+  acceptAgreement(id, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.acceptAgreement(id, token));
+  }
+  cancelAgreement(id, options = {}) {
+    return cancellable(options.signal, (token) => this.#native.cancelAgreement(id, token));
   }
   watchAgreements(options = {}) {
-    return iterate(this.#native.watchAgreements(), options.signal);
+    return iterate((token) => this.#native.watchAgreements(token), options.signal);
   }
 }
 

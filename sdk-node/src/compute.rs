@@ -17,13 +17,13 @@ use mehr_sdk::{
 use napi::{
     Status,
     bindgen_prelude::{Buffer, Function, Promise},
-    threadsafe_function::ThreadsafeFunction,
+    threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
 };
 use napi_derive::napi;
 use prost::bytes::Bytes;
 
 use crate::{
-    cancel::{CancelToken, token_of, until_cancelled},
+    cancel::{CancelToken, Scope},
     client::NativeClient,
     failure::{Result, invalid, sdk},
     values::{FunctionInfo, InvokeResult, metering, number, remote, whole},
@@ -53,6 +53,38 @@ pub struct ServeCall {
     pub input: Buffer,
     /// Milliseconds left until the caller's deadline.
     pub remaining_ms: f64,
+    /// Set on the notice that call `invocationId`, delivered before, was withdrawn (the
+    /// caller's deadline passed, the caller went away, or serving stopped): lib/ aborts that
+    /// call's `AbortSignal`. It comes through the same queue as the call, so always after it.
+    pub withdrawn: bool,
+}
+
+/// Tells JavaScript that a call was withdrawn if its handler future is dropped unfinished
+/// (the serve runtime drops it when the daemon cancels the call or serving stops).
+struct WithdrawOnDrop {
+    function: Arc<HandlerFunction>,
+    invocation_id: u64,
+    function_id: String,
+    finished: bool,
+}
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let notice = ServeCall {
+            invocation_id: number(self.invocation_id),
+            function_id: std::mem::take(&mut self.function_id),
+            input: Vec::new().into(),
+            remaining_ms: 0.0,
+            withdrawn: true,
+        };
+        // Non-blocking into the unbounded queue; lost only when Node is exiting anyway.
+        let _ = self
+            .function
+            .call(notice, ThreadsafeFunctionCallMode::NonBlocking);
+    }
 }
 
 /// The weak thread-safe function the SDK calls per invocation: weak, so a server never keeps
@@ -201,6 +233,18 @@ fn invoke_options(options: Option<InvokeOptionsJs>) -> Result<InvokeOptions> {
     Ok(out)
 }
 
+/// A deployed WebAssembly module.
+#[napi(object)]
+pub struct DeployedModule {
+    /// BLAKE3 of the module's bytes, hex.
+    pub module_id: String,
+    pub name: Option<String>,
+    /// The functions it offers.
+    pub function_ids: Vec<String>,
+    /// False when the same module was already deployed.
+    pub created: bool,
+}
+
 /// One message of a streamed call: a partial output, or the last one (`done`).
 #[napi(object)]
 pub struct StreamedOutput {
@@ -257,16 +301,24 @@ impl NativeClient {
                 map.insert(id, sink);
             }
             async move {
+                let mut withdraw = WithdrawOnDrop {
+                    function: function.clone(),
+                    invocation_id: id,
+                    function_id: call.function_id.clone(),
+                    finished: false,
+                };
                 let delivered = ServeCall {
                     invocation_id: number(id),
                     function_id: call.function_id.clone(),
                     input: call.input.to_vec().into(),
                     remaining_ms: call.remaining().as_millis() as f64,
+                    withdrawn: false,
                 };
                 let result = match function.call_async(delivered).await {
                     Ok(promise) => promise.await,
                     Err(e) => Err(e),
                 };
+                withdraw.finished = true;
                 if let Ok(mut map) = sinks.lock() {
                     map.remove(&id);
                 }
@@ -294,15 +346,16 @@ impl NativeClient {
         let options = invoke_options(options)?;
         let input = Bytes::from(input.to_vec());
         let client = self.client.clone();
-        until_cancelled(token_of(cancel), async move {
-            let answer = sdk(client.invoke_with(&function_id, input, options).await)?;
-            Ok(InvokeResult {
-                output: answer.output.to_vec().into(),
-                metering: metering(answer.metering),
-                remote: remote(answer.remote),
+        Scope::of(cancel)
+            .run(async move {
+                let answer = sdk(client.invoke_with(&function_id, input, options).await)?;
+                Ok(InvokeResult {
+                    output: answer.output.to_vec().into(),
+                    metering: metering(answer.metering),
+                    remote: remote(answer.remote),
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// Calls a function and streams its partial outputs.
@@ -312,21 +365,69 @@ impl NativeClient {
         function_id: String,
         input: Buffer,
         options: Option<InvokeOptionsJs>,
+        cancel: Option<&CancelToken>,
     ) -> Result<OutputStream> {
         let options = invoke_options(options)?;
         let input = Bytes::from(input.to_vec());
-        Ok(OutputStream::new(sdk(self
-            .client
-            .invoke_stream(&function_id, input, options)
-            .await)?))
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move {
+                Ok(OutputStream::new(sdk(client
+                    .invoke_stream(&function_id, input, options)
+                    .await)?))
+            })
+            .await
     }
 
     /// Every function the node offers.
     #[napi]
-    pub async fn functions(&self) -> Result<Vec<FunctionInfo>> {
-        Ok(sdk(self.client.list_functions().await)?
-            .into_iter()
-            .map(FunctionInfo::from)
-            .collect())
+    pub async fn functions(&self, cancel: Option<&CancelToken>) -> Result<Vec<FunctionInfo>> {
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move {
+                Ok(sdk(client.list_functions().await)?
+                    .into_iter()
+                    .map(FunctionInfo::from)
+                    .collect())
+            })
+            .await
+    }
+
+    /// Deploys a WebAssembly module (its binary), optionally under `name`: its exported
+    /// functions are then offered as `<name>/<export>` (or `<module id>/<export>`).
+    #[napi]
+    pub async fn deploy_module(
+        &self,
+        wasm: Buffer,
+        name: Option<String>,
+        cancel: Option<&CancelToken>,
+    ) -> Result<DeployedModule> {
+        let wasm = Bytes::from(wasm.to_vec());
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move {
+                let deployed = sdk(client.deploy_module(wasm, name.as_deref()).await)?;
+                Ok(DeployedModule {
+                    module_id: hex::encode(&deployed.module_id),
+                    name: (!deployed.name.is_empty()).then_some(deployed.name),
+                    function_ids: deployed.function_ids,
+                    created: deployed.created,
+                })
+            })
+            .await
+    }
+
+    /// Removes a module (its name, or its id in hex); resolves with the ids of the functions
+    /// no longer offered.
+    #[napi]
+    pub async fn remove_module(
+        &self,
+        module: String,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<String>> {
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move { Ok(sdk(client.remove_module(&module).await)?.function_ids) })
+            .await
     }
 }

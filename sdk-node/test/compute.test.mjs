@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { connect, AbortedError, NotFoundError, MehrError, ResourceExhaustedError } from '@mehr/sdk';
+import { connect, AbortedError, CancelledError, NotFoundError, MehrError, ResourceExhaustedError } from '@mehr/sdk';
 import { Daemon, eventually, freePort, workdir } from './daemon.mjs';
 
 let daemon;
@@ -104,6 +104,92 @@ test('a throwing handler gives the caller a clear error and serving continues', 
   await assert.rejects(client.invoke('fragile', 'ok', { placement: 'local' }), NotFoundError);
 });
 
+/** Resolves once `signal` aborts, with its reason. */
+function aborted(signal) {
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(signal.reason), { once: true }));
+}
+
+test('a withdrawn call aborts its handler\'s signal: the caller\'s deadline, and the caller\'s abort', async () => {
+  const calls = [];
+  let announce;
+  const server = await client.serve({
+    patient: {
+      maxConcurrency: 4,
+      handler: async (input, call) => {
+        const entry = { input: input.toString(), signal: call.signal, reason: aborted(call.signal) };
+        calls.push(entry);
+        announce?.(entry);
+        await entry.reason;
+        return 'too late';
+      },
+    },
+  });
+  try {
+    const started = () => new Promise((resolve) => { announce = resolve; });
+    // 1. The caller's deadline passes: the daemon cancels the call, the handler hears it.
+    let running = started();
+    const deadline = client.invoke('patient', 'deadline', { placement: 'local', timeoutMs: 700 });
+    const first = await running;
+    assert.equal(first.signal.aborted, false);
+    await assert.rejects(deadline, MehrError);
+    const firstReason = await first.reason;
+    assert.ok(firstReason instanceof CancelledError, String(firstReason));
+    assert.equal(first.signal.aborted, true);
+    // 2. The caller aborts: the gRPC call is dropped, the daemon withdraws the call.
+    running = started();
+    const controller = new AbortController();
+    const abortedCall = client.invoke('patient', 'abort', { placement: 'local', timeoutMs: 60_000, signal: controller.signal });
+    const second = await running;
+    controller.abort(new Error('caller gave up'));
+    await assert.rejects(abortedCall, /caller gave up/);
+    assert.ok((await second.reason) instanceof CancelledError);
+    // A call that finishes normally never aborts its signal.
+    const quick = await client.serve({ quick: async (input, call) => { calls.push({ input: 'quick', signal: call.signal }); return input; } });
+    assert.equal((await client.invoke('quick', 'q', { placement: 'local' })).output.toString(), 'q');
+    await sleep(200);
+    assert.equal(calls.find((c) => c.input === 'quick').signal.aborted, false);
+    await quick.stop();
+  } finally {
+    await server.stop();
+  }
+});
+
+// A WebAssembly echo module, assembled by hand (no WAT compiler needed): `memory`, a
+// `mehr_alloc` that hands out address 1024, and `echo(ptr, len)` returning (ptr << 32) | len.
+const ECHO_WASM = Buffer.from([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+  0x01, 0x0c, 0x02, 0x60, 0x01, 0x7f, 0x01, 0x7f, 0x60, 0x02, 0x7f, 0x7f, 0x01, 0x7e,
+  0x03, 0x03, 0x02, 0x00, 0x01,
+  0x05, 0x03, 0x01, 0x00, 0x01,
+  0x07, 0x1e, 0x03,
+  0x06, ...Buffer.from('memory'), 0x02, 0x00,
+  0x0a, ...Buffer.from('mehr_alloc'), 0x00, 0x00,
+  0x04, ...Buffer.from('echo'), 0x00, 0x01,
+  0x0a, 0x14, 0x02,
+  0x05, 0x00, 0x41, 0x80, 0x08, 0x0b,
+  0x0c, 0x00, 0x20, 0x00, 0xad, 0x42, 0x20, 0x86, 0x20, 0x01, 0xad, 0x84, 0x0b,
+]);
+
+test('a WebAssembly module: deployed, listed, invoked, removed', async () => {
+  assert.ok(WebAssembly.validate(ECHO_WASM), 'the hand-assembled module is valid');
+  const deployed = await client.deployModule(ECHO_WASM, { name: 'nodewasm' });
+  assert.deepEqual(deployed.functionIds, ['nodewasm/echo']);
+  assert.equal(deployed.name, 'nodewasm');
+  assert.match(deployed.moduleId, /^[0-9a-f]{64}$/);
+  assert.equal((await client.deployModule(ECHO_WASM, { name: 'nodewasm' })).created, false);
+  const listed = (await client.functions()).find((f) => f.functionId === 'nodewasm/echo');
+  assert.equal(listed.kind, 'FUNCTION_KIND_WASM');
+  assert.equal(listed.moduleId, deployed.moduleId);
+  assert.match(listed.functionHash, /^[0-9a-f]{64}$/);
+  const result = await client.invoke('nodewasm/echo', 'wasm says hi', { placement: 'local', maxFuel: 1_000_000 });
+  assert.equal(result.output.toString(), 'wasm says hi');
+  assert.equal(result.metering.kind, 'FUNCTION_KIND_WASM');
+  assert.ok(result.metering.fuelUsed > 0);
+  assert.deepEqual(await client.removeModule('nodewasm'), ['nodewasm/echo']);
+  await assert.rejects(client.invoke('nodewasm/echo', 'x', { placement: 'local' }), NotFoundError);
+  await assert.rejects(client.deployModule(Buffer.from('\0asm-broken')), MehrError);
+});
+
 test('a daemon restarted while serving: `closed` settles, serving again works', async () => {
   // Documented behaviour: the serving stream ends with the daemon (`closed` resolves on a
   // clean shutdown, rejects with UNAVAILABLE when the connection breaks); the app serves again
@@ -141,7 +227,8 @@ test('serve on A, invoke from C two hops away', { timeout: 240_000 }, async () =
     }, 180_000);
     assert.equal(result.output.toString(), 'TWO HOPS');
     assert.equal(result.metering.providerNodeId, aId);
-    assert.deepEqual(result.remote.providers, [aId]);
+    assert.deepEqual(result.remote.providers.map((p) => p.nodeId), [aId]);
+    assert.equal(result.remote.providers[0].outcome.startsWith('PROVIDER_OUTCOME_'), true);
     await server.stop();
   } finally {
     await Promise.all([c.stop(), b.stop(), a.stop()]);
