@@ -63,9 +63,38 @@ export interface FunctionDefinition {
   maxConcurrency?: number;
   maxInputBytes?: number;
 }
+/** What a call of a batch knows about itself. */
+export interface BatchCallContext {
+  functionId: string;
+  invocationId: number;
+  remainingMs: number;
+}
+/** Dynamic batching: concurrent calls merged into one handler call. */
+export interface BatchOptions {
+  /** The most calls in one batch. */
+  maxSize: number;
+  /** How long a batch waits for more calls after its first, ms (default 2, at most 10 000). */
+  maxWaitMs?: number;
+  /** The most calls waiting for a batch (default `maxSize`); beyond it calls fail at once. */
+  maxQueue?: number;
+}
+/** A batched function: `handleBatch` takes the inputs of a batch and resolves with one output
+ * per input, in order (a throw fails every call of the batch). `maxConcurrency` counts batches
+ * running at once. Batched calls cannot stream partial output. */
+export interface BatchedFunctionDefinition {
+  handleBatch: (inputs: Buffer[], calls: BatchCallContext[]) => Promise<Payload[]> | Payload[];
+  batch: BatchOptions;
+  description?: string;
+  pricePerInvocationUmhr?: number;
+  maxConcurrency?: number;
+  maxInputBytes?: number;
+}
 export interface ServeOptions extends Cancellable {
   /** Default max concurrency of functions that set none. */
   maxConcurrency?: number;
+  /** Register again whenever serving ends without `stop()` (the daemon restarted, the
+   * connection broke), backing off from 100 ms to 5 s (default false: `closed` settles). */
+  reconnect?: boolean;
 }
 export interface InvokeOptions extends Cancellable {
   timeoutMs?: number;
@@ -97,6 +126,10 @@ export interface Listening extends AsyncIterable<InboundMessage> {
 
 export declare class Server {
   readonly functions: string[];
+  /** False while the connection is lost and the SDK is registering again (`reconnect`). */
+  readonly connected: boolean;
+  /** How many times the functions were registered again. */
+  readonly reconnects: number;
   /** Settles when serving has ended; rejects when the connection to the daemon failed. */
   readonly closed: Promise<void>;
   stop(): Promise<void>;
@@ -117,7 +150,7 @@ export declare class Client {
   listen(name: string, options?: Cancellable & { announce?: boolean }): Promise<Listening>;
   send(destination: string, payload: Payload, options?: Cancellable & { timeoutMs?: number; policy?: RoutePolicy }): Promise<SendResult>;
   reply(linkId: string, payload: Payload, options?: Cancellable): Promise<string>;
-  serve(functions: Record<string, Handler | FunctionDefinition>, options?: ServeOptions): Promise<Server>;
+  serve(functions: Record<string, Handler | FunctionDefinition | BatchedFunctionDefinition>, options?: ServeOptions): Promise<Server>;
   invoke(functionId: string, input: Payload, options?: InvokeOptions): Promise<InvokeResult>;
   invokeStream(functionId: string, input: Payload, options?: InvokeOptions): AsyncIterable<Buffer>;
   functions(options?: Cancellable): Promise<FunctionInfo[]>;

@@ -34,10 +34,11 @@ export declare class CancelToken {
 /** A JavaScript handler, ready to serve from any thread. */
 export declare class JsHandler {
   /**
-   * Wraps `callback`, which must return a Promise (lib/ wraps user handlers in an async
-   * function so that a synchronous throw becomes a rejection).
+   * Wraps `callback` (per call) and `batchCallback` (per batch of a batched function), which
+   * must return Promises (lib/ wraps user handlers in async functions so that a synchronous
+   * throw becomes a rejection).
    */
-  constructor(callback: (arg: ServeCall) => Promise<Buffer>)
+  constructor(callback: (arg: ServeCall) => Promise<Buffer>, batchCallback?: ((arg: ServeBatch) => Promise<Array<Buffer>>) | undefined | null)
 }
 
 /** A listener on an app destination: its destination hash and its messages. */
@@ -390,6 +391,15 @@ export interface FunctionSpecJs {
   maxConcurrency?: number
   /** Largest input accepted (default: the node's maximum). */
   maxInputBytes?: number
+  /**
+   * Dynamic batching: the most calls in one batch (unset: not batched). `maxConcurrency`
+   * then counts batches running at once.
+   */
+  batchMaxSize?: number
+  /** How long a batch waits for more calls after its first, ms (default 2). */
+  batchMaxWaitMs?: number
+  /** The most calls waiting for a batch (default: `batchMaxSize`). */
+  batchMaxQueue?: number
 }
 
 /** A message received on a listened destination. */
@@ -664,6 +674,15 @@ export interface SendResult {
   packetHash?: string
   /** The route taken, when the node knew one. */
   route?: Route
+}
+
+/** One batch delivered to a JavaScript batch handler: the calls of one function, in order. */
+export interface ServeBatch {
+  functionId: string
+  invocationIds: Array<number>
+  inputs: Array<Buffer>
+  /** Milliseconds left until each caller's deadline. */
+  remainingMs: Array<number>
 }
 
 /** One call delivered to a JavaScript handler. */

@@ -113,24 +113,66 @@ function installSigint() {
 /** Functions served from this process. */
 class Server {
   #native;
-  constructor(nativeServer) {
+  #serveAgain;
+  #stopped = false;
+  #wake = () => {};
+  constructor(nativeServer, serveAgain, reconnect) {
     this.#native = nativeServer;
+    this.#serveAgain = serveAgain;
+    /** False while the connection is lost and the SDK is serving again (`reconnect`). */
+    this.connected = true;
+    /** How many times the functions were registered again after the connection was lost. */
+    this.reconnects = 0;
     /** Resolves when serving has ended; rejects when the connection to the daemon failed. */
-    this.closed = nativeCall(() => nativeServer.wait()).finally(() => liveServers.delete(this));
+    this.closed = this.#serve(reconnect).finally(() => liveServers.delete(this));
     // A `closed` nobody awaits must not become an unhandled rejection.
     this.closed.catch(() => {});
     liveServers.add(this);
+  }
+  /** Waits on the serving stream; with `reconnect`, registers again whenever it ends without
+   * `stop()` (the daemon restarted, the connection broke), backing off from 100 ms to 5 s. */
+  async #serve(reconnect) {
+    for (;;) {
+      let failure = null;
+      try {
+        await nativeCall(() => this.#native.wait());
+      } catch (error) {
+        failure = error;
+      }
+      if (!reconnect || this.#stopped) {
+        if (failure) throw failure;
+        return;
+      }
+      this.connected = false;
+      for (let delay = 100; ; delay = Math.min(delay * 2, 5_000)) {
+        await new Promise((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          this.#wake = () => { clearTimeout(timer); resolve(); };
+        });
+        if (this.#stopped) return;
+        try {
+          this.#native = await this.#serveAgain();
+          this.reconnects += 1;
+          this.connected = true;
+          break;
+        } catch {
+          // The daemon is not back yet: try again after the next delay.
+        }
+      }
+    }
   }
   /** The ids of the functions served. */
   get functions() {
     return this.#native.functions;
   }
-  /** @internal */
-  emit(invocationId, chunk) {
-    return this.#native.emit(invocationId, chunk);
+  /** @internal The serving stream calls arrive on now (a call's partial outputs go back on it). */
+  get stream() {
+    return this.#native;
   }
   /** Stops cleanly: no new calls, running calls finish, then `closed` settles. */
   async stop() {
+    this.#stopped = true;
+    this.#wake();
     await nativeCall(() => this.#native.stop());
     await this.closed.catch(() => {});
   }
@@ -191,7 +233,11 @@ class Client {
   async serve(functions, options = {}) {
     const entries = Object.entries(functions).map(([name, entry]) =>
       typeof entry === 'function' ? [name, { handler: entry }] : [name, entry]);
-    const handlers = new Map(entries.map(([name, entry]) => [name, entry.handler]));
+    for (const [name, entry] of entries) {
+      const wanted = entry.batch ? 'handleBatch' : 'handler';
+      if (typeof entry[wanted] !== 'function') throw new TypeError(`function \`${name}\` needs a \`${wanted}\` function`);
+    }
+    const handlers = new Map(entries.map(([name, entry]) => [name, entry.batch ? entry.handleBatch : entry.handler]));
     let resolveServer;
     const serverReady = new Promise((resolve) => { resolveServer = resolve; });
     // The calls running now, each with the AbortController of its handler's signal.
@@ -215,11 +261,12 @@ class Client {
       try {
         const result = fn(call.input, context);
         if (isAsyncIterator(result)) {
-          const server = await serverReady;
+          // The stream this call came on (after a reconnect, ids start again on a new one).
+          const stream = (await serverReady).stream;
           for (;;) {
             const step = await result.next();
             if (step.done) return toBuffer(step.value, 'the handler result');
-            if (!(await server.emit(call.invocationId, toBuffer(step.value, 'a yielded chunk')))) {
+            if (!(await stream.emit(call.invocationId, toBuffer(step.value, 'a yielded chunk')))) {
               await result.return?.(undefined);
               return EMPTY;
             }
@@ -232,16 +279,33 @@ class Client {
       } finally {
         running.delete(call.invocationId);
       }
-    });
+    }, entries.some(([, entry]) => entry.batch) ? async (batch) => {
+      // A batch of a batched function: one handler call, one output per call, in order.
+      const fn = handlers.get(batch.functionId);
+      const calls = batch.invocationIds.map((invocationId, i) => ({
+        functionId: batch.functionId, invocationId, remainingMs: batch.remainingMs[i],
+      }));
+      try {
+        const outputs = await fn(batch.inputs, calls);
+        if (!Array.isArray(outputs)) throw new TypeError(`a batch handler returns an array of outputs, not ${typeof outputs}`);
+        return outputs.map((output) => toBuffer(output, 'a batch output'));
+      } catch (error) {
+        const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+        throw new Error(`handler of ${batch.functionId} failed: ${message}`);
+      }
+    } : undefined);
     const specs = entries.map(([name, entry]) => ({
       name,
       description: entry.description,
       pricePerInvocationUmhr: entry.pricePerInvocationUmhr,
       maxConcurrency: entry.maxConcurrency ?? options.maxConcurrency ?? 1,
       maxInputBytes: entry.maxInputBytes,
+      batchMaxSize: entry.batch?.maxSize,
+      batchMaxWaitMs: entry.batch?.maxWaitMs,
+      batchMaxQueue: entry.batch?.maxQueue,
     }));
-    const nativeServer = await nativeCall(() => this.#native.serve(specs, handler));
-    const server = new Server(nativeServer);
+    const serveAgain = () => nativeCall(() => this.#native.serve(specs, handler));
+    const server = new Server(await serveAgain(), serveAgain, options.reconnect ?? false);
     resolveServer(server);
     installSigint();
     if (options.signal) {

@@ -12,7 +12,11 @@ use mehr_sdk::{
     InvokeOptions, Placement,
     market::Tier,
     proto as pb,
-    serve::{FunctionSpec, HandlerError, OutputSink, ServeHandle, handler_fn},
+    serve::{
+        Call, FunctionSpec, Handler, HandlerError, HandlerFuture, OutputSink, ServeHandle,
+        batch::{BatchFuture, BatchHandler, BatchPolicy, Batcher},
+        handler_fn,
+    },
 };
 use napi::{
     Status,
@@ -41,6 +45,77 @@ pub struct FunctionSpecJs {
     pub max_concurrency: Option<u32>,
     /// Largest input accepted (default: the node's maximum).
     pub max_input_bytes: Option<u32>,
+    /// Dynamic batching: the most calls in one batch (unset: not batched). `maxConcurrency`
+    /// then counts batches running at once.
+    pub batch_max_size: Option<u32>,
+    /// How long a batch waits for more calls after its first, ms (default 2).
+    pub batch_max_wait_ms: Option<f64>,
+    /// The most calls waiting for a batch (default: `batchMaxSize`).
+    pub batch_max_queue: Option<u32>,
+}
+
+/// One batch delivered to a JavaScript batch handler: the calls of one function, in order.
+#[napi(object)]
+pub struct ServeBatch {
+    pub function_id: String,
+    pub invocation_ids: Vec<f64>,
+    pub inputs: Vec<Buffer>,
+    /// Milliseconds left until each caller's deadline.
+    pub remaining_ms: Vec<f64>,
+}
+
+/// The weak thread-safe function the SDK calls per batch; it resolves with one output per
+/// call, in order.
+type BatchFunction =
+    ThreadsafeFunction<ServeBatch, Promise<Vec<Buffer>>, ServeBatch, Status, false, true>;
+
+/// Hands batches formed by the SDK's `Batcher` to JavaScript.
+struct JsBatches {
+    function: Arc<BatchFunction>,
+}
+
+impl BatchHandler for JsBatches {
+    fn call_batch(&self, calls: Vec<Call>) -> BatchFuture {
+        let function = self.function.clone();
+        Box::pin(async move {
+            let batch = ServeBatch {
+                function_id: calls
+                    .first()
+                    .map(|c| c.function_id.clone())
+                    .unwrap_or_default(),
+                invocation_ids: calls.iter().map(|c| number(c.invocation_id)).collect(),
+                inputs: calls.iter().map(|c| c.input.to_vec().into()).collect(),
+                remaining_ms: calls
+                    .iter()
+                    .map(|c| c.remaining().as_millis() as f64)
+                    .collect(),
+            };
+            let outputs = match function.call_async(batch).await {
+                Ok(promise) => promise.await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| HandlerError::new(e.reason.clone()))?;
+            Ok(outputs
+                .into_iter()
+                .map(|output| Ok(Bytes::from(output.to_vec())))
+                .collect())
+        })
+    }
+}
+
+/// Routes each call to its function's batcher, or to the per-call handler.
+struct Dispatch {
+    single: Arc<dyn Handler>,
+    batchers: HashMap<String, Arc<Batcher>>,
+}
+
+impl Handler for Dispatch {
+    fn call(&self, call: Call, output: OutputSink) -> HandlerFuture {
+        match self.batchers.get(&call.function_id) {
+            Some(batcher) => batcher.call(call, output),
+            None => self.single.call(call, output),
+        }
+    }
 }
 
 /// One call delivered to a JavaScript handler.
@@ -97,21 +172,36 @@ type HandlerFunction =
 #[napi]
 pub struct JsHandler {
     function: Arc<HandlerFunction>,
+    batches: Option<Arc<BatchFunction>>,
 }
 
 #[napi]
 impl JsHandler {
-    /// Wraps `callback`, which must return a Promise (lib/ wraps user handlers in an async
-    /// function so that a synchronous throw becomes a rejection).
+    /// Wraps `callback` (per call) and `batchCallback` (per batch of a batched function), which
+    /// must return Promises (lib/ wraps user handlers in async functions so that a synchronous
+    /// throw becomes a rejection).
     #[napi(constructor)]
-    pub fn new(callback: Function<'_, ServeCall, Promise<Buffer>>) -> Result<Self> {
+    pub fn new(
+        callback: Function<'_, ServeCall, Promise<Buffer>>,
+        batch_callback: Option<Function<'_, ServeBatch, Promise<Vec<Buffer>>>>,
+    ) -> Result<Self> {
         let function = callback
             .build_threadsafe_function()
             .callee_handled::<false>()
             .weak::<true>()
             .build()?;
+        let batches = batch_callback
+            .map(|callback| {
+                callback
+                    .build_threadsafe_function()
+                    .callee_handled::<false>()
+                    .weak::<true>()
+                    .build()
+            })
+            .transpose()?;
         Ok(JsHandler {
             function: Arc::new(function),
+            batches: batches.map(Arc::new),
         })
     }
 }
@@ -277,17 +367,48 @@ impl NativeClient {
         functions: Vec<FunctionSpecJs>,
         handler: &JsHandler,
     ) -> Result<Server> {
+        let mut batchers = HashMap::new();
         let specs = functions
             .into_iter()
             .map(|f| {
+                let name = f.name.clone();
+                let max_concurrency = f.max_concurrency.unwrap_or(1);
                 let mut spec = FunctionSpec::new(f.name)
                     .description(f.description.unwrap_or_default())
-                    .max_concurrency(f.max_concurrency.unwrap_or(1))
+                    .max_concurrency(max_concurrency)
                     .max_input_bytes(f.max_input_bytes.unwrap_or(0));
                 if let Some(price) = f.price_per_invocation_umhr {
                     spec = spec.price_per_invocation_umhr(whole(price, "pricePerInvocationUmhr")?);
                 }
-                Ok(spec)
+                let Some(size) = f.batch_max_size else {
+                    return Ok(spec);
+                };
+                let Some(batches) = handler.batches.clone() else {
+                    return Err(invalid(format!(
+                        "`{name}` is batched but no batch handler was given"
+                    )));
+                };
+                let mut policy =
+                    BatchPolicy::new(size as usize).max_concurrency(max_concurrency as usize);
+                if let Some(ms) = f.batch_max_wait_ms {
+                    if !(ms.is_finite() && ms >= 0.0) {
+                        return Err(invalid(format!(
+                            "`{name}`: batch maxWaitMs {ms} is not a duration"
+                        )));
+                    }
+                    policy = policy.max_wait(Duration::from_secs_f64(ms / 1000.0));
+                }
+                if let Some(queue) = f.batch_max_queue {
+                    policy = policy.max_queue(queue as usize);
+                }
+                policy
+                    .validate()
+                    .map_err(|e| invalid(format!("`{name}`: {e}")))?;
+                batchers.insert(
+                    name,
+                    Batcher::new(policy, Arc::new(JsBatches { function: batches })),
+                );
+                Ok(spec.batched(&policy))
             })
             .collect::<Result<Vec<_>>>()?;
         let sinks: Sinks = Arc::default();
@@ -327,6 +448,14 @@ impl NativeClient {
                     .map_err(|e| HandlerError::new(e.reason.clone()))
             }
         });
+        let handler: Arc<dyn Handler> = if batchers.is_empty() {
+            handler
+        } else {
+            Arc::new(Dispatch {
+                single: handler,
+                batchers,
+            })
+        };
         let handle = sdk(self.client.serve(specs, handler).await)?;
         Ok(Server {
             handle: Arc::new(handle),

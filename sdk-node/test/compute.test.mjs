@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { connect, AbortedError, CancelledError, NotFoundError, MehrError, ResourceExhaustedError } from '@mehr/sdk';
+import { connect, AbortedError, CancelledError, InvalidArgumentError, NotFoundError, MehrError, ResourceExhaustedError } from '@mehr/sdk';
 import { Daemon, eventually, freePort, workdir } from './daemon.mjs';
 
 let daemon;
@@ -188,6 +188,55 @@ test('a WebAssembly module: deployed, listed, invoked, removed', async () => {
   assert.deepEqual(await client.removeModule('nodewasm'), ['nodewasm/echo']);
   await assert.rejects(client.invoke('nodewasm/echo', 'x', { placement: 'local' }), NotFoundError);
   await assert.rejects(client.deployModule(Buffer.from('\0asm-broken')), MehrError);
+});
+
+test('a batched function: concurrent calls merged into batches, one output per call', async () => {
+  const batches = [];
+  const server = await client.serve({
+    'batch.upper': {
+      batch: { maxSize: 16, maxWaitMs: 50 },
+      handleBatch: async (inputs, calls) => {
+        batches.push(calls.map((c) => c.invocationId));
+        return inputs.map((input) => input.toString().toUpperCase());
+      },
+    },
+    'batch.wrong': { batch: { maxSize: 4 }, handleBatch: async () => ['only one'] },
+  });
+  try {
+    const words = Array.from({ length: 40 }, (_, i) => `word${i}`);
+    const outputs = await Promise.all(words.map((w) => client.invoke('batch.upper', w, { placement: 'local' })));
+    assert.deepEqual(outputs.map((o) => o.output.toString()), words.map((w) => w.toUpperCase()));
+    assert.equal(batches.flat().length, 40);
+    assert.ok(batches.length < 40, `40 calls in ${batches.length} batches`);
+    assert.ok(Math.max(...batches.map((b) => b.length)) <= 16);
+    // A handler answering the wrong number of outputs fails its batch's calls, clearly.
+    await assert.rejects(Promise.all(['a', 'b'].map((x) => client.invoke('batch.wrong', x, { placement: 'local' }))), MehrError);
+  } finally {
+    await server.stop();
+  }
+  await assert.rejects(client.serve({ nobatch: { batch: { maxSize: 4 }, handler: async () => 'x' } }), /needs a `handleBatch` function/);
+  await assert.rejects(client.serve({ big: { batch: { maxSize: 4, maxWaitMs: 60_000 }, handleBatch: async (i) => i } }), InvalidArgumentError);
+});
+
+test('reconnect: a server registers again after the daemon restarts', async () => {
+  const server = await client.serve({ 'phoenix.echo': async (input) => input }, { reconnect: true });
+  await daemon.stop();
+  await daemon.start();
+  const again = await connect({ dataDir: daemon.dataDir });
+  const answer = await eventually('phoenix.echo served again', async () => {
+    try {
+      return await again.invoke('phoenix.echo', 'risen', { placement: 'local' });
+    } catch (error) {
+      if (error instanceof NotFoundError || error.code === 'UNAVAILABLE') return null;
+      throw error;
+    }
+  }, 30_000);
+  assert.equal(answer.output.toString(), 'risen');
+  assert.ok(server.reconnects >= 1);
+  assert.equal(server.connected, true);
+  await server.stop();
+  await server.closed;
+  client = again;
 });
 
 test('a daemon restarted while serving: `closed` settles, serving again works', async () => {

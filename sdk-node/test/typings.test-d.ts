@@ -17,7 +17,9 @@ async function tour(): Promise<void> {
       return input.toString().toUpperCase();
     },
     count: { handler: async function* (input) { yield input; return 'done'; }, maxConcurrency: 8 },
-  });
+    embed: { batch: { maxSize: 32, maxWaitMs: 2 }, handleBatch: async (inputs) => inputs.map((i) => i.reverse()) },
+  }, { reconnect: true });
+  const reconnects: number = server.reconnects;
   const result: InvokeResult = await client.invoke('upper', 'hi', { placement: 'mesh', maxPriceUmhr: 10, tier: { kind: 'redundant', k: 3 } });
   const output: Buffer = result.output;
   const stored = await client.put(Buffer.from(id), { name: 'n', onProgress: (n: number) => n });
@@ -45,6 +47,6 @@ async function tour(): Promise<void> {
   await client.settleChannel('00', { mode: 'later' });
   // @ts-expect-error a route policy is cheapest, fastest or balanced
   await client.send(id, 'x', { policy: 'shortest' });
-  void output; void removed; void round; void changed; void outcome;
+  void output; void reconnects; void removed; void round; void changed; void outcome;
 }
 void tour;
