@@ -2,7 +2,7 @@
 // Rust (`npm run build:types`); this file types the JavaScript layer in lib/.
 import type { Readable, Writable } from 'node:stream';
 import type {
-  Agreement, AgreementCapability, AgreementChange, ApiEndpoint, Balance, Challenge,
+  Agreement, AgreementCapability, AgreementChange, ApiEndpoint, Balance, BatchStatsJs, Challenge,
   ConnectOptionsJs, Cost, DeployedModule, DiscoverQuery, Discovery, FunctionInfo,
   InboundMessage, Interface, InvokeResult, ListQuery, Metering, Neighbour, NodeInfo, ObjectPage,
   ObjectStatus, PathCost, PathEntry, PaymentChannel, ProposalJs, ProviderOffer, ProviderResult,
@@ -11,7 +11,7 @@ import type {
 } from './native';
 
 export type {
-  Agreement, AgreementCapability, AgreementChange, ApiEndpoint, Balance, Challenge, Cost,
+  Agreement, AgreementCapability, AgreementChange, ApiEndpoint, Balance, BatchStatsJs, Challenge, Cost,
   DeployedModule, DiscoverQuery, Discovery, FunctionInfo, InboundMessage, Interface,
   InvokeResult, ListQuery, Metering, Neighbour, NodeInfo, ObjectPage, ObjectStatus, PathCost,
   PathEntry, PaymentChannel, ProviderOffer, ProviderResult, PutResult, RemoteCall,
@@ -124,12 +124,20 @@ export interface Listening extends AsyncIterable<InboundMessage> {
   close(): Promise<void>;
 }
 
+/** The partial outputs of a streamed call; `metering` and `remote` are set once it ends. */
+export interface OutputStream extends AsyncIterable<Buffer> {
+  readonly metering: Metering | null;
+  readonly remote: RemoteCall | null;
+}
+
 export declare class Server {
   readonly functions: string[];
   /** False while the connection is lost and the SDK is registering again (`reconnect`). */
   readonly connected: boolean;
   /** How many times the functions were registered again. */
   readonly reconnects: number;
+  /** The batching counters of each batched function. */
+  batchStats(): BatchStatsJs[];
   /** Settles when serving has ended; rejects when the connection to the daemon failed. */
   readonly closed: Promise<void>;
   stop(): Promise<void>;
@@ -152,7 +160,7 @@ export declare class Client {
   reply(linkId: string, payload: Payload, options?: Cancellable): Promise<string>;
   serve(functions: Record<string, Handler | FunctionDefinition | BatchedFunctionDefinition>, options?: ServeOptions): Promise<Server>;
   invoke(functionId: string, input: Payload, options?: InvokeOptions): Promise<InvokeResult>;
-  invokeStream(functionId: string, input: Payload, options?: InvokeOptions): AsyncIterable<Buffer>;
+  invokeStream(functionId: string, input: Payload, options?: InvokeOptions): OutputStream;
   functions(options?: Cancellable): Promise<FunctionInfo[]>;
   /** Deploys a WebAssembly module; its exports are offered as `<name>/<export>`. */
   deployModule(wasm: Buffer | Uint8Array, options?: Cancellable & { name?: string }): Promise<DeployedModule>;

@@ -188,6 +188,8 @@ export declare class Server {
    * Resolves `false` when the call is over (cancelled, or serving stopped).
    */
   emit(invocationId: number, chunk: Buffer): Promise<boolean>
+  /** The batching counters of each batched function. */
+  batchStats(): Array<BatchStatsJs>
   /** Stops: the daemon sends no new calls, calls running finish, then serving ends. */
   stop(): Promise<void>
   /**
@@ -269,6 +271,20 @@ export interface Balance {
   freeUmhr: number
   inChannelsUmhr: number
   committedUmhr: number
+}
+
+/** The counters of one batched function's batcher. */
+export interface BatchStatsJs {
+  functionId: string
+  /** Batches handed to the handler, and the calls in them. */
+  batches: number
+  calls: number
+  /** The largest batch so far. */
+  largest: number
+  /** Calls withdrawn (deadline, caller gone) while they waited for their batch. */
+  withdrawnWhileQueued: number
+  /** Calls failed at once because the batch queue was full. */
+  rejectedQueueFull: number
 }
 
 /** One shard's answer to a challenge. */
@@ -646,7 +662,11 @@ export interface ReplicationState {
   dataShards: number
   parityShards: number
   expiresAtUnixS: number
+  /** The storage price agreed, μMHR per byte and day. */
+  pricePerByteDayUmhr: number
   shards: Array<ShardState>
+  /** Providers kept in reserve for repairs (node ids, hex). */
+  spareProviders: Array<string>
 }
 
 /** A route to a destination. */
@@ -741,8 +761,19 @@ export interface ShardState {
   provider: string
   /** `healthy`, `suspect` or `lost`. */
   health: string
+  /** The shard's own content id (hex) and size. */
+  root: string
+  length: number
+  /** Failed challenges in a row (three make the shard lost). */
+  consecutiveFailures: number
+  lastChallengeAtUnixMs?: number
   challengesPassed: number
   challengesFailed: number
+  /** What this node owes the provider for storing it, and has paid. */
+  owedUmhr: number
+  paidUmhr: number
+  /** Why the last challenge failed, when it did. */
+  lastError?: string
 }
 
 /** A stored object. */
@@ -755,10 +786,15 @@ export interface StoredObject {
   name?: string
 }
 
-/** One message of a streamed call: a partial output, or the last one (`done`). */
+/**
+ * One message of a streamed call: a partial output, or the last one (`done`, with the
+ * call's metering and, on the mesh, its `RemoteCall`).
+ */
 export interface StreamedOutput {
   output: Buffer
   done: boolean
+  metering?: Metering
+  remote?: RemoteCall
 }
 
 /** How a call on the mesh is verified. */

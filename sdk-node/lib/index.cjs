@@ -165,6 +165,10 @@ class Server {
   get functions() {
     return this.#native.functions;
   }
+  /** The batching counters of each batched function (over the current serving stream). */
+  batchStats() {
+    return this.#native.batchStats();
+  }
   /** @internal The serving stream calls arrive on now (a call's partial outputs go back on it). */
   get stream() {
     return this.#native;
@@ -323,14 +327,23 @@ class Client {
     const { signal, ...limits } = options;
     const bytes = toBuffer(input, 'input');
     const outputs = iterate((token) => this.#native.invokeStream(functionId, bytes, limits, token), signal);
-    return {
+    const stream = {
+      /** Set once the last output has arrived: who ran the call and what it cost. */
+      metering: null,
+      /** Set once the last output has arrived, for a call that ran on the mesh. */
+      remote: null,
       async *[Symbol.asyncIterator]() {
         for await (const message of outputs) {
           if (message.output.length > 0) yield message.output;
-          if (message.done) return;
+          if (message.done) {
+            stream.metering = message.metering ?? null;
+            stream.remote = message.remote ?? null;
+            return;
+          }
         }
       },
     };
+    return stream;
   }
   functions(options = {}) {
     return cancellable(options.signal, (token) => this.#native.functions(token));

@@ -209,11 +209,27 @@ impl JsHandler {
 /// Partial-output sinks of the calls in flight, by invocation id.
 type Sinks = Arc<Mutex<HashMap<u64, OutputSink>>>;
 
+/// The counters of one batched function's batcher.
+#[napi(object)]
+pub struct BatchStatsJs {
+    pub function_id: String,
+    /// Batches handed to the handler, and the calls in them.
+    pub batches: f64,
+    pub calls: f64,
+    /// The largest batch so far.
+    pub largest: f64,
+    /// Calls withdrawn (deadline, caller gone) while they waited for their batch.
+    pub withdrawn_while_queued: f64,
+    /// Calls failed at once because the batch queue was full.
+    pub rejected_queue_full: f64,
+}
+
 /// Functions being served from this process.
 #[napi]
 pub struct Server {
     handle: Arc<ServeHandle>,
     sinks: Sinks,
+    batchers: HashMap<String, Arc<Batcher>>,
 }
 
 #[napi]
@@ -236,6 +252,28 @@ impl Server {
             .and_then(|sinks| sinks.get(&id).cloned());
         let Some(sink) = sink else { return Ok(false) };
         Ok(sink.send(Bytes::from(chunk.to_vec())).await.is_ok())
+    }
+
+    /// The batching counters of each batched function.
+    #[napi]
+    pub fn batch_stats(&self) -> Vec<BatchStatsJs> {
+        let mut stats: Vec<BatchStatsJs> = self
+            .batchers
+            .iter()
+            .map(|(function_id, batcher)| {
+                let s = batcher.stats();
+                BatchStatsJs {
+                    function_id: function_id.clone(),
+                    batches: number(s.batches),
+                    calls: number(s.calls),
+                    largest: number(s.largest),
+                    withdrawn_while_queued: number(s.withdrawn_while_queued),
+                    rejected_queue_full: number(s.rejected_queue_full),
+                }
+            })
+            .collect();
+        stats.sort_by(|a, b| a.function_id.cmp(&b.function_id));
+        stats
     }
 
     /// Stops: the daemon sends no new calls, calls running finish, then serving ends.
@@ -335,11 +373,14 @@ pub struct DeployedModule {
     pub created: bool,
 }
 
-/// One message of a streamed call: a partial output, or the last one (`done`).
+/// One message of a streamed call: a partial output, or the last one (`done`, with the
+/// call's metering and, on the mesh, its `RemoteCall`).
 #[napi(object)]
 pub struct StreamedOutput {
     pub output: Buffer,
     pub done: bool,
+    pub metering: Option<crate::values::Metering>,
+    pub remote: Option<crate::values::RemoteCall>,
 }
 
 impl From<pb::InvokeStreamResponse> for StreamedOutput {
@@ -347,6 +388,8 @@ impl From<pb::InvokeStreamResponse> for StreamedOutput {
         StreamedOutput {
             output: message.output.to_vec().into(),
             done: message.done,
+            metering: metering(message.metering),
+            remote: remote(message.remote),
         }
     }
 }
@@ -453,13 +496,14 @@ impl NativeClient {
         } else {
             Arc::new(Dispatch {
                 single: handler,
-                batchers,
+                batchers: batchers.clone(),
             })
         };
         let handle = sdk(self.client.serve(specs, handler).await)?;
         Ok(Server {
             handle: Arc::new(handle),
             sinks,
+            batchers,
         })
     }
 

@@ -69,8 +69,19 @@ pub struct ShardState {
     pub provider: String,
     /// `healthy`, `suspect` or `lost`.
     pub health: String,
+    /// The shard's own content id (hex) and size.
+    pub root: String,
+    pub length: f64,
+    /// Failed challenges in a row (three make the shard lost).
+    pub consecutive_failures: u32,
+    pub last_challenge_at_unix_ms: Option<f64>,
     pub challenges_passed: f64,
     pub challenges_failed: f64,
+    /// What this node owes the provider for storing it, and has paid.
+    pub owed_umhr: f64,
+    pub paid_umhr: f64,
+    /// Why the last challenge failed, when it did.
+    pub last_error: Option<String>,
 }
 
 /// Where an object's shards are.
@@ -79,7 +90,11 @@ pub struct ReplicationState {
     pub data_shards: u32,
     pub parity_shards: u32,
     pub expires_at_unix_s: f64,
+    /// The storage price agreed, μMHR per byte and day.
+    pub price_per_byte_day_umhr: f64,
     pub shards: Vec<ShardState>,
+    /// Providers kept in reserve for repairs (node ids, hex).
+    pub spare_providers: Vec<String>,
 }
 
 impl From<Placement> for ReplicationState {
@@ -88,6 +103,8 @@ impl From<Placement> for ReplicationState {
             data_shards: p.data_shards.into(),
             parity_shards: p.parity_shards.into(),
             expires_at_unix_s: number(p.expires_at_unix_s),
+            price_per_byte_day_umhr: number(p.price_per_byte_day_umhr),
+            spare_providers: p.spare_providers.iter().map(hex::encode).collect(),
             shards: p
                 .shards
                 .into_iter()
@@ -95,8 +112,15 @@ impl From<Placement> for ReplicationState {
                     index: s.index.into(),
                     provider: hex::encode(s.provider),
                     health: s.health.to_string(),
+                    root: hex::encode(s.root.as_bytes()),
+                    length: number(s.length),
+                    consecutive_failures: s.consecutive_failures,
+                    last_challenge_at_unix_ms: s.last_challenge_at_unix_ms.map(number),
                     challenges_passed: number(s.challenges_passed),
                     challenges_failed: number(s.challenges_failed),
+                    owed_umhr: number(s.owed_umhr),
+                    paid_umhr: number(s.paid_umhr),
+                    last_error: s.last_error,
                 })
                 .collect(),
         }

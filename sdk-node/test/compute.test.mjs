@@ -32,8 +32,13 @@ test('async and async-generator handlers: whole and streamed outputs', async () 
     const result = await client.invoke('upper', 'hello', { placement: 'local' });
     assert.equal(result.output.toString(), 'HELLO');
     const parts = [];
-    for await (const part of client.invokeStream('count', '3')) parts.push(part.toString());
+    const streamed = client.invokeStream('count', '3');
+    assert.equal(streamed.metering, null);
+    for await (const part of streamed) parts.push(part.toString());
     assert.equal(parts.join(''), '1;2;3;end');
+    // The last message's metering: the call ran here, served from this process.
+    assert.equal(streamed.metering?.providerNodeId, (await client.info()).nodeId);
+    assert.equal(streamed.remote, null);
     const listed = await client.functions();
     assert.equal(listed.find((f) => f.functionId === 'count').maxConcurrency, 2);
   } finally {
@@ -209,6 +214,11 @@ test('a batched function: concurrent calls merged into batches, one output per c
     assert.equal(batches.flat().length, 40);
     assert.ok(batches.length < 40, `40 calls in ${batches.length} batches`);
     assert.ok(Math.max(...batches.map((b) => b.length)) <= 16);
+    const [upperStats] = server.batchStats();
+    assert.equal(upperStats.functionId, 'batch.upper');
+    assert.equal(upperStats.calls, 40);
+    assert.equal(upperStats.batches, batches.length);
+    assert.equal(upperStats.largest, Math.max(...batches.map((b) => b.length)));
     // A handler answering the wrong number of outputs fails its batch's calls, clearly.
     await assert.rejects(Promise.all(['a', 'b'].map((x) => client.invoke('batch.wrong', x, { placement: 'local' }))), MehrError);
   } finally {
