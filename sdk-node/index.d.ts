@@ -2,17 +2,38 @@
 // Rust (`npm run build:types`); this file types the JavaScript layer in lib/.
 import type { Readable, Writable } from 'node:stream';
 import type {
-  Agreement, AgreementChange, Balance, Challenge, ConnectOptionsJs, DiscoverQuery, Discovery,
-  FunctionInfo, InboundMessage, Interface, InvokeResult, ListQuery, Neighbour, NodeEvent,
-  NodeInfo, ObjectPage, ObjectStatus, PathEntry, PaymentChannel, PutResult, ReplicationState,
-  SendResult, StoredObject, TierJs,
+  Agreement, AgreementCapability, AgreementChange, ApiEndpoint, Balance, BatchStatsJs, Challenge,
+  ConnectOptionsJs, Cost, DeployedModule, DiscoverQuery, Discovery, FunctionInfo,
+  InboundMessage, Interface, InvokeResult, ListQuery, Metering, Neighbour, NodeInfo, ObjectPage,
+  ObjectStatus, PathCost, PathEntry, PaymentChannel, ProposalJs, ProviderOffer, ProviderResult,
+  PutResult, RemoteCall, ReplicationState, Route, SendResult, Settled, SettlementRecord,
+  StoredObject, TierJs, TrustedPeer,
 } from './native';
 
 export type {
-  Agreement, AgreementChange, Balance, Challenge, DiscoverQuery, Discovery, FunctionInfo,
-  InboundMessage, Interface, InvokeResult, ListQuery, Neighbour, NodeEvent, NodeInfo, ObjectPage,
-  ObjectStatus, PathEntry, PaymentChannel, PutResult, ReplicationState, SendResult, StoredObject,
+  Agreement, AgreementCapability, AgreementChange, ApiEndpoint, Balance, BatchStatsJs, Challenge, Cost,
+  DeployedModule, DiscoverQuery, Discovery, FunctionInfo, InboundMessage, Interface,
+  InvokeResult, ListQuery, Metering, Neighbour, NodeInfo, ObjectPage, ObjectStatus, PathCost,
+  PathEntry, PaymentChannel, ProviderOffer, ProviderResult, PutResult, RemoteCall,
+  ReplicationState, Route, SendResult, Settled, SettlementRecord, StoredObject, TrustedPeer,
 };
+
+/** An agreement to propose: for one of `function`, `storageBytes` or `relay: true`. */
+export type Proposal = ProposalJs;
+
+/** A value in an event's detail, as JSON gives it (bytes are hex strings, enums names). */
+export type EventValue = string | number | boolean | null | EventValue[] | EventDetail;
+/** An event's fields, under the proto's JSON (camelCase) names. */
+export interface EventDetail { [field: string]: EventValue }
+/** One event of the node's event stream. */
+export interface NodeEvent {
+  sequence: number;
+  atUnixMs: number;
+  /** The proto's name of the event (`function_registered`, `object_stored`, `channel_opened`, …). */
+  kind: string;
+  /** The event's fields (for `function_registered`: `{ functionId, kind, … }`). */
+  detail: EventDetail;
+}
 
 /** How to reach a daemon; with none, the local one is found as the CLI finds it. */
 export type ConnectOptions = ConnectOptionsJs;
@@ -26,6 +47,9 @@ export interface CallContext {
   invocationId: number;
   /** Milliseconds left until the caller's deadline. */
   remainingMs: number;
+  /** Aborts when the call is withdrawn: the caller's deadline passed, the caller cancelled or
+   * went away, or serving stopped. Its reason is a CancelledError. */
+  signal: AbortSignal;
 }
 /** A served function: resolves with the output, or yields partial outputs (streamed to the caller). */
 export type Handler =
@@ -39,9 +63,38 @@ export interface FunctionDefinition {
   maxConcurrency?: number;
   maxInputBytes?: number;
 }
+/** What a call of a batch knows about itself. */
+export interface BatchCallContext {
+  functionId: string;
+  invocationId: number;
+  remainingMs: number;
+}
+/** Dynamic batching: concurrent calls merged into one handler call. */
+export interface BatchOptions {
+  /** The most calls in one batch. */
+  maxSize: number;
+  /** How long a batch waits for more calls after its first, ms (default 2, at most 10 000). */
+  maxWaitMs?: number;
+  /** The most calls waiting for a batch (default `maxSize`); beyond it calls fail at once. */
+  maxQueue?: number;
+}
+/** A batched function: `handleBatch` takes the inputs of a batch and resolves with one output
+ * per input, in order (a throw fails every call of the batch). `maxConcurrency` counts batches
+ * running at once. Batched calls cannot stream partial output. */
+export interface BatchedFunctionDefinition {
+  handleBatch: (inputs: Buffer[], calls: BatchCallContext[]) => Promise<Payload[]> | Payload[];
+  batch: BatchOptions;
+  description?: string;
+  pricePerInvocationUmhr?: number;
+  maxConcurrency?: number;
+  maxInputBytes?: number;
+}
 export interface ServeOptions extends Cancellable {
   /** Default max concurrency of functions that set none. */
   maxConcurrency?: number;
+  /** Register again whenever serving ends without `stop()` (the daemon restarted, the
+   * connection broke), backing off from 100 ms to 5 s (default false: `closed` settles). */
+  reconnect?: boolean;
 }
 export interface InvokeOptions extends Cancellable {
   timeoutMs?: number;
@@ -71,44 +124,77 @@ export interface Listening extends AsyncIterable<InboundMessage> {
   close(): Promise<void>;
 }
 
+/** The partial outputs of a streamed call; `metering` and `remote` are set once it ends. */
+export interface OutputStream extends AsyncIterable<Buffer> {
+  readonly metering: Metering | null;
+  readonly remote: RemoteCall | null;
+}
+
 export declare class Server {
   readonly functions: string[];
+  /** False while the connection is lost and the SDK is registering again (`reconnect`). */
+  readonly connected: boolean;
+  /** How many times the functions were registered again. */
+  readonly reconnects: number;
+  /** The batching counters of each batched function. */
+  batchStats(): BatchStatsJs[];
   /** Settles when serving has ended; rejects when the connection to the daemon failed. */
   readonly closed: Promise<void>;
   stop(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+/** How a message is routed (default: the path Reticulum's rules keep). */
+export type RoutePolicy = 'cheapest' | 'fastest' | 'balanced';
+
 export declare class Client {
   readonly target: string;
   info(options?: Cancellable): Promise<NodeInfo>;
   events(options?: Cancellable): AsyncIterable<NodeEvent>;
-  interfaces(): Promise<Interface[]>;
-  paths(options?: { mehrOnly?: boolean }): Promise<PathEntry[]>;
-  neighbours(): Promise<Neighbour[]>;
-  announce(): Promise<number>;
+  interfaces(options?: Cancellable): Promise<Interface[]>;
+  paths(options?: Cancellable & { mehrOnly?: boolean }): Promise<PathEntry[]>;
+  neighbours(options?: Cancellable): Promise<Neighbour[]>;
+  announce(options?: Cancellable): Promise<number>;
   listen(name: string, options?: Cancellable & { announce?: boolean }): Promise<Listening>;
-  send(destination: string, payload: Payload, options?: Cancellable & { timeoutMs?: number }): Promise<SendResult>;
-  reply(linkId: string, payload: Payload): Promise<string>;
-  serve(functions: Record<string, Handler | FunctionDefinition>, options?: ServeOptions): Promise<Server>;
+  send(destination: string, payload: Payload, options?: Cancellable & { timeoutMs?: number; policy?: RoutePolicy }): Promise<SendResult>;
+  reply(linkId: string, payload: Payload, options?: Cancellable): Promise<string>;
+  serve(functions: Record<string, Handler | FunctionDefinition | BatchedFunctionDefinition>, options?: ServeOptions): Promise<Server>;
   invoke(functionId: string, input: Payload, options?: InvokeOptions): Promise<InvokeResult>;
-  invokeStream(functionId: string, input: Payload, options?: InvokeOptions): AsyncIterable<Buffer>;
-  functions(): Promise<FunctionInfo[]>;
+  invokeStream(functionId: string, input: Payload, options?: InvokeOptions): OutputStream;
+  functions(options?: Cancellable): Promise<FunctionInfo[]>;
+  /** Deploys a WebAssembly module; its exports are offered as `<name>/<export>`. */
+  deployModule(wasm: Buffer | Uint8Array, options?: Cancellable & { name?: string }): Promise<DeployedModule>;
+  /** Removes a module (its name or id); resolves with the function ids no longer offered. */
+  removeModule(module: string, options?: Cancellable): Promise<string[]>;
   createWriteStream(options?: PutOptions): ObjectWriteStream;
   put(source: Payload | Readable | AsyncIterable<Uint8Array>, options?: PutOptions): Promise<PutResult>;
   get(id: string, options?: GetOptions): Readable;
   getBuffer(id: string, options?: GetOptions): Promise<Buffer>;
-  stat(id: string): Promise<ObjectStatus>;
-  list(query?: ListQuery): Promise<ObjectPage>;
-  delete(id: string): Promise<StoredObject>;
-  replicate(id: string, providers: string[], options?: { dataShards?: number; parityShards?: number }): Promise<ReplicationState>;
-  challenge(id: string): Promise<Challenge[]>;
-  balance(): Promise<Balance>;
-  channels(): Promise<PaymentChannel[]>;
-  openChannel(peer: string, depositUmhr: number, options?: { peerDepositUmhr?: number; timeoutMs?: number }): Promise<PaymentChannel>;
-  pay(peer: string, amountUmhr: number, options?: { timeoutMs?: number }): Promise<PaymentChannel>;
+  stat(id: string, options?: Cancellable): Promise<ObjectStatus>;
+  list(query?: ListQuery & Cancellable): Promise<ObjectPage>;
+  delete(id: string, options?: Cancellable): Promise<StoredObject>;
+  replicate(id: string, providers: string[], options?: Cancellable & { dataShards?: number; parityShards?: number }): Promise<ReplicationState>;
+  challenge(id: string, options?: Cancellable): Promise<Challenge[]>;
+  balance(options?: Cancellable): Promise<Balance>;
+  channels(options?: Cancellable): Promise<PaymentChannel[]>;
+  openChannel(peer: string, depositUmhr: number, options?: Cancellable & { peerDepositUmhr?: number; timeoutMs?: number }): Promise<PaymentChannel>;
+  pay(peer: string, amountUmhr: number, options?: Cancellable & { timeoutMs?: number }): Promise<PaymentChannel>;
+  /** Settles a channel: `checkpoint` (the default; it stays open), `close`, or `unilateral`. */
+  settleChannel(channelId: string, options?: Cancellable & { mode?: 'checkpoint' | 'close' | 'unilateral'; timeoutMs?: number }): Promise<Settled>;
+  /** Closes a channel with the peer's signature, or (`unilateral`) without it. */
+  closeChannel(channelId: string, options?: Cancellable & { unilateral?: boolean; timeoutMs?: number }): Promise<Settled>;
+  trustedPeers(options?: Cancellable): Promise<TrustedPeer[]>;
+  /** Trusts a node up to a credit limit; resolves whether anything changed. */
+  trust(nodeId: string, creditLimitUmhr: number, options?: Cancellable): Promise<boolean>;
+  /** Stops trusting a node; resolves whether it was trusted. */
+  untrust(nodeId: string, options?: Cancellable): Promise<boolean>;
   discover(query: DiscoverQuery, options?: Cancellable): Promise<Discovery>;
-  agreements(): Promise<Agreement[]>;
+  agreements(options?: Cancellable): Promise<Agreement[]>;
+  /** One agreement, by agreement id or request id. */
+  agreement(id: string, options?: Cancellable): Promise<Agreement>;
+  proposeAgreement(proposal: Proposal, options?: Cancellable): Promise<Agreement>;
+  acceptAgreement(id: string, options?: Cancellable): Promise<Agreement>;
+  cancelAgreement(id: string, options?: Cancellable): Promise<Agreement>;
   watchAgreements(options?: Cancellable): AsyncIterable<AgreementChange>;
 }
 

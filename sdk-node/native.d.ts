@@ -17,10 +17,16 @@ export declare class ByteStream {
   close(): Promise<void>
 }
 
-/** A native cancellation token; `lib/` cancels it from an `AbortSignal`'s `abort` event. */
+/**
+ * A native call scope: cancelled from an `AbortSignal`'s `abort` event, and carrying the
+ * caller's `traceparent` when it is inside a trace.
+ */
 export declare class CancelToken {
-  /** A token not yet cancelled. */
-  constructor()
+  /**
+   * A token not yet cancelled; `traceparent` (`00-<trace>-<span>-<flags>`) is sent with
+   * every call given this token (a value that is not one is ignored).
+   */
+  constructor(traceparent?: string | undefined | null)
   /** Cancels every operation that was given this token. */
   cancel(): void
 }
@@ -28,10 +34,11 @@ export declare class CancelToken {
 /** A JavaScript handler, ready to serve from any thread. */
 export declare class JsHandler {
   /**
-   * Wraps `callback`, which must return a Promise (lib/ wraps user handlers in an async
-   * function so that a synchronous throw becomes a rejection).
+   * Wraps `callback` (per call) and `batchCallback` (per batch of a batched function), which
+   * must return Promises (lib/ wraps user handlers in async functions so that a synchronous
+   * throw becomes a rejection).
    */
-  constructor(callback: (arg: ServeCall) => Promise<Buffer>)
+  constructor(callback: (arg: ServeCall) => Promise<Buffer>, batchCallback?: ((arg: ServeBatch) => Promise<Array<Buffer>>) | undefined | null)
 }
 
 /** A listener on an app destination: its destination hash and its messages. */
@@ -57,57 +64,90 @@ export declare class NativeClient {
   /** The node's identity, version and state. */
   info(cancel?: CancelToken | undefined | null): Promise<NodeInfo>
   /** Follows the node's events. */
-  events(): Promise<NodeEventStream>
+  events(cancel?: CancelToken | undefined | null): Promise<NodeEventStream>
   /** Every interface with its counters. */
-  interfaces(): Promise<Array<Interface>>
+  interfaces(cancel?: CancelToken | undefined | null): Promise<Array<Interface>>
   /** The path table; `mehrOnly` keeps paths to Mehr nodes. */
-  paths(mehrOnly: boolean): Promise<Array<PathEntry>>
+  paths(mehrOnly: boolean, cancel?: CancelToken | undefined | null): Promise<Array<PathEntry>>
   /** Mehr nodes one hop away. */
-  neighbours(): Promise<Array<Neighbour>>
+  neighbours(cancel?: CancelToken | undefined | null): Promise<Array<Neighbour>>
   /** Announces the node now; returns how many destinations were announced. */
-  announce(): Promise<number>
+  announce(cancel?: CancelToken | undefined | null): Promise<number>
   /** Listens on the app destination `name` (dotted, e.g. `chat.room`). */
-  listen(name: string, announce: boolean): Promise<Listener>
-  /** Sends `payload` encrypted to `destination` (hex); waits for the proof of delivery. */
-  send(destination: string, payload: Buffer, timeoutMs?: number | undefined | null, cancel?: CancelToken | undefined | null): Promise<SendResult>
+  listen(name: string, announce: boolean, cancel?: CancelToken | undefined | null): Promise<Listener>
+  /**
+   * Sends `payload` encrypted to `destination` (hex); waits for the proof of delivery.
+   * `policy` picks the route among those known (default: the one Reticulum's rules keep).
+   */
+  send(destination: string, payload: Buffer, timeoutMs?: number | undefined | null, policy?: RoutePolicyJs | undefined | null, cancel?: CancelToken | undefined | null): Promise<SendResult>
   /** Sends one packet back over an inbound link (hex id); returns the packet hash (hex). */
-  reply(linkId: string, payload: Buffer): Promise<string>
-  /** The node's balance. */
-  balance(): Promise<Balance>
-  /** The node's payment channels. */
-  channels(): Promise<Array<PaymentChannel>>
-  /** Opens a channel with `peer` (node id, hex). */
-  openChannel(peer: string, depositUmhr: number, peerDepositUmhr: number, timeoutMs?: number | undefined | null): Promise<PaymentChannel>
-  /** Pays `amountUmhr` to `peer` (node id, hex) through the open channel with it. */
-  pay(peer: string, amountUmhr: number, timeoutMs?: number | undefined | null): Promise<PaymentChannel>
+  reply(linkId: string, payload: Buffer, cancel?: CancelToken | undefined | null): Promise<string>
   /** Finds providers of a function or a capability kind. */
   discover(query: DiscoverQuery, cancel?: CancelToken | undefined | null): Promise<Discovery>
-  /** Every agreement of this node. */
-  agreements(): Promise<Array<Agreement>>
-  /** Follows agreement changes. */
-  watchAgreements(): Promise<AgreementStream>
   /** Registers `functions` and serves them with `handler` until stopped. */
   serve(functions: Array<FunctionSpecJs>, handler: JsHandler): Promise<Server>
   /** Calls a function and returns its whole output. */
   invoke(functionId: string, input: Buffer, options?: InvokeOptionsJs | undefined | null, cancel?: CancelToken | undefined | null): Promise<InvokeResult>
   /** Calls a function and streams its partial outputs. */
-  invokeStream(functionId: string, input: Buffer, options?: InvokeOptionsJs | undefined | null): Promise<OutputStream>
+  invokeStream(functionId: string, input: Buffer, options?: InvokeOptionsJs | undefined | null, cancel?: CancelToken | undefined | null): Promise<OutputStream>
   /** Every function the node offers. */
-  functions(): Promise<Array<FunctionInfo>>
+  functions(cancel?: CancelToken | undefined | null): Promise<Array<FunctionInfo>>
+  /**
+   * Deploys a WebAssembly module (its binary), optionally under `name`: its exported
+   * functions are then offered as `<name>/<export>` (or `<module id>/<export>`).
+   */
+  deployModule(wasm: Buffer, name?: string | undefined | null, cancel?: CancelToken | undefined | null): Promise<DeployedModule>
+  /**
+   * Removes a module (its name, or its id in hex); resolves with the ids of the functions
+   * no longer offered.
+   */
+  removeModule(module: string, cancel?: CancelToken | undefined | null): Promise<Array<string>>
+  /** The node's balance. */
+  balance(cancel?: CancelToken | undefined | null): Promise<Balance>
+  /** The node's payment channels. */
+  channels(cancel?: CancelToken | undefined | null): Promise<Array<PaymentChannel>>
+  /** Opens a channel with `peer` (node id, hex). */
+  openChannel(peer: string, depositUmhr: number, peerDepositUmhr: number, timeoutMs?: number | undefined | null, cancel?: CancelToken | undefined | null): Promise<PaymentChannel>
+  /** Pays `amountUmhr` to `peer` (node id, hex) through the open channel with it. */
+  pay(peer: string, amountUmhr: number, timeoutMs?: number | undefined | null, cancel?: CancelToken | undefined | null): Promise<PaymentChannel>
+  /**
+   * Settles channel `channelId` (hex): a checkpoint, a cooperative close, or a unilateral
+   * close; waits at most `timeoutMs` for the peer's signature.
+   */
+  settleChannel(channelId: string, how: SettlementJs, timeoutMs?: number | undefined | null, cancel?: CancelToken | undefined | null): Promise<Settled>
+  /** The peers this node trusts. */
+  trustedPeers(cancel?: CancelToken | undefined | null): Promise<Array<TrustedPeer>>
+  /**
+   * Trusts `nodeId` (hex) up to `creditLimitUmhr`, or (`trusted` false) stops trusting it;
+   * resolves whether anything changed.
+   */
+  setTrust(nodeId: string, trusted: boolean, creditLimitUmhr: number, cancel?: CancelToken | undefined | null): Promise<boolean>
+  /** Every agreement of this node. */
+  agreements(cancel?: CancelToken | undefined | null): Promise<Array<Agreement>>
+  /** One agreement, by its agreement or request id (hex). */
+  agreement(id: string, cancel?: CancelToken | undefined | null): Promise<Agreement>
+  /** Proposes an agreement to a provider; resolves with it as it stands after `waitMs`. */
+  proposeAgreement(proposalJs: ProposalJs, cancel?: CancelToken | undefined | null): Promise<Agreement>
+  /** Countersigns a provider's offer (agreement or request id, hex). */
+  acceptAgreement(id: string, cancel?: CancelToken | undefined | null): Promise<Agreement>
+  /** Cancels an agreement (agreement or request id, hex). */
+  cancelAgreement(id: string, cancel?: CancelToken | undefined | null): Promise<Agreement>
+  /** Follows agreement changes. */
+  watchAgreements(cancel?: CancelToken | undefined | null): Promise<AgreementStream>
   /** Starts a put; feed it with `write()`. */
-  putOpen(name?: string | undefined | null, expectedSize?: number | undefined | null): Promise<PutWriter>
+  putOpen(name?: string | undefined | null, expectedSize?: number | undefined | null, cancel?: CancelToken | undefined | null): Promise<PutWriter>
   /** Streams bytes of object `id` (hex) from `offset`, `length` bytes or to the end. */
-  get(id: string, offset?: number | undefined | null, length?: number | undefined | null): Promise<ByteStream>
+  get(id: string, offset?: number | undefined | null, length?: number | undefined | null, cancel?: CancelToken | undefined | null): Promise<ByteStream>
   /** The object's description, whether the node holds it, and its replication. */
-  stat(id: string): Promise<ObjectStatus>
+  stat(id: string, cancel?: CancelToken | undefined | null): Promise<ObjectStatus>
   /** One page of the objects stored on (or placed by) the node. */
-  list(query?: ListQuery | undefined | null): Promise<ObjectPage>
+  list(query?: ListQuery | undefined | null, cancel?: CancelToken | undefined | null): Promise<ObjectPage>
   /** Deletes the object; returns what was deleted. */
-  delete(id: string): Promise<StoredObject>
+  delete(id: string, cancel?: CancelToken | undefined | null): Promise<StoredObject>
   /** Spreads the object over `providers` (node ids, hex) with erasure coding. */
-  replicate(id: string, providers: Array<string>, dataShards?: number | undefined | null, parityShards?: number | undefined | null): Promise<ReplicationState>
+  replicate(id: string, providers: Array<string>, dataShards?: number | undefined | null, parityShards?: number | undefined | null, cancel?: CancelToken | undefined | null): Promise<ReplicationState>
   /** Challenges every shard of a replicated object now. */
-  challenge(id: string): Promise<Array<Challenge>>
+  challenge(id: string, cancel?: CancelToken | undefined | null): Promise<Array<Challenge>>
 }
 
 /** r" The node's events. */
@@ -148,6 +188,8 @@ export declare class Server {
    * Resolves `false` when the call is over (cancelled, or serving stopped).
    */
   emit(invocationId: number, chunk: Buffer): Promise<boolean>
+  /** The batching counters of each batched function. */
+  batchStats(): Array<BatchStatsJs>
   /** Stops: the daemon sends no new calls, calls running finish, then serving ends. */
   stop(): Promise<void>
   /**
@@ -161,17 +203,63 @@ export declare class Server {
 export interface Agreement {
   agreementId: string
   requestId: string
+  /** `AGREEMENT_ROLE_CONSUMER` or `AGREEMENT_ROLE_PROVIDER`. */
   role: string
   state: string
+  /** Why it is in this state (a refusal's reason, …). */
+  note: string
   counterparty: string
-  chargedUmhr: number
+  capability?: AgreementCapability
+  /** The most the consumer would pay. */
+  costCap?: Cost
+  /** The price agreed. */
+  cost?: Cost
+  durationSeconds: number
+  /** The payment channel it is paid through, hex. */
+  channelId: string
+  /** `PROOF_METHOD_*`. */
+  proof: string
+  proposedAtUnixMs: number
+  offeredAtUnixMs: number
+  activatedAtUnixMs: number
   endsAtUnixMs: number
+  updatedAtUnixMs: number
+  chargedUnits: number
+  chargedUmhr: number
+  /** The agreement this one serves, when a provider subcontracted (hex; empty otherwise). */
+  upstreamAgreementId: string
+  linkedRequestId: string
+  heartbeatMisses: number
+}
+
+/** What an agreement is for; exactly one of the kinds is set. */
+export interface AgreementCapability {
+  /** Calls of the function with this hash (hex). */
+  functionHash?: string
+  /** Calls of the functions of this WASM module (id, hex). */
+  wasmModule?: string
+  /** Storage of this many bytes. */
+  storageBytes?: number
+  relay?: boolean
+  proxy?: boolean
+  /** The function's name, when it is a function. */
+  functionName: string
 }
 
 /** One changed agreement. */
 export interface AgreementChange {
   agreement?: Agreement
   atUnixMs: number
+}
+
+/** One address the node's API listens on. */
+export interface ApiEndpoint {
+  /** `API_ENDPOINT_KIND_UNIX` or `API_ENDPOINT_KIND_TCP`. */
+  kind: string
+  /** The socket path or `host:port`. */
+  address: string
+  tls: boolean
+  requiresToken: boolean
 }
 
 /** The node's balance, μMHR. */
@@ -183,6 +271,20 @@ export interface Balance {
   freeUmhr: number
   inChannelsUmhr: number
   committedUmhr: number
+}
+
+/** The counters of one batched function's batcher. */
+export interface BatchStatsJs {
+  functionId: string
+  /** Batches handed to the handler, and the calls in them. */
+  batches: number
+  calls: number
+  /** The largest batch so far. */
+  largest: number
+  /** Calls withdrawn (deadline, caller gone) while they waited for their batch. */
+  withdrawnWhileQueued: number
+  /** Calls failed at once because the batch queue was full. */
+  rejectedQueueFull: number
 }
 
 /** One shard's answer to a challenge. */
@@ -221,6 +323,33 @@ export interface ConnectOptionsJs {
   connectTimeoutMs?: number
 }
 
+/** A price in one of the market's cost structures, μMHR; exactly one field is set. */
+export interface Cost {
+  /** Per byte carried or stored. */
+  perByteUmhr?: number
+  /** Per call. */
+  perCallUmhr?: number
+  /** With `perCallUmhr`: the largest input the price covers (0: any). */
+  maxInputBytes?: number
+  /** Per epoch of storage or relay. */
+  perEpochUmhr?: number
+  /** Per million fuel (WASM). */
+  perMillionUmhr?: number
+  /** With `perMillionUmhr`: the most fuel one call may burn. */
+  maxCycles?: number
+}
+
+/** A deployed WebAssembly module. */
+export interface DeployedModule {
+  /** BLAKE3 of the module's bytes, hex. */
+  moduleId: string
+  name?: string
+  /** The functions it offers. */
+  functionIds: Array<string>
+  /** False when the same module was already deployed. */
+  created: boolean
+}
+
 /** What to discover. */
 export interface DiscoverQuery {
   /** A function id: find its providers. */
@@ -228,7 +357,14 @@ export interface DiscoverQuery {
   /** `storage`, `compute`, `relay`, `function`, … when not looking for one function. */
   kind?: string
   maxPriceUmhr?: number
+  /** How many providers to find. */
   want?: number
+  /** Search rings up to this one (0: the node's default). */
+  maxRing?: number
+  /** Storage providers with at least this much free. */
+  minStorageBytes?: number
+  /** Relays with at least this bandwidth. */
+  minBandwidthBps?: number
   timeoutMs?: number
 }
 
@@ -242,10 +378,22 @@ export interface Discovery {
 /** A function the node offers. */
 export interface FunctionInfo {
   functionId: string
+  /** BLAKE3 of the function id, hex: what agreements name. */
+  functionHash: string
+  /** `FUNCTION_KIND_WASM` or `FUNCTION_KIND_SERVED`. */
+  kind: string
   description: string
+  /** Price per call, μMHR, when priced per call. */
+  pricePerInvocationUmhr?: number
+  /** Price per million fuel, μMHR, when priced by fuel (WASM). */
+  pricePerMillionFuelUmhr?: number
   maxConcurrency: number
+  maxInputBytes: number
   inFlight: number
   queued: number
+  /** The module the function comes from, hex (WASM only). */
+  moduleId?: string
+  availableSinceUnixMs: number
 }
 
 /** A function to serve. */
@@ -259,6 +407,15 @@ export interface FunctionSpecJs {
   maxConcurrency?: number
   /** Largest input accepted (default: the node's maximum). */
   maxInputBytes?: number
+  /**
+   * Dynamic batching: the most calls in one batch (unset: not batched). `maxConcurrency`
+   * then counts batches running at once.
+   */
+  batchMaxSize?: number
+  /** How long a batch waits for more calls after its first, ms (default 2). */
+  batchMaxWaitMs?: number
+  /** The most calls waiting for a batch (default: `batchMaxSize`). */
+  batchMaxQueue?: number
 }
 
 /** A message received on a listened destination. */
@@ -313,6 +470,8 @@ export interface ListQuery {
 
 /** Who ran a call and what it cost. */
 export interface Metering {
+  /** `FUNCTION_KIND_WASM` or `FUNCTION_KIND_SERVED`. */
+  kind: string
   providerNodeId: string
   fuelUsed: number
   durationUs: number
@@ -330,10 +489,13 @@ export interface Neighbour {
 export interface NodeEvent {
   sequence: number
   atUnixMs: number
-  /** The event's kind in snake_case (`function_registered`, `object_stored`, …). */
+  /** The event's kind: the proto's field name (`function_registered`, `object_stored`, …). */
   kind: string
-  /** The event's fields, as the daemon sent them (debug text). */
-  detail: string
+  /**
+   * The event's fields as a JSON object (lib/ parses it into `detail`): the proto's JSON
+   * names, bytes in hex, enums by name.
+   */
+  detailJson: string
 }
 
 /** The node's identity and state. */
@@ -347,6 +509,8 @@ export interface NodeInfo {
   participationLevel: string
   uptimeSeconds: number
   dataDir: string
+  /** Where the node's API listens. */
+  apiEndpoints: Array<ApiEndpoint>
   startedAtUnixMs: number
 }
 
@@ -364,6 +528,15 @@ export interface ObjectStatus {
   replication?: ReplicationState
 }
 
+/** What a path costs and carries. */
+export interface PathCost {
+  costPerByte: number
+  worstLatencyMs: number
+  bandwidthBps: number
+  hops: number
+  mtu: number
+}
+
 /** A path-table entry. */
 export interface PathEntry {
   destination: string
@@ -378,12 +551,31 @@ export interface PathEntry {
 export interface PaymentChannel {
   channelId: string
   peer: string
+  /** `CHANNEL_ROLE_OPENER` or `CHANNEL_ROLE_ACCEPTOR`. */
+  role: string
   phase: string
   seq: number
   balanceUmhr: number
   peerBalanceUmhr: number
+  depositUmhr: number
+  peerDepositUmhr: number
   paidUmhr: number
   receivedUmhr: number
+  /** Lost to relay lotteries. */
+  burnedUmhr: number
+  lotteryPeriod: number
+  winPpm: number
+  peerWinPpm: number
+  /** What the peer owes this node and has not yet paid. */
+  owedUmhr: number
+  proposalOutstanding: boolean
+  /** The round a unilateral close's dispute window ends, while disputed. */
+  disputeClosesAtRound?: number
+  ticketsWon: number
+  ticketsPaid: number
+  /** The last state recorded in a settlement. */
+  recordedSeq?: number
+  peerTrusted: boolean
 }
 
 /** Where a call may run. */
@@ -393,14 +585,59 @@ export declare const enum PlacementJs {
   Mesh = 'mesh',
 }
 
+/** An agreement to propose to a provider: for one of `function`, `storageBytes` or `relay`. */
+export interface ProposalJs {
+  /** The provider's node id, hex. */
+  provider: string
+  /** Calls of this function. */
+  function?: string
+  /** Storage of this many bytes. */
+  storageBytes?: number
+  /** Relay through the provider. */
+  relay?: boolean
+  /** The most to pay, in the provider's cost structure (default: its advertised price). */
+  costCap?: Cost
+  /** How long it runs once active, seconds (default: the node's agreement duration). */
+  durationSeconds?: number
+  /** `delivery_receipt`, `challenge_response` or `result_hash`. */
+  proof?: string
+  /** Countersign the provider's offer as soon as it arrives. */
+  accept?: boolean
+  /** Wait up to this long for the provider's answer before resolving, ms. */
+  waitMs?: number
+}
+
 /** A provider found by discovery. */
 export interface ProviderOffer {
   nodeId: string
   unitPriceUmhr?: number
+  /** Its price in its own cost structure. */
+  cost?: Cost
   hops: number
   ring: number
+  /** What reaching it costs, μMHR. */
+  pathCostUmhr: number
   reputation: number
+  /** Its load in percent, when it advertises one. */
+  load?: number
   scorePpm: number
+  /** The node that answered for it, hex (empty when it answered itself). */
+  via: string
+}
+
+/** One provider's part in a call on the mesh. */
+export interface ProviderResult {
+  nodeId: string
+  /** The agreement the call ran under, hex (empty when none). */
+  agreementId: string
+  /** The hash of this provider's output, hex (empty when it gave none). */
+  outputHash: string
+  /** `PROVIDER_OUTCOME_AGREED`, `…_DISSENTED`, `…_MISSING` or `…_UNSPECIFIED` (unsettled). */
+  outcome: string
+  /** Why this provider gave no output, when it did not. */
+  error: string
+  /** The provider's signed result (its evidence), as sent. */
+  signedResult: Buffer
 }
 
 /** The result of a put. */
@@ -412,8 +649,8 @@ export interface PutResult {
 
 /** How a call on the mesh went (`RemoteCall`). */
 export interface RemoteCall {
-  /** The providers asked (node ids, hex). */
-  providers: Array<string>
+  /** The providers asked, each with its outcome. */
+  providers: Array<ProviderResult>
   outputHash: string
   audited: boolean
   escalated: boolean
@@ -425,14 +662,47 @@ export interface ReplicationState {
   dataShards: number
   parityShards: number
   expiresAtUnixS: number
+  /** The storage price agreed, μMHR per byte and day. */
+  pricePerByteDayUmhr: number
   shards: Array<ShardState>
+  /** Providers kept in reserve for repairs (node ids, hex). */
+  spareProviders: Array<string>
+}
+
+/** A route to a destination. */
+export interface Route {
+  /** The next hop's transport hash, hex. */
+  nextHop: string
+  hops: number
+  /** The path's cost, when the node has one for it. */
+  cost?: PathCost
+}
+
+/** How a message is routed: the path Reticulum's rules keep when unset. */
+export declare const enum RoutePolicyJs {
+  Cheapest = 'cheapest',
+  Fastest = 'fastest',
+  Balanced = 'balanced',
 }
 
 /** The outcome of a send. */
 export interface SendResult {
+  /** `SEND_METHOD_PACKET` or `SEND_METHOD_LINK`. */
+  method: string
   delivered: boolean
   rttMs?: number
   packetHash?: string
+  /** The route taken, when the node knew one. */
+  route?: Route
+}
+
+/** One batch delivered to a JavaScript batch handler: the calls of one function, in order. */
+export interface ServeBatch {
+  functionId: string
+  invocationIds: Array<number>
+  inputs: Array<Buffer>
+  /** Milliseconds left until each caller's deadline. */
+  remainingMs: Array<number>
 }
 
 /** One call delivered to a JavaScript handler. */
@@ -444,6 +714,44 @@ export interface ServeCall {
   input: Buffer
   /** Milliseconds left until the caller's deadline. */
   remainingMs: number
+  /**
+   * Set on the notice that call `invocationId`, delivered before, was withdrawn (the
+   * caller's deadline passed, the caller went away, or serving stopped): lib/ aborts that
+   * call's `AbortSignal`. It comes through the same queue as the call, so always after it.
+   */
+  withdrawn: boolean
+}
+
+/** What a settlement did: recorded a settlement, or (unilateral) opened a dispute window. */
+export interface Settled {
+  /** Set when a record was completed. */
+  record?: SettlementRecord
+  /** Set when a unilateral close opened a dispute window: the round it closes at. */
+  disputeClosesAtRound?: number
+}
+
+/** How to settle a channel. */
+export declare const enum SettlementJs {
+  /** Record the current state; the channel stays open. */
+  Checkpoint = 'checkpoint',
+  /** Close with the peer's signature. */
+  Close = 'close',
+  /** Close without it (after failed cooperative settlements); opens a dispute window. */
+  Unilateral = 'unilateral',
+}
+
+/** A settlement record of a channel, as both parties signed it. */
+export interface SettlementRecord {
+  recordId: string
+  channelId: string
+  /** The channel state settled. */
+  seq: number
+  /** `SETTLEMENT_KIND_CHECKPOINT`, `…_COOPERATIVE_CLOSE` or `…_UNILATERAL_CLOSE`. */
+  kind: string
+  balanceAUmhr: number
+  balanceBUmhr: number
+  /** The record as gossiped into the ledger. */
+  encoded: Buffer
 }
 
 /** One shard of a replicated object. */
@@ -453,8 +761,19 @@ export interface ShardState {
   provider: string
   /** `healthy`, `suspect` or `lost`. */
   health: string
+  /** The shard's own content id (hex) and size. */
+  root: string
+  length: number
+  /** Failed challenges in a row (three make the shard lost). */
+  consecutiveFailures: number
+  lastChallengeAtUnixMs?: number
   challengesPassed: number
   challengesFailed: number
+  /** What this node owes the provider for storing it, and has paid. */
+  owedUmhr: number
+  paidUmhr: number
+  /** Why the last challenge failed, when it did. */
+  lastError?: string
 }
 
 /** A stored object. */
@@ -467,10 +786,15 @@ export interface StoredObject {
   name?: string
 }
 
-/** One message of a streamed call: a partial output, or the last one (`done`). */
+/**
+ * One message of a streamed call: a partial output, or the last one (`done`, with the
+ * call's metering and, on the mesh, its `RemoteCall`).
+ */
 export interface StreamedOutput {
   output: Buffer
   done: boolean
+  metering?: Metering
+  remote?: RemoteCall
 }
 
 /** How a call on the mesh is verified. */
@@ -481,4 +805,10 @@ export interface TierJs {
   oneIn?: number
   /** `redundant`: providers asked (default 3). */
   k?: number
+}
+
+/** A peer this node trusts, and for how much. */
+export interface TrustedPeer {
+  nodeId: string
+  creditLimitUmhr: number
 }

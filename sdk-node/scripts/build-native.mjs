@@ -5,12 +5,14 @@
 // `npm install ./sdk-node` installs none of the package's own dependencies, so this needs only
 // cargo and node (see the README).
 //
-// The crate is a member of the Mehr Cargo workspace (it inherits its dependency versions and
-// depends on mehr-sdk by path), so it builds only inside a Mehr checkout. Installed from the
-// checkout's folder, the package *is* the workspace member. Unpacked from an `npm pack` tarball
-// into an app's node_modules it is not: then MEHR_SOURCE must name the checkout the tarball was
-// packed from, whose sdk-node/ crate is built (after checking that its Rust sources are the
-// packaged ones, so the addon matches this package's JavaScript).
+// Which crate it builds:
+// - installed from a Mehr checkout's folder, the package *is* the workspace member: that;
+// - unpacked from an `npm pack` tarball, with MEHR_SOURCE naming a checkout: that checkout's
+//   sdk-node crate (after checking that its Rust sources are the packaged ones, so the addon
+//   matches this package's JavaScript);
+// - unpacked from a tarball without MEHR_SOURCE: `vendor/mehr-node`, the standalone crate
+//   scripts/vendor-crates.mjs wrote at pack time (the Mehr crates it needs vendored beside it,
+//   everything else from crates.io).
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -32,11 +34,17 @@ function fail(message) {
 
 let crate = here;
 let found = metadataOf(join(here, 'Cargo.toml'));
-if (!found.metadata) {
+const vendored = join(here, 'vendor', 'mehr-node');
+if (!found.metadata && !process.env.MEHR_SOURCE && existsSync(join(vendored, 'Cargo.toml'))) {
+  crate = vendored;
+  found = metadataOf(join(crate, 'Cargo.toml'));
+  if (!found.metadata) fail(`cargo cannot read the vendored crate ${join(crate, 'Cargo.toml')}: ${found.error}`);
+} else if (!found.metadata) {
   const checkout = process.env.MEHR_SOURCE;
   if (!checkout) {
-    fail(`cannot build the native addon here (${here}): its Rust crate is a member of the Mehr Cargo workspace and needs the rest of it (mehr-sdk, the workspace's dependency versions), which an npm tarball does not carry.
+    fail(`cannot build the native addon here (${here}): its Rust crate is a member of the Mehr Cargo workspace and needs the rest of it (mehr-sdk, the workspace's dependency versions), and this package carries no vendor/ copy of them (a tarball packed with --ignore-scripts skips the prepack script that writes it).
   Either install from a Mehr checkout's folder:        npm install /path/to/mehr/sdk-node
+  or a tarball packed with its scripts:                cd sdk-node && npm pack
   or name the checkout this tarball was packed from:   MEHR_SOURCE=/path/to/mehr npm install mehr-sdk-<version>.tgz
 (cargo said: ${found.error.split('\n')[0]})`);
   }
@@ -60,6 +68,8 @@ const targetDir = process.env.CARGO_TARGET_DIR || found.metadata.target_director
 const typeDefFolder = join(targetDir, 'napi-rs', 'mehr-node-type-defs');
 mkdirSync(typeDefFolder, { recursive: true });
 const args = ['build', '-p', 'mehr-node', '--manifest-path', join(crate, 'Cargo.toml')];
+// The vendored crate builds exactly the versions its lock was packed with.
+if (crate === vendored) args.push('--locked');
 if (profile === 'release') args.push('--release');
 const built = spawnSync('cargo', args, { stdio: 'inherit', cwd: crate, env: { ...process.env, NAPI_TYPE_DEF_TMP_FOLDER: typeDefFolder } });
 if (built.status !== 0) {

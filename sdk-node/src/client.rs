@@ -8,12 +8,11 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
 use crate::{
-    cancel::{CancelToken, token_of, until_cancelled},
+    cancel::{CancelToken, Scope},
     failure::{Result, invalid, sdk},
-    streams::{AgreementStream, MessageStream, NodeEventStream},
+    streams::{MessageStream, NodeEventStream},
     values::{
-        Agreement, Balance, Interface, Neighbour, NodeInfo, PathEntry, PaymentChannel,
-        ProviderOffer, SendResult, hex_bytes, number, whole,
+        Interface, Neighbour, NodeInfo, PathEntry, ProviderOffer, SendResult, hex_bytes, whole,
     },
 };
 
@@ -74,7 +73,14 @@ pub struct DiscoverQuery {
     /// `storage`, `compute`, `relay`, `function`, … when not looking for one function.
     pub kind: Option<String>,
     pub max_price_umhr: Option<f64>,
+    /// How many providers to find.
     pub want: Option<u32>,
+    /// Search rings up to this one (0: the node's default).
+    pub max_ring: Option<u32>,
+    /// Storage providers with at least this much free.
+    pub min_storage_bytes: Option<f64>,
+    /// Relays with at least this bandwidth.
+    pub min_bandwidth_bps: Option<f64>,
     pub timeout_ms: Option<u32>,
 }
 
@@ -84,7 +90,18 @@ pub struct NativeClient {
     pub(crate) client: Client,
 }
 
-fn millis(ms: Option<u32>, default: u64) -> Duration {
+/// How a message is routed: the path Reticulum's rules keep when unset.
+#[napi(string_enum)]
+pub enum RoutePolicyJs {
+    #[napi(value = "cheapest")]
+    Cheapest,
+    #[napi(value = "fastest")]
+    Fastest,
+    #[napi(value = "balanced")]
+    Balanced,
+}
+
+pub(crate) fn millis(ms: Option<u32>, default: u64) -> Duration {
     Duration::from_millis(ms.map_or(default, u64::from))
 }
 
@@ -129,142 +146,140 @@ impl NativeClient {
     #[napi]
     pub async fn info(&self, cancel: Option<&CancelToken>) -> Result<NodeInfo> {
         let client = self.client.clone();
-        until_cancelled(token_of(cancel), async move {
-            Ok(NodeInfo::from(sdk(client.info().await)?))
-        })
-        .await
+        Scope::of(cancel)
+            .run(async move { Ok(NodeInfo::from(sdk(client.info().await)?)) })
+            .await
     }
 
     /// Follows the node's events.
     #[napi]
-    pub async fn events(&self) -> Result<NodeEventStream> {
-        Ok(NodeEventStream::new(sdk(self.client.watch_events().await)?))
+    pub async fn events(&self, cancel: Option<&CancelToken>) -> Result<NodeEventStream> {
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move { Ok(NodeEventStream::new(sdk(client.watch_events().await)?)) })
+            .await
     }
 
     /// Every interface with its counters.
     #[napi]
-    pub async fn interfaces(&self) -> Result<Vec<Interface>> {
-        Ok(sdk(self.client.interfaces().await)?
-            .into_iter()
-            .map(Interface::from)
-            .collect())
+    pub async fn interfaces(&self, cancel: Option<&CancelToken>) -> Result<Vec<Interface>> {
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move {
+                Ok(sdk(client.interfaces().await)?
+                    .into_iter()
+                    .map(Interface::from)
+                    .collect())
+            })
+            .await
     }
 
     /// The path table; `mehrOnly` keeps paths to Mehr nodes.
     #[napi]
-    pub async fn paths(&self, mehr_only: bool) -> Result<Vec<PathEntry>> {
-        Ok(sdk(self.client.paths(mehr_only).await)?
-            .into_iter()
-            .map(PathEntry::from)
-            .collect())
+    pub async fn paths(
+        &self,
+        mehr_only: bool,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<PathEntry>> {
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move {
+                Ok(sdk(client.paths(mehr_only).await)?
+                    .into_iter()
+                    .map(PathEntry::from)
+                    .collect())
+            })
+            .await
     }
 
     /// Mehr nodes one hop away.
     #[napi]
-    pub async fn neighbours(&self) -> Result<Vec<Neighbour>> {
-        Ok(sdk(self.client.neighbours().await)?
-            .into_iter()
-            .map(Neighbour::from)
-            .collect())
+    pub async fn neighbours(&self, cancel: Option<&CancelToken>) -> Result<Vec<Neighbour>> {
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move {
+                Ok(sdk(client.neighbours().await)?
+                    .into_iter()
+                    .map(Neighbour::from)
+                    .collect())
+            })
+            .await
     }
 
     /// Announces the node now; returns how many destinations were announced.
     #[napi]
-    pub async fn announce(&self) -> Result<u32> {
-        sdk(self.client.announce().await)
+    pub async fn announce(&self, cancel: Option<&CancelToken>) -> Result<u32> {
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move { sdk(client.announce().await) })
+            .await
     }
 
     /// Listens on the app destination `name` (dotted, e.g. `chat.room`).
     #[napi]
-    pub async fn listen(&self, name: String, announce: bool) -> Result<Listener> {
-        let listening = sdk(self.client.listen(&name, announce).await)?;
-        Ok(Listener {
-            destination: hex::encode(&listening.destination),
-            messages: Some(MessageStream::new(listening.messages)),
-        })
+    pub async fn listen(
+        &self,
+        name: String,
+        announce: bool,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Listener> {
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move {
+                let listening = sdk(client.listen(&name, announce).await)?;
+                Ok(Listener {
+                    destination: hex::encode(&listening.destination),
+                    messages: Some(MessageStream::new(listening.messages)),
+                })
+            })
+            .await
     }
 
     /// Sends `payload` encrypted to `destination` (hex); waits for the proof of delivery.
+    /// `policy` picks the route among those known (default: the one Reticulum's rules keep).
     #[napi]
     pub async fn send(
         &self,
         destination: String,
         payload: Buffer,
         timeout_ms: Option<u32>,
+        policy: Option<RoutePolicyJs>,
         cancel: Option<&CancelToken>,
     ) -> Result<SendResult> {
         let destination = hex_bytes(&destination, "destination")?;
         let payload = payload.to_vec();
         let client = self.client.clone();
         let timeout = millis(timeout_ms, 10_000);
-        until_cancelled(token_of(cancel), async move {
-            let sent = sdk(client.send(&destination, payload, timeout).await)?;
-            Ok(SendResult {
-                delivered: sent.delivered,
-                rtt_ms: sent.rtt_ms.map(number),
-                packet_hash: sent.packet_hash.map(hex::encode),
+        let policy = match policy {
+            None => pb::RoutePolicy::Unspecified,
+            Some(RoutePolicyJs::Cheapest) => pb::RoutePolicy::Cheapest,
+            Some(RoutePolicyJs::Fastest) => pb::RoutePolicy::Fastest,
+            Some(RoutePolicyJs::Balanced) => pb::RoutePolicy::Balanced,
+        };
+        Scope::of(cancel)
+            .run(async move {
+                let sent = sdk(client
+                    .send_with(&destination, payload, policy, timeout)
+                    .await)?;
+                Ok(SendResult::from(sent))
             })
-        })
-        .await
+            .await
     }
 
     /// Sends one packet back over an inbound link (hex id); returns the packet hash (hex).
     #[napi]
-    pub async fn reply(&self, link_id: String, payload: Buffer) -> Result<String> {
+    pub async fn reply(
+        &self,
+        link_id: String,
+        payload: Buffer,
+        cancel: Option<&CancelToken>,
+    ) -> Result<String> {
         let link = hex_bytes(&link_id, "linkId")?;
         let payload = payload.to_vec();
-        Ok(hex::encode(sdk(self.client.reply(&link, payload).await)?))
-    }
-
-    /// The node's balance.
-    #[napi]
-    pub async fn balance(&self) -> Result<Balance> {
-        Ok(Balance::from(sdk(self.client.balance().await)?))
-    }
-
-    /// The node's payment channels.
-    #[napi]
-    pub async fn channels(&self) -> Result<Vec<PaymentChannel>> {
-        Ok(sdk(self.client.channels().await)?
-            .into_iter()
-            .map(PaymentChannel::from)
-            .collect())
-    }
-
-    /// Opens a channel with `peer` (node id, hex).
-    #[napi]
-    pub async fn open_channel(
-        &self,
-        peer: String,
-        deposit_umhr: f64,
-        peer_deposit_umhr: f64,
-        timeout_ms: Option<u32>,
-    ) -> Result<PaymentChannel> {
-        let peer = hex_bytes(&peer, "peer")?;
-        let deposit = whole(deposit_umhr, "depositUmhr")?;
-        let peer_deposit = whole(peer_deposit_umhr, "peerDepositUmhr")?;
-        let channel = self
-            .client
-            .open_channel(&peer, deposit, peer_deposit, millis(timeout_ms, 10_000))
-            .await;
-        Ok(PaymentChannel::from(sdk(channel)?))
-    }
-
-    /// Pays `amountUmhr` to `peer` (node id, hex) through the open channel with it.
-    #[napi]
-    pub async fn pay(
-        &self,
-        peer: String,
-        amount_umhr: f64,
-        timeout_ms: Option<u32>,
-    ) -> Result<PaymentChannel> {
-        let peer = hex_bytes(&peer, "peer")?;
-        let amount = whole(amount_umhr, "amountUmhr")?;
-        let channel = self
-            .client
-            .pay(&peer, amount, millis(timeout_ms, 10_000))
-            .await;
-        Ok(PaymentChannel::from(sdk(channel)?))
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move { Ok(hex::encode(sdk(client.reply(&link, payload).await)?)) })
+            .await
     }
 
     /// Finds providers of a function or a capability kind.
@@ -290,47 +305,28 @@ impl NativeClient {
         if let Some(want) = query.want {
             what = what.want(want);
         }
+        if let Some(ring) = query.max_ring {
+            what = what.max_ring(ring);
+        }
+        if let Some(bytes) = query.min_storage_bytes {
+            what = what.min_storage_bytes(whole(bytes, "minStorageBytes")?);
+        }
+        if let Some(bps) = query.min_bandwidth_bps {
+            what = what.min_bandwidth_bps(whole(bps, "minBandwidthBps")?);
+        }
         if let Some(ms) = query.timeout_ms {
             what = what.timeout(Duration::from_millis(ms.into()));
         }
         let client = self.client.clone();
-        until_cancelled(token_of(cancel), async move {
-            let found = sdk(client.discover(what).await)?;
-            Ok(Discovery {
-                offers: found
-                    .offers
-                    .into_iter()
-                    .map(|o| ProviderOffer {
-                        node_id: hex::encode(&o.node_id),
-                        unit_price_umhr: o.unit_price_umhr.map(number),
-                        hops: o.hops,
-                        ring: o.ring,
-                        reputation: o.reputation,
-                        score_ppm: o.score_ppm,
-                    })
-                    .collect(),
-                rings_searched: found.rings_searched,
-                answers_received: found.answers_received,
+        Scope::of(cancel)
+            .run(async move {
+                let found = sdk(client.discover(what).await)?;
+                Ok(Discovery {
+                    offers: found.offers.into_iter().map(ProviderOffer::from).collect(),
+                    rings_searched: found.rings_searched,
+                    answers_received: found.answers_received,
+                })
             })
-        })
-        .await
-    }
-
-    /// Every agreement of this node.
-    #[napi]
-    pub async fn agreements(&self) -> Result<Vec<Agreement>> {
-        Ok(sdk(self.client.agreements().await)?
-            .into_iter()
-            .map(Agreement::from)
-            .collect())
-    }
-
-    /// Follows agreement changes.
-    #[napi]
-    pub async fn watch_agreements(&self) -> Result<AgreementStream> {
-        Ok(AgreementStream::new(sdk(self
-            .client
-            .watch_agreements()
-            .await)?))
+            .await
     }
 }

@@ -14,7 +14,10 @@
 mod cancel;
 mod client;
 mod compute;
+mod event_detail;
 mod failure;
+mod ledger;
+mod market;
 mod storage;
 mod streams;
 mod values;

@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::{
+    cancel::{CancelToken, Scope},
     client::NativeClient,
     failure::{Failure, Result, invalid, sdk},
     streams::ByteStream,
@@ -68,8 +69,19 @@ pub struct ShardState {
     pub provider: String,
     /// `healthy`, `suspect` or `lost`.
     pub health: String,
+    /// The shard's own content id (hex) and size.
+    pub root: String,
+    pub length: f64,
+    /// Failed challenges in a row (three make the shard lost).
+    pub consecutive_failures: u32,
+    pub last_challenge_at_unix_ms: Option<f64>,
     pub challenges_passed: f64,
     pub challenges_failed: f64,
+    /// What this node owes the provider for storing it, and has paid.
+    pub owed_umhr: f64,
+    pub paid_umhr: f64,
+    /// Why the last challenge failed, when it did.
+    pub last_error: Option<String>,
 }
 
 /// Where an object's shards are.
@@ -78,7 +90,11 @@ pub struct ReplicationState {
     pub data_shards: u32,
     pub parity_shards: u32,
     pub expires_at_unix_s: f64,
+    /// The storage price agreed, μMHR per byte and day.
+    pub price_per_byte_day_umhr: f64,
     pub shards: Vec<ShardState>,
+    /// Providers kept in reserve for repairs (node ids, hex).
+    pub spare_providers: Vec<String>,
 }
 
 impl From<Placement> for ReplicationState {
@@ -87,6 +103,8 @@ impl From<Placement> for ReplicationState {
             data_shards: p.data_shards.into(),
             parity_shards: p.parity_shards.into(),
             expires_at_unix_s: number(p.expires_at_unix_s),
+            price_per_byte_day_umhr: number(p.price_per_byte_day_umhr),
+            spare_providers: p.spare_providers.iter().map(hex::encode).collect(),
             shards: p
                 .shards
                 .into_iter()
@@ -94,8 +112,15 @@ impl From<Placement> for ReplicationState {
                     index: s.index.into(),
                     provider: hex::encode(s.provider),
                     health: s.health.to_string(),
+                    root: hex::encode(s.root.as_bytes()),
+                    length: number(s.length),
+                    consecutive_failures: s.consecutive_failures,
+                    last_challenge_at_unix_ms: s.last_challenge_at_unix_ms.map(number),
                     challenges_passed: number(s.challenges_passed),
                     challenges_failed: number(s.challenges_failed),
+                    owed_umhr: number(s.owed_umhr),
+                    paid_umhr: number(s.paid_umhr),
+                    last_error: s.last_error,
                 })
                 .collect(),
         }
@@ -233,6 +258,7 @@ impl NativeClient {
         &self,
         name: Option<String>,
         expected_size: Option<f64>,
+        cancel: Option<&CancelToken>,
     ) -> Result<PutWriter> {
         let mut options = PutOptions {
             name,
@@ -243,10 +269,14 @@ impl NativeClient {
         }
         let (feed, queue) = mpsc::channel(PUT_QUEUE);
         let client = self.client.clone();
-        let task =
-            tokio::spawn(
-                async move { client.put_stream(ReceiverStream::new(queue), options).await },
-            );
+        // The put runs as its own task (fed by write(), cancelled by abort()), carrying the
+        // caller's trace.
+        let scope = Scope::of(cancel);
+        let task = tokio::spawn(async move {
+            scope
+                .traced(client.put_stream(ReceiverStream::new(queue), options))
+                .await
+        });
         Ok(PutWriter {
             feed: Mutex::new(Some(feed)),
             task: Arc::new(Mutex::new(Some(task))),
@@ -260,29 +290,43 @@ impl NativeClient {
         id: String,
         offset: Option<f64>,
         length: Option<f64>,
+        cancel: Option<&CancelToken>,
     ) -> Result<ByteStream> {
         let id = object_id(&id)?;
         let range = ByteRange {
             offset: offset.map(|o| whole(o, "offset")).transpose()?.unwrap_or(0),
             length: length.map(|l| whole(l, "length")).transpose()?,
         };
-        Ok(ByteStream::new(sdk(self.client.get(&id, range).await)?))
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move { Ok(ByteStream::new(sdk(client.get(&id, range).await)?)) })
+            .await
     }
 
     /// The object's description, whether the node holds it, and its replication.
     #[napi]
-    pub async fn stat(&self, id: String) -> Result<ObjectStatus> {
-        let status = sdk(self.client.status(&object_id(&id)?).await)?;
-        Ok(ObjectStatus {
-            object: status.object.into(),
-            held_locally: status.held_locally,
-            replication: status.placement.map(ReplicationState::from),
-        })
+    pub async fn stat(&self, id: String, cancel: Option<&CancelToken>) -> Result<ObjectStatus> {
+        let id = object_id(&id)?;
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move {
+                let status = sdk(client.status(&id).await)?;
+                Ok(ObjectStatus {
+                    object: status.object.into(),
+                    held_locally: status.held_locally,
+                    replication: status.placement.map(ReplicationState::from),
+                })
+            })
+            .await
     }
 
     /// One page of the objects stored on (or placed by) the node.
     #[napi]
-    pub async fn list(&self, query: Option<ListQuery>) -> Result<ObjectPage> {
+    pub async fn list(
+        &self,
+        query: Option<ListQuery>,
+        cancel: Option<&CancelToken>,
+    ) -> Result<ObjectPage> {
         let mut options = ListOptions::default();
         if let Some(q) = query {
             options.page_size = q.page_size.unwrap_or(0);
@@ -298,17 +342,26 @@ impl NativeClient {
                 options.scope = ListScope::Placed;
             }
         }
-        let page = sdk(self.client.list(options).await)?;
-        Ok(ObjectPage {
-            objects: page.objects.into_iter().map(StoredObject::from).collect(),
-            next_page_token: page.next_page_token,
-        })
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move {
+                let page = sdk(client.list(options).await)?;
+                Ok(ObjectPage {
+                    objects: page.objects.into_iter().map(StoredObject::from).collect(),
+                    next_page_token: page.next_page_token,
+                })
+            })
+            .await
     }
 
     /// Deletes the object; returns what was deleted.
     #[napi]
-    pub async fn delete(&self, id: String) -> Result<StoredObject> {
-        Ok(sdk(self.client.delete(&object_id(&id)?).await)?.into())
+    pub async fn delete(&self, id: String, cancel: Option<&CancelToken>) -> Result<StoredObject> {
+        let id = object_id(&id)?;
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move { Ok(sdk(client.delete(&id).await)?.into()) })
+            .await
     }
 
     /// Spreads the object over `providers` (node ids, hex) with erasure coding.
@@ -319,6 +372,7 @@ impl NativeClient {
         providers: Vec<String>,
         data_shards: Option<u32>,
         parity_shards: Option<u32>,
+        cancel: Option<&CancelToken>,
     ) -> Result<ReplicationState> {
         let id = object_id(&id)?;
         let providers = providers
@@ -337,15 +391,28 @@ impl NativeClient {
             };
             options = options.with_code(small(d, "dataShards")?, small(p, "parityShards")?);
         }
-        Ok(sdk(self.client.replicate(&id, options).await)?.into())
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move { Ok(sdk(client.replicate(&id, options).await)?.into()) })
+            .await
     }
 
     /// Challenges every shard of a replicated object now.
     #[napi]
-    pub async fn challenge(&self, id: String) -> Result<Vec<Challenge>> {
-        Ok(sdk(self.client.challenge(&object_id(&id)?).await)?
-            .into_iter()
-            .map(Challenge::from)
-            .collect())
+    pub async fn challenge(
+        &self,
+        id: String,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<Challenge>> {
+        let id = object_id(&id)?;
+        let client = self.client.clone();
+        Scope::of(cancel)
+            .run(async move {
+                Ok(sdk(client.challenge(&id).await)?
+                    .into_iter()
+                    .map(Challenge::from)
+                    .collect())
+            })
+            .await
     }
 }

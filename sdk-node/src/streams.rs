@@ -62,7 +62,7 @@ macro_rules! pull_stream {
             /// The next item, or `null` once the stream has ended or was closed.
             #[napi]
             pub async fn next(&self, cancel: Option<&$crate::cancel::CancelToken>) -> Result<Option<$js>> {
-                $crate::streams::pull::<$item, $js>(self.stream.clone(), $crate::cancel::token_of(cancel)).await
+                $crate::streams::pull::<$item, $js>(self.stream.clone(), $crate::cancel::Scope::of(cancel).token).await
             }
 
             /// Ends the stream (the daemon sees the call cancelled).

@@ -59,16 +59,24 @@ test('an aborted call rejects with the signal reason', async () => {
 test('events arrive in for-await, and breaking the loop ends the stream', async () => {
   const client = await connect({ dataDir: daemon.dataDir });
   const seen = [];
+  let registered;
   const loop = (async () => {
     for await (const event of client.events()) {
       seen.push(event.kind);
-      if (event.kind === 'function_registered') break;
+      if (event.kind === 'function_registered') {
+        registered = event;
+        break;
+      }
     }
   })();
   await new Promise((resolve) => setTimeout(resolve, 300));
   const server = await client.serve({ 'events-probe': async () => 'x' });
   await loop;
   assert.ok(seen.includes('function_registered'), seen.join(','));
+  // The event's fields arrive as data (proto JSON names, enums by name), not as debug text.
+  assert.equal(registered.detail.functionId, 'events-probe');
+  assert.equal(registered.detail.kind, 'FUNCTION_KIND_SERVED');
+  assert.equal(typeof registered.sequence, 'number');
   await server.stop();
   const interfaces = await client.interfaces();
   assert.ok(Array.isArray(interfaces));
