@@ -33,7 +33,7 @@ use std::{
 use mehr_ledger::{
     ChannelId, NodeId,
     ledger::{SettlementKind, SettlementRecord},
-    lottery::RelayTicket,
+    lottery::{RelayTicket, VrfKeyCertificate},
 };
 use mehr_transport::{
     identity::{Identity, PrivateIdentity},
@@ -164,6 +164,7 @@ enum Command {
     Summary(oneshot::Sender<LedgerSummary>),
     VerifyTicket {
         ticket: RelayTicket,
+        certificate: VrfKeyCertificate,
         relay_key: ed25519_dalek::VerifyingKey,
         reply: oneshot::Sender<TicketVerdict>,
     },
@@ -321,10 +322,11 @@ impl LedgerHandle {
         self.ask(Command::Summary).await
     }
 
-    /// Checks a relay ticket.
+    /// Checks a relay ticket under the relay's VRF key certificate.
     pub(crate) async fn verify_ticket(
         &self,
         ticket: RelayTicket,
+        certificate: VrfKeyCertificate,
         relay: RelayKey,
     ) -> Result<TicketVerdict, LedgerError> {
         let relay_key = match relay {
@@ -333,6 +335,7 @@ impl LedgerHandle {
         };
         self.ask(|reply| Command::VerifyTicket {
             ticket,
+            certificate,
             relay_key,
             reply,
         })
@@ -673,10 +676,11 @@ impl Actor {
             }
             Command::VerifyTicket {
                 ticket,
+                certificate,
                 relay_key,
                 reply,
             } => {
-                let _ = reply.send(core.verify_ticket(&ticket, &relay_key));
+                let _ = reply.send(core.verify_ticket(&ticket, &certificate, &relay_key));
             }
         }
     }
@@ -809,12 +813,16 @@ impl Actor {
                 channel,
                 relay,
                 ticket,
+                certificate,
                 payout,
             } => {
+                // The certified form, so anyone can check it with the relay's identity.
+                let mut bytes = ticket.encode().to_vec();
+                bytes.extend_from_slice(&certificate.encode());
                 self.events.publish(EventKind::TicketRedeemed {
                     channel: channel.0,
                     relay: relay.0,
-                    ticket: ticket.encode().to_vec(),
+                    ticket: bytes,
                     payout,
                 });
             }
