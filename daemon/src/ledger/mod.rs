@@ -3,7 +3,8 @@
 //! agreements), the relay lottery, and the CRDT settlement ledger.
 //!
 //! The rules are the `mehr-ledger` crate's; this part persists, transports and exposes them.
-//! One task (the actor) owns a [`core::LedgerCore`]: it feeds it control messages (types
+//! One actor, on a thread of its own (its VRF proofs and synced writes block), owns a
+//! [`core::LedgerCore`]: it feeds it control messages (types
 //! 0x10–0x1F), reports of forwarded packets from the transport, operator requests and timer
 //! ticks, in batches; after each batch the core commits every change in one synced RocksDB
 //! write, and only then are the resulting messages sent. So the latest co-signed state is
@@ -435,7 +436,35 @@ pub async fn start(start: LedgerStart) -> Result<(LedgerHandle, JoinHandle<()>),
         events,
         waiters: Waiters::default(),
     };
-    let task = tokio::spawn(actor.run(commands_rx, merged_rx, reports, relay_cover, stop));
+    // The actor draws one VRF proof per relayed packet and ends each batch with a synced
+    // RocksDB write: both block for a while, so it runs on a thread of its own (with a
+    // single-threaded runtime for its timers and channels) instead of a worker of the node's
+    // runtime, where it would stall the transport and API tasks sharing that worker. The
+    // batch-then-commit order is unchanged: messages still leave only after the sync.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot build the ledger's runtime");
+            LedgerError::Stopped
+        })?;
+    let (finished_tx, finished_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("mehr-ledger".into())
+        .spawn(move || {
+            runtime.block_on(actor.run(commands_rx, merged_rx, reports, relay_cover, stop));
+            // Dropped without a send on a panic: the waiting task finishes either way.
+            let _ = finished_tx.send(());
+        })
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot start the ledger's thread");
+            LedgerError::Stopped
+        })?;
+    // A handle on the node's runtime that finishes when the thread does, for health checks
+    // and the shutdown's wait.
+    let task = tokio::spawn(async move {
+        let _ = finished_rx.await;
+    });
     Ok((
         LedgerHandle {
             commands: commands_tx,
