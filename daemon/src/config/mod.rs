@@ -604,7 +604,8 @@ impl Config {
                 tls_extra_names: Vec::new(),
                 request_timeout_secs: 30,
                 max_concurrent_requests: 512,
-                max_concurrent_streams: crate::api::control::DEFAULT_MAX_STREAMS,
+                // The same as `api::control::DEFAULT_MAX_STREAMS` (config sits below the API).
+                max_concurrent_streams: 256,
                 shutdown_grace_secs: 4,
             },
             log: LogConfig {
