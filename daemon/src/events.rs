@@ -169,7 +169,8 @@ pub enum EventKind {
         channel: [u8; 16],
         /// The relay.
         relay: [u8; 16],
-        /// The ticket (148 bytes), verifiable by anyone with the relay's key.
+        /// The ticket (148 bytes) and the relay's VRF key certificate (96 bytes), verifiable
+        /// by anyone with the relay's identity key.
         ticket: Vec<u8>,
         /// Gross payout, μMHR.
         payout: u64,

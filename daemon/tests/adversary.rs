@@ -1,11 +1,13 @@
 //! A node among hostile peers: `mehr-adversary` (a separate process speaking the wire) floods
-//! a relay with valid Sybil announces, anonymous link requests and TCP connections while an
+//! a relay with valid Sybil announces, anonymous link requests, TCP connections and
+//! self-signed settlement records of unfunded channels while an
 //! honest pair talks through it. The relay must stay within its memory bound, keep the honest
 //! paths, deliver ≥ 99 % of the honest traffic, serve its operator's Put, and count the
 //! attack in its drop counters.
 //!
 //! `MEHR_ADVERSARY_SCALE` scales the attack (default 0.25: 25 000 announces, 1 000 link
-//! requests, 600 connections; 1.0 is the issue's 100 000 announces and 2 400 connections).
+//! requests, 600 connections, 25 000 settlement records; 1.0 is the issue's 100 000
+//! announces, 2 400 connections and 100 000 records).
 
 mod common;
 
@@ -66,6 +68,17 @@ async fn drop_count(client: &Client, reason: &str) -> u64 {
         .map_or(0, |d| d.count)
 }
 
+async fn part_drop_count(client: &Client, reason: &str) -> u64 {
+    client
+        .transport_stats()
+        .await
+        .unwrap()
+        .part_drops
+        .iter()
+        .find(|d| d.reason == reason)
+        .map_or(0, |d| d.count)
+}
+
 #[test]
 fn a_relay_under_floods_keeps_its_bounds_and_its_honest_traffic() {
     let scale: f64 = std::env::var("MEHR_ADVERSARY_SCALE")
@@ -75,6 +88,8 @@ fn a_relay_under_floods_keeps_its_bounds_and_its_honest_traffic() {
     let sybils = (100_000.0 * scale) as u64;
     let link_requests = 1_000u64;
     let connections = (2_400.0 * scale) as u64;
+    let records = (100_000.0 * scale) as u64;
+    let segment_bombs = 1_000u64;
 
     let port = free_port();
     let relay = TestDaemon::start_with_config(&format!(
@@ -110,6 +125,7 @@ fn a_relay_under_floods_keeps_its_bounds_and_its_honest_traffic() {
         })
         .await;
         let honest_paths_before = relay_client.paths(false).await.unwrap().len();
+        let records_before = relay_client.ledger_summary().await.unwrap().record_count;
         let rss_before = rss_kib(relay_pid);
 
         // Sample the relay's memory through the attack.
@@ -126,6 +142,15 @@ fn a_relay_under_floods_keeps_its_bounds_and_its_honest_traffic() {
         };
 
         let attack_start = std::time::Instant::now();
+        // First, so that its link's handshake is not among those the link flood evicts.
+        let bombs = adversary(&[
+            "segment-bombs".into(),
+            "--target".into(),
+            target.clone(),
+            "--count".into(),
+            segment_bombs.to_string(),
+        ]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let sybil = adversary(&[
             "sybil-announces".into(),
             "--target".into(),
@@ -139,6 +164,13 @@ fn a_relay_under_floods_keeps_its_bounds_and_its_honest_traffic() {
             target.clone(),
             "--count".into(),
             link_requests.to_string(),
+        ]);
+        let settlements = adversary(&[
+            "settlement-records".into(),
+            "--target".into(),
+            target.clone(),
+            "--count".into(),
+            records.to_string(),
         ]);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let tcp = adversary(&[
@@ -180,6 +212,12 @@ fn a_relay_under_floods_keeps_its_bounds_and_its_honest_traffic() {
         let tcp_out = tokio::task::spawn_blocking(move || finish(tcp))
             .await
             .unwrap();
+        let settlements_out = tokio::task::spawn_blocking(move || finish(settlements))
+            .await
+            .unwrap();
+        let bombs_out = tokio::task::spawn_blocking(move || finish(bombs))
+            .await
+            .unwrap();
         let attack_secs = attack_start.elapsed().as_secs_f64();
 
         // The operator's own Put still works.
@@ -197,6 +235,14 @@ fn a_relay_under_floods_keeps_its_bounds_and_its_honest_traffic() {
         let per_ip = drop_count(&relay_client, "tcp_connections_per_ip").await;
         let evicted = drop_count(&relay_client, "link_handshake_evicted").await;
         let slots_full = drop_count(&relay_client, "link_slots_full").await;
+        // Records reach the ledger once the transport's queues let them through; give the
+        // last ones a moment.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let unfunded = part_drop_count(&relay_client, "ledger.record_unfunded").await;
+        let too_large = drop_count(&relay_client, "segment_too_large").await;
+        let link_busy = drop_count(&relay_client, "segment_link_busy").await;
+        let budget = drop_count(&relay_client, "segment_reassembly_budget").await;
+        let records_after = relay_client.ledger_summary().await.unwrap().record_count;
         let stats = relay_client.transport_stats().await.unwrap();
         eprintln!(
             "adversary: {sybil_out} announces, {links_out} link requests, {tcp_out}; \
@@ -204,7 +250,10 @@ fn a_relay_under_floods_keeps_its_bounds_and_its_honest_traffic() {
              honest delivered {delivered}/{HONEST_MESSAGES} (received {received}); \
              paths {} (before {honest_paths_before}); drops: announce_rate_limited \
              {rate_limited}, tcp_connections_per_ip {per_ip}, link_handshake_evicted \
-             {evicted}, link_slots_full {slots_full}",
+             {evicted}, link_slots_full {slots_full}; settlement records {settlements_out}, \
+             ledger.record_unfunded {unfunded}, records held {records_after} (before \
+             {records_before}); segment bombs {bombs_out}, segment_too_large {too_large}, \
+             segment_link_busy {link_busy}, segment_reassembly_budget {budget}",
             stats.paths
         );
 
@@ -244,6 +293,24 @@ fn a_relay_under_floods_keeps_its_bounds_and_its_honest_traffic() {
         assert!(
             evicted + slots_full >= link_requests - 128,
             "{evicted} handshakes evicted, {slots_full} refused"
+        );
+        // No unfunded record was kept, and the ledger counted the ones that reached it (all
+        // of them on a quiet machine; the transport's bounded queues may drop some before
+        // decryption on a loaded one).
+        assert_eq!(records_after, records_before, "unfunded records were kept");
+        assert!(
+            unfunded >= records / 2,
+            "only {unfunded} of {records} settlement records were refused as unfunded"
+        );
+        // Every bomb past the 8 messages a link may reassemble at once was refused: half for
+        // announcing more than max_message_bytes, the rest as the link's reassembly is full.
+        assert!(
+            too_large >= segment_bombs / 2,
+            "{too_large} of {segment_bombs} oversized segment counts refused"
+        );
+        assert!(
+            too_large + link_busy + budget >= segment_bombs - 8,
+            "{too_large} + {link_busy} + {budget} of {segment_bombs} segment bombs refused"
         );
     });
 }

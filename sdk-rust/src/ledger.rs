@@ -218,8 +218,9 @@ impl Client {
             .into_inner())
     }
 
-    /// Checks a 148-byte relay ticket against the relay's key (its 64-byte identity or its
-    /// 32-byte Ed25519 key).
+    /// Checks a relay ticket in its 244-byte certified form (the 148-byte ticket and the
+    /// relay's 96-byte VRF key certificate, as `TicketRedeemed` events carry it) against the
+    /// relay's key (its 64-byte identity or its 32-byte Ed25519 key).
     pub async fn verify_ticket(
         &self,
         ticket: &[u8],

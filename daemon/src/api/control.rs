@@ -10,11 +10,15 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::seams::drops::PartDrops;
 use tokio_util::sync::CancellationToken;
 
 /// Live settings' bounds (the same as the configuration's).
 pub const REQUEST_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Default of `api.max_concurrent_streams`.
+pub const DEFAULT_MAX_STREAMS: usize = 256;
 /// Bounds of `api.max_concurrent_requests` when changed live.
 pub const MAX_CONCURRENT_RANGE: std::ops::RangeInclusive<usize> = 1..=100_000;
 
@@ -24,6 +28,9 @@ pub struct ApiControl {
     request_timeout_ms: AtomicU64,
     max_concurrent: AtomicUsize,
     permits: Arc<Semaphore>,
+    max_streams: AtomicUsize,
+    stream_permits: Arc<Semaphore>,
+    drops: PartDrops,
     shutdown: CancellationToken,
     shutdown_reason: Mutex<Option<String>>,
 }
@@ -36,6 +43,9 @@ impl ApiControl {
             request_timeout_ms: AtomicU64::new(request_timeout.as_millis() as u64),
             max_concurrent: AtomicUsize::new(max_concurrent),
             permits: Arc::new(Semaphore::new(max_concurrent)),
+            max_streams: AtomicUsize::new(DEFAULT_MAX_STREAMS),
+            stream_permits: Arc::new(Semaphore::new(DEFAULT_MAX_STREAMS)),
+            drops: PartDrops::default(),
             shutdown: CancellationToken::new(),
             shutdown_reason: Mutex::new(None),
         })
@@ -81,6 +91,34 @@ impl ApiControl {
     pub fn in_flight(&self) -> usize {
         self.max_concurrent()
             .saturating_sub(self.permits.available_permits())
+    }
+
+    /// The drop counters of the node (the API counts refused streams; the parts count theirs
+    /// into the same registry).
+    pub fn drops(&self) -> PartDrops {
+        self.drops.clone()
+    }
+
+    /// A permit for one server-streaming call, or `None` at `api.max_concurrent_streams`.
+    pub fn try_stream_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.stream_permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Server-streaming calls open now.
+    pub fn streams_in_flight(&self) -> usize {
+        self.max_streams
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.stream_permits.available_permits())
+    }
+
+    /// Sets the bound on server-streaming calls open at once (at start, before serving).
+    pub fn set_max_streams(&self, limit: usize) {
+        let old = self.max_streams.swap(limit, Ordering::Relaxed);
+        if limit > old {
+            self.stream_permits.add_permits(limit - old);
+        } else {
+            self.stream_permits.forget_permits(old - limit);
+        }
     }
 
     /// Changes the concurrency limit. Raising it adds permits at once; lowering it takes

@@ -7,7 +7,7 @@ use mehr_ledger::{
     ChannelId, NodeId, Party,
     channel::ChannelPhase,
     ledger::{SettlementKind, SettlementRecord},
-    lottery::{RELAY_TICKET_LEN, RelayTicket},
+    lottery::{RELAY_TICKET_LEN, RelayTicket, VRF_CERTIFICATE_LEN, VrfKeyCertificate},
 };
 use mehr_proto::v1::{self as pb, ledger_service_server::LedgerService};
 use mehr_transport::identity::{Identity, PUBLIC_KEY_LEN};
@@ -326,11 +326,27 @@ impl LedgerService for LedgerApi {
         request: Request<pb::VerifyTicketRequest>,
     ) -> Result<Response<pb::VerifyTicketResponse>, Status> {
         let request = request.into_inner();
-        let ticket = RelayTicket::decode(&request.ticket).map_err(|e| {
-            invalid_field(
+        // The certified form events publish: the ticket, then the relay's VRF key
+        // certificate (the VRF key is not the identity key, so the ticket alone is not
+        // verifiable).
+        const CERTIFIED_LEN: usize = RELAY_TICKET_LEN + VRF_CERTIFICATE_LEN;
+        if request.ticket.len() != CERTIFIED_LEN {
+            return Err(invalid_field(
                 "ticket",
-                format!("ticket must be a {RELAY_TICKET_LEN}-byte relay ticket: {e}"),
-            )
+                format!(
+                    "ticket must be {CERTIFIED_LEN} bytes (a {RELAY_TICKET_LEN}-byte relay ticket \
+                     and the relay's {VRF_CERTIFICATE_LEN}-byte VRF key certificate, as events \
+                     publish it), not {}",
+                    request.ticket.len()
+                ),
+            ));
+        }
+        let (ticket_bytes, certificate_bytes) = request.ticket.split_at(RELAY_TICKET_LEN);
+        let ticket = RelayTicket::decode(ticket_bytes).map_err(|e| {
+            invalid_field("ticket", format!("ticket is not a valid relay ticket: {e}"))
+        })?;
+        let certificate = VrfKeyCertificate::decode(certificate_bytes).ok_or_else(|| {
+            invalid_field("ticket", "the VRF key certificate has the wrong length")
         })?;
         let relay = match request.relay_key.len() {
             PUBLIC_KEY_LEN => RelayKey::Identity(Box::new(
@@ -358,7 +374,10 @@ impl LedgerService for LedgerApi {
                 ));
             }
         };
-        let verdict = self.ledger.verify_ticket(ticket.clone(), relay).await?;
+        let verdict = self
+            .ledger
+            .verify_ticket(ticket.clone(), certificate, relay)
+            .await?;
         Ok(Response::new(pb::VerifyTicketResponse {
             valid: verdict.valid,
             payout_umhr: verdict.payout,

@@ -22,6 +22,7 @@ mod paging;
 pub mod scopes;
 pub mod status;
 pub mod storage;
+mod streams;
 pub mod tls;
 pub mod tokens;
 pub mod transport;
@@ -67,8 +68,8 @@ pub use self::{
 };
 use self::{
     auth::AccessLayer, call_telemetry::CallTelemetryLayer, control::ApiControl,
-    deadline::DeadlineLayer, overload::OverloadAnswerLayer, tls::TlsMaterial,
-    tokens::TokenRegistry,
+    deadline::DeadlineLayer, overload::OverloadAnswerLayer, streams::StreamLimitLayer,
+    tls::TlsMaterial, tokens::TokenRegistry,
 };
 use crate::config::{ApiConfig, TlsMode};
 
@@ -355,8 +356,11 @@ type GuardLayers = Stack<
             Stack<
                 OverloadAnswerLayer,
                 Stack<
-                    AccessLayer,
-                    Stack<TraceLayer<GrpcMakeClassifier>, Stack<CallTelemetryLayer, Identity>>,
+                    StreamLimitLayer,
+                    Stack<
+                        AccessLayer,
+                        Stack<TraceLayer<GrpcMakeClassifier>, Stack<CallTelemetryLayer, Identity>>,
+                    >,
                 >,
             >,
         >,
@@ -365,8 +369,10 @@ type GuardLayers = Stack<
 
 /// The layers around every service, outermost first: the call metrics (so refused and shed
 /// calls are counted too), the trace, then access (token, scope, drain) — before load shedding
-/// and the concurrency limit, so that refused calls never hold a permit — then the answer to
-/// shed calls, the shedding, the node-wide limit and the deadline.
+/// and the concurrency limits, so that refused calls never hold a permit — then the stream
+/// limit (a server-streaming call holds its permit until its stream ends, which the
+/// concurrency limit's permit does not), the answer to shed calls, the shedding, the
+/// node-wide limit and the deadline.
 fn guard_layers(
     call_telemetry: CallTelemetryLayer,
     access: AccessLayer,
@@ -376,6 +382,7 @@ fn guard_layers(
         .layer(call_telemetry)
         .layer(trace_layer())
         .layer(access)
+        .layer(StreamLimitLayer::new(control.clone()))
         .layer(OverloadAnswerLayer)
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(

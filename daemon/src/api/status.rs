@@ -89,6 +89,8 @@ reasons! {
     Draining = "DRAINING", Unavailable, 5000;
     /// The node is at `api.max_concurrent_requests`.
     Overloaded = "OVERLOADED", ResourceExhausted, 1000;
+    /// The node has `api.max_concurrent_streams` server-streaming calls open.
+    StreamsExhausted = "STREAMS_EXHAUSTED", ResourceExhausted, 1000;
     /// The call ran past its deadline (`api.request_timeout_secs`, or the client's).
     CallDeadlineExceeded = "CALL_DEADLINE_EXCEEDED", DeadlineExceeded, 0;
     /// A fault inside the node; the daemon's log says what (the caller is not told).

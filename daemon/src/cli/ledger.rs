@@ -80,7 +80,8 @@ pub enum TrustCommand {
 pub enum TicketCommand {
     /// Check a relay lottery ticket against the relay's key.
     Verify {
-        /// The ticket (296 hex characters), as `mehr events` shows it.
+        /// The certified ticket (488 hex characters: the ticket and the relay's VRF key
+        /// certificate), as `mehr events` shows it.
         ticket: String,
         /// The relay's 64-byte public identity or 32-byte Ed25519 key, in hex.
         #[arg(long)]

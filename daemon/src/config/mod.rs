@@ -215,6 +215,9 @@ pub struct ApiConfig {
     pub request_timeout_secs: u64,
     /// Requests served at once across all connections; more are refused (load shedding).
     pub max_concurrent_requests: usize,
+    /// Server-streaming calls (WatchEvents, Listen, Serve, GetObject, …) open at once across
+    /// all connections; more are refused with RESOURCE_EXHAUSTED (STREAMS_EXHAUSTED).
+    pub max_concurrent_streams: usize,
     /// How long a graceful shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: u64,
 }
@@ -601,6 +604,8 @@ impl Config {
                 tls_extra_names: Vec::new(),
                 request_timeout_secs: 30,
                 max_concurrent_requests: 512,
+                // The same as `api::control::DEFAULT_MAX_STREAMS` (config sits below the API).
+                max_concurrent_streams: 256,
                 shutdown_grace_secs: 4,
             },
             log: LogConfig {
@@ -770,9 +775,13 @@ impl Config {
             spec.kind()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
-        if self.api.request_timeout_secs == 0 || self.api.max_concurrent_requests == 0 {
+        if self.api.request_timeout_secs == 0
+            || self.api.max_concurrent_requests == 0
+            || self.api.max_concurrent_streams == 0
+        {
             return Err(ConfigError::Invalid(
-                "api.request_timeout_secs and api.max_concurrent_requests must be above zero"
+                "api.request_timeout_secs, api.max_concurrent_requests and \
+                 api.max_concurrent_streams must be above zero"
                     .into(),
             ));
         }

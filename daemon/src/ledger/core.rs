@@ -17,7 +17,8 @@ use mehr_ledger::{
     },
     ledger::{Ledger, SettlementKind, SettlementRecord, Snapshot},
     lottery::{
-        LotteryError, PacketRateEstimator, RedeemedTickets, RelayTicket, VrfProver, VrfVerifier,
+        LotteryError, PacketRateEstimator, RedeemedTickets, RelayTicket, VrfKeyCertificate,
+        VrfProver, VrfVerifier,
     },
     trust::TrustConfig,
 };
@@ -216,6 +217,8 @@ pub(crate) enum Notice {
         relay: NodeId,
         /// The ticket.
         ticket: RelayTicket,
+        /// The relay's VRF key certificate the ticket was checked under.
+        certificate: VrfKeyCertificate,
         /// Gross payout, μ.
         payout: u64,
     },
@@ -297,6 +300,8 @@ pub(super) struct ChannelEntry {
     pub(super) channel: Channel,
     pub(super) peer: Identity,
     pub(super) peer_id: NodeId,
+    /// The peer's VRF key, once a certificate signed by its identity was checked (learnt
+    /// from its first ticket; the key never changes for an identity).
     pub(super) verifier: Option<VrfVerifier>,
     pub(super) redeemed: RedeemedTickets,
     pub(super) owed: u64,
@@ -381,6 +386,8 @@ pub(crate) struct LedgerCore {
     pub(super) identity: Identity,
     pub(super) key: SigningKey,
     pub(super) prover: VrfProver,
+    /// This node's VRF public key signed by its identity, sent with every ticket.
+    pub(super) vrf_certificate: VrfKeyCertificate,
     /// Channel nonces.
     pub(super) rng: StdRng,
     pub(super) store: Store,
@@ -458,12 +465,15 @@ impl LedgerCore {
         rng: StdRng,
     ) -> Result<Self, LedgerError> {
         let key = signing_key(identity);
-        let prover = VrfProver::new(&key).map_err(|e| LedgerError::Ticket(e.to_string()))?;
+        let prover =
+            VrfProver::for_identity(&key).map_err(|e| LedgerError::Ticket(e.to_string()))?;
+        let vrf_certificate = VrfKeyCertificate::issue(&key, &prover);
         let mut core = LedgerCore {
             me: NodeId(identity.hash().0),
             identity: identity.public().clone(),
             key,
             prover,
+            vrf_certificate,
             rng,
             ledger: Ledger::new(Snapshot::genesis(config.genesis.clone())),
             store,
@@ -594,7 +604,7 @@ impl LedgerCore {
             })
             .map(|r| r.body.seq);
         Ok(ChannelEntry {
-            verifier: VrfVerifier::new(peer.signing_key()).ok(),
+            verifier: None,
             peer_id: node_id(&peer),
             peer,
             channel,
@@ -1041,14 +1051,16 @@ impl LedgerCore {
         }
     }
 
-    /// Checks a relay ticket against `relay_key`; when this node has the ticket's channel,
-    /// also against the probability the channel committed for its period.
+    /// Checks a relay ticket against the VRF key `certificate` names, after checking that
+    /// `relay_key` signed it; when this node has the ticket's channel, also against the
+    /// probability the channel committed for its period.
     pub(crate) fn verify_ticket(
         &self,
         ticket: &RelayTicket,
+        certificate: &VrfKeyCertificate,
         relay_key: &ed25519_dalek::VerifyingKey,
     ) -> TicketVerdict {
-        let verifier = match VrfVerifier::new(relay_key) {
+        let verifier = match certificate.verify(relay_key) {
             Ok(v) => v,
             Err(e) => return TicketVerdict::invalid(e),
         };

@@ -42,7 +42,11 @@ impl LedgerCore {
             LedgerMessage::Channel { sender, message } => {
                 self.on_channel_message(sender, message, now)
             }
-            LedgerMessage::Ticket { relay, ticket } => self.on_ticket(relay, ticket),
+            LedgerMessage::Ticket {
+                relay,
+                certificate,
+                ticket,
+            } => self.on_ticket(relay, certificate, ticket),
             LedgerMessage::Settlements(records) => self.on_settlements(records),
             LedgerMessage::Digest(digest) => self.on_digest(digest, now),
             LedgerMessage::OpenRefused(refusal) => self.on_open_refused(refusal),
@@ -163,7 +167,7 @@ impl LedgerCore {
         self.channels.insert(
             id,
             super::core::ChannelEntry {
-                verifier: mehr_ledger::lottery::VrfVerifier::new(peer.signing_key()).ok(),
+                verifier: None,
                 peer_id,
                 peer,
                 channel,

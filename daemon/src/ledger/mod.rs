@@ -3,7 +3,8 @@
 //! agreements), the relay lottery, and the CRDT settlement ledger.
 //!
 //! The rules are the `mehr-ledger` crate's; this part persists, transports and exposes them.
-//! One task (the actor) owns a [`core::LedgerCore`]: it feeds it control messages (types
+//! One actor, on a thread of its own (its VRF proofs and synced writes block), owns a
+//! [`core::LedgerCore`]: it feeds it control messages (types
 //! 0x10–0x1F), reports of forwarded packets from the transport, operator requests and timer
 //! ticks, in batches; after each batch the core commits every change in one synced RocksDB
 //! write, and only then are the resulting messages sent. So the latest co-signed state is
@@ -33,7 +34,7 @@ use std::{
 use mehr_ledger::{
     ChannelId, NodeId,
     ledger::{SettlementKind, SettlementRecord},
-    lottery::RelayTicket,
+    lottery::{RelayTicket, VrfKeyCertificate},
 };
 use mehr_transport::{
     identity::{Identity, PrivateIdentity},
@@ -164,6 +165,7 @@ enum Command {
     Summary(oneshot::Sender<LedgerSummary>),
     VerifyTicket {
         ticket: RelayTicket,
+        certificate: VrfKeyCertificate,
         relay_key: ed25519_dalek::VerifyingKey,
         reply: oneshot::Sender<TicketVerdict>,
     },
@@ -321,10 +323,11 @@ impl LedgerHandle {
         self.ask(Command::Summary).await
     }
 
-    /// Checks a relay ticket.
+    /// Checks a relay ticket under the relay's VRF key certificate.
     pub(crate) async fn verify_ticket(
         &self,
         ticket: RelayTicket,
+        certificate: VrfKeyCertificate,
         relay: RelayKey,
     ) -> Result<TicketVerdict, LedgerError> {
         let relay_key = match relay {
@@ -333,6 +336,7 @@ impl LedgerHandle {
         };
         self.ask(|reply| Command::VerifyTicket {
             ticket,
+            certificate,
             relay_key,
             reply,
         })
@@ -432,7 +436,35 @@ pub async fn start(start: LedgerStart) -> Result<(LedgerHandle, JoinHandle<()>),
         events,
         waiters: Waiters::default(),
     };
-    let task = tokio::spawn(actor.run(commands_rx, merged_rx, reports, relay_cover, stop));
+    // The actor draws one VRF proof per relayed packet and ends each batch with a synced
+    // RocksDB write: both block for a while, so it runs on a thread of its own (with a
+    // single-threaded runtime for its timers and channels) instead of a worker of the node's
+    // runtime, where it would stall the transport and API tasks sharing that worker. The
+    // batch-then-commit order is unchanged: messages still leave only after the sync.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot build the ledger's runtime");
+            LedgerError::Stopped
+        })?;
+    let (finished_tx, finished_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("mehr-ledger".into())
+        .spawn(move || {
+            runtime.block_on(actor.run(commands_rx, merged_rx, reports, relay_cover, stop));
+            // Dropped without a send on a panic: the waiting task finishes either way.
+            let _ = finished_tx.send(());
+        })
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot start the ledger's thread");
+            LedgerError::Stopped
+        })?;
+    // A handle on the node's runtime that finishes when the thread does, for health checks
+    // and the shutdown's wait.
+    let task = tokio::spawn(async move {
+        let _ = finished_rx.await;
+    });
     Ok((
         LedgerHandle {
             commands: commands_tx,
@@ -673,10 +705,11 @@ impl Actor {
             }
             Command::VerifyTicket {
                 ticket,
+                certificate,
                 relay_key,
                 reply,
             } => {
-                let _ = reply.send(core.verify_ticket(&ticket, &relay_key));
+                let _ = reply.send(core.verify_ticket(&ticket, &certificate, &relay_key));
             }
         }
     }
@@ -809,12 +842,16 @@ impl Actor {
                 channel,
                 relay,
                 ticket,
+                certificate,
                 payout,
             } => {
+                // The certified form, so anyone can check it with the relay's identity.
+                let mut bytes = ticket.encode().to_vec();
+                bytes.extend_from_slice(&certificate.encode());
                 self.events.publish(EventKind::TicketRedeemed {
                     channel: channel.0,
                     relay: relay.0,
-                    ticket: ticket.encode().to_vec(),
+                    ticket: bytes,
                     payout,
                 });
             }

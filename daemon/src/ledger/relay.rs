@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use mehr_ledger::{
     NodeId,
     channel::{ChannelMessage, ChannelPhase},
-    lottery::{RelayTicket, WinProbability},
+    lottery::{RelayTicket, VrfKeyCertificate, WinProbability},
 };
 use mehr_transport::identity::Identity;
 
@@ -146,7 +146,15 @@ impl LedgerCore {
                 self.traffic.tickets_won += 1;
                 let relay = self.identity.clone();
                 self.mark_dirty(id);
-                self.send(upstream, LedgerMessage::Ticket { relay, ticket });
+                let certificate = self.vrf_certificate;
+                self.send(
+                    upstream,
+                    LedgerMessage::Ticket {
+                        relay,
+                        certificate,
+                        ticket,
+                    },
+                );
                 self.notices.push(Notice::TicketWon {
                     channel: id,
                     payer: upstream,
@@ -191,7 +199,12 @@ impl LedgerCore {
 
     /// A relay's winning ticket for a packet this node handed it: checked, then paid through
     /// the channel (the redemption is stored before the payment is proposed).
-    pub(super) fn on_ticket(&mut self, relay: Identity, ticket: RelayTicket) {
+    pub(super) fn on_ticket(
+        &mut self,
+        relay: Identity,
+        certificate: VrfKeyCertificate,
+        ticket: RelayTicket,
+    ) {
         let relay_id = node_id(&relay);
         let id = ticket.channel_id;
         let Some(entry) = self.channels.get(&id) else {
@@ -237,6 +250,22 @@ impl LedgerCore {
         let Some(entry) = self.channels.get_mut(&id) else {
             return;
         };
+        // The certificate is checked once per peer: the VRF key of an identity never changes,
+        // so a later ticket naming the same key needs no signature check.
+        let known = entry
+            .verifier
+            .as_ref()
+            .is_some_and(|v| v.public_key() == certificate.vrf_public);
+        if !known {
+            match certificate.verify(entry.peer.signing_key()) {
+                Ok(verifier) => entry.verifier = Some(verifier),
+                Err(e) => {
+                    tracing::debug!(channel = %id, error = %e, "ticket with a VRF key its relay did not certify");
+                    self.rejects.forged += 1;
+                    return;
+                }
+            }
+        }
         let Some(verifier) = entry.verifier.as_ref() else {
             self.rejects.forged += 1;
             return;
@@ -260,6 +289,7 @@ impl LedgerCore {
                     channel: id,
                     relay: relay_id,
                     ticket,
+                    certificate,
                     payout,
                 });
                 self.advance(id);

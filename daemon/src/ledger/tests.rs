@@ -577,9 +577,9 @@ fn relays_win_tickets_that_payers_check_and_pay_and_trusted_neighbours_pay_nothi
     );
 
     // A ticket for a packet the payer never sent is refused.
-    let prover =
-        mehr_ledger::lottery::VrfProver::new(&super::core::signing_key(&net.nodes[1].identity))
-            .unwrap();
+    let relay_key = super::core::signing_key(&net.nodes[1].identity);
+    let prover = mehr_ledger::lottery::VrfProver::for_identity(&relay_key).unwrap();
+    let certificate = mehr_ledger::lottery::VrfKeyCertificate::issue(&relay_key, &prover);
     let ticket = (1000u32..)
         .find_map(|i| {
             RelayTicket::draw(
@@ -596,6 +596,7 @@ fn relays_win_tickets_that_payers_check_and_pay_and_trusted_neighbours_pay_nothi
     let before = net.nodes[0].core().summary().rejects.refused;
     let message = LedgerMessage::Ticket {
         relay: net.nodes[1].identity.public().clone(),
+        certificate,
         ticket,
     };
     let (kind, body) = message.encode();
@@ -617,6 +618,76 @@ fn relays_win_tickets_that_payers_check_and_pay_and_trusted_neighbours_pay_nothi
     assert_eq!(traffic.relayed_free, 100);
     assert_eq!(traffic.tickets_won, won);
     assert_eq!(net.view(1, id).seq, seq, "no channel update");
+}
+
+/// The relay's VRF key is derived apart from its identity key and learnt from a certificate
+/// its identity signed: a ticket proven with the identity key itself, or under a VRF key
+/// another identity certified, is forged; the certified one is paid.
+#[test]
+fn tickets_verify_only_under_the_vrf_key_the_relay_certified() {
+    use mehr_ledger::lottery::{VrfKeyCertificate, VrfProver, WinProbability};
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let id = net.open(1, 0, DEPOSIT, DEPOSIT);
+    let relay = net.nodes[1].id();
+    let relay_key = super::core::signing_key(&net.nodes[1].identity);
+    let honest = VrfProver::for_identity(&relay_key).unwrap();
+    let identity_as_vrf = VrfProver::from_seed(relay_key.as_bytes()).unwrap();
+    let stranger_key = ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]);
+    let stranger = VrfProver::for_identity(&stranger_key).unwrap();
+    let forgeries = [
+        // The identity key used as the VRF key, certified as if it were one.
+        (
+            &identity_as_vrf,
+            VrfKeyCertificate::issue(&stranger_key, &identity_as_vrf),
+        ),
+        // Another identity's VRF key under that identity's certificate.
+        (
+            &stranger,
+            VrfKeyCertificate::issue(&stranger_key, &stranger),
+        ),
+    ];
+    let win = |prover: &VrfProver, from: u32| {
+        (from..)
+            .find_map(|i| {
+                let hash = *blake3::hash(&i.to_le_bytes()).as_bytes();
+                RelayTicket::draw(prover, id, 0, WinProbability::MAX, hash, 400).unwrap()
+            })
+            .unwrap()
+    };
+    for (n, (prover, certificate)) in forgeries.into_iter().enumerate() {
+        let ticket = win(prover, 10_000 * (n as u32 + 1));
+        let now = net.now;
+        net.nodes[0]
+            .core()
+            .handle_forwarded(handed_over(ticket.packet_hash, relay, false), now);
+        let before = net.nodes[0].core().summary().rejects.forged;
+        let (kind, body) = LedgerMessage::Ticket {
+            relay: net.nodes[1].identity.public().clone(),
+            certificate,
+            ticket,
+        }
+        .encode();
+        inject(&mut net, 0, kind, &body);
+        assert_eq!(
+            net.nodes[0].core().summary().rejects.forged,
+            before + 1,
+            "forgery {n} accepted"
+        );
+    }
+    let ticket = win(&honest, 50_000);
+    let now = net.now;
+    net.nodes[0]
+        .core()
+        .handle_forwarded(handed_over(ticket.packet_hash, relay, false), now);
+    let (kind, body) = LedgerMessage::Ticket {
+        relay: net.nodes[1].identity.public().clone(),
+        certificate: VrfKeyCertificate::issue(&relay_key, &honest),
+        ticket,
+    }
+    .encode();
+    inject(&mut net, 0, kind, &body);
+    assert_eq!(net.nodes[0].core().summary().traffic.tickets_paid, 1);
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! | type | body |
 //! |---|---|
 //! | 0x10 channel | sender identity[64] ‖ `ChannelMessage` (crate encoding, type byte first) |
-//! | 0x11 ticket | relay identity[64] ‖ `RelayTicket`[148] |
+//! | 0x11 ticket | relay identity[64] ‖ `VrfKeyCertificate`[96] ‖ `RelayTicket`[148] |
 //! | 0x12 settlements | count u16 ‖ count × (`SettlementRecord`[233] ‖ identity A[64] ‖ identity B[64]) |
 //! | 0x13 digest | sender node id[16] ‖ snapshot root[32] ‖ records digest[32] ‖ record count u64 |
 //! | 0x14 open refused | sender identity[64] ‖ channel id[16] ‖ reason u8 ‖ sig[64] |
@@ -20,7 +20,7 @@ use mehr_ledger::{
     ChannelId, NodeId,
     channel::ChannelMessage,
     ledger::{SETTLEMENT_RECORD_LEN, SettlementRecord},
-    lottery::{RELAY_TICKET_LEN, RelayTicket},
+    lottery::{RELAY_TICKET_LEN, RelayTicket, VRF_CERTIFICATE_LEN, VrfKeyCertificate},
 };
 use mehr_transport::identity::{Identity, PUBLIC_KEY_LEN};
 
@@ -214,6 +214,8 @@ pub(crate) enum LedgerMessage {
     Ticket {
         /// The relay.
         relay: Identity,
+        /// The relay's VRF public key, signed by its identity.
+        certificate: VrfKeyCertificate,
         /// The ticket.
         ticket: RelayTicket,
     },
@@ -269,11 +271,24 @@ impl LedgerMessage {
                 })
             }
             kinds::TICKET => {
-                exact("ticket", body, PUBLIC_KEY_LEN + RELAY_TICKET_LEN)?;
-                let (relay, rest) = split_identity("ticket", body, RELAY_TICKET_LEN)?;
+                exact(
+                    "ticket",
+                    body,
+                    PUBLIC_KEY_LEN + VRF_CERTIFICATE_LEN + RELAY_TICKET_LEN,
+                )?;
+                let (relay, rest) =
+                    split_identity("ticket", body, VRF_CERTIFICATE_LEN + RELAY_TICKET_LEN)?;
+                let (certificate, ticket) = rest.split_at(VRF_CERTIFICATE_LEN);
                 Ok(LedgerMessage::Ticket {
                     relay,
-                    ticket: RelayTicket::decode(rest)?,
+                    certificate: VrfKeyCertificate::decode(certificate).ok_or(
+                        WireError::Length {
+                            what: "VRF key certificate",
+                            expected: VRF_CERTIFICATE_LEN,
+                            actual: certificate.len(),
+                        },
+                    )?,
+                    ticket: RelayTicket::decode(ticket)?,
                 })
             }
             kinds::SETTLEMENTS => {
@@ -348,8 +363,13 @@ impl LedgerMessage {
                 body.extend_from_slice(&message.encode());
                 (kinds::CHANNEL, body)
             }
-            LedgerMessage::Ticket { relay, ticket } => {
+            LedgerMessage::Ticket {
+                relay,
+                certificate,
+                ticket,
+            } => {
                 let mut body = relay.public_key().to_vec();
+                body.extend_from_slice(&certificate.encode());
                 body.extend_from_slice(&ticket.encode());
                 (kinds::TICKET, body)
             }

@@ -111,6 +111,7 @@ impl Node {
             Duration::from_secs(config.api.request_timeout_secs),
             config.api.max_concurrent_requests,
         );
+        control.set_max_streams(config.api.max_concurrent_streams);
 
         let listeners = Listeners::bind(
             &config.api,
@@ -150,7 +151,8 @@ impl Node {
         let (storage_terms, storage_offer) =
             tokio::sync::watch::channel(OfferSettings::from_config(&config).storage_terms());
         // Drops by the parts, by reason, for GetStats.
-        let part_drops = crate::seams::drops::PartDrops::default();
+        // One registry for the parts' drops and the API's refused streams.
+        let part_drops = control.drops();
         let (ledger, ledger_task) = crate::ledger::start(crate::ledger::LedgerStart {
             store: store.clone(),
             identity: identity.keys().clone(),

@@ -8,7 +8,7 @@ use ed25519_dalek::SigningKey;
 use mehr_ledger::channel::{ChannelBody, ChannelKeys, ChannelMessage, ChannelState};
 use mehr_ledger::ledger::epoch::{EpochAck, EpochSummary};
 use mehr_ledger::ledger::{AccountProof, BalanceProof, SettlementRecord, Snapshot};
-use mehr_ledger::lottery::{RelayTicket, VrfVerifier};
+use mehr_ledger::lottery::{RelayTicket, VrfProver, VrfVerifier};
 use mehr_ledger::{NodeId, Party};
 
 /// Channel messages (type byte, fixed layout), and the channel body and state inside them:
@@ -211,7 +211,12 @@ fn keys() -> &'static Keys {
                 a: a.verifying_key(),
                 b: b.verifying_key(),
             },
-            vrf: VrfVerifier::new(&a.verifying_key()).expect("a valid key"),
+            vrf: VrfVerifier::new(
+                &VrfProver::for_identity(&a)
+                    .expect("a valid key")
+                    .public_key(),
+            )
+            .expect("a valid key"),
             signer: a,
         }
     })

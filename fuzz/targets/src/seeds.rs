@@ -372,7 +372,7 @@ fn ledger_records() -> Vec<Vec<u8>> {
         sig_a: sign_settlement(&body, kind, &key_a),
         sig_b: sign_settlement(&body, kind, &key_b),
     };
-    let prover = VrfProver::new(&key_a).expect("a valid key");
+    let prover = VrfProver::for_identity(&key_a).expect("a valid key");
     let ticket = (0u8..=255)
         .find_map(|i| {
             RelayTicket::draw(

@@ -14,8 +14,8 @@ use mehr_ledger::{ChannelId, NodeId, Party};
 
 fn vrf(c: &mut Criterion) {
     let key = SigningKey::from_bytes(&[7; 32]);
-    let prover = VrfProver::new(&key).expect("prover");
-    let verifier = VrfVerifier::new(&key.verifying_key()).expect("verifier");
+    let prover = VrfProver::for_identity(&key).expect("prover");
+    let verifier = VrfVerifier::new(&prover.public_key()).expect("verifier");
     let alpha = lottery_input(&ChannelId([3; 16]), 9, WinProbability::MAX, &[5; 32]);
     let (proof, _) = prover.prove(&alpha).expect("prove");
     let mut group = c.benchmark_group("vrf");

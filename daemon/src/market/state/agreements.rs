@@ -30,10 +30,23 @@ impl State {
         rx
     }
 
+    /// Writes agreement `hash` durably before returning (callers acknowledge afterwards).
+    ///
+    /// The synced write runs under the market's lock, which keeps writes of one agreement in
+    /// order; on the node's multi-threaded runtime it runs inside `block_in_place`, so the
+    /// other tasks queued on this worker move to another one while the disk syncs.
     pub(super) fn commit(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
-        match self.agreements.get(hash) {
-            Some(entry) => self.deps.store.put(AGREEMENTS, hash, &entry.record()),
-            None => Ok(()),
+        let Some(entry) = self.agreements.get(hash) else {
+            return Ok(());
+        };
+        let record = entry.record();
+        let write = || self.deps.store.put(AGREEMENTS, hash, &record);
+        let multi_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_threaded {
+            tokio::task::block_in_place(write)
+        } else {
+            write()
         }
     }
 

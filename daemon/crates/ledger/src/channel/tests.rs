@@ -334,8 +334,8 @@ fn lottery_terms_and_ticket_redemption() {
         Err(ChannelError::InvalidLotteryTerms(_))
     ));
 
-    let prover = VrfProver::new(&p.kb).unwrap();
-    let verifier = VrfVerifier::new(&p.kb.verifying_key()).unwrap();
+    let prover = VrfProver::for_identity(&p.kb).unwrap();
+    let verifier = VrfVerifier::new(&prover.public_key()).unwrap();
     let ticket = (0u32..)
         .find_map(|i| {
             let hash = *blake3::hash(&i.to_le_bytes()).as_bytes();

@@ -1,6 +1,7 @@
 //! Stochastic relay rewards (§4, decision 4, §8 items 16–18).
 //!
-//! A relay evaluates ECVRF-EDWARDS25519-SHA512-TAI (RFC 9381) with its Ed25519 identity key on
+//! A relay evaluates ECVRF-EDWARDS25519-SHA512-TAI (RFC 9381) with a VRF key derived from (and
+//! certified by, [`VrfKeyCertificate`]) its Ed25519 identity key on
 //! `tag ‖ channel id ‖ period ‖ committed probability ‖ packet hash`. It wins when the first 8
 //! bytes of the VRF output, read as a little-endian `u64`, fall below `p · 2^64`; a win pays
 //! `cost / p` through the channel, so the expected payment per packet is exactly its cost
@@ -9,15 +10,20 @@
 //! `p` is committed per period in the co-signed channel state before any packet of the period
 //! is seen, and it is bound into the VRF input, so the relay cannot grind it (§8 item 17).
 
+mod certificate;
 mod probability;
 mod rate;
 mod ticket;
 mod vrf;
 
+pub use certificate::{VRF_CERTIFICATE_DOMAIN, VRF_CERTIFICATE_LEN, VrfKeyCertificate};
 pub use probability::WinProbability;
 pub use rate::PacketRateEstimator;
 pub use ticket::{LOTTERY_DOMAIN, RELAY_TICKET_LEN, RedeemedTickets, RelayTicket, lottery_input};
-pub use vrf::{VRF_OUTPUT_LEN, VRF_PROOF_LEN, VrfOutput, VrfProver, VrfVerifier};
+pub use vrf::{
+    VRF_KEY_LABEL, VRF_OUTPUT_LEN, VRF_PROOF_LEN, VRF_PUBLIC_KEY_LEN, VrfOutput, VrfProver,
+    VrfVerifier,
+};
 
 use thiserror::Error;
 
@@ -37,6 +43,9 @@ pub enum LotteryError {
     /// The relay's public key is not a valid VRF key (not a point, or of small order).
     #[error("relay public key is not a valid ECVRF-EDWARDS25519 key")]
     InvalidRelayKey,
+    /// The relay's VRF key certificate is not signed by the relay's identity key.
+    #[error("the VRF key certificate is not signed by the relay's identity key")]
+    CertificateRejected,
     /// The 80-byte proof does not decode canonically (bad point, or a scalar not reduced).
     #[error("VRF proof is malformed or not canonically encoded")]
     MalformedProof,

@@ -215,11 +215,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn keys() -> (VrfProver, VrfVerifier) {
-        let sk = SigningKey::from_bytes(&[42; 32]);
-        (
-            VrfProver::new(&sk).unwrap(),
-            VrfVerifier::new(&sk.verifying_key()).unwrap(),
-        )
+        let prover = VrfProver::for_identity(&SigningKey::from_bytes(&[42; 32])).unwrap();
+        let verifier = VrfVerifier::new(&prover.public_key()).unwrap();
+        (prover, verifier)
     }
 
     fn first_win(prover: &VrfProver, p: WinProbability) -> RelayTicket {

@@ -1,10 +1,16 @@
-//! ECVRF-EDWARDS25519-SHA512-TAI (RFC 9381) over the node's Ed25519 identity key, via the
-//! `vrf-rfc9381` crate.
+//! ECVRF-EDWARDS25519-SHA512-TAI (RFC 9381) via the `vrf-rfc9381` crate, over a key of its
+//! own.
 //!
-//! The VRF secret scalar and public key are derived from the Ed25519 seed exactly as
-//! RFC 8032 derives them, so a node's VRF public key is its Ed25519 verifying key.
+//! A node's VRF key is not its Ed25519 signing key: reusing one secret scalar in two
+//! protocols (EdDSA signatures and VRF proofs) ties the security of each to the other. The
+//! VRF seed is derived from the identity's Ed25519 seed with HKDF-SHA256 under the label
+//! [`VRF_KEY_LABEL`]; the VRF secret scalar and public key come from that seed exactly as
+//! RFC 8032 derives them. A verifier learns the VRF public key from a
+//! [`super::VrfKeyCertificate`] the identity key signed.
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
+use hkdf::Hkdf;
+use sha2::Sha256;
 use vrf_rfc9381::ec::edwards25519::EdVrfProof;
 use vrf_rfc9381::ec::edwards25519::tai::{
     EdVrfEdwards25519TaiPublicKey, EdVrfEdwards25519TaiSecretKey,
@@ -19,6 +25,21 @@ pub const VRF_PROOF_LEN: usize = 80;
 
 /// Length of the VRF output `beta` (SHA-512).
 pub const VRF_OUTPUT_LEN: usize = 64;
+
+/// HKDF `info` label of the VRF seed: changing it changes every node's VRF key.
+pub const VRF_KEY_LABEL: &[u8] = b"mehr/relay-lottery-vrf-key/v1";
+
+/// Length of a VRF public key (a compressed Edwards point).
+pub const VRF_PUBLIC_KEY_LEN: usize = 32;
+
+/// The VRF seed of the identity whose Ed25519 seed is `identity`:
+/// `HKDF-SHA256(salt = none, ikm = Ed25519 seed, info = VRF_KEY_LABEL)`, 32 bytes.
+fn vrf_seed(identity: &SigningKey) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    // Expanding 32 bytes from SHA-256 HKDF never exceeds its 255 × 32-byte limit.
+    let _ = Hkdf::<Sha256>::new(None, identity.as_bytes()).expand(VRF_KEY_LABEL, &mut seed);
+    seed
+}
 
 /// A VRF output `beta`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,17 +65,32 @@ fn output_of(proof: &EdVrfProof) -> Result<VrfOutput, LotteryError> {
     Ok(VrfOutput(bytes))
 }
 
-/// A relay's VRF proving key, derived once from its Ed25519 signing key.
+/// A relay's VRF proving key.
 pub struct VrfProver {
     secret: EdVrfEdwards25519TaiSecretKey,
+    public: [u8; VRF_PUBLIC_KEY_LEN],
 }
 
 impl VrfProver {
-    /// Derives the VRF key from the Ed25519 seed.
-    pub fn new(key: &SigningKey) -> Result<Self, LotteryError> {
-        let secret = EdVrfEdwards25519TaiSecretKey::from_slice(&key.to_bytes())
+    /// The VRF key of the identity whose Ed25519 signing key is `identity`, derived from its
+    /// seed with HKDF (never the signing key itself).
+    pub fn for_identity(identity: &SigningKey) -> Result<Self, LotteryError> {
+        Self::from_seed(&vrf_seed(identity))
+    }
+
+    /// The VRF key whose RFC 9381 secret key (an RFC 8032 seed) is `seed`.
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self, LotteryError> {
+        let secret = EdVrfEdwards25519TaiSecretKey::from_slice(seed)
             .map_err(|_| LotteryError::InvalidRelayKey)?;
-        Ok(Self { secret })
+        // RFC 9381 §5.1 derives the secret scalar and public key from the seed as RFC 8032
+        // does for Ed25519, so the Ed25519 public key of the seed is the VRF public key.
+        let public = SigningKey::from_bytes(seed).verifying_key().to_bytes();
+        Ok(Self { secret, public })
+    }
+
+    /// The VRF public key verifiers check proofs against.
+    pub fn public_key(&self) -> [u8; VRF_PUBLIC_KEY_LEN] {
+        self.public
     }
 
     /// Proves `alpha`; returns the 80-byte proof and the output.
@@ -73,18 +109,27 @@ impl VrfProver {
     }
 }
 
-/// A relay's VRF verifying key (its Ed25519 public key), decoded and checked once.
+/// A relay's VRF public key, decoded and checked once.
 pub struct VrfVerifier {
     public: EdVrfEdwards25519TaiPublicKey,
+    bytes: [u8; VRF_PUBLIC_KEY_LEN],
 }
 
 impl VrfVerifier {
-    /// Decodes the relay's key; fails for non-points and small-order points
+    /// Decodes the relay's VRF public key; fails for non-points and small-order points
     /// (RFC 9381 `ECVRF_validate_key`).
-    pub fn new(key: &VerifyingKey) -> Result<Self, LotteryError> {
-        let public = EdVrfEdwards25519TaiPublicKey::from_slice(key.as_bytes())
+    pub fn new(key: &[u8; VRF_PUBLIC_KEY_LEN]) -> Result<Self, LotteryError> {
+        let public = EdVrfEdwards25519TaiPublicKey::from_slice(key)
             .map_err(|_| LotteryError::InvalidRelayKey)?;
-        Ok(Self { public })
+        Ok(Self {
+            public,
+            bytes: *key,
+        })
+    }
+
+    /// The encoded public key.
+    pub fn public_key(&self) -> [u8; VRF_PUBLIC_KEY_LEN] {
+        self.bytes
     }
 
     /// Verifies `pi` for `alpha` and returns the output.
@@ -155,10 +200,13 @@ mod tests {
             let signing = SigningKey::from_bytes(&unhex::<32>(sk));
             assert_eq!(signing.verifying_key().to_bytes(), unhex::<32>(pk));
             let alpha = hex::decode(alpha).unwrap();
-            let (proof, output) = VrfProver::new(&signing).unwrap().prove(&alpha).unwrap();
+            let (proof, output) = VrfProver::from_seed(&unhex::<32>(sk))
+                .unwrap()
+                .prove(&alpha)
+                .unwrap();
             assert_eq!(proof, unhex::<80>(pi));
             assert_eq!(output.0, unhex::<64>(beta));
-            let verifier = VrfVerifier::new(&signing.verifying_key()).unwrap();
+            let verifier = VrfVerifier::new(&signing.verifying_key().to_bytes()).unwrap();
             assert_eq!(verifier.verify(&alpha, &proof).unwrap(), output);
         }
     }
@@ -167,7 +215,7 @@ mod tests {
     fn tampered_proofs_and_wrong_inputs_are_rejected() {
         let (sk, _, alpha, pi, _) = RFC9381_TAI[1];
         let signing = SigningKey::from_bytes(&unhex::<32>(sk));
-        let verifier = VrfVerifier::new(&signing.verifying_key()).unwrap();
+        let verifier = VrfVerifier::new(&signing.verifying_key().to_bytes()).unwrap();
         let alpha = hex::decode(alpha).unwrap();
         let pi = unhex::<80>(pi);
         assert!(verifier.verify(b"other input", &pi).is_err());
@@ -179,7 +227,8 @@ mod tests {
                 "flip at byte {i} accepted"
             );
         }
-        let other = VrfVerifier::new(&SigningKey::from_bytes(&[9; 32]).verifying_key()).unwrap();
+        let other =
+            VrfVerifier::new(&SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes()).unwrap();
         assert_eq!(other.verify(&alpha, &pi), Err(LotteryError::ProofRejected));
     }
 
@@ -192,7 +241,7 @@ mod tests {
         ];
         let (sk, _, alpha, pi, _) = RFC9381_TAI[0];
         let signing = SigningKey::from_bytes(&unhex::<32>(sk));
-        let verifier = VrfVerifier::new(&signing.verifying_key()).unwrap();
+        let verifier = VrfVerifier::new(&signing.verifying_key().to_bytes()).unwrap();
         let pi = unhex::<80>(pi);
         let mut bumped = pi;
         let mut carry = 0u16;
