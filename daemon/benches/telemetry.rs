@@ -5,8 +5,8 @@
 //! (`sample_ratio = 0.1`: one call in ten without a caller's `traceparent` is recorded); the
 //! relay runs with every span sampled.
 //!
-//! - `GetInfo` calls/s through the Unix socket, one caller, the two nodes taking turns in rounds
-//!   (off, on, off, on, …) so that load from elsewhere on the machine falls on both alike;
+//! - `GetInfo` calls/s through the Unix socket, one caller, the nodes taking turns in rounds, each
+//!   round starting with the next node, so that load from elsewhere on the machine falls on both alike;
 //! - relay packets/s: the relay benchmark's generator → relay → sink chain
 //!   (`support/relay_traffic.rs`), best sustained rate and an unpaced flood, a fresh relay
 //!   each time, off, on, off, on; the best of each side.
@@ -214,9 +214,12 @@ fn get_info(temp: &Path, receiver: &Receiver, calls: usize) -> ([f64; 4], [f64; 
         }
         let mut took = [Duration::ZERO; 4];
         let cpu_before = pids.map(cpu_ticks);
-        for _ in 0..ROUNDS {
-            for (client, took) in clients.iter().zip(&mut took) {
-                *took += get_info_round(client, calls).await;
+        // Each round starts with another node, so that no node always runs just after the
+        // same other one.
+        for round in 0..ROUNDS {
+            for turn in 0..clients.len() {
+                let node = (round + turn) % clients.len();
+                took[node] += get_info_round(&clients[node], calls).await;
             }
         }
         // Let the last batch of spans go out, so that its export is counted too.
