@@ -1,9 +1,12 @@
 //! The cost of telemetry: the same work on a node with metrics and tracing off and on a node
 //! with both on (`[metrics] listen` scraped every second as Prometheus would, `[telemetry]
-//! otlp_endpoint` exporting every API call's span to a real OTLP receiver), in one run.
+//! otlp_endpoint` exporting API calls' spans to a real OTLP receiver), in one run. Traces are
+//! measured twice: every call sampled (`sample_ratio = 1.0`) and at the default sampling
+//! (`sample_ratio = 0.1`: one call in ten without a caller's `traceparent` is recorded); the
+//! relay runs with every span sampled.
 //!
-//! - `GetInfo` calls/s through the Unix socket, one caller, the two nodes taking turns in rounds
-//!   (off, on, off, on, …) so that load from elsewhere on the machine falls on both alike;
+//! - `GetInfo` calls/s through the Unix socket, one caller, the nodes taking turns in rounds, each
+//!   round starting with the next node, so that load from elsewhere on the machine falls on both alike;
 //! - relay packets/s: the relay benchmark's generator → relay → sink chain
 //!   (`support/relay_traffic.rs`), best sustained rate and an unpaced flood, a fresh relay
 //!   each time, off, on, off, on; the best of each side.
@@ -79,10 +82,23 @@ impl Receiver {
     }
 }
 
+/// How a traced node samples the traces it starts.
+#[derive(Clone, Copy)]
+enum Sampling {
+    /// `telemetry.sample_ratio = 1.0`: every call's span is exported.
+    Every,
+    /// The default `telemetry.sample_ratio` (0.1).
+    Default,
+}
+
 /// The config of a node with telemetry on: a metrics port and the receiver's endpoint.
-fn telemetry_config(metrics_port: u16, receiver: &Receiver) -> String {
+fn telemetry_config(metrics_port: u16, receiver: &Receiver, sampling: Sampling) -> String {
+    let ratio = match sampling {
+        Sampling::Every => "sample_ratio = 1.0\n",
+        Sampling::Default => "",
+    };
     format!(
-        "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:{}\"\n",
+        "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:{}\"\n{ratio}",
         receiver.port
     )
 }
@@ -110,6 +126,23 @@ fn scraper(port: u16) -> (Arc<AtomicBool>, Arc<AtomicU64>) {
     (stop, scrapes)
 }
 
+/// CPU time (user and system, all threads) that process `pid` has used so far, in clock ticks
+/// (1/100 s on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which is in parentheses and may hold spaces):
+    // utime and stime are the 14th and 15th of the line, the 12th and 13th after it.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
 /// `calls` sequential GetInfo calls; returns the time they took.
 async fn get_info_round(client: &mehr_sdk::Client, calls: usize) -> Duration {
     let started = Instant::now();
@@ -119,9 +152,10 @@ async fn get_info_round(client: &mehr_sdk::Client, calls: usize) -> Duration {
     started.elapsed()
 }
 
-/// GetInfo calls/s of three nodes taking turns: telemetry off, metrics only (scraped), and
-/// metrics and traces on; and the scrapes made.
-fn get_info(temp: &Path, receiver: &Receiver, calls: usize) -> ([f64; 3], u64) {
+/// GetInfo calls/s of four nodes taking turns: telemetry off, metrics only (scraped), metrics
+/// and traces with every call sampled, and metrics and traces at the default sampling; and the
+/// scrapes made.
+fn get_info(temp: &Path, receiver: &Receiver, calls: usize) -> ([f64; 4], [f64; 4], u64) {
     let plain = TestDaemon::start_in(&temp.join("plain"), &[]);
     let metrics_port = free_port();
     let config = temp.join("metrics.toml");
@@ -136,33 +170,63 @@ fn get_info(temp: &Path, receiver: &Receiver, calls: usize) -> ([f64; 3], u64) {
     );
     let traced_port = free_port();
     let config = temp.join("traced.toml");
-    std::fs::write(&config, telemetry_config(traced_port, receiver)).unwrap();
+    std::fs::write(
+        &config,
+        telemetry_config(traced_port, receiver, Sampling::Every),
+    )
+    .unwrap();
     let traced = TestDaemon::start_in(
         &temp.join("traced"),
         &["--config", config.to_str().unwrap()],
     );
-    let scrapers = [scraper(metrics_port), scraper(traced_port)];
+    let sampled_port = free_port();
+    let config = temp.join("sampled.toml");
+    std::fs::write(
+        &config,
+        telemetry_config(sampled_port, receiver, Sampling::Default),
+    )
+    .unwrap();
+    let sampled = TestDaemon::start_in(
+        &temp.join("sampled"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let scrapers = [
+        scraper(metrics_port),
+        scraper(traced_port),
+        scraper(sampled_port),
+    ];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let took = runtime.block_on(async {
+    let pids = [&plain, &metered, &traced, &sampled]
+        .map(|daemon| daemon.child.as_ref().expect("running").id());
+    let (took, cpu_ticks_used) = runtime.block_on(async {
         let clients = [
             plain.client().await.unwrap(),
             metered.client().await.unwrap(),
             traced.client().await.unwrap(),
+            sampled.client().await.unwrap(),
         ];
         // Warm them up.
         for client in &clients {
             get_info_round(client, calls / 5).await;
         }
-        let mut took = [Duration::ZERO; 3];
-        for _ in 0..ROUNDS {
-            for (client, took) in clients.iter().zip(&mut took) {
-                *took += get_info_round(client, calls).await;
+        let mut took = [Duration::ZERO; 4];
+        let cpu_before = pids.map(cpu_ticks);
+        // Each round starts with another node, so that no node always runs just after the
+        // same other one.
+        for round in 0..ROUNDS {
+            for turn in 0..clients.len() {
+                let node = (round + turn) % clients.len();
+                took[node] += get_info_round(&clients[node], calls).await;
             }
         }
-        took
+        // Let the last batch of spans go out, so that its export is counted too.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let cpu_after = pids.map(cpu_ticks);
+        let used: [u64; 4] = std::array::from_fn(|i| cpu_after[i] - cpu_before[i]);
+        (took, used)
     });
     let mut scrapes = 0;
     for (stop, scraped) in scrapers {
@@ -171,8 +235,14 @@ fn get_info(temp: &Path, receiver: &Receiver, calls: usize) -> ([f64; 3], u64) {
     }
     let total = (calls * ROUNDS) as f64;
     // Dropping the daemons stops them (SIGTERM): the traced one flushes its last spans.
-    drop((plain, metered, traced));
-    (took.map(|took| total / took.as_secs_f64()), scrapes)
+    drop((plain, metered, traced, sampled));
+    // CPU ticks are 10 ms: µs per call.
+    let cpu_per_call = cpu_ticks_used.map(|ticks| ticks as f64 * 10_000.0 / total);
+    (
+        took.map(|took| total / took.as_secs_f64()),
+        cpu_per_call,
+        scrapes,
+    )
 }
 
 /// One relay measurement of a fresh mehrd, with `extra` config (and a scraper on
@@ -211,7 +281,7 @@ fn relay(temp: &Path, receiver: &Receiver) -> (Measured, Measured, u64) {
         let metrics_port = free_port();
         let (measured, scraped) = relay_once(
             &temp.join(format!("relay-traced-{round}")),
-            &telemetry_config(metrics_port, receiver),
+            &telemetry_config(metrics_port, receiver, Sampling::Every),
             Some(metrics_port),
         );
         on = Some(better(on, measured));
@@ -229,7 +299,8 @@ fn main() {
     let temp = tempfile::tempdir().unwrap();
     let receiver = Receiver::start();
 
-    let ([info_off, info_metrics, info_on], info_scrapes) = get_info(temp.path(), &receiver, calls);
+    let ([info_off, info_metrics, info_on, info_sampled], cpu, info_scrapes) =
+        get_info(temp.path(), &receiver, calls);
     let relayed = (std::env::var("MEHR_BENCH_SKIP_RELAY").as_deref() != Ok("1"))
         .then(|| relay(temp.path(), &receiver));
     let received = receiver.stop();
@@ -247,9 +318,24 @@ fn main() {
         overhead(info_off, info_metrics)
     );
     println!(
-        "| GetInfo calls/s, same rounds: metrics and traces | {info_off:.0} | {info_on:.0} | {:.3} | {:.1} % |",
+        "| GetInfo calls/s, same rounds: metrics and traces, every call sampled (sample_ratio = 1.0) | {info_off:.0} | {info_on:.0} | {:.3} | {:.1} % |",
         info_on / info_off,
         overhead(info_off, info_on)
+    );
+    println!(
+        "| GetInfo calls/s, same rounds: metrics and traces, default sampling (sample_ratio = 0.1) | {info_off:.0} | {info_sampled:.0} | {:.3} | {:.1} % |",
+        info_sampled / info_off,
+        overhead(info_off, info_sampled)
+    );
+    println!(
+        "| daemon CPU µs per GetInfo call (user + system, all threads, exports included): off / metrics / every call sampled / default sampling | {:.1} | {:.1} / {:.1} / {:.1} | {:.3} / {:.3} / {:.3} | |",
+        cpu[0],
+        cpu[1],
+        cpu[2],
+        cpu[3],
+        cpu[1] / cpu[0],
+        cpu[2] / cpu[0],
+        cpu[3] / cpu[0],
     );
     if let Some((off, on, _)) = &relayed {
         println!(

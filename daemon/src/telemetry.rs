@@ -9,10 +9,16 @@
 //! With no endpoint nothing of OpenTelemetry is installed: the spans that exist only for the
 //! trace (one per API call, one per piece of mesh work) are not even created
 //! ([`exporting`] gates them), so tracing costs nothing when it is off.
+//!
+//! With an endpoint, sampling is decided before a span is made (head sampling): a trace this
+//! node starts is recorded with the probability `telemetry.sample_ratio`, a caller's or peer's
+//! trace as its `sampled` flag says. An unsampled call makes no span at all: an OpenTelemetry
+//! span that is created and then dropped by the SDK's sampler would still cost most of what a
+//! recorded one does (the `tracing` span, its attributes, the OpenTelemetry builder).
 
 use std::{
     io::IsTerminal,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -35,6 +41,10 @@ use crate::config::{LogConfig, LogFormat, TelemetryConfig};
 
 /// Whether spans are exported (set once by [`init`]).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// A trace this node starts is recorded when a random `u64` is below this (`u64::MAX`: every
+/// one); set by [`init`] from `telemetry.sample_ratio`.
+static SAMPLE_BELOW: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// How long an export to the collector may take before it is given up (the batch is dropped,
 /// the node goes on).
@@ -84,13 +94,18 @@ pub fn init(config: &LogConfig, telemetry: &TelemetryConfig) -> Result<Telemetry
             // The trace has its own filter: the log level must not decide which spans an
             // operator's collector sees, and only this crate's spans (API calls, mesh work)
             // are part of the trace, not every library's.
+            // No context activation: parents are found through the `tracing` span tree, and
+            // nothing here reads OpenTelemetry's thread-local current context, so attaching it
+            // on every poll of every instrumented future would be work for nobody.
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("mehrd"))
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
+                .with_context_activation(false)
                 .with_filter(Targets::new().with_target("mehrd", tracing::Level::INFO));
             opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+            SAMPLE_BELOW.store(sample_threshold(telemetry.sample_ratio), Ordering::Relaxed);
             EXPORTING.store(true, Ordering::Relaxed);
             (Some(layer), Some(provider))
         }
@@ -104,8 +119,9 @@ pub fn init(config: &LogConfig, telemetry: &TelemetryConfig) -> Result<Telemetry
     Ok(Telemetry { tracer_provider })
 }
 
-/// The tracer provider: a batch exporter over OTLP/gRPC (on its own thread), every span
-/// sampled unless the caller's `traceparent` says it is not.
+/// The tracer provider: a batch exporter over OTLP/gRPC (on its own thread). The SDK samples
+/// every span it is given: the decision was taken before the span was made
+/// ([`starts_trace`], [`continues`]).
 fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
     let exporter = SpanExporter::builder()
         .with_tonic()
@@ -132,13 +148,63 @@ pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
-/// `make()` when spans are exported, else a disabled span: spans that exist only for the trace
-/// cost nothing without a collector.
+/// `u64` threshold of a sampling ratio (clamped to 0.0..=1.0).
+fn sample_threshold(ratio: f64) -> u64 {
+    if ratio >= 1.0 {
+        u64::MAX
+    } else if ratio > 0.0 {
+        // 2^64 * ratio; below 1.0 it fits (the cast saturates anyway).
+        (ratio * 18_446_744_073_709_551_616.0) as u64
+    } else {
+        0
+    }
+}
+
+/// Whether a trace this node starts itself is recorded (`telemetry.sample_ratio`).
+pub fn starts_trace() -> bool {
+    match SAMPLE_BELOW.load(Ordering::Relaxed) {
+        u64::MAX => true,
+        0 => false,
+        below => rand::random::<u64>() < below,
+    }
+}
+
+/// Whether `span` is recorded in a sampled trace.
+fn is_sampled(span: &tracing::Span) -> bool {
+    !span.is_disabled() && span.context().span().span_context().is_sampled()
+}
+
+/// `make()` when spans are exported and this work is recorded, else a disabled span: spans
+/// that exist only for the trace cost nothing without a collector, or when not sampled. Work
+/// under a recorded span is recorded; work outside one starts a trace, sampled by
+/// `telemetry.sample_ratio`.
 pub fn trace_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    if exporting() {
+    if exporting() && (is_sampled(&tracing::Span::current()) || starts_trace()) {
         make()
     } else {
         tracing::Span::none()
+    }
+}
+
+/// Like [`trace_span`] for work a peer asked for: when the peer's message carries a sampled
+/// trace position the span continues it; otherwise the span starts a trace of its own, sampled
+/// by `telemetry.sample_ratio`.
+pub fn continues(
+    remote: Option<&TraceContext>,
+    make: impl FnOnce() -> tracing::Span,
+) -> tracing::Span {
+    if !exporting() {
+        return tracing::Span::none();
+    }
+    match remote {
+        Some(remote) if remote.flags & 1 == 1 => {
+            let span = make();
+            remote.adopt(&span);
+            span
+        }
+        Some(_) => tracing::Span::none(),
+        None if starts_trace() => make(),
+        None => tracing::Span::none(),
     }
 }
 
@@ -147,15 +213,43 @@ fn wants_colour() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// Continues the caller's trace in `span` when `headers` carry a W3C `traceparent`; does
-/// nothing when no trace is exported (the global propagator is then a no-op).
-pub fn continue_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(headers))
-    });
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+/// How an API call is traced, from its caller's metadata.
+pub enum CallSampling {
+    /// Not recorded: make no span.
+    Skip,
+    /// Recorded, as a trace of its own.
+    Root,
+    /// Recorded, continuing the caller's sampled trace.
+    Caller(Context),
+}
+
+/// Decides how a call with these `headers` is traced: a valid W3C `traceparent` decides by its
+/// `sampled` flag, a call without one starts a trace sampled by `telemetry.sample_ratio`. Only
+/// meaningful when [`exporting`].
+pub fn call_sampling(headers: &http::HeaderMap) -> CallSampling {
+    if headers.contains_key("traceparent") {
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(headers))
+        });
+        let caller = parent.span().span_context().clone();
+        if caller.is_valid() {
+            return if caller.is_sampled() {
+                CallSampling::Caller(parent)
+            } else {
+                CallSampling::Skip
+            };
+        }
     }
+    if starts_trace() {
+        CallSampling::Root
+    } else {
+        CallSampling::Skip
+    }
+}
+
+/// Makes `span` a child of the caller's span (from [`CallSampling::Caller`]).
+pub fn continue_caller(span: &tracing::Span, parent: Context) {
+    let _ = span.set_parent(parent);
 }
 
 /// Reads propagation fields (`traceparent`, `tracestate`) from HTTP/2 headers (gRPC metadata).
@@ -223,8 +317,9 @@ impl TraceContext {
         })
     }
 
-    /// Makes `span` a child of this (remote) position. A peer cannot force this node to
-    /// record: the flags only continue a trace this node exports anyway.
+    /// Makes `span` a child of this (remote) position. A peer's `sampled` flag is followed
+    /// ([`continues`]) only on a node that exports traces, and costs one span per job the node
+    /// accepted anyway.
     pub fn adopt(&self, span: &tracing::Span) {
         let remote = SpanContext::new(
             TraceId::from_bytes(self.trace_id),
@@ -273,6 +368,14 @@ mod tests {
         let bytes = context.to_bytes();
         assert_eq!(bytes.len(), 25);
         assert_eq!(TraceContext::from_bytes(&bytes), context);
+    }
+
+    #[test]
+    fn sample_ratios_become_thresholds() {
+        assert_eq!(sample_threshold(1.0), u64::MAX);
+        assert_eq!(sample_threshold(0.0), 0);
+        assert_eq!(sample_threshold(0.5), 1 << 63);
+        assert_eq!(sample_threshold(-1.0), 0);
     }
 
     #[tokio::test]

@@ -467,6 +467,45 @@ def test_one_trace_spans_caller_node_a_mesh_and_node_b(mesh):
     assert (prometheus.value('mehr_market_jobs_total{node="n2",result="served"}') or 0) >= 1
 
 
+def test_sampling_follows_the_callers_flag_and_the_default_ratio(mesh):
+    """A caller's `sampled` flag decides (01: recorded, 00: no span at all); calls without a
+    `traceparent` are recorded at `telemetry.sample_ratio`, 0.1 by default."""
+    from mehr.v1 import node_pb2, node_pb2_grpc
+
+    nodes, _prometheus, receiver, _binary = mesh
+    n1 = nodes[1]
+    stub = node_pb2_grpc.NodeServiceStub(n1.channel)
+
+    def get_info(traceparent: Optional[str] = None) -> None:
+        metadata = [*n1.auth] + ([("traceparent", traceparent)] if traceparent else [])
+        stub.GetInfo(node_pb2.GetInfoRequest(), metadata=metadata, timeout=10)
+
+    def get_info_spans() -> int:
+        with receiver.lock:
+            return sum(
+                1
+                for r, s in receiver.spans
+                if r.get("service.instance.id") == "n1" and s.name == "mehr.v1.NodeService/GetInfo"
+            )
+
+    unsampled = secrets.token_bytes(16)
+    get_info(f"00-{unsampled.hex()}-{secrets.token_bytes(8).hex()}-00")
+    before = get_info_spans()
+    calls = 300
+    for _ in range(calls):
+        get_info()
+    # A sampled marker last: once its span is in, every span of the calls before it is too
+    # (calls end in order and the batch exporter keeps that order).
+    marker = secrets.token_bytes(16)
+    get_info(f"00-{marker.hex()}-{secrets.token_bytes(8).hex()}-01")
+    eventually("the sampled marker call's span", lambda: receiver.of_trace(marker) or None, timeout=30)
+
+    assert receiver.of_trace(unsampled) == [], "a caller's unsampled trace is not recorded"
+    recorded = get_info_spans() - before - 1
+    # Binomial(300, 0.1): mean 30; outside 5..90 has a probability far below 1e-6.
+    assert 5 <= recorded <= 90, f"{recorded} of {calls} calls without traceparent recorded at ratio 0.1"
+
+
 def test_the_grafana_dashboard_queries_what_the_nodes_export(mesh):
     """Every query of deploy/grafana/mehrd.json is valid PromQL for this Prometheus, and every
     metric it names is one the nodes export."""

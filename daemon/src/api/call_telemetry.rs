@@ -250,23 +250,33 @@ where
             });
         }
         let method = method_label(request.uri().path());
-        let span = if exporting {
-            let span = tracing::info_span!(
-                "rpc",
-                otel.name = method,
-                otel.kind = "server",
-                rpc.system.name = "grpc",
-                rpc.method = method,
-                rpc.status_code = tracing::field::Empty,
-                otel.status_code = tracing::field::Empty,
-                error.type = tracing::field::Empty,
-            );
-            telemetry::continue_from_headers(&span, request.headers());
-            span
+        // Sampling is decided before the span is made: an unsampled call costs no more than
+        // one with tracing off.
+        let sampling = if exporting {
+            telemetry::call_sampling(request.headers())
         } else {
-            tracing::Span::none()
+            telemetry::CallSampling::Skip
         };
-        let caller_traces = exporting && request.headers().contains_key("traceparent");
+        let caller_traces = matches!(sampling, telemetry::CallSampling::Caller(_));
+        let span = match sampling {
+            telemetry::CallSampling::Skip => tracing::Span::none(),
+            telemetry::CallSampling::Root | telemetry::CallSampling::Caller(_) => {
+                let span = tracing::info_span!(
+                    "rpc",
+                    otel.name = method,
+                    otel.kind = "server",
+                    rpc.system.name = "grpc",
+                    rpc.method = method,
+                    rpc.status_code = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                    error.type = tracing::field::Empty,
+                );
+                if let telemetry::CallSampling::Caller(parent) = sampling {
+                    telemetry::continue_caller(&span, parent);
+                }
+                span
+            }
+        };
         let record = CallRecord {
             method,
             started: Instant::now(),

@@ -87,13 +87,23 @@ impl MetricsConfig {
 }
 
 /// `[telemetry]`: OpenTelemetry traces, exported over OTLP/gRPC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`; empty (the default) exports
     /// nothing and installs no OpenTelemetry layer at all.
     pub otlp_endpoint: String,
+    /// The share (0.0 to 1.0) of traces this node starts that are recorded: API calls without
+    /// a caller's `traceparent`, and mesh work outside a recorded call. A caller's or a peer's
+    /// sampled trace is always continued, and one marked not sampled never recorded. Unsampled
+    /// work makes no span at all, so a low share keeps tracing cheap under heavy load.
+    pub sample_ratio: f64,
 }
+
+/// The default `telemetry.sample_ratio`: one trace in ten that the node starts itself. Enough
+/// to see how calls behave under load at under 5 % of the throughput (BENCHMARKS.md,
+/// "Telemetry overhead"); callers that send a sampled `traceparent` are always traced.
+pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
 
 impl TelemetryConfig {
     /// The collector's endpoint, or `None` when tracing export is off.
@@ -683,6 +693,7 @@ impl Config {
             },
             telemetry: TelemetryConfig {
                 otlp_endpoint: String::new(),
+                sample_ratio: DEFAULT_SAMPLE_RATIO,
             },
         }
     }
@@ -791,6 +802,12 @@ impl Config {
         {
             return Err(ConfigError::Invalid(format!(
                 "telemetry.otlp_endpoint `{endpoint}` must be an http:// or https:// URL"
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            return Err(ConfigError::Invalid(format!(
+                "telemetry.sample_ratio {} must be between 0.0 and 1.0",
+                self.telemetry.sample_ratio
             )));
         }
         self.compute.validate()?;

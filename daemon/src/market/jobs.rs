@@ -122,7 +122,7 @@ impl Market {
         };
         // The provider's side of a job: a SERVER span continuing the consumer's trace when the
         // job carries one, and the function's run inside it.
-        let span = telemetry::trace_span(|| {
+        let span = telemetry::continues(job.job().trace.as_ref(), || {
             tracing::info_span!(
                 "mesh.serve",
                 otel.kind = "server",
@@ -131,9 +131,6 @@ impl Market {
                 mehr.consumer = %job.job().consumer,
             )
         });
-        if let Some(trace) = &job.job().trace {
-            trace.adopt(&span);
-        }
         let outcome = self.serve_job(&plan, streamed).instrument(span).await;
         let out = self.state().finish_job(&plan, outcome, now_ms());
         self.send(out);
