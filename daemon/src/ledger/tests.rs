@@ -22,6 +22,8 @@ use crate::{store::Store, transport::ForwardedPacket};
 const GENESIS: u64 = 10_000_000;
 const DEPOSIT: u64 = 1_000_000;
 const PRICE: f64 = 4.0;
+/// Long enough that tests about channels never see an epoch unless they run one.
+const EPOCH_MS: u64 = 3_600_000;
 
 fn config(genesis: &[NodeId]) -> CoreConfig {
     CoreConfig {
@@ -36,6 +38,7 @@ fn config(genesis: &[NodeId]) -> CoreConfig {
         lottery_period_ms: 300_000,
         gossip_interval_ms: 5_000,
         checkpoint_interval_ms: 600_000,
+        epoch_ms: EPOCH_MS,
     }
 }
 
@@ -213,6 +216,30 @@ impl Net {
                 core.tick(self.now);
             }
         }
+    }
+
+    /// Advances time until every running node adopted one more epoch.
+    fn run_epoch(&mut self) {
+        let target = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.core.as_mut().map(|c| c.summary().epoch))
+            .max()
+            .unwrap()
+            + 1;
+        for _ in 0..20 {
+            self.advance(EPOCH_MS / 4);
+            self.settle();
+            if self
+                .nodes
+                .iter_mut()
+                .filter_map(|n| n.core.as_mut())
+                .all(|c| c.summary().epoch >= target)
+            {
+                return;
+            }
+        }
+        panic!("epoch {target} was not adopted everywhere");
     }
 
     fn open(&mut self, a: usize, b: usize, deposit: u64, peer_deposit: u64) -> ChannelId {
@@ -814,6 +841,33 @@ fn a_unilateral_close_on_an_old_state_loses_to_the_newer_state_the_other_party_h
         i128::from(net_of(11_000)),
         "a unilateral close keeps its escrow until an epoch after the one that folds it"
     );
+
+    // The epoch that folds the close starts the ledger's dispute window (one epoch); the next
+    // one releases the escrow by the snapshot, on seq 2's balances: the old state lost.
+    net.run_epoch();
+    let b = net.nodes[1].core().balance();
+    assert_eq!(
+        b.escrowed,
+        i128::from(net_of(11_000)),
+        "folded, still closing"
+    );
+    net.run_epoch();
+    for i in 0..2 {
+        let b = net.nodes[i].core().balance();
+        assert_eq!(b.escrowed, 0, "node {i}: the escrow is released");
+        assert_eq!(b.free, b.settled, "node {i}");
+    }
+    // B's net service income (10 780 after the burn) minted half of it in the epoch that
+    // folded it; A only spent.
+    let minted = net_of(11_000) / 2;
+    let b = net.nodes[1].core().balance();
+    assert_eq!(b.settled, i128::from(GENESIS + net_of(11_000) + minted));
+    assert_eq!(net.nodes[0].core().summary().minted, u128::from(minted));
+    let a = net.nodes[0].core().balance();
+    assert_eq!(a.settled, i128::from(GENESIS - 11_000));
+    let (s0, s1) = (net.nodes[0].core().summary(), net.nodes[1].core().summary());
+    assert_eq!(s0.epoch, 2);
+    assert_eq!(s0.snapshot_root, s1.snapshot_root);
 }
 
 /// A settlement record of a new channel between two identities, co-signed by both.
