@@ -1058,6 +1058,12 @@ impl LedgerCore {
             overdrafts: self.ledger.overdrafts().into_iter().collect(),
             rejects: self.rejects,
             traffic: self.traffic,
+            folded: snapshot
+                .channels()
+                .iter()
+                .map(|(k, b)| (*k, *b))
+                .collect(),
+            epochs: self.epochs.counters,
         }
     }
 
@@ -1365,6 +1371,9 @@ pub(crate) struct LedgerSummary {
     pub(crate) overdrafts: Vec<NodeId>,
     pub(crate) rejects: RejectCounters,
     pub(crate) traffic: TrafficCounters,
+    /// The adopted snapshot's channel baselines.
+    pub(crate) folded: Vec<(mehr_ledger::ledger::ChannelKey, mehr_ledger::ledger::Baseline)>,
+    pub(crate) epochs: super::epochs::EpochCounters,
 }
 
 /// The outcome of checking a ticket.
