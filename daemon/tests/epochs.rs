@@ -151,10 +151,7 @@ fn seen(s: &pb::GetLedgerResponse) -> Seen {
 /// mints half of the clusters' positive net (the emission, ≥ 10^10 μ with one active node,
 /// is far above it here and asserted so); a cluster's share goes to its members with positive
 /// net in proportion, rounding down at each step. Returns the total and the minting nodes.
-fn expected_mint(
-    before: &Seen,
-    after: &Seen,
-) -> (u64, BTreeMap<[u8; 16], u128>) {
+fn expected_mint(before: &Seen, after: &Seen) -> (u64, BTreeMap<[u8; 16], u128>) {
     let mut income: BTreeMap<[u8; 16], i128> = BTreeMap::new();
     let mut spending: BTreeMap<[u8; 16], i128> = BTreeMap::new();
     let mut paid: BTreeSet<([u8; 16], [u8; 16])> = BTreeSet::new();
@@ -195,9 +192,8 @@ fn expected_mint(
             break;
         }
     }
-    let net = |n: &[u8; 16]| {
-        income.get(n).copied().unwrap_or(0) - spending.get(n).copied().unwrap_or(0)
-    };
+    let net =
+        |n: &[u8; 16]| income.get(n).copied().unwrap_or(0) - spending.get(n).copied().unwrap_or(0);
     let mut cluster_net: BTreeMap<[u8; 16], i128> = BTreeMap::new();
     for n in &nodes {
         *cluster_net.entry(cluster[n]).or_default() += net(n);
@@ -282,7 +278,11 @@ fn a_devnet_with_traffic_runs_epochs_that_mint_by_the_formula_and_survive_kill_9
                 }
                 // The operator's second identity sends part of it back.
                 let _ = clients[CYCLERS.1]
-                    .pay(&ids[CYCLERS.0], 400 + 50 * (round % 5), Duration::from_secs(3))
+                    .pay(
+                        &ids[CYCLERS.0],
+                        400 + 50 * (round % 5),
+                        Duration::from_secs(3),
+                    )
                     .await;
                 tokio::time::sleep(Duration::from_millis(700)).await;
             }
@@ -292,36 +292,47 @@ fn a_devnet_with_traffic_runs_epochs_that_mint_by_the_formula_and_survive_kill_9
     // Watch every node; note each epoch the first time a node shows it.
     let mut observed: Vec<BTreeMap<u64, Seen>> = vec![BTreeMap::new(); NODES];
     let genesis_total = i128::from(GENESIS) * NODES as i128;
-    let mut observe = |clients: &[Client], skip: Option<usize>, observed: &mut Vec<BTreeMap<u64, Seen>>| {
-        rt.block_on(async {
-            for (i, c) in clients.iter().enumerate() {
-                if Some(i) == skip {
-                    continue;
+    let observe =
+        |clients: &[Client], skip: Option<usize>, observed: &mut Vec<BTreeMap<u64, Seen>>| {
+            rt.block_on(async {
+                for (i, c) in clients.iter().enumerate() {
+                    if Some(i) == skip {
+                        continue;
+                    }
+                    let Ok(s) = c.ledger_summary().await else {
+                        continue;
+                    };
+                    let total: i128 = s.accounts.iter().map(|a| i128::from(a.balance_umhr)).sum();
+                    assert_eq!(
+                        total,
+                        genesis_total + i128::from(s.minted_umhr)
+                            - i128::from(s.burned_folded_umhr)
+                            - i128::from(s.burned_unfolded_umhr),
+                        "node {i} at epoch {}: Σ balances = genesis + minted − burned",
+                        s.epoch
+                    );
+                    assert!(s.overdrafts.is_empty(), "node {i}: no overdraft");
+                    observed[i].entry(s.epoch).or_insert_with(|| seen(&s));
                 }
-                let Ok(s) = c.ledger_summary().await else {
-                    continue;
-                };
-                let total: i128 = s.accounts.iter().map(|a| i128::from(a.balance_umhr)).sum();
-                assert_eq!(
-                    total,
-                    genesis_total + i128::from(s.minted_umhr)
-                        - i128::from(s.burned_folded_umhr)
-                        - i128::from(s.burned_unfolded_umhr),
-                    "node {i} at epoch {}: Σ balances = genesis + minted − burned",
-                    s.epoch
-                );
-                assert!(s.overdrafts.is_empty(), "node {i}: no overdraft");
-                observed[i].entry(s.epoch).or_insert_with(|| seen(&s));
-            }
-        })
-    };
-    let epoch_of = |c: &Client| rt.block_on(async { c.ledger_summary().await.map(|s| s.epoch).unwrap_or(0) });
+            })
+        };
+    let epoch_of =
+        |c: &Client| rt.block_on(async { c.ledger_summary().await.map(|s| s.epoch).unwrap_or(0) });
 
     // Two epochs with traffic, then kill -9 the victim the moment another node adopts the
     // next one (the activation is flooding: the victim is adopting it or about to).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while observed.iter().map(|o| o.keys().max().copied().unwrap_or(0)).min().unwrap() < 2 {
-        assert!(std::time::Instant::now() < deadline, "epochs 1 and 2 everywhere");
+    while observed
+        .iter()
+        .map(|o| o.keys().max().copied().unwrap_or(0))
+        .min()
+        .unwrap()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "epochs 1 and 2 everywhere"
+        );
         observe(&clients, None, &mut observed);
         std::thread::sleep(Duration::from_millis(150));
     }
@@ -350,7 +361,10 @@ fn a_devnet_with_traffic_runs_epochs_that_mint_by_the_formula_and_survive_kill_9
         if lowest >= 6 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "6 epochs everywhere, at {lowest}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "6 epochs everywhere, at {lowest}"
+        );
         std::thread::sleep(Duration::from_millis(150));
     }
     running.store(false, Ordering::Relaxed);
@@ -372,16 +386,17 @@ fn a_devnet_with_traffic_runs_epochs_that_mint_by_the_formula_and_survive_kill_9
     let (a, b) = (ids[CYCLERS.0], ids[CYCLERS.1]);
     let mut checked = 0;
     let mut minted_by_providers = 0u128;
-    for (epoch, after) in &epochs {
-        let Some(before) = epochs.get(&(epoch - 1)).or_else(|| {
-            (*epoch == 1).then_some(&Seen {
-                root: Vec::new(),
-                minted: 0,
-                burned: 0,
-                baselines: BTreeMap::new(),
-            })
-        }) else {
-            continue;
+    let genesis_seen = Seen {
+        root: Vec::new(),
+        minted: 0,
+        burned: 0,
+        baselines: BTreeMap::new(),
+    };
+    for (epoch, after) in epochs.range(1..) {
+        let before = match epochs.get(&(epoch - 1)) {
+            Some(before) => before,
+            None if *epoch == 1 => &genesis_seen,
+            None => continue,
         };
         let (expected, per_node) = expected_mint(before, after);
         assert_eq!(

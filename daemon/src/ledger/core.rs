@@ -1058,11 +1058,7 @@ impl LedgerCore {
             overdrafts: self.ledger.overdrafts().into_iter().collect(),
             rejects: self.rejects,
             traffic: self.traffic,
-            folded: snapshot
-                .channels()
-                .iter()
-                .map(|(k, b)| (*k, *b))
-                .collect(),
+            folded: snapshot.channels().iter().map(|(k, b)| (*k, *b)).collect(),
             epochs: self.epochs.counters,
         }
     }
@@ -1372,7 +1368,10 @@ pub(crate) struct LedgerSummary {
     pub(crate) rejects: RejectCounters,
     pub(crate) traffic: TrafficCounters,
     /// The adopted snapshot's channel baselines.
-    pub(crate) folded: Vec<(mehr_ledger::ledger::ChannelKey, mehr_ledger::ledger::Baseline)>,
+    pub(crate) folded: Vec<(
+        mehr_ledger::ledger::ChannelKey,
+        mehr_ledger::ledger::Baseline,
+    )>,
     pub(crate) epochs: super::epochs::EpochCounters,
 }
 

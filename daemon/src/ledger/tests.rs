@@ -1041,7 +1041,11 @@ fn epochs_mint_half_of_net_income_nothing_for_cycling_and_survive_a_crash_during
     assert_eq!(net.nodes[3].core().summary().epoch, 2);
     net.crash(3);
     net.start(3);
-    assert_eq!(net.nodes[3].core().summary().epoch, 1, "the adoption was not written");
+    assert_eq!(
+        net.nodes[3].core().summary().epoch,
+        1,
+        "the adoption was not written"
+    );
     net.settle();
     // Its neighbour's next digest brings the activation again.
     for _ in 0..10 {
