@@ -97,6 +97,9 @@ pub fn node_config(
         index.is_multiple_of(2),
         index % 3
     );
+    // Short epochs, so a demo with a genesis allocation sees snapshots, escrow releases and
+    // minting within a minute.
+    let _ = writeln!(toml, "[ledger]\nepoch_secs = 30\n");
     if let Some(port) = mesh_ports.get(index) {
         let _ = writeln!(
             toml,
@@ -297,6 +300,7 @@ mod tests {
             assert_eq!(config.api.listen, vec![node.api]);
             assert_eq!(config.transport.cost_per_byte, node.index as f64);
             assert_eq!(config.interfaces.len(), 1 + node.connects_to.len());
+            assert_eq!(config.ledger.epoch_secs, 30);
         }
         assert!(plan(0, dir.path(), 7500).is_err());
         assert!(plan(5, dir.path(), 65_500).is_err());

@@ -6,7 +6,7 @@ use std::time::Duration;
 use mehr_ledger::{
     ChannelId, NodeId, Party,
     channel::ChannelPhase,
-    ledger::{SettlementKind, SettlementRecord},
+    ledger::{ChannelStatus, SettlementKind, SettlementRecord},
     lottery::{RELAY_TICKET_LEN, RelayTicket, VRF_CERTIFICATE_LEN, VrfKeyCertificate},
 };
 use mehr_proto::v1::{self as pb, ledger_service_server::LedgerService};
@@ -317,6 +317,31 @@ impl LedgerService for LedgerApi {
                 tickets_paid: s.traffic.tickets_paid,
                 reports_dropped: self.ledger.relay_reports_dropped(),
                 tickets_declined: s.traffic.tickets_declined,
+            }),
+            folded_channels: s
+                .folded
+                .iter()
+                .map(|(key, base)| pb::FoldedChannel {
+                    channel_id: key.channel_id.0.to_vec().into(),
+                    party_a: key.party_a.0.to_vec().into(),
+                    party_b: key.party_b.0.to_vec().into(),
+                    seq: base.seq,
+                    paid_a_to_b_umhr: base.paid_a_to_b,
+                    paid_b_to_a_umhr: base.paid_b_to_a,
+                    status: match base.status {
+                        ChannelStatus::Open => "open",
+                        ChannelStatus::Closing { .. } => "closing",
+                        ChannelStatus::Closed => "closed",
+                    }
+                    .into(),
+                })
+                .collect(),
+            epochs: Some(pb::EpochCounters {
+                proposed: s.epochs.proposed,
+                acked: s.epochs.acked,
+                adopted: s.epochs.adopted,
+                stale: s.epochs.stale,
+                refused: s.epochs.refused,
             }),
         }))
     }

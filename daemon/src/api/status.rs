@@ -568,7 +568,9 @@ impl From<LedgerError> for Status {
             LedgerError::Channel { .. } => failure(Reason::ChannelState, message),
             LedgerError::Timeout(_) => failure(Reason::PeerTimeout, message),
             LedgerError::Store(e) => e.into(),
-            LedgerError::Restore { .. } => failure(Reason::DataCorrupt, message),
+            LedgerError::Restore { .. } | LedgerError::RestoreEpoch(_) => {
+                failure(Reason::DataCorrupt, message)
+            }
             LedgerError::Stopped => failure(Reason::ShuttingDown, message),
         }
     }

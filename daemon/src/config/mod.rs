@@ -143,6 +143,11 @@ pub struct LedgerConfig {
     pub gossip_interval_secs: u64,
     /// How often open channels whose state moved are checkpointed into the ledger, in seconds.
     pub checkpoint_interval_secs: u64,
+    /// Length of a ledger epoch in seconds: the next epoch (compaction of the settlement
+    /// records into a snapshot, escrow release, minting) is proposed this long after the
+    /// previous one was adopted. Every node of a network must use the same value (the
+    /// emission tail counts epochs per year from it).
+    pub epoch_secs: u64,
     /// Forwarded-packet reports queued for the lottery; more are dropped (and counted), so
     /// relaying never waits for the ledger.
     pub relay_report_queue: usize,
@@ -167,6 +172,7 @@ impl LedgerConfig {
             ("lottery_period_secs", self.lottery_period_secs),
             ("gossip_interval_secs", self.gossip_interval_secs),
             ("checkpoint_interval_secs", self.checkpoint_interval_secs),
+            ("epoch_secs", self.epoch_secs),
             ("relay_report_queue", self.relay_report_queue as u64),
         ] {
             if value == 0 {
@@ -662,6 +668,7 @@ impl Config {
                 lottery_period_secs: 300,
                 gossip_interval_secs: 30,
                 checkpoint_interval_secs: 600,
+                epoch_secs: 600,
                 relay_report_queue: 8_192,
             },
             market: MarketConfig {

@@ -27,8 +27,8 @@ use rand::rngs::StdRng;
 
 use super::{
     records::{
-        CHANNELS, OPENS, RECORDS, REDEEMED, RedeemedKey, StoredChannel, StoredOpen, StoredRecord,
-        TRUST, node_id,
+        ADOPTED_ACTIVATION, ADOPTED_SNAPSHOT, CHANNELS, EPOCHS, OPENS, RECORDS, REDEEMED,
+        RedeemedKey, StoredChannel, StoredOpen, StoredRecord, TRUST, node_id,
     },
     relay::SentLog,
     wire::{GossipedRecord, LedgerMessage},
@@ -60,6 +60,9 @@ pub(crate) struct CoreConfig {
     pub(crate) gossip_interval_ms: u64,
     /// How often an open channel whose state moved is checkpointed into the ledger, ms.
     pub(crate) checkpoint_interval_ms: u64,
+    /// Length of a ledger epoch, ms: the next epoch is proposed this long after the last one
+    /// was adopted (see [`super::epochs`]).
+    pub(crate) epoch_ms: u64,
 }
 
 /// Why a ledger operation failed.
@@ -146,6 +149,9 @@ pub enum LedgerError {
         /// Why.
         reason: String,
     },
+    /// The stored epoch snapshot could not be restored.
+    #[error("the stored epoch snapshot cannot be restored: {0}")]
+    RestoreEpoch(String),
     /// The ledger part stopped (shutdown, or an earlier store failure).
     #[error("the ledger is not running")]
     Stopped,
@@ -378,6 +384,8 @@ pub(super) struct PendingWrites {
     pub(super) records_delete: BTreeSet<[u8; 32]>,
     pub(super) redeemed: Vec<RedeemedKey>,
     pub(super) trust: BTreeMap<NodeId, Option<u64>>,
+    /// An adopted epoch: its snapshot and its activation, encoded.
+    pub(super) epoch: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The ledger part's state.
@@ -431,6 +439,8 @@ pub(crate) struct LedgerCore {
     pub(super) last_now_ms: u64,
     /// A neighbour was needed that the ledger's copy of the list lacks.
     pub(super) neighbours_stale: bool,
+    /// The epoch protocol.
+    pub(crate) epochs: super::epochs::EpochState,
     poisoned: bool,
 }
 
@@ -503,6 +513,7 @@ impl LedgerCore {
             traffic: TrafficCounters::default(),
             last_now_ms: 0,
             neighbours_stale: false,
+            epochs: Default::default(),
             poisoned: false,
         };
         core.load_state()?;
@@ -511,6 +522,11 @@ impl LedgerCore {
 
     fn load_state(&mut self) -> Result<(), LedgerError> {
         let store = self.store.clone();
+        if let Some(snapshot) = store.get(EPOCHS, &ADOPTED_SNAPSHOT.to_string())? {
+            let activation = store.get(EPOCHS, &ADOPTED_ACTIVATION.to_string())?;
+            self.restore_epoch(&snapshot, activation.as_deref())
+                .map_err(LedgerError::RestoreEpoch)?;
+        }
         for item in store.scan_from(TRUST, &[]) {
             let (peer, limit) = item?;
             self.trust.trust(NodeId(peer), limit);
@@ -723,6 +739,10 @@ impl LedgerCore {
         }
         for key in &writes.redeemed {
             batch.put(REDEEMED, key, &Vec::new());
+        }
+        if let Some((snapshot, activation)) = &writes.epoch {
+            batch.put(EPOCHS, &ADOPTED_SNAPSHOT.to_string(), snapshot);
+            batch.put(EPOCHS, &ADOPTED_ACTIVATION.to_string(), activation);
         }
         for (peer, limit) in &writes.trust {
             match limit {
@@ -1048,6 +1068,8 @@ impl LedgerCore {
             overdrafts: self.ledger.overdrafts().into_iter().collect(),
             rejects: self.rejects,
             traffic: self.traffic,
+            folded: snapshot.channels().iter().map(|(k, b)| (*k, *b)).collect(),
+            epochs: self.epochs.counters,
         }
     }
 
@@ -1357,6 +1379,12 @@ pub(crate) struct LedgerSummary {
     pub(crate) overdrafts: Vec<NodeId>,
     pub(crate) rejects: RejectCounters,
     pub(crate) traffic: TrafficCounters,
+    /// The adopted snapshot's channel baselines.
+    pub(crate) folded: Vec<(
+        mehr_ledger::ledger::ChannelKey,
+        mehr_ledger::ledger::Baseline,
+    )>,
+    pub(crate) epochs: super::epochs::EpochCounters,
 }
 
 /// The outcome of checking a ticket.

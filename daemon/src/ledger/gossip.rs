@@ -102,6 +102,10 @@ impl LedgerCore {
             return;
         }
         self.pushed_ms.insert(digest.sender, now.unix_ms.max(1));
+        if mine.snapshot_root != digest.snapshot_root {
+            // Another epoch: offer ours (ignored there unless it takes precedence).
+            self.offer_epoch(digest.sender);
+        }
         let cursor = self.reconcile_cursor.get(&digest.sender).copied();
         let (page, last) = self
             .ledger

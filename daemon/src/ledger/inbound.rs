@@ -50,6 +50,11 @@ impl LedgerCore {
             LedgerMessage::Settlements(records) => self.on_settlements(records),
             LedgerMessage::Digest(digest) => self.on_digest(digest, now),
             LedgerMessage::OpenRefused(refusal) => self.on_open_refused(refusal),
+            LedgerMessage::EpochProposal(proposal) => self.on_epoch_proposal(proposal, now),
+            LedgerMessage::EpochAck { sender, ack } => self.on_epoch_ack(sender, ack, now),
+            LedgerMessage::EpochActivation(activation) => {
+                self.on_epoch_activation(*activation, now)
+            }
         }
     }
 

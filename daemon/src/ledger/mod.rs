@@ -12,6 +12,7 @@
 
 mod admission;
 mod core;
+mod epochs;
 mod gossip;
 mod inbound;
 mod payments;
@@ -397,6 +398,7 @@ pub async fn start(start: LedgerStart) -> Result<(LedgerHandle, JoinHandle<()>),
         lottery_period_ms: config.lottery_period_secs.saturating_mul(1000),
         gossip_interval_ms: config.gossip_interval_secs.saturating_mul(1000),
         checkpoint_interval_ms: config.checkpoint_interval_secs.saturating_mul(1000),
+        epoch_ms: config.epoch_secs.saturating_mul(1000),
     };
     let mut core = tokio::task::block_in_place(|| {
         LedgerCore::load(store, &identity, core_config, StdRng::from_entropy())

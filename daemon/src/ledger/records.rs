@@ -8,6 +8,7 @@
 //! | `ledger_records` | record id | [`StoredRecord`]: a settlement record with both parties' identities |
 //! | `ledger_redeemed` | channel id ‖ period (BE) ‖ packet hash | nothing: a ticket this node paid |
 //! | `ledger_trust` | node id | credit limit (μ): a peer this node trusts |
+//! | `ledger_epochs` | `"snapshot"` / `"activation"` | the adopted epoch snapshot (crate encoding) and the activation message that carried it, written in one batch |
 
 use mehr_ledger::{
     ChannelId, NodeId, Party,
@@ -20,8 +21,8 @@ use mehr_transport::identity::{Identity, PUBLIC_KEY_LEN};
 use mehr_wire::{Reader, Writer};
 
 use crate::store::{
-    CF_LEDGER_CHANNELS, CF_LEDGER_OPENS, CF_LEDGER_RECORDS, CF_LEDGER_REDEEMED, CF_LEDGER_TRUST,
-    CodecError, Key, Table, Value,
+    CF_LEDGER_CHANNELS, CF_LEDGER_EPOCHS, CF_LEDGER_OPENS, CF_LEDGER_RECORDS, CF_LEDGER_REDEEMED,
+    CF_LEDGER_TRUST, CodecError, Key, Table, Value,
 };
 
 /// Channels this node is a party of.
@@ -34,6 +35,12 @@ pub(crate) const RECORDS: Table<[u8; 32], StoredRecord> = Table::new(CF_LEDGER_R
 pub(crate) const REDEEMED: Table<RedeemedKey, Vec<u8>> = Table::new(CF_LEDGER_REDEEMED);
 /// Peers this node trusts, with the credit limit it grants them.
 pub(crate) const TRUST: Table<[u8; 16], u64> = Table::new(CF_LEDGER_TRUST);
+/// The adopted epoch: [`ADOPTED_SNAPSHOT`] and [`ADOPTED_ACTIVATION`].
+pub(crate) const EPOCHS: Table<String, Vec<u8>> = Table::new(CF_LEDGER_EPOCHS);
+/// Key of the adopted snapshot in [`EPOCHS`].
+pub(crate) const ADOPTED_SNAPSHOT: &str = "snapshot";
+/// Key of the activation that carried it.
+pub(crate) const ADOPTED_ACTIVATION: &str = "activation";
 
 const CHANNEL_VERSION: u8 = 1;
 

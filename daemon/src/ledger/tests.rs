@@ -22,6 +22,8 @@ use crate::{store::Store, transport::ForwardedPacket};
 const GENESIS: u64 = 10_000_000;
 const DEPOSIT: u64 = 1_000_000;
 const PRICE: f64 = 4.0;
+/// Long enough that tests about channels never see an epoch unless they run one.
+const EPOCH_MS: u64 = 3_600_000;
 
 fn config(genesis: &[NodeId]) -> CoreConfig {
     CoreConfig {
@@ -36,6 +38,7 @@ fn config(genesis: &[NodeId]) -> CoreConfig {
         lottery_period_ms: 300_000,
         gossip_interval_ms: 5_000,
         checkpoint_interval_ms: 600_000,
+        epoch_ms: EPOCH_MS,
     }
 }
 
@@ -213,6 +216,30 @@ impl Net {
                 core.tick(self.now);
             }
         }
+    }
+
+    /// Advances time until every running node adopted one more epoch.
+    fn run_epoch(&mut self) {
+        let target = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.core.as_mut().map(|c| c.summary().epoch))
+            .max()
+            .unwrap()
+            + 1;
+        for _ in 0..20 {
+            self.advance(EPOCH_MS / 4);
+            self.settle();
+            if self
+                .nodes
+                .iter_mut()
+                .filter_map(|n| n.core.as_mut())
+                .all(|c| c.summary().epoch >= target)
+            {
+                return;
+            }
+        }
+        panic!("epoch {target} was not adopted everywhere");
     }
 
     fn open(&mut self, a: usize, b: usize, deposit: u64, peer_deposit: u64) -> ChannelId {
@@ -885,6 +912,33 @@ fn a_unilateral_close_on_an_old_state_loses_to_the_newer_state_the_other_party_h
         i128::from(net_of(11_000)),
         "a unilateral close keeps its escrow until an epoch after the one that folds it"
     );
+
+    // The epoch that folds the close starts the ledger's dispute window (one epoch); the next
+    // one releases the escrow by the snapshot, on seq 2's balances: the old state lost.
+    net.run_epoch();
+    let b = net.nodes[1].core().balance();
+    assert_eq!(
+        b.escrowed,
+        i128::from(net_of(11_000)),
+        "folded, still closing"
+    );
+    net.run_epoch();
+    for i in 0..2 {
+        let b = net.nodes[i].core().balance();
+        assert_eq!(b.escrowed, 0, "node {i}: the escrow is released");
+        assert_eq!(b.free, b.settled, "node {i}");
+    }
+    // B's net service income (10 780 after the burn) minted half of it in the epoch that
+    // folded it; A only spent.
+    let minted = net_of(11_000) / 2;
+    let b = net.nodes[1].core().balance();
+    assert_eq!(b.settled, i128::from(GENESIS + net_of(11_000) + minted));
+    assert_eq!(net.nodes[0].core().summary().minted, u128::from(minted));
+    let a = net.nodes[0].core().balance();
+    assert_eq!(a.settled, i128::from(GENESIS - 11_000));
+    let (s0, s1) = (net.nodes[0].core().summary(), net.nodes[1].core().summary());
+    assert_eq!(s0.epoch, 2);
+    assert_eq!(s0.snapshot_root, s1.snapshot_root);
 }
 
 /// A settlement record of a new channel between two identities, co-signed by both.
@@ -973,4 +1027,119 @@ fn gossiped_records_need_a_funded_party_and_each_party_is_rate_limited() {
     net.crash(1);
     net.start(1);
     assert_eq!(net.nodes[1].core().ledger.record_count(), before + 40);
+}
+
+/// Checkpoints a channel from node `i` and lets the network settle.
+fn checkpoint(net: &mut Net, i: usize, id: ChannelId) {
+    let now = net.now;
+    net.nodes[i]
+        .core()
+        .settle(id, SettlementKind::Checkpoint, now)
+        .unwrap();
+    net.settle();
+}
+
+#[test]
+fn epochs_mint_half_of_net_income_nothing_for_cycling_and_survive_a_crash_during_adoption() {
+    let mut net = Net::new(4);
+    net.link(0, 1);
+    net.link(1, 2);
+    net.link(2, 3);
+    // 0 buys a service from 1; 2 and 3 (one operator) cycle value between them, unequally.
+    let served = net.open(0, 1, DEPOSIT, 0);
+    let cycle = net.open(2, 3, DEPOSIT, DEPOSIT);
+    net.pay(0, 1, 20_000).unwrap();
+    net.pay(2, 3, 10_000).unwrap();
+    net.pay(3, 2, 4_000).unwrap();
+    checkpoint(&mut net, 1, served);
+    checkpoint(&mut net, 3, cycle);
+    net.advance(5_000);
+    net.settle();
+    let digests: Vec<_> = (0..4)
+        .map(|i| net.nodes[i].core().summary().records_digest)
+        .collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "records gossiped");
+
+    net.run_epoch();
+    let summaries: Vec<_> = (0..4).map(|i| net.nodes[i].core().summary()).collect();
+    assert!(summaries.iter().all(|s| s.epoch == 1));
+    assert!(
+        summaries
+            .windows(2)
+            .all(|w| w[0].snapshot_root == w[1].snapshot_root),
+        "one snapshot everywhere"
+    );
+    // Node 1 nets 19 600 and mints 9 800. Node 3 nets +5 800 alone, but 2 and 3 paid each
+    // other, so they are one cluster netting 3 920 + 9 800 − 14 000 < 0: nothing.
+    let s = &summaries[0];
+    assert_eq!(s.minted, u128::from(net_of(20_000) / 2));
+    let balance = |s: &super::LedgerSummary, i: usize, net: &Net| {
+        s.accounts
+            .iter()
+            .find(|(id, _, _)| *id == net.nodes[i].id())
+            .map(|(_, b, _)| *b)
+            .unwrap()
+    };
+    assert_eq!(
+        balance(s, 1, &net),
+        i128::from(GENESIS + net_of(20_000) + net_of(20_000) / 2)
+    );
+    assert_eq!(
+        balance(s, 3, &net),
+        i128::from(GENESIS + net_of(10_000) - 4_000),
+        "cycling between one's own identities mints nothing"
+    );
+    let total: i128 = s.accounts.iter().map(|(_, b, _)| *b).sum();
+    assert_eq!(
+        total,
+        i128::from(4 * GENESIS) + s.minted as i128 - (s.burned_folded + s.burned_unfolded) as i128,
+        "Σ balances = genesis + minted − burned"
+    );
+    assert_eq!(s.burned_unfolded, 0, "everything folded");
+
+    // More traffic; node 3 dies right after adopting epoch 2 in memory, before its batch is
+    // written (kill -9 during adoption).
+    net.pay(0, 1, 1_000).unwrap();
+    checkpoint(&mut net, 1, served);
+    for _ in 0..40 {
+        net.advance(EPOCH_MS / 4);
+        net.flush();
+        net.deliver();
+        if net.nodes[3].core().summary().epoch == 2 {
+            break;
+        }
+    }
+    assert_eq!(net.nodes[3].core().summary().epoch, 2);
+    net.crash(3);
+    net.start(3);
+    assert_eq!(
+        net.nodes[3].core().summary().epoch,
+        1,
+        "the adoption was not written"
+    );
+    net.settle();
+    // Its neighbour's next digest brings the activation again.
+    for _ in 0..10 {
+        net.advance(5_000);
+        net.settle();
+        if net.nodes[3].core().summary().epoch == 2 {
+            break;
+        }
+    }
+    let roots: Vec<_> = (0..4)
+        .map(|i| {
+            let s = net.nodes[i].core().summary();
+            (s.epoch, s.snapshot_root, s.minted)
+        })
+        .collect();
+    assert!(roots.windows(2).all(|w| w[0] == w[1]), "{roots:?}");
+    // And once written it survives a restart.
+    net.crash(3);
+    net.start(3);
+    assert_eq!(net.nodes[3].core().summary().snapshot_root, roots[0].1);
+    assert_eq!(
+        roots[0].2,
+        u128::from(net_of(20_000) / 2 + (net_of(21_000) - net_of(20_000)) / 2),
+        "epoch 2 minted half of 0→1's new income"
+    );
 }

@@ -26,6 +26,7 @@ impl LedgerCore {
         self.checkpoints(now);
         self.refresh_lottery_terms(now);
         self.gossip_digest(now);
+        self.epoch_timers(now);
     }
 
     fn retry_opens(&mut self, now: Now) {

@@ -14,12 +14,18 @@
 //! | 0x12 settlements | count u16 ‖ count × (`SettlementRecord`[233] ‖ identity A[64] ‖ identity B[64]) |
 //! | 0x13 digest | sender node id[16] ‖ snapshot root[32] ‖ records digest[32] ‖ record count u64 |
 //! | 0x14 open refused | sender identity[64] ‖ channel id[16] ‖ reason u8 ‖ sig[64] |
+//! | 0x15 epoch proposal | proposer identity[64] ‖ base snapshot root[32] ‖ `EpochSummary`[252] ‖ count u16 ‖ count × (`SettlementRecord`[233] ‖ identity A[64] ‖ identity B[64]) |
+//! | 0x16 epoch ack | sender identity[64] ‖ `EpochAck`[120] |
+//! | 0x17 epoch activation | proposer identity[64] ‖ `EpochSummary`[252] ‖ electorate count u16 ‖ ids[16]… ‖ ack count u16 ‖ (identity[64] ‖ `EpochAck`[120])… ‖ `Snapshot` encoding (the rest) |
 
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use mehr_ledger::{
     ChannelId, NodeId,
     channel::ChannelMessage,
-    ledger::{SETTLEMENT_RECORD_LEN, SettlementRecord},
+    ledger::{
+        SETTLEMENT_RECORD_LEN, SettlementRecord,
+        epoch::{EPOCH_ACK_LEN, EPOCH_SUMMARY_LEN, EpochAck, EpochSummary},
+    },
     lottery::{RELAY_TICKET_LEN, RelayTicket, VRF_CERTIFICATE_LEN, VrfKeyCertificate},
 };
 use mehr_transport::identity::{Identity, PUBLIC_KEY_LEN};
@@ -38,12 +44,38 @@ pub(crate) mod kinds {
     pub(crate) const DIGEST: u8 = LEDGER_FIRST + 3;
     /// A refused channel open, signed by the refusing node.
     pub(crate) const OPEN_REFUSED: u8 = LEDGER_FIRST + 4;
+    /// A proposed epoch: the summary and the records it folds.
+    pub(crate) const EPOCH_PROPOSAL: u8 = LEDGER_FIRST + 5;
+    /// A signed acknowledgement of a proposed epoch, sent to its proposer.
+    pub(crate) const EPOCH_ACK: u8 = LEDGER_FIRST + 6;
+    /// An activated epoch: the summary, its acknowledgements and the snapshot.
+    pub(crate) const EPOCH_ACTIVATION: u8 = LEDGER_FIRST + 7;
     /// Every type above.
-    pub(crate) const ALL: [u8; 5] = [CHANNEL, TICKET, SETTLEMENTS, DIGEST, OPEN_REFUSED];
+    pub(crate) const ALL: [u8; 8] = [
+        CHANNEL,
+        TICKET,
+        SETTLEMENTS,
+        DIGEST,
+        OPEN_REFUSED,
+        EPOCH_PROPOSAL,
+        EPOCH_ACK,
+        EPOCH_ACTIVATION,
+    ];
 }
 
 /// Most records in one settlements message (about 23 KB: sent over a link).
 pub(crate) const MAX_RECORDS_PER_MESSAGE: usize = 64;
+
+/// Most records one epoch folds: all of them travel in its proposal (about 46 KB). A ledger
+/// with more unfolded channels folds the first ones in channel order and the rest in the
+/// following epochs.
+pub(crate) const MAX_FOLDED_PER_EPOCH: usize = 128;
+
+/// Largest electorate an activation may name.
+pub(crate) const MAX_ELECTORATE: usize = 4_096;
+
+/// Largest snapshot an activation may carry (16 MiB: about 200 000 accounts and channels).
+pub(crate) const MAX_SNAPSHOT_BYTES: usize = 16 << 20;
 
 /// Length of one gossiped record: the record and both parties' identities.
 const GOSSIP_ENTRY_LEN: usize = SETTLEMENT_RECORD_LEN + 2 * PUBLIC_KEY_LEN;
@@ -77,6 +109,16 @@ pub(crate) enum WireError {
     /// A settlements message with no record, or more than allowed.
     #[error("settlements: {0} records, expected 1 to {MAX_RECORDS_PER_MESSAGE}")]
     RecordCount(usize),
+    /// A list longer than its bound.
+    #[error("{what}: {count} entries, at most {max}")]
+    TooMany {
+        /// The message.
+        what: &'static str,
+        /// Entries announced.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
     /// An unknown refusal reason.
     #[error("open refused: unknown reason code {0}")]
     UnknownReason(u8),
@@ -225,6 +267,92 @@ pub(crate) enum LedgerMessage {
     Digest(LedgerDigest),
     /// A refused open.
     OpenRefused(OpenRefusal),
+    /// A proposed epoch.
+    EpochProposal(EpochProposal),
+    /// An acknowledgement of a proposed epoch.
+    EpochAck {
+        /// The acknowledging node.
+        sender: Identity,
+        /// Its signed ACK.
+        ack: EpochAck,
+    },
+    /// An activated epoch.
+    EpochActivation(Box<EpochActivation>),
+}
+
+/// A proposed epoch as sent to the electorate.
+#[derive(Clone, Debug)]
+pub(crate) struct EpochProposal {
+    /// The proposer (hashes to `summary.proposer`).
+    pub(crate) proposer: Identity,
+    /// Root of the snapshot the proposal builds on (unsigned: a wrong one only makes the
+    /// rebuilt snapshot differ from the signed summary).
+    pub(crate) base_root: [u8; 32],
+    /// The signed summary of the proposed snapshot.
+    pub(crate) summary: EpochSummary,
+    /// Every record the epoch folds.
+    pub(crate) records: Vec<GossipedRecord>,
+}
+
+/// An activated epoch: enough for any node to check and adopt it.
+#[derive(Clone, Debug)]
+pub(crate) struct EpochActivation {
+    /// The proposer.
+    pub(crate) proposer: Identity,
+    /// The signed summary.
+    pub(crate) summary: EpochSummary,
+    /// The electorate the ACKs were counted against (the base snapshot's), sorted.
+    pub(crate) electorate: Vec<NodeId>,
+    /// The ACKs, with their signers' identities.
+    pub(crate) acks: Vec<(Identity, EpochAck)>,
+    /// The snapshot, encoded.
+    pub(crate) snapshot: Vec<u8>,
+}
+
+fn gossip_entry(entry: &[u8]) -> Result<GossipedRecord, WireError> {
+    let (record, keys) = entry.split_at(SETTLEMENT_RECORD_LEN);
+    let (a, b) = keys.split_at(PUBLIC_KEY_LEN);
+    Ok(GossipedRecord {
+        record: SettlementRecord::decode(record)?,
+        identity_a: identity("settlements", a)?,
+        identity_b: identity("settlements", b)?,
+    })
+}
+
+fn encode_gossip_entry(body: &mut Vec<u8>, r: &GossipedRecord) {
+    body.extend_from_slice(&r.record.encode());
+    body.extend_from_slice(&r.identity_a.public_key());
+    body.extend_from_slice(&r.identity_b.public_key());
+}
+
+/// Reads a u16 count and that many fixed-size entries, at most `max`.
+fn counted<'a>(
+    what: &'static str,
+    body: &'a [u8],
+    entry_len: usize,
+    max: usize,
+) -> Result<(Vec<&'a [u8]>, &'a [u8]), WireError> {
+    let Some((count, rest)) = body.split_first_chunk::<2>() else {
+        return Err(WireError::Length {
+            what,
+            expected: 2,
+            actual: body.len(),
+        });
+    };
+    let count = usize::from(u16::from_le_bytes(*count));
+    if count > max {
+        return Err(WireError::TooMany { what, count, max });
+    }
+    let need = count * entry_len;
+    if rest.len() < need {
+        return Err(WireError::Length {
+            what,
+            expected: need,
+            actual: rest.len(),
+        });
+    }
+    let (entries, rest) = rest.split_at(need);
+    Ok((entries.chunks_exact(entry_len).collect(), rest))
 }
 
 fn identity(what: &'static str, bytes: &[u8]) -> Result<Identity, WireError> {
@@ -306,15 +434,7 @@ impl LedgerMessage {
                 exact("settlements", entries, count * GOSSIP_ENTRY_LEN)?;
                 entries
                     .chunks_exact(GOSSIP_ENTRY_LEN)
-                    .map(|entry| {
-                        let (record, keys) = entry.split_at(SETTLEMENT_RECORD_LEN);
-                        let (a, b) = keys.split_at(PUBLIC_KEY_LEN);
-                        Ok(GossipedRecord {
-                            record: SettlementRecord::decode(record)?,
-                            identity_a: identity("settlements", a)?,
-                            identity_b: identity("settlements", b)?,
-                        })
-                    })
+                    .map(gossip_entry)
                     .collect::<Result<_, WireError>>()
                     .map(LedgerMessage::Settlements)
             }
@@ -351,6 +471,70 @@ impl LedgerMessage {
                     signature: Signature::from_bytes(&signature),
                 }))
             }
+            kinds::EPOCH_PROPOSAL => {
+                const WHAT: &str = "epoch proposal";
+                let (proposer, rest) = split_identity(WHAT, body, 32 + EPOCH_SUMMARY_LEN + 2)?;
+                let (base, rest) = rest.split_at(32);
+                let (summary, rest) = rest.split_at(EPOCH_SUMMARY_LEN);
+                let (entries, rest) = counted(WHAT, rest, GOSSIP_ENTRY_LEN, MAX_FOLDED_PER_EPOCH)?;
+                exact(WHAT, rest, 0)?;
+                let mut base_root = [0u8; 32];
+                base_root.copy_from_slice(base);
+                Ok(LedgerMessage::EpochProposal(EpochProposal {
+                    proposer,
+                    base_root,
+                    summary: EpochSummary::decode(summary)?,
+                    records: entries
+                        .into_iter()
+                        .map(gossip_entry)
+                        .collect::<Result<_, WireError>>()?,
+                }))
+            }
+            kinds::EPOCH_ACK => {
+                exact("epoch ack", body, PUBLIC_KEY_LEN + EPOCH_ACK_LEN)?;
+                let (sender, rest) = split_identity("epoch ack", body, EPOCH_ACK_LEN)?;
+                Ok(LedgerMessage::EpochAck {
+                    sender,
+                    ack: EpochAck::decode(rest)?,
+                })
+            }
+            kinds::EPOCH_ACTIVATION => {
+                const WHAT: &str = "epoch activation";
+                let (proposer, rest) = split_identity(WHAT, body, EPOCH_SUMMARY_LEN + 4)?;
+                let (summary, rest) = rest.split_at(EPOCH_SUMMARY_LEN);
+                let (ids, rest) = counted(WHAT, rest, 16, MAX_ELECTORATE)?;
+                let (acks, rest) =
+                    counted(WHAT, rest, PUBLIC_KEY_LEN + EPOCH_ACK_LEN, MAX_ELECTORATE)?;
+                if rest.len() > MAX_SNAPSHOT_BYTES {
+                    return Err(WireError::TooMany {
+                        what: WHAT,
+                        count: rest.len(),
+                        max: MAX_SNAPSHOT_BYTES,
+                    });
+                }
+                let electorate = ids
+                    .into_iter()
+                    .map(|id| {
+                        let mut out = [0u8; 16];
+                        out.copy_from_slice(id);
+                        NodeId(out)
+                    })
+                    .collect();
+                let acks = acks
+                    .into_iter()
+                    .map(|entry| {
+                        let (who, ack) = entry.split_at(PUBLIC_KEY_LEN);
+                        Ok((identity(WHAT, who)?, EpochAck::decode(ack)?))
+                    })
+                    .collect::<Result<_, WireError>>()?;
+                Ok(LedgerMessage::EpochActivation(Box::new(EpochActivation {
+                    proposer,
+                    summary: EpochSummary::decode(summary)?,
+                    electorate,
+                    acks,
+                    snapshot: rest.to_vec(),
+                })))
+            }
             other => Err(WireError::UnknownKind(other)),
         }
     }
@@ -377,9 +561,7 @@ impl LedgerMessage {
                 let mut body = Vec::with_capacity(2 + records.len() * GOSSIP_ENTRY_LEN);
                 body.extend_from_slice(&(records.len() as u16).to_le_bytes());
                 for r in records {
-                    body.extend_from_slice(&r.record.encode());
-                    body.extend_from_slice(&r.identity_a.public_key());
-                    body.extend_from_slice(&r.identity_b.public_key());
+                    encode_gossip_entry(&mut body, r);
                 }
                 (kinds::SETTLEMENTS, body)
             }
@@ -397,6 +579,36 @@ impl LedgerMessage {
                 body.push(r.reason as u8);
                 body.extend_from_slice(&r.signature.to_bytes());
                 (kinds::OPEN_REFUSED, body)
+            }
+            LedgerMessage::EpochProposal(p) => {
+                let mut body = p.proposer.public_key().to_vec();
+                body.extend_from_slice(&p.base_root);
+                body.extend_from_slice(&p.summary.encode());
+                body.extend_from_slice(&(p.records.len() as u16).to_le_bytes());
+                for r in &p.records {
+                    encode_gossip_entry(&mut body, r);
+                }
+                (kinds::EPOCH_PROPOSAL, body)
+            }
+            LedgerMessage::EpochAck { sender, ack } => {
+                let mut body = sender.public_key().to_vec();
+                body.extend_from_slice(&ack.encode());
+                (kinds::EPOCH_ACK, body)
+            }
+            LedgerMessage::EpochActivation(a) => {
+                let mut body = a.proposer.public_key().to_vec();
+                body.extend_from_slice(&a.summary.encode());
+                body.extend_from_slice(&(a.electorate.len() as u16).to_le_bytes());
+                for id in &a.electorate {
+                    body.extend_from_slice(&id.0);
+                }
+                body.extend_from_slice(&(a.acks.len() as u16).to_le_bytes());
+                for (who, ack) in &a.acks {
+                    body.extend_from_slice(&who.public_key());
+                    body.extend_from_slice(&ack.encode());
+                }
+                body.extend_from_slice(&a.snapshot);
+                (kinds::EPOCH_ACTIVATION, body)
             }
         }
     }
@@ -468,7 +680,7 @@ mod tests {
     proptest! {
         #[test]
         fn decoding_random_bytes_never_panics(
-            kind in 0x10u8..0x16,
+            kind in 0x10u8..0x19,
             body in proptest::collection::vec(any::<u8>(), 0..600),
         ) {
             let _ = LedgerMessage::decode(kind, &body);
@@ -476,7 +688,7 @@ mod tests {
 
         #[test]
         fn decoding_random_bodies_behind_a_valid_identity_never_panics(
-            kind in 0x10u8..0x15,
+            kind in 0x10u8..0x18,
             tail in proptest::collection::vec(any::<u8>(), 0..400),
         ) {
             let mut body = private(9).public().public_key().to_vec();

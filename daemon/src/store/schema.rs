@@ -36,6 +36,8 @@ pub(crate) const CF_LEDGER_RECORDS: &str = "ledger_records";
 pub(crate) const CF_LEDGER_REDEEMED: &str = "ledger_redeemed";
 /// Peers this node trusts.
 pub(crate) const CF_LEDGER_TRUST: &str = "ledger_trust";
+/// The adopted epoch snapshot and the activation that carried it.
+pub(crate) const CF_LEDGER_EPOCHS: &str = "ledger_epochs";
 
 // The market's records (`crate::market::records`).
 /// Agreements by the hash of their signed request.
@@ -62,6 +64,7 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_LEDGER_RECORDS,
     CF_LEDGER_REDEEMED,
     CF_LEDGER_TRUST,
+    CF_LEDGER_EPOCHS,
     CF_MARKET_AGREEMENTS,
     CF_MARKET_STATE,
 ];

@@ -8,7 +8,9 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use ed25519_dalek::SigningKey;
 
 use mehr_ledger::channel::{ChannelBody, Deposits, LotteryTerms};
-use mehr_ledger::ledger::{Ledger, SettlementKind, SettlementRecord, Snapshot, sign_settlement};
+use mehr_ledger::ledger::{
+    CompactionParams, Ledger, SettlementKind, SettlementRecord, Snapshot, sign_settlement,
+};
 use mehr_ledger::lottery::{VrfProver, VrfVerifier, WinProbability, lottery_input};
 use mehr_ledger::{ChannelId, NodeId, Party};
 
@@ -95,9 +97,111 @@ fn ledger_merge(c: &mut Criterion) {
     group.finish();
 }
 
+/// `n` settlement records of `n` channels among `n / 20` nodes, each with payments both ways
+/// (a share of the pairs pay each other, so minting clusters form), unsigned: compaction never
+/// checks signatures (records are verified when they enter the ledger).
+fn unsigned_records(n: usize) -> Vec<SettlementRecord> {
+    let nodes = (n / 20).max(2) as u64;
+    let node = |k: u64| {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&k.to_le_bytes());
+        id[8] = 0xa5;
+        NodeId(id)
+    };
+    let zero = ed25519_dalek::Signature::from_bytes(&[0; 64]);
+    (0..n as u64)
+        .map(|i| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            let a = i % nodes;
+            let b = (i * 7 + 1) % nodes;
+            let b = if a == b { (b + 1) % nodes } else { b };
+            let mut body = ChannelBody::opening(
+                ChannelId(id),
+                node(a),
+                node(b),
+                Deposits {
+                    a: 1_000_000,
+                    b: 1_000_000,
+                },
+                LotteryTerms::initial(),
+            )
+            .pay(Party::A, 1 + i % 10_000)
+            .expect("pay");
+            if i % 3 == 0 {
+                body = body.pay(Party::B, 1 + i % 4_000).expect("pay back");
+            }
+            SettlementRecord {
+                body,
+                kind: SettlementKind::Checkpoint,
+                sig_a: zero,
+                sig_b: zero,
+            }
+        })
+        .collect()
+}
+
+/// Epoch compaction (fold, burn, clusters, mint, snapshot root) of 100 k settlement records,
+/// and of 1 M with `MEHR_BENCH_1M=1`; prints each snapshot's encoded size.
+fn compaction(c: &mut Criterion) {
+    let mut sizes = vec![100_000usize];
+    if std::env::var_os("MEHR_BENCH_1M").is_some() {
+        sizes.push(1_000_000);
+    }
+    let mut group = c.benchmark_group("epoch");
+    group.sample_size(10);
+    for n in sizes {
+        let nodes = (n / 20).max(2) as u64;
+        let genesis = Snapshot::genesis(
+            (0..nodes)
+                .map(|k| {
+                    let mut id = [0u8; 16];
+                    id[..8].copy_from_slice(&k.to_le_bytes());
+                    id[8] = 0xa5;
+                    (NodeId(id), 1_000_000_000)
+                })
+                .collect(),
+        );
+        let mut ledger = Ledger::new(genesis);
+        for r in unsigned_records(n) {
+            ledger.join_verified(r);
+        }
+        let params = CompactionParams {
+            epochs_per_year: 52_596,
+            active_trusted_nodes: nodes,
+            clusters: ledger.payment_clusters(),
+        };
+        let snapshot = ledger.compact(&params);
+        let encoded = snapshot.encode();
+        eprintln!(
+            "epoch/compact_{n}: snapshot {} bytes ({} accounts, {} channels), {:.1} bytes per record, minted {} μ",
+            encoded.len(),
+            snapshot.balances().len(),
+            snapshot.channels().len(),
+            encoded.len() as f64 / n as f64,
+            snapshot.minted_total()
+        );
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("compact_{n}_records"), |bench| {
+            bench.iter(|| {
+                let params = CompactionParams {
+                    epochs_per_year: 52_596,
+                    active_trusted_nodes: nodes,
+                    clusters: ledger.payment_clusters(),
+                };
+                black_box(ledger.compact(&params).root())
+            })
+        });
+        group.bench_function(format!("encode_snapshot_{n}"), |bench| {
+            bench.iter(|| black_box(snapshot.encode().len()))
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = vrf, ledger_merge
+    targets = vrf, ledger_merge, compaction
 }
 criterion_main!(benches);

@@ -510,6 +510,99 @@ impl Ledger {
         )
     }
 
+    /// The winning records of channels not yet folded into the snapshot, in channel-key
+    /// order, at most `limit`: what the next epoch folds. A proposer sends exactly these, and
+    /// a validator rebuilds the proposed snapshot from its own adopted one and them alone, so
+    /// records that arrive in the meantime do not change what is being agreed on.
+    pub fn unfolded_winners(&self, limit: usize) -> Vec<SettlementRecord> {
+        self.effects()
+            .into_iter()
+            .filter_map(|e| e.fresh.copied())
+            .take(limit)
+            .collect()
+    }
+
+    /// Minting clusters for the next epoch, derived from the flows it folds (§8 item 21):
+    /// two nodes that paid each other, in one channel or across several, are one cluster, and
+    /// clusters join transitively. Cycling value between one's own identities therefore nets
+    /// out inside one cluster and mints nothing, whatever the amounts each way. A cluster's id
+    /// is the first 8 bytes (little-endian) of its smallest member.
+    pub fn payment_clusters(&self) -> BTreeMap<NodeId, u64> {
+        let mut paid: BTreeSet<(NodeId, NodeId)> = BTreeSet::new();
+        for e in self.effects() {
+            if e.fresh.is_none() {
+                continue;
+            }
+            let (b_ab, b_ba) = e.base_paid();
+            let (ab, ba) = e.paid();
+            if ab > b_ab {
+                paid.insert((e.key.party_a, e.key.party_b));
+            }
+            if ba > b_ba {
+                paid.insert((e.key.party_b, e.key.party_a));
+            }
+        }
+        // Union-find over the mutual pairs.
+        let mut parent: BTreeMap<NodeId, NodeId> = BTreeMap::new();
+        fn root(parent: &mut BTreeMap<NodeId, NodeId>, node: NodeId) -> NodeId {
+            let mut at = node;
+            while let Some(&up) = parent.get(&at) {
+                if up == at {
+                    break;
+                }
+                at = up;
+            }
+            parent.insert(node, at);
+            at
+        }
+        for (from, to) in &paid {
+            if from < to && paid.contains(&(*to, *from)) {
+                parent.entry(*from).or_insert(*from);
+                parent.entry(*to).or_insert(*to);
+                let (ra, rb) = (root(&mut parent, *from), root(&mut parent, *to));
+                if ra != rb {
+                    // The smaller id becomes the root, so the id names the cluster.
+                    let (low, high) = if ra < rb { (ra, rb) } else { (rb, ra) };
+                    parent.insert(high, low);
+                }
+            }
+        }
+        let members: Vec<NodeId> = parent.keys().copied().collect();
+        members
+            .into_iter()
+            .map(|node| {
+                let r = root(&mut parent, node);
+                let mut id = [0u8; 8];
+                id.copy_from_slice(&r.0[..8]);
+                (node, u64::from_le_bytes(id))
+            })
+            .collect()
+    }
+
+    /// Whether `snapshot` takes precedence over the adopted one (higher epoch, then more
+    /// settlements, then the lower root): what [`Ledger::adopt`] would do with it.
+    pub fn would_adopt(&self, snapshot: &Snapshot) -> bool {
+        snapshot.precedence() > self.snapshot.precedence()
+    }
+
+    /// Drops records folded into `snapshot` (an older, final epoch than the adopted one, so
+    /// that records stay while a rival snapshot of a recent epoch could still win). Returns
+    /// the ids of the records dropped.
+    pub fn prune_folded_by(&mut self, snapshot: &Snapshot) -> Vec<[u8; 32]> {
+        let snap = snapshot.channels();
+        let mut dropped = Vec::new();
+        self.channels.retain(|key, entry| {
+            let keep = snap
+                .get(key)
+                .is_none_or(|b| entry.key() > (b.seq, b.kind.rank()));
+            if !keep {
+                dropped.extend(entry.records.keys().copied());
+            }
+            keep
+        });
+        dropped
+    }
+
     /// Drops records already folded into the adopted snapshot. Call only once that epoch is
     /// final (`RECORD_RETENTION_EPOCHS` after activation): before that, a rival snapshot could
     /// still win and the records would be needed again.

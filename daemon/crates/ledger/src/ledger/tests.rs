@@ -583,3 +583,67 @@ fn records_page_walks_every_record_once_and_news_is_told_apart() {
         party_b: fresh.body.party_b,
     }));
 }
+
+/// A checkpoint of a fresh channel between `a` and `b` after `a` paid `ab` and `b` paid `ba`.
+fn paid_both_ways(id: u8, a: usize, b: usize, ab: u64, ba: u64) -> SettlementRecord {
+    let mut body = ChannelBody::opening(
+        ChannelId([id; 16]),
+        node(a),
+        node(b),
+        Deposits {
+            a: 10_000,
+            b: 10_000,
+        },
+        LotteryTerms::initial(),
+    );
+    if ab > 0 {
+        body = body.pay(Party::A, ab).unwrap();
+    }
+    if ba > 0 {
+        body = body.pay(Party::B, ba).unwrap();
+    }
+    co_sign(body, SettlementKind::Checkpoint, a, b)
+}
+
+#[test]
+fn mutual_payers_form_one_cluster_transitively_and_one_way_payers_do_not() {
+    let mut ledger = Ledger::new(genesis());
+    // 0 ⇄ 1 in one channel; 1 → 2 and 2 → 1 across two channels; 3 → 4 one way.
+    for r in [
+        paid_both_ways(1, 0, 1, 1_000, 400),
+        paid_both_ways(2, 1, 2, 500, 0),
+        paid_both_ways(3, 2, 1, 300, 0),
+        paid_both_ways(4, 3, 4, 2_000, 0),
+    ] {
+        ledger.join_verified(r);
+    }
+    let clusters = ledger.payment_clusters();
+    assert_eq!(clusters.len(), 3, "{clusters:?}");
+    assert_eq!(clusters[&node(0)], clusters[&node(1)]);
+    assert_eq!(clusters[&node(1)], clusters[&node(2)]);
+    assert!(!clusters.contains_key(&node(3)));
+    // Minting: the cluster {0,1,2} nets negative (only burns leave it); 4 earns alone.
+    let params = CompactionParams {
+        epochs_per_year: 0,
+        active_trusted_nodes: 100,
+        clusters,
+    };
+    let snapshot = ledger.compact(&params);
+    let earned_by_4 = 2_000 - burn_of(2_000);
+    assert_eq!(snapshot.minted_total(), u128::from(earned_by_4 / 2));
+    assert_eq!(
+        snapshot.balance(&node(4)),
+        i128::from(50_000 + earned_by_4 + earned_by_4 / 2)
+    );
+    // Unfolded winners are exactly the four records, in channel order, and none after.
+    assert_eq!(ledger.unfolded_winners(10).len(), 4);
+    assert_eq!(ledger.unfolded_winners(2).len(), 2);
+    let mut next = ledger.clone();
+    next.adopt(snapshot.clone());
+    assert!(next.unfolded_winners(10).is_empty());
+    assert!(!ledger.would_adopt(ledger.snapshot()));
+    assert!(ledger.would_adopt(&snapshot));
+    // Pruning against the snapshot drops the folded records.
+    assert_eq!(next.prune_folded_by(&snapshot).len(), 4);
+    assert_eq!(next.record_count(), 0);
+}
