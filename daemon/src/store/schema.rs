@@ -36,6 +36,10 @@ pub(crate) const CF_LEDGER_RECORDS: &str = "ledger_records";
 pub(crate) const CF_LEDGER_REDEEMED: &str = "ledger_redeemed";
 /// Peers this node trusts.
 pub(crate) const CF_LEDGER_TRUST: &str = "ledger_trust";
+/// Idempotency keys of Pay and OpenChannel (`crate::ledger::requests`).
+pub(crate) const CF_LEDGER_REQUESTS: &str = "ledger_requests";
+/// What this node owes under market agreements, paid in the background (`crate::ledger::payments`).
+pub(crate) const CF_LEDGER_DUES: &str = "ledger_dues";
 
 // The market's records (`crate::market::records`).
 /// Agreements by the hash of their signed request.
@@ -62,6 +66,8 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_LEDGER_RECORDS,
     CF_LEDGER_REDEEMED,
     CF_LEDGER_TRUST,
+    CF_LEDGER_REQUESTS,
+    CF_LEDGER_DUES,
     CF_MARKET_AGREEMENTS,
     CF_MARKET_STATE,
 ];
