@@ -434,6 +434,10 @@ pub(crate) struct LedgerCore {
     pub(super) writes: PendingWrites,
     /// Idempotency keys of Pay and OpenChannel.
     pub(super) requests: RequestBook,
+    /// No key expires before this time, Unix ms (0: not started): set at the first expiry
+    /// check after a start, so that the payments a restart resumes find their keys even when
+    /// the node was down longer than the retention.
+    pub(super) requests_kept_until_ms: u64,
     pub(super) outbox: Vec<Outgoing>,
     pub(super) notices: Vec<Notice>,
     pub(super) rejects: RejectCounters,
@@ -444,6 +448,10 @@ pub(crate) struct LedgerCore {
     pub(super) neighbours_stale: bool,
     poisoned: bool,
 }
+
+/// How long after a start no request id expires: the payments a restart resumes (the market's
+/// dues queue, within seconds) find their keys however long the node was down.
+pub(super) const REQUEST_GRACE_AFTER_START_MS: u64 = 10 * 60 * 1000;
 
 /// Expired opens remembered for a late acceptance at most.
 pub(super) const MAX_EXPIRED_OPENS: usize = 1024;
@@ -512,6 +520,7 @@ impl LedgerCore {
             records_digest: None,
             writes: PendingWrites::default(),
             requests: RequestBook::default(),
+            requests_kept_until_ms: 0,
             outbox: Vec::new(),
             notices: Vec::new(),
             rejects: RejectCounters::default(),
@@ -878,8 +887,15 @@ impl LedgerCore {
         self.writes.requests_put.insert(key.0, request);
     }
 
-    /// Forgets the request ids older than their retention.
+    /// Forgets the request ids older than their retention, but none in the first
+    /// [`REQUEST_GRACE_AFTER_START_MS`] after a start.
     pub(super) fn expire_requests(&mut self, now: Now) {
+        if self.requests_kept_until_ms == 0 {
+            self.requests_kept_until_ms = now.unix_ms.saturating_add(REQUEST_GRACE_AFTER_START_MS);
+        }
+        if now.unix_ms < self.requests_kept_until_ms {
+            return;
+        }
         for forgotten in self.requests.expire(now.unix_ms) {
             self.writes.requests_put.remove(&forgotten);
             self.writes.requests_delete.insert(forgotten);

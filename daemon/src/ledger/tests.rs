@@ -1035,3 +1035,42 @@ fn an_acceptance_that_arrives_after_the_open_expired_still_opens_the_channel() {
     let (a, b) = (net.view(0, id), net.view(1, id));
     assert_eq!((a.phase, b.phase), (ChannelPhase::Open, ChannelPhase::Open));
 }
+
+#[test]
+fn payment_keys_survive_a_crash_and_none_expires_right_after_a_start() {
+    use super::requests::{REQUEST_RETENTION_MS, RequestKind::Pay};
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let id = net.open(0, 1, DEPOSIT, 0);
+    let peer = net.nodes[1].id();
+    let key = request(Pay, b"before the crash");
+    let now = net.now;
+    net.nodes[0]
+        .core()
+        .pay(peer, 1_000, Some(key), now)
+        .unwrap();
+    net.settle();
+    // Down for longer than the retention, then started again: the key is still honoured.
+    net.crash(0);
+    net.crash(1);
+    net.advance(REQUEST_RETENTION_MS + 1);
+    net.start(0);
+    net.start(1);
+    net.advance(1_000);
+    let now = net.now;
+    net.nodes[0]
+        .core()
+        .pay(peer, 1_000, Some(key), now)
+        .unwrap();
+    net.settle();
+    assert_eq!(net.view(0, id).paid, 1_000, "the repeat moved nothing");
+    // Past the grace after the start, the old key is forgotten: the id is a new request.
+    net.advance(super::core::REQUEST_GRACE_AFTER_START_MS);
+    let now = net.now;
+    net.nodes[0]
+        .core()
+        .pay(peer, 1_000, Some(key), now)
+        .unwrap();
+    net.settle();
+    assert_eq!(net.view(0, id).paid, 2_000);
+}
