@@ -9,6 +9,13 @@
 //! synced commit into a real store (`mehrd::store::Store`) of one channel record and of 64,
 //! then adds them up per update.
 //!
+//! It also measures the market's durable payment queue (issue 17) against those figures: each
+//! charge is one synced write of the agreement's dues record before anything is paid, and each
+//! payment of an agreement's dues two more (marked in flight, then paid) around the channel
+//! update; the queue merges the charges that arrive while a payment is under way into the next
+//! payment. The network round trip to the provider is not included (it is the same for a
+//! channel update made directly).
+//!
 //! `cargo bench -p mehrd --bench channel_update` (MEHR_BENCH_UPDATES sets the updates timed,
 //! default 20 000).
 
@@ -30,6 +37,10 @@ use rand::{SeedableRng, rngs::StdRng};
 const RECORD_BYTES: usize = 600;
 /// The table the ledger keeps its channels in.
 const CHANNELS: Table<Vec<u8>, Vec<u8>> = Table::new("ledger_channels");
+/// The table the payment queue keeps each agreement's dues in.
+const DUES: Table<Vec<u8>, Vec<u8>> = Table::new("ledger_dues");
+/// Bytes of one dues record: provider (16), charged, paid, in flight (3 × 8), ended (1).
+const DUES_BYTES: usize = 41;
 
 fn main() {
     let updates: u32 = std::env::var("MEHR_BENCH_UPDATES")
@@ -69,6 +80,36 @@ fn main() {
             1e6 / slower
         );
     }
+
+    // The durable payment queue: a dues write per charge, two per payment, and the payer's
+    // side of the channel update with its own commit (a lone payment batches with nothing).
+    let dues_write = micros(dues_write_time(&store, 2_000));
+    let update = micros(payer) + micros(single);
+    println!("durable payment queue, one core (anchor: a channel update alone, {update:.1} µs):");
+    println!("  synced write of a dues record         {dues_write:>8.1} µs");
+    println!(
+        "  charges recorded/s                    {:>8.0}",
+        1e6 / dues_write
+    );
+    for merged in [1u32, 8, 64] {
+        let per_payment = f64::from(merged) * dues_write + 2.0 * dues_write + update;
+        println!(
+            "  charges paid/s, {merged:>2} merged per payment  {:>8.0}  ({:.2}× the direct updates/s)",
+            f64::from(merged) * 1e6 / per_payment,
+            f64::from(merged) * update / per_payment
+        );
+    }
+}
+
+/// The mean time of a synced write of one dues record, over `rounds` writes.
+fn dues_write_time(store: &Store, rounds: u32) -> Duration {
+    let value = vec![0x3c; DUES_BYTES];
+    let start = Instant::now();
+    for round in 0..rounds {
+        let key = [[7u8; 28].as_slice(), &round.to_le_bytes()].concat();
+        store.put(DUES, &key, &value).expect("dues write");
+    }
+    start.elapsed() / rounds
 }
 
 /// The mean time of each side's part of an update, over `updates` updates.

@@ -57,6 +57,30 @@ impl<'py> FromPyObject<'_, 'py> for Payload {
     }
 }
 
+/// An idempotency key: `str` (its UTF-8) or `bytes`, checked by the daemon (1–64 bytes).
+pub(crate) struct RequestId(Vec<u8>);
+
+impl RequestId {
+    /// The key's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl<'py> FromPyObject<'_, 'py> for RequestId {
+    type Error = PyErr;
+
+    fn extract(object: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(data) = object.cast::<PyBytes>() {
+            return Ok(RequestId(data.as_bytes().to_vec()));
+        }
+        if let Ok(text) = object.cast::<PyString>() {
+            return Ok(RequestId(text.extract::<String>()?.into_bytes()));
+        }
+        Err(PyTypeError::new_err("request_id: expected str or bytes"))
+    }
+}
+
 /// A fixed-length id given as hex (`str`) or raw `bytes`.
 pub(crate) fn id_bytes(
     py: Python<'_>,

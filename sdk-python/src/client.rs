@@ -11,7 +11,7 @@ use pyo3::{prelude::*, sync::PyOnceLock, types::PyTuple};
 use tonic::Code;
 
 use crate::{
-    args::{Payload, capability_kind, id_bytes, placement, route_policy, seconds, tier},
+    args::{Payload, RequestId, capability_kind, id_bytes, placement, route_policy, seconds, tier},
     bridge::{self, Built},
     failure::{Failure, invalid_argument},
     runtime::ProcessBound,
@@ -229,8 +229,10 @@ macro_rules! client_methods {
             /// Opens a payment channel with the Mehr node `peer` (16 bytes, hex or bytes; a
             /// neighbour, or any node whose announce was heard), depositing `deposit_umhr` (and
             /// asking `peer_deposit_umhr` of the peer); waits up to `timeout` seconds until both
-            /// signed it.
-            #[pyo3(signature = (peer, deposit_umhr, *, peer_deposit_umhr = 0, timeout = None))]
+            /// signed it. `request_id` (1–64 bytes or characters) is the call's idempotency
+            /// key: call again with the same one after a failure and it converges on the same
+            /// channel; without one a fresh key is used, and reused by the SDK's own retries.
+            #[pyo3(signature = (peer, deposit_umhr, *, peer_deposit_umhr = 0, timeout = None, request_id = None))]
             fn open_channel<'py>(
                 &self,
                 py: Python<'py>,
@@ -238,31 +240,41 @@ macro_rules! client_methods {
                 deposit_umhr: u64,
                 peer_deposit_umhr: u64,
                 timeout: Option<f64>,
+                request_id: Option<RequestId>,
             ) -> PyResult<$ret> {
                 let client = self.inner.get($what)?.clone();
                 let peer = id_bytes(py, peer, "peer", 16)?;
                 let timeout = seconds(py, timeout, "timeout")?.unwrap_or(DEFAULT_SEND_TIMEOUT);
                 $run(py, async move {
-                    Ok::<_, Failure>(client.open_channel(&peer, deposit_umhr, peer_deposit_umhr, timeout).await?)
+                    Ok::<_, Failure>(match request_id {
+                        Some(id) => client.open_channel_with_request_id(&peer, deposit_umhr, peer_deposit_umhr, id.as_bytes(), timeout).await?,
+                        None => client.open_channel(&peer, deposit_umhr, peer_deposit_umhr, timeout).await?,
+                    })
                 })
             }
 
             /// Pays `amount_umhr` to `peer` through the open channel with it (the payee gets
             /// 98 %; 2 % is burned); waits up to `timeout` seconds until the new state is
-            /// co-signed.
-            #[pyo3(signature = (peer, amount_umhr, *, timeout = None))]
+            /// co-signed. `request_id` (1–64 bytes or characters) is the call's idempotency
+            /// key: a repeated one moves nothing and answers with the first payment; without
+            /// one a fresh key is used, and reused by the SDK's own retries.
+            #[pyo3(signature = (peer, amount_umhr, *, timeout = None, request_id = None))]
             fn pay<'py>(
                 &self,
                 py: Python<'py>,
                 peer: &Bound<'py, PyAny>,
                 amount_umhr: u64,
                 timeout: Option<f64>,
+                request_id: Option<RequestId>,
             ) -> PyResult<$ret> {
                 let client = self.inner.get($what)?.clone();
                 let peer = id_bytes(py, peer, "peer", 16)?;
                 let timeout = seconds(py, timeout, "timeout")?.unwrap_or(DEFAULT_SEND_TIMEOUT);
                 $run(py, async move {
-                    Ok::<_, Failure>(client.pay(&peer, amount_umhr, timeout).await?)
+                    Ok::<_, Failure>(match request_id {
+                        Some(id) => client.pay_with_request_id(&peer, amount_umhr, id.as_bytes(), timeout).await?,
+                        None => client.pay(&peer, amount_umhr, timeout).await?,
+                    })
                 })
             }
 

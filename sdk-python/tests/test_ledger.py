@@ -48,6 +48,13 @@ def test_channel_open_pay_and_a_paid_call(linked_daemons):
     assert received.balance_umhr == 5_000 - 100  # the payee keeps 98 %
     with pytest.raises(mehr.InvalidArgument):
         a_client.pay("not hex", 1)
+    # An idempotency key: the repeat answers with the first payment and moves nothing.
+    keyed = a_client.pay(b_id, 2_000, request_id="test-ledger-pay")
+    repeated = a_client.pay(b_id, 2_000, request_id="test-ledger-pay")
+    assert keyed.paid_umhr == repeated.paid_umhr == 7_000
+    with pytest.raises(mehr.InvalidArgument) as reused:
+        a_client.pay(b_id, 3_000, request_id="test-ledger-pay")
+    assert reused.value.reason == "REQUEST_ID_REUSED"
 
     # A function served on B and called from A: its charge is paid through the channel.
     @mehr.function("ledger.echo", price_umhr=1_000)
@@ -59,7 +66,7 @@ def test_channel_open_pay_and_a_paid_call(linked_daemons):
         assert result.remote is not None and result.remote.charged_umhr == 1_000
         eventually(
             "the call paid through the channel",
-            lambda: next((c for c in a_client.channels() if c.peer == b_id and c.paid_umhr == 6_000), None),
+            lambda: next((c for c in a_client.channels() if c.peer == b_id and c.paid_umhr == 8_000), None),
         )
 
 

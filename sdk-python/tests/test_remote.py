@@ -1,5 +1,6 @@
 """Serving on one node and invoking from another: `invoke` with the default placement runs a
-function this node lacks on a provider found on the mesh, and says who ran it and what it cost."""
+function this node lacks on a provider found on the mesh, and says who ran it and what it cost;
+a consumer that cannot pay is refused once its unpaid dues exceed the provider's credit."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import pytest
 import mehr
 from conftest import eventually
 
+# Each call's price: the provider's default credit (`market.consumer_credit_umhr`, 100 000 μMHR)
+# covers the dues of the first three calls (0, 40 000 and 80 000 owed when each is asked), not
+# those of a fourth (120 000 owed).
+PRICE = 40_000
+
 
 def test_serve_on_a_invoke_from_b(linked_daemons):
     a, b = linked_daemons
 
-    @mehr.function("remote.upper", description="Upper-cases text", max_concurrency=4, price_umhr=7)
+    @mehr.function("remote.upper", description="Upper-cases text", max_concurrency=4, price_umhr=PRICE)
     def upper(text: str) -> str:
         return text.upper()
 
@@ -23,10 +29,10 @@ def test_serve_on_a_invoke_from_b(linked_daemons):
         eventually("A as B's neighbour", lambda: any(n.node_id == a_id for n in b_client.neighbours()), timeout=30)
         offers = eventually(
             "remote.upper discovered",
-            lambda: b_client.discover("remote.upper", max_price=10),
+            lambda: b_client.discover("remote.upper", max_price=PRICE),
             timeout=60,
         )
-        assert offers[0].node_id == a_id and offers[0].unit_price_umhr == 7 and offers[0].hops == 1
+        assert offers[0].node_id == a_id and offers[0].unit_price_umhr == PRICE and offers[0].hops == 1
         with pytest.raises(mehr.InvalidArgument):
             b_client.discover(kind="teleport")
         assert b_client.balance().free_umhr == 0  # no genesis allocation in this network
@@ -40,7 +46,7 @@ def test_serve_on_a_invoke_from_b(linked_daemons):
         assert result.remote is not None
         assert [p.node_id for p in result.remote.providers] == [a_id]
         assert result.remote.providers[0].outcome == "agreed"
-        assert result.remote.charged_umhr == 7
+        assert result.remote.charged_umhr == PRICE
 
         # Local placement never leaves the node.
         with pytest.raises(mehr.NotFound):
@@ -48,6 +54,16 @@ def test_serve_on_a_invoke_from_b(linked_daemons):
         # A bad tier is the caller's mistake.
         with pytest.raises(mehr.InvalidArgument):
             b_client.invoke("remote.upper", "x", placement="mesh", tier="redundant:1")
+
+        # B has no money, so its charges stay owed: served while they are within A's credit,
+        # refused (and told why) once they exceed it.
+        for text in ["second", "third"]:
+            served = b_client.invoke("remote.upper", text, timeout=30)
+            assert served.text() == text.upper() and served.remote.charged_umhr == PRICE
+        with pytest.raises(mehr.FailedPrecondition) as refused:
+            b_client.invoke("remote.upper", "fourth", timeout=30)
+        assert refused.value.reason == "PAYMENT_OVERDUE"
+        assert "100000" in refused.value.message
 
 
 def _try_invoke(client: mehr.Client, function: str, text: str):

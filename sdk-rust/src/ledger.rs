@@ -8,6 +8,42 @@ use mehr_proto::v1::{self as pb, ledger_service_client::LedgerServiceClient};
 
 use crate::{AuthedChannel, Client, Error};
 
+/// Attempts of an idempotent call (the first and its retries under the same request id).
+const IDEMPOTENT_ATTEMPTS: u32 = 3;
+
+/// A fresh idempotency key for one logical request: 16 random bytes.
+pub fn new_request_id() -> Vec<u8> {
+    use rand::RngCore;
+    let mut id = vec![0u8; 16];
+    rand::thread_rng().fill_bytes(&mut id);
+    id
+}
+
+/// Runs `call` (which carries one request id) again when the daemon could not be reached,
+/// was shutting down or the peer timed out: the id makes the retry safe.
+async fn retry_idempotent<T, F, Fut>(mut call: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e)
+                if attempt < IDEMPOTENT_ATTEMPTS
+                    && matches!(
+                        e.code(),
+                        Some(tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+                    ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// How [`Client::settle_channel`] settles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
@@ -77,7 +113,9 @@ impl Client {
 
     /// Opens a channel with the Mehr node `peer` (a neighbour, or any node whose announce was
     /// heard): this node deposits `deposit_umhr`, the peer is asked for `peer_deposit_umhr`.
-    /// Waits at most `timeout` for the peer's signature.
+    /// Waits at most `timeout` for the peer's signature. The call carries a fresh
+    /// `request_id` and is retried under it when the daemon could not be reached or timed
+    /// out (see [`Client::open_channel_with_request_id`]).
     pub async fn open_channel(
         &self,
         peer: &[u8],
@@ -85,11 +123,31 @@ impl Client {
         peer_deposit_umhr: u64,
         timeout: Duration,
     ) -> Result<pb::Channel, Error> {
+        let id = new_request_id();
+        retry_idempotent(|| {
+            self.open_channel_with_request_id(peer, deposit_umhr, peer_deposit_umhr, &id, timeout)
+        })
+        .await
+    }
+
+    /// [`Client::open_channel`] once, under the caller's idempotency key `request_id` (1–64
+    /// bytes): the same id proposes the same channel, so a retry after a lost answer
+    /// converges on it instead of finding the pair wedged; the same id with other arguments
+    /// is refused (`REQUEST_ID_REUSED`). The daemon keeps an id 24 h.
+    pub async fn open_channel_with_request_id(
+        &self,
+        peer: &[u8],
+        deposit_umhr: u64,
+        peer_deposit_umhr: u64,
+        request_id: &[u8],
+        timeout: Duration,
+    ) -> Result<pb::Channel, Error> {
         let request = pb::OpenChannelRequest {
             peer: peer.to_vec().into(),
             deposit_umhr,
             peer_deposit_umhr,
             timeout_ms: millis(timeout),
+            request_id: request_id.to_vec().into(),
         };
         channel_of(
             self.ledger()
@@ -101,17 +159,35 @@ impl Client {
     }
 
     /// Pays `amount_umhr` (gross; the payee gets 98%) to `peer` through the open channel with
-    /// it; returns the channel once the payment is co-signed.
+    /// it; returns the channel once the payment is co-signed. The call carries a fresh
+    /// `request_id` and is retried under it when the daemon could not be reached or timed
+    /// out, so a retry never pays twice (see [`Client::pay_with_request_id`]).
     pub async fn pay(
         &self,
         peer: &[u8],
         amount_umhr: u64,
         timeout: Duration,
     ) -> Result<pb::Channel, Error> {
+        let id = new_request_id();
+        retry_idempotent(|| self.pay_with_request_id(peer, amount_umhr, &id, timeout)).await
+    }
+
+    /// [`Client::pay`] once, under the caller's idempotency key `request_id` (1–64 bytes): a
+    /// repeated id moves nothing and answers once the first payment is co-signed; the same id
+    /// with another peer or amount is refused (`REQUEST_ID_REUSED`). The daemon keeps an id
+    /// 24 h.
+    pub async fn pay_with_request_id(
+        &self,
+        peer: &[u8],
+        amount_umhr: u64,
+        request_id: &[u8],
+        timeout: Duration,
+    ) -> Result<pb::Channel, Error> {
         let request = pb::PayRequest {
             peer: peer.to_vec().into(),
             amount_umhr,
             timeout_ms: millis(timeout),
+            request_id: request_id.to_vec().into(),
         };
         channel_of(self.ledger().pay(request).await?.into_inner().channel)
     }
@@ -209,13 +285,27 @@ impl Client {
             .changed)
     }
 
-    /// A summary of the CRDT ledger this node holds.
+    /// A summary of the CRDT ledger this node holds, with every account (the pages of
+    /// `GetLedger` joined).
     pub async fn ledger_summary(&self) -> Result<pb::GetLedgerResponse, Error> {
-        Ok(self
-            .ledger()
-            .get_ledger(pb::GetLedgerRequest {})
-            .await?
-            .into_inner())
+        let mut page_token = String::new();
+        let mut accounts = Vec::new();
+        loop {
+            let mut page = self
+                .ledger()
+                .get_ledger(pb::GetLedgerRequest {
+                    page_size: 1000,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            accounts.append(&mut page.accounts);
+            if page.next_page_token.is_empty() {
+                page.accounts = accounts;
+                return Ok(page);
+            }
+            page_token = std::mem::take(&mut page.next_page_token);
+        }
     }
 
     /// Checks a relay ticket in its 244-byte certified form (the 148-byte ticket and the

@@ -42,7 +42,7 @@ pub use client::{AuthedChannel, BearerToken, Client, EventStream};
 pub use compute::{InvokeOptions, Placement};
 pub use connect::{ConnectOptions, Target};
 pub use error::{ApiStatus, Error};
-pub use ledger::{SettleResult, Settlement};
+pub use ledger::{SettleResult, Settlement, new_request_id};
 /// The generated `mehr.v1` messages and clients.
 pub use mehr_proto::v1 as proto;
 pub use transport::Listening;

@@ -419,7 +419,14 @@ def open_channels(mesh: Mesh, tally: Tally) -> None:
         while True:
             try:
                 opened = stubs_of(a)[0].OpenChannel(
-                    ledger_pb2.OpenChannelRequest(peer=b.node_id, deposit_umhr=DEPOSIT, timeout_ms=15000),
+                    ledger_pb2.OpenChannelRequest(
+                        peer=b.node_id,
+                        deposit_umhr=DEPOSIT,
+                        timeout_ms=15000,
+                        # One logical open, retried under one key: a retry converges on the
+                        # channel the first try proposed (issue 17).
+                        request_id=f"faults-open-{payer}-{payee}".encode(),
+                    ),
                     timeout=20,
                 )
                 tally.channel_ids[(payer, payee)] = opened.channel.channel_id

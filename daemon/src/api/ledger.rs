@@ -62,6 +62,19 @@ fn timeout<T>(request: &Request<T>, ms: u32) -> Duration {
     CallDeadline::cap(request, wait)
 }
 
+/// An idempotency key: empty for none, else 1–64 bytes.
+fn request_id(bytes: &[u8]) -> Result<Option<&[u8]>, Status> {
+    use crate::ledger::requests::MAX_REQUEST_ID_LEN;
+    match bytes.len() {
+        0 => Ok(None),
+        n if n > MAX_REQUEST_ID_LEN => Err(invalid_field(
+            "request_id",
+            format!("request_id is {n} bytes, at most {MAX_REQUEST_ID_LEN}"),
+        )),
+        _ => Ok(Some(bytes)),
+    }
+}
+
 fn positive(field: &str, amount: u64) -> Result<u64, Status> {
     if amount == 0 {
         Err(invalid_field(field, format!("{field} must be above zero")))
@@ -178,9 +191,16 @@ impl LedgerService for LedgerApi {
         let wait = timeout(&request, request.get_ref().timeout_ms);
         let request = request.into_inner();
         let peer = node("peer", &request.peer)?;
+        let request_id = request_id(&request.request_id)?;
         let channel = self
             .ledger
-            .open_channel(peer, request.deposit_umhr, request.peer_deposit_umhr, wait)
+            .open_channel(
+                peer,
+                request.deposit_umhr,
+                request.peer_deposit_umhr,
+                request_id,
+                wait,
+            )
             .await?;
         Ok(Response::new(pb::OpenChannelResponse {
             channel: Some(channel_to_proto(&channel)),
@@ -195,7 +215,8 @@ impl LedgerService for LedgerApi {
         let request = request.into_inner();
         let peer = node("peer", &request.peer)?;
         let amount = positive("amount_umhr", request.amount_umhr)?;
-        let channel = self.ledger.pay(peer, amount, wait).await?;
+        let request_id = request_id(&request.request_id)?;
+        let channel = self.ledger.pay(peer, amount, request_id, wait).await?;
         Ok(Response::new(pb::PayResponse {
             channel: Some(channel_to_proto(&channel)),
         }))
@@ -277,9 +298,13 @@ impl LedgerService for LedgerApi {
 
     async fn get_ledger(
         &self,
-        _: Request<pb::GetLedgerRequest>,
+        request: Request<pb::GetLedgerRequest>,
     ) -> Result<Response<pb::GetLedgerResponse>, Status> {
+        let r = request.into_inner();
+        let paging = PageRequest::parse(Filters::new("GetLedger"), r.page_size, &r.page_token)?;
         let s = self.ledger.summary().await?;
+        let (accounts, next_page_token) =
+            paging.page(s.accounts.clone(), |(id, _, _)| id.0.to_vec());
         Ok(Response::new(pb::GetLedgerResponse {
             epoch: s.epoch,
             snapshot_root: s.snapshot_root.to_vec().into(),
@@ -289,8 +314,8 @@ impl LedgerService for LedgerApi {
             burned_folded_umhr: unsigned(s.burned_folded),
             burned_unfolded_umhr: unsigned(s.burned_unfolded),
             minted_umhr: unsigned(s.minted),
-            accounts: s
-                .accounts
+            next_page_token,
+            accounts: accounts
                 .iter()
                 .map(|(id, balance, escrowed)| pb::LedgerAccount {
                     node_id: id.0.to_vec().into(),

@@ -369,6 +369,8 @@ pub fn agreement_to_proto(a: &AgreementView) -> pb::Agreement {
             .into(),
         linked_request_id: a.linked.map(|h| h.to_vec()).unwrap_or_default().into(),
         heartbeat_misses: a.heartbeat_misses,
+        paid_umhr: a.payment.paid_umhr,
+        owed_umhr: a.payment.owed_umhr,
     }
 }
 
@@ -608,7 +610,9 @@ impl MarketService for MarketApi {
             .field("role", r.role.to_le_bytes())
             .field("live_only", [u8::from(r.live_only)]);
         let paging = PageRequest::parse(filters, r.page_size, &r.page_token)?;
-        let all = self.market()?.agreements(AgreementFilter {
+        let market = self.market()?;
+        market.refresh_payments().await;
+        let all = market.agreements(AgreementFilter {
             role,
             live_only: r.live_only,
         });
@@ -624,7 +628,9 @@ impl MarketService for MarketApi {
         request: Request<pb::GetAgreementRequest>,
     ) -> Result<Response<pb::GetAgreementResponse>, Status> {
         let id = id32("id", &request.into_inner().id)?;
-        let agreement = self.market()?.agreement(&id)?;
+        let market = self.market()?;
+        market.refresh_payments().await;
+        let agreement = market.agreement(&id)?;
         Ok(Response::new(pb::GetAgreementResponse {
             agreement: Some(agreement_to_proto(&agreement)),
         }))

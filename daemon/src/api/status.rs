@@ -215,6 +215,10 @@ reasons! {
     ResultUnverified = "RESULT_UNVERIFIED", Aborted, 0;
     /// A provider failed the job.
     JobFailed = "JOB_FAILED", Unavailable, 5000;
+    /// The provider refuses service: this node's unpaid dues to it exceed the credit it grants.
+    PaymentOverdue = "PAYMENT_OVERDUE", FailedPrecondition, 0;
+    /// A request_id was used before with other arguments.
+    RequestIdReused = "REQUEST_ID_REUSED", InvalidArgument, 0;
 
     // ---- admin -------------------------------------------------------------------------
     /// No minted token with this id.
@@ -572,6 +576,7 @@ impl From<LedgerError> for Status {
                 failure(Reason::DataCorrupt, message)
             }
             LedgerError::Stopped => failure(Reason::ShuttingDown, message),
+            LedgerError::RequestReused { .. } => failure(Reason::RequestIdReused, message),
         }
     }
 }
@@ -612,6 +617,7 @@ impl From<MarketError> for Status {
             MarketError::Timeout(_) => failure(Reason::PeerTimeout, message),
             MarketError::Unverified(_) => failure(Reason::ResultUnverified, message),
             MarketError::JobFailed { .. } => failure(Reason::JobFailed, message),
+            MarketError::PaymentOverdue { .. } => failure(Reason::PaymentOverdue, message),
             MarketError::Stopped => failure(Reason::ShuttingDown, message),
         }
     }

@@ -24,6 +24,11 @@ pub enum ChannelCommand {
         /// Seconds to wait for the peer.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Idempotency key (1–64 characters): run the command again with the same key after
+        /// a failure and it converges on the same channel (default: a fresh key, reused by
+        /// the command's own retries).
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Pay a peer AMOUNT through the open channel with it (the payee gets 98%).
     Pay {
@@ -34,6 +39,11 @@ pub enum ChannelCommand {
         /// Seconds to wait for the co-signature.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Idempotency key (1–64 characters): run the command again with the same key after
+        /// a failure and the payment is made once (default: a fresh key, reused by the
+        /// command's own retries).
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Record a channel's latest state in the ledger (a checkpoint), or close it.
     Settle(SettleArgs),
@@ -284,29 +294,47 @@ pub(super) async fn channel(
             amount,
             peer_deposit,
             timeout,
+            request_id,
         } => {
-            let channel = client
-                .open_channel(
-                    &id_arg("node", &node)?,
-                    amount_arg(&amount)?,
-                    amount_arg(&peer_deposit)?,
-                    Duration::from_secs(timeout),
-                )
-                .await?;
+            let (peer, deposit) = (id_arg("node", &node)?, amount_arg(&amount)?);
+            let peer_deposit = amount_arg(&peer_deposit)?;
+            let timeout = Duration::from_secs(timeout);
+            let channel = match request_id {
+                Some(id) => {
+                    client
+                        .open_channel_with_request_id(
+                            &peer,
+                            deposit,
+                            peer_deposit,
+                            id.as_bytes(),
+                            timeout,
+                        )
+                        .await?
+                }
+                None => {
+                    client
+                        .open_channel(&peer, deposit, peer_deposit, timeout)
+                        .await?
+                }
+            };
             print_channel(out, &channel);
         }
         ChannelCommand::Pay {
             node,
             amount,
             timeout,
+            request_id,
         } => {
-            let channel = client
-                .pay(
-                    &id_arg("node", &node)?,
-                    amount_arg(&amount)?,
-                    Duration::from_secs(timeout),
-                )
-                .await?;
+            let (peer, amount) = (id_arg("node", &node)?, amount_arg(&amount)?);
+            let timeout = Duration::from_secs(timeout);
+            let channel = match request_id {
+                Some(id) => {
+                    client
+                        .pay_with_request_id(&peer, amount, id.as_bytes(), timeout)
+                        .await?
+                }
+                None => client.pay(&peer, amount, timeout).await?,
+            };
             print_channel(out, &channel);
         }
         ChannelCommand::Settle(args) => {

@@ -443,6 +443,8 @@ fn agreement_json(a: &pb::Agreement) -> Value {
         "ends_at_unix_ms": a.ends_at_unix_ms,
         "charged_units": a.charged_units,
         "charged_umhr": a.charged_umhr,
+        "paid_umhr": a.paid_umhr,
+        "owed_umhr": a.owed_umhr,
         "upstream_agreement_id": hex::encode(&a.upstream_agreement_id),
         "linked_request_id": hex::encode(&a.linked_request_id),
         "heartbeat_misses": a.heartbeat_misses,
@@ -471,6 +473,13 @@ fn print_agreement(out: &Output, a: &pb::Agreement) {
         (
             "charged",
             format!("{} μMHR for {} units", a.charged_umhr, a.charged_units),
+        ),
+        (
+            "paid",
+            format!(
+                "{} μMHR through the channel, {} μMHR owed",
+                a.paid_umhr, a.owed_umhr
+            ),
         ),
     ];
     if a.ends_at_unix_ms > 0 {
@@ -742,6 +751,8 @@ pub(super) async fn agreements(
                 capability_text(a.capability.as_ref()).0,
                 cost_text(a.cost.as_ref().or(a.cost_cap.as_ref())).0,
                 a.charged_umhr.to_string(),
+                a.paid_umhr.to_string(),
+                a.owed_umhr.to_string(),
             ]
         })
         .collect();
@@ -754,6 +765,8 @@ pub(super) async fn agreements(
             "CAPABILITY",
             "PRICE",
             "CHARGED",
+            "PAID",
+            "OWED",
         ],
         &rows,
         json!({ "agreements": all.iter().map(agreement_json).collect::<Vec<_>>() }),

@@ -303,6 +303,11 @@ pub struct MarketConfig {
     /// Bytes delivered through a relay under a relay agreement that are billed at once
     /// (PROTOCOL.md pays relaying per 1 MB chunk); fewer are billed after 10 s.
     pub relay_charge_bytes: u64,
+    /// Unpaid dues, μMHR, a consumer may run up with this node as provider: charges for
+    /// service delivered that its payment channel has not paid yet. Past it, jobs from that
+    /// consumer are refused ("payment overdue") until it pays; 0 serves only consumers who
+    /// owe nothing.
+    pub consumer_credit_umhr: u64,
 }
 
 impl MarketConfig {
@@ -694,6 +699,7 @@ impl Config {
                 resale_markup_percent: 5,
                 exclusion_secs: 86_400,
                 relay_charge_bytes: 1_000_000,
+                consumer_credit_umhr: 100_000,
             },
             metrics: MetricsConfig {
                 listen: String::new(),

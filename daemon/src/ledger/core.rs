@@ -23,7 +23,7 @@ use mehr_ledger::{
     trust::TrustConfig,
 };
 use mehr_transport::identity::{Identity, PrivateIdentity};
-use rand::rngs::StdRng;
+use rand::{SeedableRng, rngs::StdRng};
 
 use super::{
     records::{
@@ -31,6 +31,7 @@ use super::{
         RedeemedKey, StoredChannel, StoredOpen, StoredRecord, TRUST, node_id,
     },
     relay::SentLog,
+    requests::{REQUESTS, RequestBook, RequestKey, RequestKind, StoredRequest, fingerprint},
     wire::{GossipedRecord, LedgerMessage},
 };
 use crate::store::{Store, StoreError};
@@ -155,6 +156,14 @@ pub enum LedgerError {
     /// The ledger part stopped (shutdown, or an earlier store failure).
     #[error("the ledger is not running")]
     Stopped,
+    /// A request id already named a request with other arguments.
+    #[error(
+        "request_id was used before for a {what} with other arguments (another peer or amount); use a new id for a new request"
+    )]
+    RequestReused {
+        /// "payment" or "channel open".
+        what: &'static str,
+    },
 }
 
 /// The time inputs of one step.
@@ -386,6 +395,8 @@ pub(super) struct PendingWrites {
     pub(super) trust: BTreeMap<NodeId, Option<u64>>,
     /// An adopted epoch: its snapshot and its activation, encoded.
     pub(super) epoch: Option<(Vec<u8>, Vec<u8>)>,
+    pub(super) requests_put: BTreeMap<[u8; 32], StoredRequest>,
+    pub(super) requests_delete: BTreeSet<[u8; 32]>,
 }
 
 /// The ledger part's state.
@@ -405,6 +416,11 @@ pub(crate) struct LedgerCore {
     /// The open channel used with each peer.
     pub(super) by_peer: HashMap<NodeId, ChannelId>,
     pub(super) opens: BTreeMap<ChannelId, PendingOpen>,
+    /// Opens that expired unanswered, by when they expired (Unix ms): an acceptance that
+    /// arrives late still opens the channel (the peer holds it already), instead of leaving
+    /// the pair with a channel only one side knows. In memory, at most [`MAX_EXPIRED_OPENS`],
+    /// for [`EXPIRED_OPEN_MEMORY`] open timeouts.
+    pub(super) expired_opens: BTreeMap<ChannelId, (PendingOpen, u64)>,
     pub(super) ledger: Ledger,
     /// Public identities of every party of a held record.
     pub(super) parties: HashMap<NodeId, Identity>,
@@ -431,6 +447,12 @@ pub(crate) struct LedgerCore {
     pub(super) digest_sent_ms: u64,
     pub(super) records_digest: Option<[u8; 32]>,
     pub(super) writes: PendingWrites,
+    /// Idempotency keys of Pay and OpenChannel.
+    pub(super) requests: RequestBook,
+    /// No key expires before this time, Unix ms (0: not started): set at the first expiry
+    /// check after a start, so that the payments a restart resumes find their keys even when
+    /// the node was down longer than the retention.
+    pub(super) requests_kept_until_ms: u64,
     pub(super) outbox: Vec<Outgoing>,
     pub(super) notices: Vec<Notice>,
     pub(super) rejects: RejectCounters,
@@ -443,6 +465,15 @@ pub(crate) struct LedgerCore {
     pub(crate) epochs: super::epochs::EpochState,
     poisoned: bool,
 }
+
+/// How long after a start no request id expires: the payments a restart resumes (the market's
+/// dues queue, within seconds) find their keys however long the node was down.
+pub(super) const REQUEST_GRACE_AFTER_START_MS: u64 = 10 * 60 * 1000;
+
+/// Expired opens remembered for a late acceptance at most.
+pub(super) const MAX_EXPIRED_OPENS: usize = 1024;
+/// How many open timeouts an expired open is remembered for a late acceptance.
+pub(super) const EXPIRED_OPEN_MEMORY: u64 = 10;
 
 /// The Ed25519 signing key of a node identity.
 pub(crate) fn signing_key(identity: &PrivateIdentity) -> SigningKey {
@@ -499,6 +530,7 @@ impl LedgerCore {
             relay_cover: BTreeSet::new(),
             awaiting_neighbour: BTreeSet::new(),
             open_backoff: HashMap::new(),
+            expired_opens: BTreeMap::new(),
             gossip: Vec::new(),
             pushed_ms: HashMap::new(),
             reconcile_cursor: HashMap::new(),
@@ -507,6 +539,8 @@ impl LedgerCore {
             digest_sent_ms: 0,
             records_digest: None,
             writes: PendingWrites::default(),
+            requests: RequestBook::default(),
+            requests_kept_until_ms: 0,
             outbox: Vec::new(),
             notices: Vec::new(),
             rejects: RejectCounters::default(),
@@ -547,6 +581,10 @@ impl LedgerCore {
                 self.by_peer.entry(entry.peer_id).or_insert(id);
             }
             self.channels.insert(id, entry);
+        }
+        for item in store.scan_from(REQUESTS, &[]) {
+            let (key, stored) = item?;
+            self.requests.insert(RequestKey(key), stored);
         }
         for item in store.scan_from(OPENS, &[]) {
             let (id, stored) = item?;
@@ -740,6 +778,12 @@ impl LedgerCore {
         for key in &writes.redeemed {
             batch.put(REDEEMED, key, &Vec::new());
         }
+        for (key, request) in &writes.requests_put {
+            batch.put(REQUESTS, key, request);
+        }
+        for key in &writes.requests_delete {
+            batch.delete(REQUESTS, key);
+        }
         if let Some((snapshot, activation)) = &writes.epoch {
             batch.put(EPOCHS, &ADOPTED_SNAPSHOT.to_string(), snapshot);
             batch.put(EPOCHS, &ADOPTED_ACTIVATION.to_string(), activation);
@@ -775,12 +819,17 @@ impl LedgerCore {
     /// key comes from the neighbour list; any other node's is `announced`, the key its
     /// announce carried, which the caller looks up in the transport (a key that does not
     /// hash to `peer` is ignored).
+    ///
+    /// With a `request` key the open is idempotent: the channel nonce comes from the key, so
+    /// a retry proposes the very same channel (and the peer, holding it already, sends its
+    /// acceptance again), and a key seen before answers with the channel it named.
     pub(crate) fn open_channel(
         &mut self,
         peer: NodeId,
         announced: Option<Identity>,
         deposit: u64,
         peer_deposit: u64,
+        request: Option<RequestKey>,
         now: Now,
     ) -> Result<ChannelId, LedgerError> {
         self.last_now_ms = now.unix_ms;
@@ -789,6 +838,23 @@ impl LedgerCore {
         }
         if deposit == 0 && peer_deposit == 0 {
             return Err(LedgerError::ZeroAmount("the sum of the deposits"));
+        }
+        let print = fingerprint(RequestKind::Open, peer, &[deposit, peer_deposit]);
+        if let Some(key) = request
+            && let Some(known) = self.requests.get(&key).copied()
+        {
+            if known.fingerprint != print {
+                return Err(LedgerError::RequestReused {
+                    what: "channel open",
+                });
+            }
+            // Open, or still being opened: the caller waits for it like the first call did.
+            if self.channels.contains_key(&known.channel) || self.opens.contains_key(&known.channel)
+            {
+                return Ok(known.channel);
+            }
+            // The first proposal expired unanswered here (its acceptance was lost): propose the
+            // same channel again below.
         }
         if let Some(&channel) = self.by_peer.get(&peer) {
             return Err(LedgerError::ChannelExists {
@@ -817,20 +883,95 @@ impl LedgerCore {
                 requested: deposit,
             });
         }
-        self.propose_open(identity, deposit, peer_deposit, now)
+        let seed = request.map(|key| key.nonce_seed());
+        let id = self.propose_open(identity, deposit, peer_deposit, seed, now)?;
+        if let Some(key) = request {
+            self.remember_request(
+                key,
+                StoredRequest {
+                    kind: RequestKind::Open as u8,
+                    created_unix_ms: now.unix_ms,
+                    fingerprint: print,
+                    channel: id,
+                    target: 0,
+                },
+            );
+        }
+        Ok(id)
+    }
+
+    /// Remembers a request in the next flush, forgetting what falls out of the bounds.
+    fn remember_request(&mut self, key: RequestKey, request: StoredRequest) {
+        if self
+            .requests
+            .get(&key)
+            .is_some_and(|known| *known == request)
+        {
+            return;
+        }
+        for forgotten in self.requests.insert(key, request) {
+            self.writes.requests_put.remove(&forgotten);
+            self.writes.requests_delete.insert(forgotten);
+        }
+        self.writes.requests_delete.remove(&key.0);
+        self.writes.requests_put.insert(key.0, request);
+    }
+
+    /// Forgets the request ids older than their retention, but none in the first
+    /// [`REQUEST_GRACE_AFTER_START_MS`] after a start.
+    pub(super) fn expire_requests(&mut self, now: Now) {
+        if self.requests_kept_until_ms == 0 {
+            self.requests_kept_until_ms = now.unix_ms.saturating_add(REQUEST_GRACE_AFTER_START_MS);
+        }
+        if now.unix_ms < self.requests_kept_until_ms {
+            return;
+        }
+        for forgotten in self.requests.expire(now.unix_ms) {
+            self.writes.requests_put.remove(&forgotten);
+            self.writes.requests_delete.insert(forgotten);
+        }
+    }
+
+    /// What `peer` has paid this node over every channel with it that this node still holds
+    /// (the co-signed cumulative totals), μ.
+    pub(crate) fn received_from(&self, peer: NodeId) -> u64 {
+        self.channels
+            .values()
+            .filter(|e| e.peer_id == peer)
+            .map(|e| {
+                let body = e.channel.latest().body;
+                match e.channel.me() {
+                    Party::A => body.paid_b_to_a,
+                    Party::B => body.paid_a_to_b,
+                }
+            })
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Queues `amount` μ to pay `peer` over the open channel with it. Returns the channel and
     /// the cumulative total this node will have paid once the payment is co-signed.
+    ///
+    /// With a `request` key the payment is idempotent: a key seen before moves nothing and
+    /// answers with the channel and total of the first payment.
     pub(crate) fn pay(
         &mut self,
         peer: NodeId,
         amount: u64,
+        request: Option<RequestKey>,
         now: Now,
     ) -> Result<(ChannelId, u64), LedgerError> {
         self.last_now_ms = now.unix_ms;
         if amount == 0 {
             return Err(LedgerError::ZeroAmount("amount"));
+        }
+        let print = fingerprint(RequestKind::Pay, peer, &[amount]);
+        if let Some(key) = request
+            && let Some(known) = self.requests.get(&key)
+        {
+            if known.fingerprint != print {
+                return Err(LedgerError::RequestReused { what: "payment" });
+            }
+            return Ok((known.channel, known.target));
         }
         let id = *self
             .by_peer
@@ -854,6 +995,18 @@ impl LedgerCore {
         let target = entry.channel.latest().body.paid_by(me) + in_flight + entry.owed;
         self.mark_dirty(id);
         self.advance(id);
+        if let Some(key) = request {
+            self.remember_request(
+                key,
+                StoredRequest {
+                    kind: RequestKind::Pay as u8,
+                    created_unix_ms: now.unix_ms,
+                    fingerprint: print,
+                    channel: id,
+                    target,
+                },
+            );
+        }
         Ok((id, target))
     }
 
@@ -1245,12 +1398,19 @@ impl LedgerCore {
         peer: Identity,
         deposit: u64,
         peer_deposit: u64,
+        nonce_seed: Option<[u8; 32]>,
         now: Now,
     ) -> Result<ChannelId, LedgerError> {
         let peer_id = node_id(&peer);
         let keys = channel_keys(Party::A, &self.identity, &peer);
+        // A request's own seed makes its proposal the same on every retry.
+        let mut seeded = nonce_seed.map(StdRng::from_seed);
+        let rng: &mut StdRng = match seeded.as_mut() {
+            Some(rng) => rng,
+            None => &mut self.rng,
+        };
         let pending = Channel::propose_open(
-            &mut self.rng,
+            rng,
             self.me,
             peer_id,
             keys,
@@ -1285,6 +1445,7 @@ impl LedgerCore {
                 sent_ms: now.unix_ms,
             },
         );
+        self.expired_opens.remove(&id);
         self.send_channel(peer_id, ChannelMessage::OpenProposal(proposal));
         Ok(id)
     }

@@ -194,6 +194,20 @@ impl LedgerCore {
 
     fn on_open_accept(&mut self, sender_id: NodeId, accept: OpenAccept) {
         let id = accept.channel_id;
+        // An acceptance after this node gave up on the open: the peer holds the channel, so
+        // open it here too (when the deposit is still free) rather than leave it one-sided.
+        if !self.opens.contains_key(&id)
+            && let Some((open, _)) = self.expired_opens.remove(&id)
+        {
+            if node_id(&open.peer) == sender_id
+                && i128::from(open.proposal.body.balance_a) <= self.free_balance()
+            {
+                self.opens.insert(id, open);
+            } else {
+                self.rejects.refused += 1;
+                return;
+            }
+        }
         let Some(open) = self.opens.get(&id) else {
             // A repeated acceptance of a channel already open is harmless.
             if !self.channels.contains_key(&id) {

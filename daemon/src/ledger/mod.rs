@@ -18,6 +18,7 @@ mod inbound;
 mod payments;
 pub mod records;
 mod relay;
+pub mod requests;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -52,6 +53,7 @@ pub(crate) use self::core::{
     BalanceView, ChannelView, CoreConfig, LedgerCore, LedgerSummary, NeighbourInfo, Notice, Now,
     TicketVerdict,
 };
+use self::requests::{RequestKey, RequestKind};
 pub use self::{
     core::LedgerError,
     payments::{ChannelPayer, ChannelPayments},
@@ -144,13 +146,17 @@ enum Command {
         announced: Option<Identity>,
         deposit: u64,
         peer_deposit: u64,
+        request: Option<RequestKey>,
         reply: oneshot::Sender<Result<ChannelView, LedgerError>>,
     },
     Pay {
         peer: NodeId,
         amount: u64,
+        request: Option<RequestKey>,
         reply: oneshot::Sender<Result<ChannelView, LedgerError>>,
     },
+    /// What a peer has paid this node over its channels.
+    ReceivedFrom(NodeId, oneshot::Sender<u64>),
     Settle {
         channel: ChannelId,
         mode: SettleMode,
@@ -249,38 +255,52 @@ impl LedgerHandle {
 
     /// Opens a channel with `peer` and waits (at most `timeout`) until both signed it. The
     /// peer may be any Mehr node whose announce was heard, however many hops away; an
-    /// unknown one is [`LedgerError::UnknownPeer`].
+    /// unknown one is [`LedgerError::UnknownPeer`]. With a `request_id` (see
+    /// [`requests`]) a retry converges on the channel the first call proposed.
     pub(crate) async fn open_channel(
         &self,
         peer: NodeId,
         deposit: u64,
         peer_deposit: u64,
+        request_id: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<ChannelView, LedgerError> {
+        let request = request_id.map(|id| RequestKey::new(RequestKind::Open, id));
         self.ask_within("the channel open", timeout, |reply| Command::Open {
             peer,
             announced: None,
             deposit,
             peer_deposit,
+            request,
             reply,
         })
         .await
     }
 
     /// Pays `amount` μ to `peer` over the open channel and waits (at most `timeout`) until
-    /// the payment is co-signed.
+    /// the payment is co-signed. With a `request_id` (see [`requests`]) a repeated id moves
+    /// nothing and waits for the first payment instead.
     pub(crate) async fn pay(
         &self,
         peer: NodeId,
         amount: u64,
+        request_id: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<ChannelView, LedgerError> {
+        let request = request_id.map(|id| RequestKey::new(RequestKind::Pay, id));
         self.ask_within("the payment", timeout, |reply| Command::Pay {
             peer,
             amount,
+            request,
             reply,
         })
         .await
+    }
+
+    /// What `peer` has paid this node over the channels with it that this node holds, μ
+    /// (co-signed cumulative totals).
+    pub(crate) async fn received_from(&self, peer: NodeId) -> Result<u64, LedgerError> {
+        self.ask(|reply| Command::ReceivedFrom(peer, reply)).await
     }
 
     /// Settles a channel and waits (at most `timeout`) for the record.
@@ -640,8 +660,16 @@ impl Actor {
                 announced,
                 deposit,
                 peer_deposit,
+                request,
                 reply,
-            } => match core.open_channel(peer, announced, deposit, peer_deposit, now) {
+            } => match core.open_channel(peer, announced, deposit, peer_deposit, request, now) {
+                // A repeated request whose channel is open already: its view is the answer.
+                Ok(id) if core.channel_view(&id).is_some() => {
+                    let _ = reply.send(
+                        core.channel_view(&id)
+                            .ok_or(LedgerError::UnknownChannel(id)),
+                    );
+                }
                 Ok(id) => self.waiters.opens.entry(id).or_default().push(reply),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -650,13 +678,28 @@ impl Actor {
             Command::Pay {
                 peer,
                 amount,
+                request,
                 reply,
-            } => match core.pay(peer, amount, now) {
+            } => match core.pay(peer, amount, request, now) {
+                // A repeated request already co-signed (and so already durable).
+                Ok((id, target))
+                    if core
+                        .channel_view(&id)
+                        .is_some_and(|view| view.paid >= target) =>
+                {
+                    let _ = reply.send(
+                        core.channel_view(&id)
+                            .ok_or(LedgerError::UnknownChannel(id)),
+                    );
+                }
                 Ok((id, target)) => self.waiters.payments.push((id, target, reply)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
             },
+            Command::ReceivedFrom(peer, reply) => {
+                let _ = reply.send(core.received_from(peer));
+            }
             Command::Settle {
                 channel,
                 mode,

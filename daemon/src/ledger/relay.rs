@@ -192,7 +192,9 @@ impl LedgerCore {
         let deposit = u64::try_from(self.free_balance().max(0))
             .unwrap_or(u64::MAX)
             .min(self.config.channel_deposit);
-        if let Err(e) = self.propose_open(neighbour, deposit, self.config.channel_deposit, now) {
+        if let Err(e) =
+            self.propose_open(neighbour, deposit, self.config.channel_deposit, None, now)
+        {
             tracing::warn!(peer = %peer, error = %e, "cannot open a channel on demand");
         }
     }

@@ -247,7 +247,7 @@ impl Net {
         let now = self.now;
         let id = self.nodes[a]
             .core()
-            .open_channel(peer, None, deposit, peer_deposit, now)
+            .open_channel(peer, None, deposit, peer_deposit, None, now)
             .unwrap();
         self.settle();
         id
@@ -256,7 +256,7 @@ impl Net {
     fn pay(&mut self, a: usize, b: usize, amount: u64) -> Result<(), LedgerError> {
         let peer = self.nodes[b].id();
         let now = self.now;
-        self.nodes[a].core().pay(peer, amount, now)?;
+        self.nodes[a].core().pay(peer, amount, None, now)?;
         self.settle();
         Ok(())
     }
@@ -299,7 +299,9 @@ fn a_channel_opens_with_both_signatures_and_its_deposits_are_escrowed() {
     let peer = net.nodes[1].id();
     let now = net.now;
     assert!(matches!(
-        net.nodes[0].core().open_channel(peer, None, 1, 0, now),
+        net.nodes[0]
+            .core()
+            .open_channel(peer, None, 1, 0, None, now),
         Err(LedgerError::ChannelExists { .. })
     ));
 }
@@ -313,7 +315,7 @@ fn opens_beyond_the_limits_are_refused_with_a_signed_reason() {
     assert!(matches!(
         net.nodes[0]
             .core()
-            .open_channel(peer, None, GENESIS + 1, 0, now),
+            .open_channel(peer, None, GENESIS + 1, 0, None, now),
         Err(LedgerError::InsufficientFunds { .. })
     ));
     let id = net.open(0, 1, DEPOSIT, DEPOSIT + 1);
@@ -344,15 +346,16 @@ fn a_channel_opens_with_a_node_beyond_the_neighbours_given_its_announced_key() {
     let now = net.now;
     let unknown = net.nodes[2]
         .core()
-        .open_channel(provider, None, DEPOSIT, 0, now);
+        .open_channel(provider, None, DEPOSIT, 0, None, now);
     assert!(
         matches!(unknown, Err(LedgerError::UnknownPeer(id)) if id == provider),
         "{unknown:?}"
     );
     let relays_key = net.nodes[1].identity.public().clone();
-    let wrong_key = net.nodes[2]
-        .core()
-        .open_channel(provider, Some(relays_key), DEPOSIT, 0, now);
+    let wrong_key =
+        net.nodes[2]
+            .core()
+            .open_channel(provider, Some(relays_key), DEPOSIT, 0, None, now);
     assert!(
         matches!(wrong_key, Err(LedgerError::UnknownPeer(_))),
         "{wrong_key:?}"
@@ -361,7 +364,7 @@ fn a_channel_opens_with_a_node_beyond_the_neighbours_given_its_announced_key() {
     let announced = net.nodes[0].identity.public().clone();
     let id = net.nodes[2]
         .core()
-        .open_channel(provider, Some(announced), DEPOSIT, 0, now)
+        .open_channel(provider, Some(announced), DEPOSIT, 0, None, now)
         .unwrap();
     net.settle();
     net.pay(2, 0, 25_000).unwrap();
@@ -392,7 +395,7 @@ fn payments_move_balances_with_the_burn_and_replays_and_forgeries_are_counted() 
     let id = net.open(0, 1, DEPOSIT, 0);
     let peer = net.nodes[1].id();
     let now = net.now;
-    net.nodes[0].core().pay(peer, 10_000, now).unwrap();
+    net.nodes[0].core().pay(peer, 10_000, None, now).unwrap();
     let updates = flush_capturing_updates(&mut net, 0);
     assert_eq!(updates.len(), 1);
     net.settle();
@@ -481,7 +484,7 @@ fn a_crash_between_update_and_ack_loses_no_cosigned_state_and_pays_nothing_twice
     // The payee accepts and stores the update; its ack is lost with the crash of the payer.
     let peer = net.nodes[1].id();
     let now = net.now;
-    net.nodes[0].core().pay(peer, 2_000, now).unwrap();
+    net.nodes[0].core().pay(peer, 2_000, None, now).unwrap();
     net.flush();
     net.deliver(); // update reaches B, which commits and queues its ack
     net.flush();
@@ -503,7 +506,7 @@ fn a_crash_between_update_and_ack_loses_no_cosigned_state_and_pays_nothing_twice
     assert!(!a.proposal_outstanding);
 
     // Now B crashes after acknowledging: the state it acknowledged survives.
-    net.nodes[0].core().pay(peer, 4_000, now).unwrap();
+    net.nodes[0].core().pay(peer, 4_000, None, now).unwrap();
     net.settle();
     net.crash(1);
     net.start(1);
@@ -1142,4 +1145,172 @@ fn epochs_mint_half_of_net_income_nothing_for_cycling_and_survive_a_crash_during
         u128::from(net_of(20_000) / 2 + (net_of(21_000) - net_of(20_000)) / 2),
         "epoch 2 minted half of 0→1's new income"
     );
+}
+
+// ---- idempotency keys (issue 17) ------------------------------------------------------------
+
+fn request(kind: super::requests::RequestKind, id: &[u8]) -> super::requests::RequestKey {
+    super::requests::RequestKey::new(kind, id)
+}
+
+#[test]
+fn a_repeated_payment_key_moves_money_once_and_a_reused_key_is_refused() {
+    use super::requests::RequestKind::Pay;
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let id = net.open(0, 1, DEPOSIT, 0);
+    let peer = net.nodes[1].id();
+    let now = net.now;
+    let key = request(Pay, b"pay-1");
+    let first = net.nodes[0]
+        .core()
+        .pay(peer, 1_000, Some(key), now)
+        .unwrap();
+    net.settle();
+    let again = net.nodes[0]
+        .core()
+        .pay(peer, 1_000, Some(key), now)
+        .unwrap();
+    net.settle();
+    assert_eq!(first, again, "the first payment's channel and total");
+    assert_eq!(net.view(0, id).paid, 1_000, "paid once");
+    assert!(matches!(
+        net.nodes[0].core().pay(peer, 2_000, Some(key), now),
+        Err(LedgerError::RequestReused { .. })
+    ));
+    net.nodes[0]
+        .core()
+        .pay(peer, 500, Some(request(Pay, b"pay-2")), now)
+        .unwrap();
+    net.settle();
+    assert_eq!(net.view(0, id).paid, 1_500);
+    assert_eq!(net.view(1, id).received, 1_500);
+}
+
+#[test]
+fn an_open_whose_acceptance_was_lost_converges_when_retried_under_its_key() {
+    use super::requests::RequestKind::Open;
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let peer = net.nodes[1].id();
+    let key = request(Open, b"open-1");
+    let now = net.now;
+    let first = net.nodes[0]
+        .core()
+        .open_channel(peer, None, DEPOSIT, 0, Some(key), now)
+        .unwrap();
+    // The proposal reaches B, which accepts; its acceptance is lost.
+    net.flush();
+    net.deliver();
+    net.flush();
+    net.in_flight.clear();
+    assert!(
+        net.nodes[1].core().channel_view(&first).is_some(),
+        "B holds it"
+    );
+    // A gives up on the open and forgets it (a restart forgets the expired opens too).
+    net.advance(30_001);
+    net.advance(10 * 30_000 + 1);
+    net.settle();
+    assert!(net.nodes[0].core().channel_view(&first).is_none());
+
+    // A new open without the key is the wedge the fault test found.
+    let now = net.now;
+    let other = net.nodes[0]
+        .core()
+        .open_channel(peer, None, DEPOSIT, 0, None, now)
+        .unwrap();
+    net.settle();
+    assert!(net.nodes[0].notices.iter().any(|n| matches!(
+        n,
+        Notice::OpenFailed { channel, .. } if *channel == other
+    )));
+
+    // The retry under the first key proposes the same channel, and B accepts it again.
+    let now = net.now;
+    let retried = net.nodes[0]
+        .core()
+        .open_channel(peer, None, DEPOSIT, 0, Some(key), now)
+        .unwrap();
+    assert_eq!(retried, first, "the same request proposes the same channel");
+    net.settle();
+    let (a, b) = (net.view(0, first), net.view(1, first));
+    assert_eq!((a.phase, b.phase), (ChannelPhase::Open, ChannelPhase::Open));
+    // Once open, the key answers with the channel; other deposits under it are refused.
+    let now = net.now;
+    assert_eq!(
+        net.nodes[0]
+            .core()
+            .open_channel(peer, None, DEPOSIT, 0, Some(key), now)
+            .unwrap(),
+        first
+    );
+    assert!(matches!(
+        net.nodes[0]
+            .core()
+            .open_channel(peer, None, DEPOSIT + 1, 0, Some(key), now),
+        Err(LedgerError::RequestReused { .. })
+    ));
+}
+
+#[test]
+fn an_acceptance_that_arrives_after_the_open_expired_still_opens_the_channel() {
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let peer = net.nodes[1].id();
+    let now = net.now;
+    let id = net.nodes[0]
+        .core()
+        .open_channel(peer, None, DEPOSIT, 0, None, now)
+        .unwrap();
+    net.flush();
+    net.deliver();
+    net.flush();
+    // The acceptance is on its way while A's open expires.
+    let late = std::mem::take(&mut net.in_flight);
+    net.advance(30_001);
+    net.flush();
+    net.in_flight.extend(late);
+    net.settle();
+    let (a, b) = (net.view(0, id), net.view(1, id));
+    assert_eq!((a.phase, b.phase), (ChannelPhase::Open, ChannelPhase::Open));
+}
+
+#[test]
+fn payment_keys_survive_a_crash_and_none_expires_right_after_a_start() {
+    use super::requests::{REQUEST_RETENTION_MS, RequestKind::Pay};
+    let mut net = Net::new(2);
+    net.link(0, 1);
+    let id = net.open(0, 1, DEPOSIT, 0);
+    let peer = net.nodes[1].id();
+    let key = request(Pay, b"before the crash");
+    let now = net.now;
+    net.nodes[0]
+        .core()
+        .pay(peer, 1_000, Some(key), now)
+        .unwrap();
+    net.settle();
+    // Down for longer than the retention, then started again: the key is still honoured.
+    net.crash(0);
+    net.crash(1);
+    net.advance(REQUEST_RETENTION_MS + 1);
+    net.start(0);
+    net.start(1);
+    net.advance(1_000);
+    let now = net.now;
+    net.nodes[0]
+        .core()
+        .pay(peer, 1_000, Some(key), now)
+        .unwrap();
+    net.settle();
+    assert_eq!(net.view(0, id).paid, 1_000, "the repeat moved nothing");
+    // Past the grace after the start, the old key is forgotten: the id is a new request.
+    net.advance(super::core::REQUEST_GRACE_AFTER_START_MS);
+    let now = net.now;
+    net.nodes[0]
+        .core()
+        .pay(peer, 1_000, Some(key), now)
+        .unwrap();
+    net.settle();
+    assert_eq!(net.view(0, id).paid, 2_000);
 }

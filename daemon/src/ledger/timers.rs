@@ -21,6 +21,7 @@ impl LedgerCore {
             return;
         }
         self.retry_opens(now);
+        self.expire_requests(now);
         self.retry_proposals(now);
         self.settlement_timers(now);
         self.checkpoints(now);
@@ -45,8 +46,16 @@ impl LedgerCore {
         for (to, proposal) in resend {
             self.send_channel(to, ChannelMessage::OpenProposal(proposal));
         }
+        let memory = timeout.saturating_mul(super::core::EXPIRED_OPEN_MEMORY);
+        self.expired_opens
+            .retain(|_, (_, expired_ms)| now.unix_ms < expired_ms.saturating_add(memory));
         for (id, peer) in expired {
-            self.opens.remove(&id);
+            if let Some(open) = self.opens.remove(&id) {
+                if self.expired_opens.len() >= super::core::MAX_EXPIRED_OPENS {
+                    self.expired_opens.pop_first();
+                }
+                self.expired_opens.insert(id, (open, now.unix_ms));
+            }
             self.writes.opens_put.remove(&id);
             self.writes.opens_delete.insert(id);
             self.notices.push(Notice::OpenFailed {

@@ -6,6 +6,8 @@ use super::{
     CostStructure, Duration, Market, MarketError, NodeId, PeerKey, ProofMethod, Proposal,
     RequestOutcome, State, now_ms,
 };
+use crate::seams::payments::PaymentProgress;
+use mehr_market::agreement::Role;
 
 impl Market {
     pub(super) async fn on_request(self, request: mehr_market::agreement::SignedRequest) {
@@ -68,11 +70,71 @@ impl Market {
             ends_at_unix_ms: a.ends_at_ms(),
             updated_at_unix_ms: entry.updated_at,
             charges: entry.charges,
+            payment: self.payment_progress(state, hash),
             upstream: a.offer().and_then(|o| o.body().upstream),
             linked: entry.linked,
             note: entry.note.clone(),
             heartbeat_misses: state.misses(hash),
         })
+    }
+
+    /// Paid and owed of agreement `hash` (see [`AgreementView::payment`]).
+    fn payment_progress(&self, state: &State, hash: &[u8; 32]) -> PaymentProgress {
+        let Some(entry) = state.agreements.get(hash) else {
+            return PaymentProgress::default();
+        };
+        let a = &entry.agreement;
+        let charged = entry.charges.amount_umhr;
+        let unpaid = PaymentProgress {
+            owed_umhr: charged,
+            paid_umhr: 0,
+        };
+        match a.role() {
+            Role::Consumer => a
+                .id()
+                .and_then(|id| self.shared.payments.progress(id))
+                .unwrap_or(unpaid),
+            Role::Provider => {
+                let Some(&received) = state.received.get(&a.counterparty()) else {
+                    return unpaid;
+                };
+                // Oldest agreement first: what was paid before this one's turn is spent on
+                // the earlier ones.
+                let mine = (a.proposed_at_ms(), hash);
+                let earlier: u64 = state
+                    .agreements
+                    .iter()
+                    .filter(|(h, e)| {
+                        e.agreement.role() == Role::Provider
+                            && e.agreement.counterparty() == a.counterparty()
+                            && (e.agreement.proposed_at_ms(), *h) < mine
+                    })
+                    .map(|(_, e)| e.charges.amount_umhr)
+                    .fold(0u64, u64::saturating_add);
+                let paid = received.saturating_sub(earlier).min(charged);
+                PaymentProgress {
+                    owed_umhr: charged - paid,
+                    paid_umhr: paid,
+                }
+            }
+        }
+    }
+
+    /// Asks the ledger what each consumer of this node's agreements has paid, so that the
+    /// views that follow show it (see [`AgreementView::payment`]).
+    pub async fn refresh_payments(&self) {
+        let consumers: std::collections::BTreeSet<NodeId> = self
+            .state()
+            .agreements
+            .values()
+            .filter(|e| e.agreement.role() == Role::Provider)
+            .map(|e| e.agreement.counterparty())
+            .collect();
+        for consumer in consumers {
+            if let Some(received) = self.shared.payments.received_from(consumer).await {
+                self.state().received.insert(consumer, received);
+            }
+        }
     }
 
     /// Every agreement matching `filter`, ordered by request id.

@@ -79,6 +79,11 @@ impl Market {
             }
         };
         match answer {
+            JobResult::Failed { reason, .. }
+                if reason.starts_with(super::wire::PAYMENT_OVERDUE) =>
+            {
+                Err(MarketError::PaymentOverdue { provider, reason })
+            }
             JobResult::Failed { reason, .. } => Err(MarketError::JobFailed { provider, reason }),
             JobResult::Done { result, output, .. } => {
                 let body = result.body();
@@ -109,7 +114,9 @@ impl Market {
             self.wait_for(hash, SEND_TIMEOUT, |s| s != AgreementState::Offered)
                 .await;
         }
-        let plan = match self.state().accept_job(&job, now_ms()) {
+        // What the consumer has paid this node, for the credit check (asked before the lock).
+        let received = self.shared.payments.received_from(job.job().consumer).await;
+        let plan = match self.state().accept_job(&job, received, now_ms()) {
             Ok(plan) => plan,
             Err(state::JobRefusal::Repeat(out)) => return self.send(out),
             Err(state::JobRefusal::Running) => return,

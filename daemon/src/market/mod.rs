@@ -176,6 +176,14 @@ pub enum MarketError {
         /// Why.
         reason: String,
     },
+    /// The provider refused the job: this node's unpaid dues to it exceed its credit.
+    #[error("provider {provider} refuses service: {reason}")]
+    PaymentOverdue {
+        /// The provider.
+        provider: NodeId,
+        /// The provider's words (what is owed, the credit).
+        reason: String,
+    },
     /// The tier is malformed.
     #[error(transparent)]
     Tier(#[from] TierError),
@@ -338,6 +346,11 @@ pub struct AgreementView {
     pub updated_at_unix_ms: u64,
     /// Payments accrued.
     pub charges: Charges,
+    /// Of the charges: paid through the channel (co-signed), and still owed. A consumer
+    /// knows this per agreement from its payment queue; a provider spreads what the consumer
+    /// has paid it in all over the consumer's agreements, oldest first (as of the consumer's
+    /// last job or the last listing).
+    pub payment: crate::seams::payments::PaymentProgress,
     /// The agreement it resells (from the offer).
     pub upstream: Option<AgreementId>,
     /// The request id of the other agreement in this node's chain link.
@@ -455,6 +468,8 @@ impl std::fmt::Debug for Market {
 
 struct Shared {
     me: NodeId,
+    /// Where agreements meet payments (what consumers paid, for the credit check).
+    payments: Arc<dyn Payments>,
     state: Mutex<State>,
     transport: TransportHandle,
     functions: Arc<dyn LocalFunctions>,
@@ -542,7 +557,7 @@ impl Market {
         let deps = Deps {
             store: parts.store.clone(),
             events: parts.events.clone(),
-            payments: parts.payments,
+            payments: parts.payments.clone(),
             config: config.market.clone(),
             relay_cover: parts.relay_cover,
         };
@@ -553,6 +568,7 @@ impl Market {
         let market = Market {
             shared: Arc::new(Shared {
                 me,
+                payments: parts.payments,
                 state: Mutex::new(state),
                 transport: parts.transport.clone(),
                 functions: parts.functions,

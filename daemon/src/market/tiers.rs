@@ -129,6 +129,9 @@ struct Answer {
     agreement_id: Option<AgreementId>,
     cost: CostStructure,
     result: Result<JobOutput, String>,
+    /// The provider refused the job because this node's unpaid dues to it exceed its
+    /// credit: this node's doing, not a fault of the provider's.
+    overdue: Option<MarketError>,
 }
 
 impl Answer {
@@ -281,6 +284,7 @@ impl Market {
         audited: bool,
     ) -> Result<VerifiedOutcome, MarketError> {
         let mut providers = Vec::new();
+        let mut overdue = None;
         for (asked, (node, cost)) in candidates.iter().take(1 + SPARE).enumerate() {
             // Only the first provider streams: once its parts went out, another's output
             // could not follow them.
@@ -305,10 +309,20 @@ impl Market {
                     });
                 }
                 Err(_) => {
-                    self.settle_one(&answer, Outcome::Failure);
+                    // A refusal for this node's own unpaid dues does not count against the
+                    // provider's reputation.
+                    if answer.overdue.is_none() {
+                        self.settle_one(&answer, Outcome::Failure);
+                    }
                     providers.push(result_of(&answer, ProviderOutcome::Missing));
+                    overdue = overdue.or(answer.overdue);
                 }
             }
+        }
+        // Refused for unpaid dues: say so (FAILED_PRECONDITION, PAYMENT_OVERDUE), not that
+        // no provider answered.
+        if let Some(refusal) = overdue {
+            return Err(refusal);
         }
         Err(MarketError::Unverified(format!(
             "no provider answered: {}",
@@ -479,6 +493,7 @@ impl Market {
             .agreement_with(node, cost, &call.function, call.deadline)
             .instrument(span)
             .await;
+        let mut overdue = None;
         let (request_hash, agreement_id, result) = match agreement {
             Ok((hash, id)) => {
                 let result = self
@@ -490,7 +505,13 @@ impl Market {
                         partials,
                     )
                     .await
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| {
+                        let text = e.to_string();
+                        if matches!(e, MarketError::PaymentOverdue { .. }) {
+                            overdue = Some(e);
+                        }
+                        text
+                    });
                 (Some(hash), Some(id), result)
             }
             Err(e) => (None, None, Err(e.to_string())),
@@ -504,6 +525,7 @@ impl Market {
             agreement_id,
             cost,
             result,
+            overdue,
         }
     }
 

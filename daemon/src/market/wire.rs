@@ -63,6 +63,10 @@ pub(super) const MAX_FUNCTION_LEN: usize = 256;
 pub(super) const MAX_PAYLOAD_LEN: usize = 16 << 20;
 /// Longest error message in a failed job result.
 pub(super) const MAX_ERROR_LEN: usize = 1024;
+/// How a provider's `JobResult::Failed` reason starts when it refuses a job because the
+/// consumer's unpaid dues exceed its credit (`market.consumer_credit_umhr`): the consumer
+/// tells this refusal apart from a failed run (PROTOCOL.md, "Paying for agreements").
+pub(super) const PAYMENT_OVERDUE: &str = "payment overdue: ";
 
 /// Why a market control message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

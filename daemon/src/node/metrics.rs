@@ -453,8 +453,15 @@ fn collect_market(market: &Market, m: &mut Metrics) {
         "mehr_market_jobs",
         "Remote jobs asked of this node, by result",
         None,
-        [("served", c.jobs_served), ("refused", c.jobs_refused)]
-            .map(|(result, value)| (label("result", result), value)),
+        [
+            ("served", c.jobs_served),
+            (
+                "refused",
+                c.jobs_refused - c.jobs_refused_unpaid.min(c.jobs_refused),
+            ),
+            ("refused_unpaid", c.jobs_refused_unpaid),
+        ]
+        .map(|(result, value)| (label("result", result), value)),
     );
     m.counters(
         "mehr_market_records",

@@ -223,9 +223,10 @@ impl Node {
                     events: events.clone(),
                     payments: Arc::new(ChannelPayments::start(
                         ledger.clone(),
+                        store.clone(),
                         config.ledger.channel_deposit_umhr,
                         shutdown.child_token(),
-                    )),
+                    )?),
                     relay_cover,
                     storage_terms,
                     shutdown: shutdown.child_token(),

@@ -5,8 +5,10 @@
 //! ledger decides *how* it is paid (which channel, when a state update goes out). The market
 //! records every charge against the agreement itself (visible in the API as
 //! `charged_units`/`charged_umhr`) and tells a [`Payments`] implementation: the daemon uses
-//! the ledger's `ChannelPayments`, which pays over its channels; [`RecordOnly`] keeps the
-//! accounting and moves no money (the market alone, in tests). Remote storage pays what
+//! the ledger's `ChannelPayments`, which records each charge as owed (durably) and pays it
+//! over its channels in the background; [`RecordOnly`] keeps the accounting and moves no
+//! money (the market alone, in tests). A provider asks [`Payments::received_from`] what a
+//! consumer has paid it, to stop serving one whose unpaid dues exceed its credit. Remote storage pays what
 //! verified storage earned through a [`PeerPayer`], also the ledger's.
 
 use std::collections::BTreeSet;
@@ -34,8 +36,18 @@ pub struct Charge {
     pub amount_umhr: u64,
 }
 
-/// Where agreements meet payment channels. Implementations must not block: they are called
-/// with the market's state locked, so they hand work to a task of their own.
+/// How far the payment of one agreement has come (the consumer's side).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PaymentProgress {
+    /// Charged and not yet paid through the channel, μMHR.
+    pub owed_umhr: u64,
+    /// Paid through the channel (co-signed by the provider), μMHR.
+    pub paid_umhr: u64,
+}
+
+/// Where agreements meet payment channels. Implementations must not wait on the network:
+/// they are called with the market's state locked, so they hand the paying to a task of their
+/// own (a synced write of what is owed is allowed, like the market's own writes).
 pub trait Payments: Send + Sync + 'static {
     /// The channel a consumer names in a request to `provider` (the ledger picks or opens it).
     fn channel_for(&self, me: NodeId, provider: NodeId) -> ChannelId;
@@ -52,8 +64,29 @@ pub trait Payments: Send + Sync + 'static {
     /// A unit of service was delivered and accepted under an active agreement.
     fn charge(&self, charge: &Charge);
 
-    /// The agreement ended (`state` says how): no further charge will come, payment stops.
+    /// The agreement ended (`state` says how): no further charge will come; what is owed is
+    /// still paid.
     fn closed(&self, agreement_id: AgreementId, role: Role, state: AgreementState);
+
+    /// At start-up, for every agreement with charges: `charged_umhr` is the total the
+    /// agreement record holds, so a charge recorded there just before a crash and never
+    /// handed over is owed all the same.
+    fn reconcile(&self, agreement_id: AgreementId, role: Role, charged_umhr: u64) {
+        let _ = (agreement_id, role, charged_umhr);
+    }
+
+    /// How far the payment of agreement `agreement_id` has come, when this node pays it.
+    fn progress(&self, agreement_id: AgreementId) -> Option<PaymentProgress> {
+        let _ = agreement_id;
+        None
+    }
+
+    /// What `peer` has paid this node through the channels with it, μMHR; `None` when
+    /// nothing is paid through channels here (so nothing can be enforced).
+    fn received_from(&self, peer: NodeId) -> BoxFuture<'static, Option<u64>> {
+        let _ = peer;
+        Box::pin(std::future::ready(None))
+    }
 }
 
 /// Records charges on the agreements only; opens no channel and pays nothing.

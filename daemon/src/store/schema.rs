@@ -38,6 +38,10 @@ pub(crate) const CF_LEDGER_REDEEMED: &str = "ledger_redeemed";
 pub(crate) const CF_LEDGER_TRUST: &str = "ledger_trust";
 /// The adopted epoch snapshot and the activation that carried it.
 pub(crate) const CF_LEDGER_EPOCHS: &str = "ledger_epochs";
+/// Idempotency keys of Pay and OpenChannel (`crate::ledger::requests`).
+pub(crate) const CF_LEDGER_REQUESTS: &str = "ledger_requests";
+/// What this node owes under market agreements, paid in the background (`crate::ledger::payments`).
+pub(crate) const CF_LEDGER_DUES: &str = "ledger_dues";
 
 // The market's records (`crate::market::records`).
 /// Agreements by the hash of their signed request.
@@ -65,6 +69,8 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_LEDGER_REDEEMED,
     CF_LEDGER_TRUST,
     CF_LEDGER_EPOCHS,
+    CF_LEDGER_REQUESTS,
+    CF_LEDGER_DUES,
     CF_MARKET_AGREEMENTS,
     CF_MARKET_STATE,
 ];

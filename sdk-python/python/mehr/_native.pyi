@@ -494,10 +494,25 @@ class Client:
         """Challenges every shard now. With `timeout` (seconds) a provider still silent then is
         reported as not passed but not counted against its health."""
     def open_channel(
-        self, peer: Union[str, bytes], deposit_umhr: int, *, peer_deposit_umhr: int = 0, timeout: Optional[float] = None
-    ) -> Channel: ...
-    def pay(self, peer: Union[str, bytes], amount_umhr: int, *, timeout: Optional[float] = None) -> Channel:
-        """Pays a peer through the open channel (the payee gets 98 %)."""
+        self,
+        peer: Union[str, bytes],
+        deposit_umhr: int,
+        *,
+        peer_deposit_umhr: int = 0,
+        timeout: Optional[float] = None,
+        request_id: Optional[Union[str, bytes]] = None,
+    ) -> Channel:
+        """Opens a channel; the same `request_id` on a retry converges on the same channel."""
+    def pay(
+        self,
+        peer: Union[str, bytes],
+        amount_umhr: int,
+        *,
+        timeout: Optional[float] = None,
+        request_id: Optional[Union[str, bytes]] = None,
+    ) -> Channel:
+        """Pays a peer through the open channel (the payee gets 98 %); a repeated `request_id`
+        moves nothing and answers with the first payment."""
     def functions(self) -> List[FunctionInfo]: ...
     def invoke(
         self, function_id: str, input: Optional[Payload] = None, *, timeout: Optional[float] = None, max_fuel: Optional[int] = None,
@@ -566,9 +581,22 @@ class AsyncClient:
         self, object_id: Union[str, bytes], *, timeout: Optional[float] = None
     ) -> Awaitable[List[ChallengeResult]]: ...
     def open_channel(
-        self, peer: Union[str, bytes], deposit_umhr: int, *, peer_deposit_umhr: int = 0, timeout: Optional[float] = None
+        self,
+        peer: Union[str, bytes],
+        deposit_umhr: int,
+        *,
+        peer_deposit_umhr: int = 0,
+        timeout: Optional[float] = None,
+        request_id: Optional[Union[str, bytes]] = None,
     ) -> Awaitable[Channel]: ...
-    def pay(self, peer: Union[str, bytes], amount_umhr: int, *, timeout: Optional[float] = None) -> Awaitable[Channel]: ...
+    def pay(
+        self,
+        peer: Union[str, bytes],
+        amount_umhr: int,
+        *,
+        timeout: Optional[float] = None,
+        request_id: Optional[Union[str, bytes]] = None,
+    ) -> Awaitable[Channel]: ...
     def functions(self) -> Awaitable[List[FunctionInfo]]: ...
     def invoke(
         self, function_id: str, input: Optional[Payload] = None, *, timeout: Optional[float] = None, max_fuel: Optional[int] = None,

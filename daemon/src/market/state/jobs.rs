@@ -6,9 +6,9 @@ use rand::RngCore;
 
 use super::{
     AgreementState, Capability, ComputeResult, ComputeTarget, CostStructure, FunctionId, Job,
-    JobPartial, JobPlan, JobRefusal, JobResult, MAX_PAYLOAD_LEN, MarketError, Outbound,
-    PartialSink, PendingJob, ProofSystem, Role, SignedComputeResult, SignedJob, State, job_price,
-    kinds, oneshot, output_hash,
+    JobPartial, JobPlan, JobRefusal, JobResult, MAX_PAYLOAD_LEN, MarketError, NodeId, Outbound,
+    PAYMENT_OVERDUE, PartialSink, PendingJob, ProofSystem, Role, SignedComputeResult, SignedJob,
+    State, job_price, kinds, oneshot, output_hash,
 };
 
 impl State {
@@ -118,9 +118,13 @@ impl State {
             .then_some(hash)
     }
 
+    /// `received` is what the consumer has paid this node through its channels (`None`: no
+    /// channels here, nothing enforced); a consumer whose unpaid dues exceed
+    /// `market.consumer_credit_umhr` is refused.
     pub(in crate::market) fn accept_job(
         &mut self,
         job: &SignedJob,
+        received: Option<u64>,
         now: u64,
     ) -> Result<JobPlan, JobRefusal> {
         let job_hash = job.hash();
@@ -178,6 +182,18 @@ impl State {
             self.counters.jobs_refused += 1;
             return Err(JobRefusal::Refused(Some(failed(reason))));
         }
+        let upstream = entry.linked;
+        if let Some(received) = received {
+            let dues = self.dues_of(body.consumer, received);
+            let credit = self.deps.config.consumer_credit_umhr;
+            if dues > credit {
+                self.counters.jobs_refused += 1;
+                self.counters.jobs_refused_unpaid += 1;
+                return Err(JobRefusal::Refused(Some(failed(format!(
+                    "{PAYMENT_OVERDUE}{dues} μMHR charged is not paid yet, above the credit of {credit} μMHR this provider grants; pay through the channel first"
+                )))));
+            }
+        }
         self.served_jobs.insert(job_hash, (now, None));
         Ok(JobPlan {
             request_hash: hash,
@@ -186,8 +202,27 @@ impl State {
             function: body.function.clone(),
             input: body.input.clone(),
             deadline_ms: body.deadline_ms,
-            upstream: entry.linked,
+            upstream,
         })
+    }
+
+    /// What `consumer` owes this node as provider and has not paid: every charge on the
+    /// agreements it consumes from this node, less `received`, what its channels paid this
+    /// node. Remembers `received` for the agreement views.
+    pub(in crate::market) fn dues_of(&mut self, consumer: NodeId, received: u64) -> u64 {
+        self.received.insert(consumer, received);
+        self.charged_to(consumer).saturating_sub(received)
+    }
+
+    /// Everything charged to `consumer` as this node's consumer, μMHR.
+    pub(in crate::market) fn charged_to(&self, consumer: NodeId) -> u64 {
+        self.agreements
+            .values()
+            .filter(|e| {
+                e.agreement.role() == Role::Provider && e.agreement.counterparty() == consumer
+            })
+            .map(|e| e.charges.amount_umhr)
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Answers a job that ran (or failed), charging the agreement for a result.

@@ -57,7 +57,9 @@ use super::{
         AGREEMENTS, AgreementRecord, Charges, EXCLUDED_KEY, OWN_SEQ_KEY, REPUTATION_KEY, STATE,
     },
     relay_meter::RelayMeter,
-    wire::{GossipFrame, Job, JobPartial, JobResult, MAX_PAYLOAD_LEN, SignedJob, kinds},
+    wire::{
+        GossipFrame, Job, JobPartial, JobResult, MAX_PAYLOAD_LEN, PAYMENT_OVERDUE, SignedJob, kinds,
+    },
 };
 use crate::{
     config::MarketConfig,
@@ -137,8 +139,11 @@ pub struct Counters {
     pub beacons_received: u64,
     /// Jobs run for consumers.
     pub jobs_served: u64,
-    /// Jobs refused (unknown agreement, bad signature, wrong function, input too large).
+    /// Jobs refused (unknown agreement, bad signature, wrong function, input too large,
+    /// unpaid dues over the credit).
     pub jobs_refused: u64,
+    /// Of those, jobs refused because the consumer's unpaid dues exceeded its credit.
+    pub jobs_refused_unpaid: u64,
     /// Heartbeat pings answered.
     pub pings_answered: u64,
     /// Heartbeat pongs taken.
@@ -275,6 +280,10 @@ pub(super) struct State {
     /// Streamed jobs this node waits for: where their parts go, and how many bytes came.
     partials: HashMap<[u8; 32], (PartialSink, usize)>,
     served_jobs: HashMap<[u8; 32], (u64, Option<Outbound>)>,
+    /// What each consumer of this node had paid it through its channels when last asked
+    /// (at its last job, or when the agreements were listed), μMHR. Only consumers with an
+    /// agreement here are entered.
+    pub(super) received: HashMap<NodeId, u64>,
     watchers: HashMap<[u8; 32], Vec<oneshot::Sender<()>>>,
     /// WASM modules deployed here (what a `Compute(Wasm)` request may name).
     pub(super) modules: BTreeSet<[u8; 32]>,
@@ -408,6 +417,7 @@ impl State {
             jobs: HashMap::new(),
             partials: HashMap::new(),
             served_jobs: HashMap::new(),
+            received: HashMap::new(),
             watchers: HashMap::new(),
             modules: BTreeSet::new(),
             resold: BTreeSet::new(),
@@ -435,6 +445,13 @@ impl State {
             };
             if let Some(id) = agreement.id() {
                 state.by_id.insert(id, hash);
+                if record.charges.amount_umhr > 0 {
+                    // A charge written here just before a crash is owed all the same.
+                    state
+                        .deps
+                        .payments
+                        .reconcile(id, agreement.role(), record.charges.amount_umhr);
+                }
             }
             if agreement.state() == AgreementState::Active
                 && agreement.role() == Role::Consumer
