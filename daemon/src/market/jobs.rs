@@ -132,7 +132,7 @@ impl Market {
             )
         });
         if let Some(trace) = &job.job().trace {
-            trace.adopt(&span);
+            telemetry::adopt_remote_trace(trace, &span);
         }
         let outcome = self.serve_job(&plan, streamed).instrument(span).await;
         let out = self.state().finish_job(&plan, outcome, now_ms());
