@@ -226,9 +226,9 @@ fn small_params(u: &mut Unstructured<'_>) -> arbitrary::Result<ErasureParams> {
 /// [`encode`] of the object made from `length`, remembered: the object depends only on its
 /// parameters and length, so inputs that share them share one encoding and each input pays
 /// for decoding only (the property under test). At most [`ENCODINGS_REMEMBERED`] are kept.
-fn encoded(params: ErasureParams, object: &[u8]) -> Rc<(ErasureManifest, Vec<Vec<u8>>)> {
+fn encoded(params: ErasureParams, object: &[u8]) -> Encoded {
     thread_local! {
-        static ENCODINGS: RefCell<HashMap<(ErasureParams, usize), Rc<(ErasureManifest, Vec<Vec<u8>>)>>> =
+        static ENCODINGS: RefCell<HashMap<(ErasureParams, usize), Encoded>> =
             RefCell::new(HashMap::new());
     }
     ENCODINGS.with(|encodings| {
@@ -243,6 +243,9 @@ fn encoded(params: ErasureParams, object: &[u8]) -> Rc<(ErasureManifest, Vec<Vec
         )
     })
 }
+
+/// A manifest and its shards' bytes, shared between the inputs that encode the same object.
+type Encoded = Rc<(ErasureManifest, Vec<Vec<u8>>)>;
 
 /// Encodings [`encoded`] keeps (each at most a few tens of kilobytes).
 const ENCODINGS_REMEMBERED: usize = 256;
