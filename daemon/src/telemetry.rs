@@ -199,7 +199,7 @@ pub fn continues(
     match remote {
         Some(remote) if remote.flags & 1 == 1 => {
             let span = make();
-            remote.adopt(&span);
+            adopt_remote_trace(remote, &span);
             span
         }
         Some(_) => tracing::Span::none(),
@@ -265,72 +265,37 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// A trace position carried inside a mesh message (docs/PROTOCOL.md, "Trace context in
-/// jobs"): the W3C trace id, the sending span's id and the trace flags, 25 bytes on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceContext {
-    /// The W3C trace id.
-    pub trace_id: [u8; 16],
-    /// The id of the span that sent the message (the receiver's parent).
-    pub span_id: [u8; 8],
-    /// W3C trace flags (bit 0: sampled).
-    pub flags: u8,
+/// A trace position carried inside a mesh message: its 25-byte layout is part of the market's
+/// job wire (`mehr_market::control`); this module makes one from a span and continues one.
+pub use mehr_market::control::TraceContext;
+
+/// The position of `span` in its trace, when it is in a sampled one.
+fn trace_context_of(span: &tracing::Span) -> Option<TraceContext> {
+    if !exporting() {
+        return None;
+    }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    (span_context.is_valid() && span_context.is_sampled()).then(|| TraceContext {
+        trace_id: span_context.trace_id().to_bytes(),
+        span_id: span_context.span_id().to_bytes(),
+        flags: span_context.trace_flags().to_u8(),
+    })
 }
 
-impl TraceContext {
-    /// Bytes on the wire.
-    pub const LEN: usize = 16 + 8 + 1;
-
-    /// `trace_id ‖ span_id ‖ flags`.
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        let mut out = [0; Self::LEN];
-        out[..16].copy_from_slice(&self.trace_id);
-        out[16..24].copy_from_slice(&self.span_id);
-        out[24] = self.flags;
-        out
-    }
-
-    /// The inverse of [`Self::to_bytes`].
-    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Self {
-        let mut trace_id = [0; 16];
-        let mut span_id = [0; 8];
-        trace_id.copy_from_slice(&bytes[..16]);
-        span_id.copy_from_slice(&bytes[16..24]);
-        TraceContext {
-            trace_id,
-            span_id,
-            flags: bytes[24],
-        }
-    }
-
-    /// The position of `span` in its trace, when it is in a sampled one.
-    pub fn of(span: &tracing::Span) -> Option<Self> {
-        if !exporting() {
-            return None;
-        }
-        let context = span.context();
-        let span_context = context.span().span_context().clone();
-        (span_context.is_valid() && span_context.is_sampled()).then(|| TraceContext {
-            trace_id: span_context.trace_id().to_bytes(),
-            span_id: span_context.span_id().to_bytes(),
-            flags: span_context.trace_flags().to_u8(),
-        })
-    }
-
-    /// Makes `span` a child of this (remote) position. A peer's `sampled` flag is followed
-    /// ([`continues`]) only on a node that exports traces, and costs one span per job the node
-    /// accepted anyway.
-    pub fn adopt(&self, span: &tracing::Span) {
-        let remote = SpanContext::new(
-            TraceId::from_bytes(self.trace_id),
-            SpanId::from_bytes(self.span_id),
-            TraceFlags::new(self.flags),
-            true,
-            TraceState::default(),
-        );
-        if remote.is_valid() {
-            let _ = span.set_parent(Context::new().with_remote_span_context(remote));
-        }
+/// Makes `span` a child of the remote position `trace`. A peer's `sampled` flag is followed
+/// ([`continues`]) only on a node that exports traces, and costs one span per job the node
+/// accepted anyway.
+pub fn adopt_remote_trace(trace: &TraceContext, span: &tracing::Span) {
+    let remote = SpanContext::new(
+        TraceId::from_bytes(trace.trace_id),
+        SpanId::from_bytes(trace.span_id),
+        TraceFlags::new(trace.flags),
+        true,
+        TraceState::default(),
+    );
+    if remote.is_valid() {
+        let _ = span.set_parent(Context::new().with_remote_span_context(remote));
     }
 }
 
@@ -351,7 +316,7 @@ pub fn for_mesh(span: &tracing::Span) -> Option<TraceContext> {
     if !exporting() || CALLER_TRACES.try_with(|_| ()).is_err() {
         return None;
     }
-    TraceContext::of(span)
+    trace_context_of(span)
 }
 
 #[cfg(test)]

@@ -61,6 +61,10 @@ pub const TARGETS: &[Target] = &[
         run: transport::link_data,
     },
     Target {
+        name: "segments",
+        run: transport::segments,
+    },
+    Target {
         name: "token",
         run: transport::token,
     },
@@ -89,6 +93,10 @@ pub const TARGETS: &[Target] = &[
         run: market::market_message,
     },
     Target {
+        name: "market_control",
+        run: market::market_control,
+    },
+    Target {
         name: "capability_advert",
         run: market::capability_advert,
     },
@@ -111,6 +119,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "erasure_pieces",
         run: storage::erasure_pieces,
+    },
+    Target {
+        name: "storage_remote",
+        run: storage::storage_remote,
     },
 ];
 

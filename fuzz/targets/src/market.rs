@@ -1,6 +1,7 @@
 //! Targets for `mehr-market`: the envelope of every market message (adverts, summary
 //! batches, pulls, agreement negotiation, heartbeats, receipts, compute results), capability
-//! adverts on their own, presence beacons and summaries, and the persisted agreement.
+//! adverts on their own, presence beacons and summaries, the persisted agreement, and the
+//! daemon-level control messages around them (records, gossip, jobs and their results).
 //!
 //! Besides exact round trips, every signed record is checked for a unique encoding: records
 //! are named by the hash of their bytes, so two encodings of one value would be two records.
@@ -10,6 +11,7 @@ use std::sync::OnceLock;
 use ed25519_dalek::SigningKey;
 use mehr_market::agreement::Agreement;
 use mehr_market::beacon::PresenceBeacon;
+use mehr_market::control;
 use mehr_market::message::MarketMessage;
 use mehr_market::params::MAX_ADVERT_LEN;
 use mehr_market::summary::CapabilitySummary;
@@ -155,7 +157,102 @@ pub fn agreement_store(data: &[u8]) {
     );
 }
 
+/// The daemon-level market control messages (`mehr_market::control`, types 0x20–0x26 of
+/// `mehr.node`): records and gossip (their `MarketMessage` allowed there and re-encoding to
+/// the body), signed jobs (the signed body re-encodes from the fields; only the fixed
+/// consumer's own signature verifies, and re-signing gives the same bytes), job results and
+/// partial outputs (exact round trips, lengths within their limits). The first byte picks
+/// the message type, the rest is the body.
+pub fn market_control(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let kind = control::kinds::ALL[usize::from(selector) % control::kinds::ALL.len()];
+    match kind {
+        control::kinds::RECORD => {
+            if let Ok(message) = control::decode_record(body) {
+                assert_eq!(message.encode(), body, "a record re-encodes to its body");
+                assert!(!matches!(
+                    message,
+                    MarketMessage::Advert(_)
+                        | MarketMessage::Summaries(_)
+                        | MarketMessage::Pull(_)
+                        | MarketMessage::PullAnswer(_)
+                        | MarketMessage::ComputeResult(_)
+                ));
+            }
+        }
+        control::kinds::GOSSIP => {
+            if let Ok(frame) = control::GossipFrame::decode(body) {
+                assert_eq!(
+                    control::GossipFrame::encode(frame.from, &frame.message.encode()),
+                    body,
+                    "a gossip frame re-encodes to its body"
+                );
+                assert!(matches!(
+                    frame.message,
+                    MarketMessage::Advert(_)
+                        | MarketMessage::Summaries(_)
+                        | MarketMessage::Pull(_)
+                        | MarketMessage::PullAnswer(_)
+                ));
+            }
+        }
+        control::kinds::BEACON => beacon(body),
+        control::kinds::JOB | control::kinds::JOB_STREAMED => {
+            let Ok(signed) = control::SignedJob::decode(body) else {
+                return;
+            };
+            assert_eq!(signed.as_bytes(), body);
+            let job = signed.job();
+            let encoded = job.signed_body();
+            assert_eq!(
+                encoded[..],
+                body[..body.len() - 64],
+                "a job's signed body re-encodes from its fields"
+            );
+            assert!(!job.function.is_empty() && job.function.len() <= control::MAX_FUNCTION_LEN);
+            assert!(job.input.len() <= control::MAX_PAYLOAD_LEN);
+            assert_eq!(signed.hash(), *blake3::hash(body).as_bytes());
+            let keys = keys();
+            if signed.verify(&keys.node.peer_key()).is_ok() {
+                let resigned = control::SignedJob::sign(job.clone(), &keys.signing);
+                assert_eq!(resigned.as_bytes(), body, "only our own signature verifies");
+            }
+            assert!(
+                signed.verify(&keys.peer).is_err(),
+                "a key other than the consumer's never verifies"
+            );
+        }
+        control::kinds::JOB_RESULT => {
+            if let Ok(result) = control::JobResult::decode(body) {
+                assert_eq!(result.encode(), body, "a job result re-encodes to its body");
+                match &result {
+                    control::JobResult::Done { output, .. } => {
+                        assert!(output.len() <= control::MAX_PAYLOAD_LEN);
+                    }
+                    control::JobResult::Failed { reason, .. } => {
+                        assert!(reason.len() <= control::MAX_ERROR_LEN);
+                    }
+                }
+            }
+        }
+        _ => {
+            if let Ok(partial) = control::JobPartial::decode(body) {
+                assert_eq!(
+                    partial.encode(),
+                    body,
+                    "a job partial re-encodes to its body"
+                );
+                assert!(partial.bytes.len() <= control::MAX_PAYLOAD_LEN);
+            }
+        }
+    }
+}
+
 struct Keys {
+    /// The signing key of `node`.
+    signing: SigningKey,
     node: NodeKey,
     peer: PeerKey,
 }
@@ -163,9 +260,11 @@ struct Keys {
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let node = NodeKey::new(SigningKey::from_bytes(&[0x81; 32]), [0x82; 32]);
+        let signing = SigningKey::from_bytes(&[0x81; 32]);
+        let node = NodeKey::new(signing.clone(), [0x82; 32]);
         let other = NodeKey::new(SigningKey::from_bytes(&[0x83; 32]), [0x84; 32]);
         Keys {
+            signing,
             node,
             peer: other.peer_key(),
         }

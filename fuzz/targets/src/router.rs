@@ -10,6 +10,7 @@
 //! stays within its configured cap; a packet encrypted to the local destination is delivered
 //! as the plaintext that was encrypted.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -81,6 +82,55 @@ fn keys() -> &'static Keys {
         ],
     })
 }
+
+/// What a harness announce is made of: which remote identity signs, for which name, what it
+/// carries.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct AnnounceFields {
+    signer: usize,
+    mehr_node: bool,
+    app_data: Vec<u8>,
+    ratchet: Option<[u8; 32]>,
+    random: [u8; 5],
+    emitted: u64,
+}
+
+/// The announce `fields` describe, signed once and remembered: Ed25519 signing is
+/// deterministic, so a remembered announce is the one signing again would give, and the
+/// inputs that share announces (the fuzzer mutates around its corpus) pay only for the
+/// router's checking of them. At most [`ANNOUNCES_REMEMBERED`] are kept.
+fn signed(fields: AnnounceFields) -> Announce {
+    thread_local! {
+        static SIGNED: RefCell<HashMap<AnnounceFields, Announce>> = RefCell::new(HashMap::new());
+    }
+    SIGNED.with(|signed| {
+        let mut signed = signed.borrow_mut();
+        if signed.len() >= ANNOUNCES_REMEMBERED {
+            signed.clear();
+        }
+        signed
+            .entry(fields)
+            .or_insert_with_key(|fields| {
+                let name = if fields.mehr_node {
+                    DestinationName::mehr_node()
+                } else {
+                    DestinationName::new("fuzz", &["app"]).expect("a valid name")
+                };
+                Announce::create(
+                    &keys().remotes[fields.signer],
+                    &name,
+                    &fields.app_data,
+                    fields.ratchet,
+                    fields.random,
+                    fields.emitted,
+                )
+            })
+            .clone()
+    })
+}
+
+/// Announces [`signed`] keeps.
+const ANNOUNCES_REMEMBERED: usize = 1_024;
 
 struct Harness {
     router: Router,
@@ -319,19 +369,22 @@ impl Harness {
     /// A correctly signed announce by one of the remote identities, with the header fields
     /// (hops, transport id, context) a relay may set.
     fn signed_announce(&mut self, u: &mut Unstructured<'_>) -> arbitrary::Result<Packet> {
-        let identity = u.choose(&keys().remotes)?;
-        let name = if u.arbitrary()? {
-            DestinationName::mehr_node()
-        } else {
-            DestinationName::new("fuzz", &["app"]).expect("a valid name")
-        };
+        let signer = u.choose_index(keys().remotes.len())?;
+        let mehr_node = u.arbitrary::<bool>()?;
         let app_len = u.int_in_range(0..=120usize)?;
         let app_data = u.bytes(app_len.min(u.len()))?;
         let ratchet: Option<[u8; 32]> = u.arbitrary()?;
         let random: [u8; 5] = u.arbitrary()?;
         // Emission times around the router's clock, so "newer" and "older" both occur.
         let emitted = 1_750_000_000u64 - 600 + u64::from(u.int_in_range(0..=1_200u16)?);
-        let announce = Announce::create(identity, &name, app_data, ratchet, random, emitted);
+        let announce = signed(AnnounceFields {
+            signer,
+            mehr_node,
+            app_data: app_data.to_vec(),
+            ratchet,
+            random,
+            emitted,
+        });
         let mut packet = announce.to_packet(u.arbitrary()?);
         packet.hops = u.int_in_range(0..=130u8)?;
         if u.arbitrary()? {

@@ -26,6 +26,7 @@ use mehr_market::capabilities::{
     Availability, Compute, CpuClass, DailyWindow, Interface, Medium, NodeCapabilities,
     OfferedFunction, Services, Storage, StorageClass,
 };
+use mehr_market::control;
 use mehr_market::discovery::{Filter, PullAnswer, PullEntry, PullRequest};
 use mehr_market::message::MarketMessage;
 use mehr_market::summary::CapabilitySummary;
@@ -35,7 +36,8 @@ use mehr_market::verification::{
 };
 use mehr_market::{CapabilityKind, CostStructure, FunctionId, NodeKey};
 use mehr_storage::{
-    Challenge, ErasureEncoder, ErasureError, ErasureParams, ObjectBuilder, chunk_path, prove,
+    Challenge, ErasureEncoder, ErasureError, ErasureParams, ObjectBuilder, ObjectId, chunk_path,
+    prove, remote,
 };
 use mehr_transport::announce::Announce;
 use mehr_transport::cost_annotation::PathCostAnnotation;
@@ -45,6 +47,7 @@ use mehr_transport::link::Link;
 use mehr_transport::path_cost::{CompactPathCost, HopCost};
 use mehr_transport::path_request::PathRequest;
 use mehr_transport::proof::ProofData;
+use mehr_transport::segments::{AbortReason, SegmentPacket};
 use mehr_transport::token::Token;
 use mehr_transport::{
     Context, DestinationHash, DestinationName, DestinationType, IdentityHash, Packet, PacketHash,
@@ -67,6 +70,7 @@ pub fn all() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     seeds.insert("proof", proofs());
     seeds.insert("link_handshake", link_handshakes());
     seeds.insert("link_data", random_inputs(0x11));
+    seeds.insert("segments", segment_packets());
     seeds.insert("token", tokens());
     seeds.insert("hdlc", framed(hdlc::encode));
     seeds.insert("kiss", framed(kiss::encode));
@@ -74,6 +78,7 @@ pub fn all() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     seeds.insert("channel_message", channel_messages());
     seeds.insert("ledger_record", ledger_records());
     seeds.insert("market_message", market_messages());
+    seeds.insert("market_control", market_controls());
     seeds.insert(
         "capability_advert",
         adverts()
@@ -86,6 +91,7 @@ pub fn all() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     seeds.insert("storage_proof", storage_proofs());
     seeds.insert("erasure_manifest", manifests());
     seeds.insert("erasure_pieces", random_inputs(0x13));
+    seeds.insert("storage_remote", storage_remotes());
     seeds
 }
 
@@ -708,5 +714,195 @@ fn manifests() -> Vec<Vec<u8>> {
         out.push(manifest.encode());
         out.push(manifest.shards()[0].encode().to_vec());
     }
+    out
+}
+
+/// Each segment-protocol packet alone, then a whole exchange as the target reads it (a length
+/// byte before each packet): a two-segment message, an Ack for the target's sender, a Query.
+fn segment_packets() -> Vec<Vec<u8>> {
+    let packets = [
+        SegmentPacket::Segment {
+            msg: 9,
+            index: 0,
+            count: 2,
+            bytes: vec![0xD1; 100],
+        },
+        SegmentPacket::Segment {
+            msg: 9,
+            index: 1,
+            count: 2,
+            bytes: vec![0xD2; 40],
+        },
+        SegmentPacket::Ack {
+            msg: 1,
+            next: 2,
+            missing: vec![3],
+        },
+        SegmentPacket::Query { msg: 9 },
+        SegmentPacket::Abort {
+            msg: 9,
+            reason: AbortReason::Busy,
+        },
+    ];
+    let mut out: Vec<Vec<u8>> = packets.iter().map(SegmentPacket::encode).collect();
+    let mut exchange = Vec::new();
+    for packet in &packets {
+        let bytes = packet.encode();
+        exchange.push(u8::try_from(bytes.len()).expect("under 256 bytes"));
+        exchange.extend_from_slice(&bytes);
+    }
+    out.push(exchange);
+    out
+}
+
+/// Every remote-storage request sealed by the target's consumer for its provider, and the
+/// replies (type byte first).
+fn storage_remotes() -> Vec<Vec<u8>> {
+    let keys = crate::storage::remote_keys();
+    let root = ObjectId::from_bytes([0xE1; 32]);
+    let requests = [
+        remote::Request::Offer {
+            root,
+            length: 5_000,
+            expires_unix_s: 1_800_000_000,
+            price_per_byte_day_umhr: 3,
+        },
+        remote::Request::Chunks {
+            root,
+            first: 0,
+            count: 1,
+            bytes: vec![0xE2; 300],
+        },
+        remote::Request::Challenge(Challenge {
+            object: root,
+            nonce: [0xE3; 32],
+        }),
+        remote::Request::Fetch {
+            root,
+            first: 1,
+            count: 2,
+        },
+        remote::Request::FetchHashes {
+            root,
+            first: 0,
+            count: 16,
+        },
+        remote::Request::Delete { root },
+    ];
+    let mut messages: Vec<(u8, Vec<u8>)> = requests
+        .iter()
+        .map(|request| (request.kind(), request.encode()))
+        .collect();
+    for reply in [
+        remote::Reply::Ok(vec![1]),
+        remote::Reply::Error(remote::ErrorCode::NotHeld, "no such shard".into()),
+    ] {
+        messages.push((remote::kinds::REPLY, reply.encode()));
+    }
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(n, (kind, payload))| {
+            let mut seed = vec![kind];
+            seed.extend(remote::seal(
+                kind,
+                &keys.provider.hash(),
+                &keys.consumer.hash(),
+                n as u64,
+                &payload,
+                |digest| keys.consumer.sign(digest),
+            ));
+            seed
+        })
+        .collect()
+}
+
+/// One message of every market control type, the selector byte first (its index in
+/// `control::kinds::ALL`); jobs are signed by the target's own consumer key.
+fn market_controls() -> Vec<Vec<u8>> {
+    let selector = |kind: u8| {
+        control::kinds::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("a market kind") as u8
+    };
+    let tagged = |kind: u8, body: &[u8]| {
+        let mut seed = vec![selector(kind)];
+        seed.extend_from_slice(body);
+        seed
+    };
+    let (records, _) = negotiated();
+    let mut out: Vec<Vec<u8>> = records
+        .iter()
+        .map(|record| tagged(control::kinds::RECORD, &record.encode()))
+        .collect();
+    let adverts = adverts();
+    let advert = MarketMessage::Advert(adverts[0].clone()).encode();
+    out.push(tagged(
+        control::kinds::GOSSIP,
+        &control::GossipFrame::encode(adverts[0].node_id(), &advert),
+    ));
+    out.push(tagged(control::kinds::BEACON, &beacons()[0]));
+    let signing = SigningKey::from_bytes(&[0x81; 32]);
+    let consumer = NodeKey::new(signing.clone(), [0x82; 32]);
+    let job = control::Job {
+        agreement_id: mehr_market::agreement::AgreementId([0xF1; 32]),
+        consumer: consumer.node_id(),
+        nonce: 5,
+        deadline_ms: 2_000,
+        function: "embed".into(),
+        input: b"fuzz me".to_vec(),
+        trace: None,
+    };
+    let traced = control::Job {
+        trace: Some(control::TraceContext {
+            trace_id: [0xF2; 16],
+            span_id: [0xF3; 8],
+            flags: 1,
+        }),
+        ..job.clone()
+    };
+    out.push(tagged(
+        control::kinds::JOB,
+        control::SignedJob::sign(job, &signing).as_bytes(),
+    ));
+    out.push(tagged(
+        control::kinds::JOB_STREAMED,
+        control::SignedJob::sign(traced, &signing).as_bytes(),
+    ));
+    let result = SignedComputeResult::sign(
+        ComputeResult {
+            agreement_id: mehr_market::agreement::AgreementId([0xF1; 32]),
+            job_hash: [0xF4; 32],
+            output_hash: *blake3::hash(b"output").as_bytes(),
+            proof_system: ProofSystem::None,
+            proof: Vec::new(),
+            signer: node_key(0xF5).node_id(),
+        },
+        &node_key(0xF5),
+    )
+    .expect("signs");
+    for result in [
+        control::JobResult::Done {
+            job_hash: [0xF4; 32],
+            result,
+            output: b"output".to_vec(),
+        },
+        control::JobResult::Failed {
+            job_hash: [0xF4; 32],
+            reason: "no such function".into(),
+        },
+    ] {
+        out.push(tagged(control::kinds::JOB_RESULT, &result.encode()));
+    }
+    out.push(tagged(
+        control::kinds::JOB_PARTIAL,
+        &control::JobPartial {
+            job_hash: [0xF4; 32],
+            seq: 0,
+            bytes: b"out".to_vec(),
+        }
+        .encode(),
+    ));
     out
 }

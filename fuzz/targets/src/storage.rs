@@ -1,11 +1,19 @@
 //! Targets for `mehr-storage`: storage challenges and proofs, Merkle paths, erasure manifests
-//! and shard descriptions, and erasure decoding from pieces other nodes supply.
+//! and shard descriptions, erasure decoding from pieces other nodes supply, and the
+//! remote-storage control messages between a consumer and a provider.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::OnceLock;
 
 use arbitrary::Unstructured;
+use mehr_storage::remote;
 use mehr_storage::{
     Challenge, ErasureDecoder, ErasureEncoder, ErasureError, ErasureManifest, ErasureParams,
     MerklePath, ObjectId, SEGMENT_SIZE, ShardInfo, StorageProof, verify_proof,
 };
+use mehr_transport::PrivateIdentity;
 
 /// Challenges, storage proofs and Merkle paths: exact round trips; a challenge selects a
 /// segment inside any object; a proof nobody computed does not verify. The first byte picks
@@ -136,9 +144,10 @@ pub fn erasure_pieces(data: &[u8]) {
     let object: Vec<u8> = (0..length)
         .map(|i| (i as u8).wrapping_mul(31) ^ (length as u8))
         .collect();
-    let (manifest, shards) = encode(params, &object);
+    let encoded = encoded(params, &object);
+    let (manifest, shards) = (&encoded.0, &encoded.1);
     let k = usize::from(params.data_shards());
-    let Ok(mut decoder) = ErasureDecoder::new(manifest) else {
+    let Ok(mut decoder) = ErasureDecoder::new(manifest.clone()) else {
         panic!("a decoder for a manifest we built");
     };
     let mut wrong = false;
@@ -214,6 +223,33 @@ fn small_params(u: &mut Unstructured<'_>) -> arbitrary::Result<ErasureParams> {
     ErasureParams::new(k, m, piece).map_err(|_| arbitrary::Error::IncorrectFormat)
 }
 
+/// [`encode`] of the object made from `length`, remembered: the object depends only on its
+/// parameters and length, so inputs that share them share one encoding and each input pays
+/// for decoding only (the property under test). At most [`ENCODINGS_REMEMBERED`] are kept.
+fn encoded(params: ErasureParams, object: &[u8]) -> Encoded {
+    thread_local! {
+        static ENCODINGS: RefCell<HashMap<(ErasureParams, usize), Encoded>> =
+            RefCell::new(HashMap::new());
+    }
+    ENCODINGS.with(|encodings| {
+        let mut encodings = encodings.borrow_mut();
+        if encodings.len() >= ENCODINGS_REMEMBERED {
+            encodings.clear();
+        }
+        Rc::clone(
+            encodings
+                .entry((params, object.len()))
+                .or_insert_with(|| Rc::new(encode(params, object))),
+        )
+    })
+}
+
+/// A manifest and its shards' bytes, shared between the inputs that encode the same object.
+type Encoded = Rc<(ErasureManifest, Vec<Vec<u8>>)>;
+
+/// Encodings [`encoded`] keeps (each at most a few tens of kilobytes).
+const ENCODINGS_REMEMBERED: usize = 256;
+
 /// The manifest and every shard's bytes.
 fn encode(params: ErasureParams, object: &[u8]) -> (ErasureManifest, Vec<Vec<u8>>) {
     let mut encoder = ErasureEncoder::new(params).expect("valid parameters");
@@ -225,4 +261,102 @@ fn encode(params: ErasureParams, object: &[u8]) -> (ErasureManifest, Vec<Vec<u8>
     encoder.update(object, &mut collect).expect("encoding");
     let manifest = encoder.finish(&mut collect).expect("encoding");
     (manifest, shards)
+}
+
+/// The remote-storage control messages (`mehr_storage::remote`): the signed envelope, the
+/// requests a provider receives and the replies a consumer reads. Input: the message type
+/// byte, then the control message body. Checks: an envelope is exactly what sealing its
+/// fields gives; it verifies only when the key that sealed it is the fixed consumer's (and
+/// then re-sealing with that key gives the same bytes); a request or reply re-encodes to its
+/// payload; every count and length is within its limit.
+pub fn storage_remote(data: &[u8]) {
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
+    // The same bytes as a bare payload, whatever the envelope says.
+    check_remote_payload(kind, body);
+    let Ok(envelope) = remote::open(body) else {
+        return;
+    };
+    let keys = remote_keys();
+    let signature: [u8; 64] = body[body.len() - 64..]
+        .try_into()
+        .expect("an opened envelope ends in a signature");
+    let provider = keys.provider.hash();
+    let resealed = remote::seal(
+        kind,
+        &provider,
+        &envelope.sender,
+        envelope.request_id,
+        envelope.payload,
+        |_| signature,
+    );
+    assert_eq!(resealed, body, "an envelope is the seal of its fields");
+    if envelope
+        .verify(kind, &provider, keys.consumer.public())
+        .is_ok()
+    {
+        let ours = remote::seal(
+            kind,
+            &provider,
+            &envelope.sender,
+            envelope.request_id,
+            envelope.payload,
+            |digest| keys.consumer.sign(digest),
+        );
+        assert_eq!(ours, body, "only the consumer's own seal verifies");
+    }
+    assert!(
+        envelope
+            .verify(kind, &keys.consumer.hash(), keys.consumer.public())
+            .is_err(),
+        "a message sealed for the provider does not verify for another recipient"
+    );
+    check_remote_payload(kind, envelope.payload);
+}
+
+fn check_remote_payload(kind: u8, payload: &[u8]) {
+    if let Ok(request) = remote::Request::decode(kind, payload) {
+        assert_eq!(request.kind(), kind);
+        assert_eq!(
+            request.encode(),
+            payload,
+            "a request re-encodes to its payload"
+        );
+        match &request {
+            remote::Request::Chunks { count, bytes, .. } => {
+                assert!(*count <= remote::MAX_CHUNKS_PER_MESSAGE);
+                assert!(bytes.len() <= usize::from(*count) * mehr_storage::CHUNK_SIZE);
+            }
+            remote::Request::Fetch { count, .. } => {
+                assert!(*count <= remote::MAX_CHUNKS_PER_MESSAGE);
+            }
+            remote::Request::FetchHashes { count, .. } => {
+                assert!(*count <= remote::MAX_HASHES_PER_MESSAGE);
+            }
+            remote::Request::Offer { .. }
+            | remote::Request::Challenge(_)
+            | remote::Request::Delete { .. } => {}
+        }
+    }
+    if let Ok(reply) = remote::Reply::decode(payload) {
+        assert_eq!(reply.encode(), payload, "a reply re-encodes to its payload");
+        if let remote::Reply::Error(_, reason) = &reply {
+            assert!(reason.len() <= remote::MAX_REASON);
+        }
+    }
+}
+
+pub(crate) struct RemoteKeys {
+    pub(crate) consumer: PrivateIdentity,
+    pub(crate) provider: PrivateIdentity,
+}
+
+/// The consumer that seals the seed messages and the provider they are sealed for.
+pub(crate) fn remote_keys() -> &'static RemoteKeys {
+    static KEYS: OnceLock<RemoteKeys> = OnceLock::new();
+    KEYS.get_or_init(|| RemoteKeys {
+        consumer: PrivateIdentity::from_private_key(&[0x71; 64]),
+        provider: PrivateIdentity::from_private_key(&[0x72; 64]),
+    })
 }

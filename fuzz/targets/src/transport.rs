@@ -1,7 +1,8 @@
 //! Targets for `mehr-transport`: the Reticulum packet and everything carried in it, the
-//! link handshake and link traffic, tokens, stream framing, and the router that receives
-//! every frame from the mesh.
+//! link handshake and link traffic, the segment protocol over links, tokens, stream framing,
+//! and the router that receives every frame from the mesh.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use mehr_transport::path_cost::{
 };
 use mehr_transport::path_request::{MAX_TAG_LEN, PathRequest};
 use mehr_transport::proof::ProofData;
+use mehr_transport::segments::{self, Incoming, Outgoing, SegmentPacket, SendStep};
 use mehr_transport::token::Token;
 use mehr_transport::{
     Context, DestinationHash, DestinationName, DestinationType, IdentityHash, Packet, PacketType,
@@ -311,7 +313,7 @@ pub fn link_handshake(data: &[u8]) {
         unsignalled.data.truncate(64);
         assert_eq!(link_id(&unsignalled), link.id());
     } else {
-        let (mut initiator, _request) = LinkPair::initiate(&mut rng, now);
+        let (mut initiator, mut rng) = LinkPair::initiated(selector >> 1, now);
         let proof = Packet::new(
             PacketType::Proof,
             DestinationType::Link,
@@ -340,7 +342,7 @@ pub fn link_handshake(data: &[u8]) {
 /// panics, decrypts what the other end encrypted, and rejects every tampered byte.
 pub fn link_data(data: &[u8]) {
     let mut u = Unstructured::new(data);
-    let mut pair = LinkPair::establish();
+    let mut pair = LinkPair::established();
     for _ in 0..MAX_OPS {
         let Ok(op) = u.arbitrary::<u8>() else {
             return;
@@ -496,6 +498,121 @@ pub fn link_data(data: &[u8]) {
                             "the other end learns of the close"
                         );
                         assert!(matches!(receiver.state(), LinkState::Closed(_)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The segment protocol (`mehr_transport::segments`) that carries messages larger than one
+/// packet over a link. The whole input as one packet: accepted bytes re-encode to themselves,
+/// a segment lies inside its message, an Ack reports at most the encoder's maximum. Then the
+/// input as a sequence of packets (a length byte before each) fed to a receiver and to a
+/// sender: the receiver holds exactly the bytes of the distinct segments that arrived (never
+/// what a count announces), completes only with every segment and returns them in order, and
+/// its Acks parse and stay inside the message; the sender only sends segments of its message,
+/// each the right slice of the payload, and once delivered stays delivered.
+pub fn segments(data: &[u8]) {
+    if let Ok(packet) = SegmentPacket::parse(data) {
+        assert_eq!(
+            packet.encode(),
+            data,
+            "a segment packet re-encodes to its input"
+        );
+        match &packet {
+            SegmentPacket::Segment { index, count, .. } => assert!(index < count),
+            SegmentPacket::Ack { missing, .. } => {
+                assert!(missing.len() <= segments::MAX_MISSING_REPORTED);
+            }
+            SegmentPacket::Query { .. } | SegmentPacket::Abort { .. } => {}
+        }
+    }
+    // A payload of a few segments, the last one short, which the sender offers.
+    let payload: Vec<u8> = (0..segments::SEGMENT_PAYLOAD * 3 + 17)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let mut sender = Outgoing::new(1, payload.clone(), Duration::ZERO);
+    let mut delivered = false;
+    // The receiver of the first segment's message, its segment count, and the length of each
+    // distinct segment it took.
+    let mut receiver: Option<(Incoming, u32, BTreeMap<u32, usize>)> = None;
+    let mut rest = data;
+    let mut now = Duration::ZERO;
+    while let Some((&len, tail)) = rest.split_first() {
+        let (bytes, tail) = tail.split_at(usize::from(len).min(tail.len()));
+        rest = tail;
+        now += Duration::from_millis(u64::from(len) * 100);
+        match SegmentPacket::parse(bytes) {
+            Ok(SegmentPacket::Segment {
+                msg,
+                index,
+                count,
+                bytes,
+            }) => {
+                let (incoming, expected, arrived) = receiver.get_or_insert_with(|| {
+                    (Incoming::new(msg, count, now), count, BTreeMap::new())
+                });
+                if msg != incoming.msg() {
+                    continue; // the transport hands each message its own receiver
+                }
+                if count == *expected {
+                    arrived.entry(index).or_insert(bytes.len());
+                }
+                let received = incoming.on_segment(index, count, bytes, now);
+                if let Some(ack) = &received.ack {
+                    assert_eq!(SegmentPacket::parse(&ack.encode()).as_ref(), Ok(ack));
+                    let SegmentPacket::Ack { next, missing, .. } = ack else {
+                        panic!("a receiver answers with an Ack, not {ack:?}");
+                    };
+                    assert!(*next <= *expected);
+                    assert!(missing.iter().all(|m| m >= next && m < expected));
+                }
+                let held: usize = arrived.values().sum();
+                match received.message {
+                    Some(message) => {
+                        assert_eq!(
+                            arrived.len(),
+                            *expected as usize,
+                            "complete only when whole"
+                        );
+                        assert_eq!(message.len(), held);
+                        assert_eq!(incoming.held_bytes(), 0);
+                        receiver = None;
+                    }
+                    None => {
+                        assert!(arrived.len() < *expected as usize);
+                        assert_eq!(incoming.held_bytes(), held, "holds what arrived, once");
+                    }
+                }
+            }
+            Ok(SegmentPacket::Ack { next, missing, .. }) => {
+                sender.on_ack(next, &missing, now);
+            }
+            _ => {}
+        }
+        match sender.poll(now) {
+            SendStep::Delivered => delivered = true,
+            SendStep::Send(packets) => {
+                assert!(!delivered, "a delivered message stays delivered");
+                for packet in packets {
+                    match packet {
+                        SegmentPacket::Segment {
+                            msg,
+                            index,
+                            count,
+                            bytes,
+                        } => {
+                            assert_eq!((msg, count), (1, sender.count()));
+                            let start = index as usize * segments::SEGMENT_PAYLOAD;
+                            assert_eq!(
+                                bytes,
+                                payload
+                                    [start..(start + segments::SEGMENT_PAYLOAD).min(payload.len())]
+                            );
+                        }
+                        SegmentPacket::Query { msg } => assert_eq!(msg, 1),
+                        other => panic!("a sender sends segments and queries, not {other:?}"),
                     }
                 }
             }
@@ -694,6 +811,7 @@ fn relay_identity() -> &'static PrivateIdentity {
 
 /// Both ends of a link to [`link_owner`]'s `mehr.node` destination, made deterministically
 /// (seeded RNG, fixed clock), so the same input always meets the same keys.
+#[derive(Clone)]
 pub(crate) struct LinkPair {
     pub(crate) initiator: Link,
     pub(crate) responder: Link,
@@ -708,6 +826,27 @@ impl LinkPair {
         let owner = link_owner();
         let destination = DestinationName::mehr_node().single_hash(owner.public());
         Link::initiate(owner.public(), destination, Some(MTU as u32), 1, now, rng)
+    }
+
+    /// A copy of the one pair [`Self::establish`] makes: the handshake's key agreements and
+    /// signatures run once per process, not once per input, and every input starts from the
+    /// same state (the copy's links, RNG and clock are its own).
+    pub(crate) fn established() -> Self {
+        static PAIR: OnceLock<LinkPair> = OnceLock::new();
+        PAIR.get_or_init(Self::establish).clone()
+    }
+
+    /// The initiator's side made from the RNG stream `stream`, and that RNG as it is after
+    /// initiating; made once per stream and copied.
+    fn initiated(stream: u8, now: Timestamp) -> (Link, StdRng) {
+        static INITIATED: [OnceLock<(Link, StdRng)>; 128] = [const { OnceLock::new() }; 128];
+        INITIATED[usize::from(stream & 0x7F)]
+            .get_or_init(|| {
+                let mut rng = StdRng::seed_from_u64(u64::from(stream & 0x7F));
+                let (link, _request) = Self::initiate(&mut rng, now);
+                (link, rng)
+            })
+            .clone()
     }
 
     /// A completed handshake: the initiator checked the proof and the responder got the RTT.

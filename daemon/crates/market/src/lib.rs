@@ -90,6 +90,7 @@
 pub mod agreement;
 pub mod beacon;
 pub mod capabilities;
+pub mod control;
 pub mod cost;
 pub mod discovery;
 pub mod gossip;

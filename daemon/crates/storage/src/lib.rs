@@ -13,6 +13,8 @@
 //! - Redundancy: [`ErasureEncoder`] → [`ErasureManifest`] → [`ErasureDecoder`] /
 //!   [`ShardRebuilder`].
 //! - Policy: [`FailureTracker`] and [`Priority`].
+//! - Between nodes: [`remote`], the signed control messages a consumer and a provider of
+//!   remote storage exchange.
 
 mod builder;
 mod commitment;
@@ -21,6 +23,7 @@ mod id;
 mod merkle;
 mod proof;
 mod reading;
+pub mod remote;
 mod tracker;
 mod wire;
 

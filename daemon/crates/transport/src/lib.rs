@@ -65,6 +65,7 @@ pub mod path_request;
 pub mod proof;
 pub mod route_policy;
 pub mod router;
+pub mod segments;
 pub mod token;
 
 pub use announce::Announce;

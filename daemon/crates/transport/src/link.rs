@@ -384,6 +384,10 @@ pub struct LinkPoll {
 }
 
 /// One end of a link.
+///
+/// A clone is the same end in the same state, keys included: the fuzz targets establish a
+/// link once and replay each input on a fresh copy.
+#[derive(Clone)]
 pub struct Link {
     id: LinkId,
     role: Role,

@@ -48,13 +48,14 @@ pub enum TokenError {
     BadPadding,
 }
 
-#[derive(Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 enum Keys {
     Aes128 { mac: [u8; 16], aes: [u8; 16] },
     Aes256 { mac: [u8; 32], aes: [u8; 32] },
 }
 
-/// A token key, ready to encrypt and decrypt. Key material is wiped on drop.
+/// A token key, ready to encrypt and decrypt. Key material is wiped on drop (each copy's own).
+#[derive(Clone)]
 pub struct Token {
     keys: Keys,
 }

@@ -787,6 +787,14 @@ impl Router {
         self.link_table
             .retain(|_, l| l.received_on != id && l.next_hop_interface != id);
         self.pending_announces.retain(|_, a| a.attached != Some(id));
+        // A link that came in on the interface can no longer be reached through it: it sends
+        // nothing more (a keepalive or close on a gone interface is a transmit nobody can do)
+        // and times out, as a link whose interface went quiet would.
+        for local in self.links.values_mut() {
+            if local.interface == Some(id) {
+                local.interface = None;
+            }
+        }
         for d in self.discoveries.keys() {
             if let Some(entry) = self.discoveries.get_mut(&d) {
                 entry.requesting.retain(|i| *i != id);

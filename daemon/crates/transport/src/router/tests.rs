@@ -948,3 +948,31 @@ fn anonymous_link_requests_never_take_an_established_links_slot() {
     );
     assert_eq!(served.counters().dropped(DropReason::LinkSlotsFull), 0);
 }
+
+#[test]
+fn a_removed_interface_is_never_transmitted_on_by_a_link_that_used_it() {
+    // Found by the router fuzz target: a link accepted on an interface kept sending its
+    // keepalives there after the interface was removed.
+    let mut net = Net::new(&[false, false]);
+    let (served_on, _) = net.wire(0, 1);
+    let dest = net.serve(0, 1, false);
+    let now = net.now;
+    net.nodes[0].announce(&dest, now).unwrap();
+    net.run(Duration::from_secs(1));
+    let link = net.nodes[1].open_link(&dest, net.now).unwrap();
+    net.run(Duration::from_millis(300));
+    assert_eq!(net.nodes[0].link_state(&link), Some(LinkState::Active));
+    net.nodes[0].remove_interface(served_on);
+    net.frames[0].clear();
+    // Long enough for keepalives, staleness and the close.
+    for _ in 0..40 {
+        net.run(Duration::from_secs(60));
+    }
+    assert!(
+        net.frames[0]
+            .iter()
+            .all(|(interface, _)| *interface != served_on),
+        "transmitted on a removed interface"
+    );
+    assert_ne!(net.nodes[0].link_state(&link), Some(LinkState::Active));
+}
