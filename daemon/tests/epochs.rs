@@ -117,6 +117,9 @@ fn id16(bytes: &[u8]) -> [u8; 16] {
     bytes.try_into().unwrap()
 }
 
+/// A folded channel's key: channel id, party A, party B.
+type ChannelKey = ([u8; 16], [u8; 16], [u8; 16]);
+
 /// What one node reported about one epoch, the first time it was seen there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Seen {
@@ -124,7 +127,7 @@ struct Seen {
     minted: u64,
     burned: u64,
     /// Channel key → (paid A→B, paid B→A).
-    baselines: BTreeMap<([u8; 16], [u8; 16], [u8; 16]), (u64, u64)>,
+    baselines: BTreeMap<ChannelKey, (u64, u64)>,
 }
 
 fn seen(s: &pb::GetLedgerResponse) -> Seen {
