@@ -9,8 +9,6 @@ mod common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    os::unix::fs::PermissionsExt,
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -18,9 +16,8 @@ use std::{
     time::Duration,
 };
 
-use common::{TestDaemon, eventually, free_port};
+use common::{Planned, TestDaemon, eventually, free_port, plan};
 use mehr_sdk::{Client, proto as pb};
-use mehr_transport::identity::PrivateIdentity;
 use nix::sys::signal::Signal;
 
 const NODES: usize = 8;
@@ -35,34 +32,6 @@ const CYCLERS: (usize, usize) = (6, 7);
 const CHANNELS: [(usize, usize); 5] = [(0, 3), (1, 4), (2, 5), (3, 5), CYCLERS];
 /// The node killed during an adoption.
 const VICTIM: usize = 4;
-
-struct Planned {
-    _temp: tempfile::TempDir,
-    data_dir: PathBuf,
-    config: PathBuf,
-    id: [u8; 16],
-}
-
-fn plan() -> Vec<Planned> {
-    (0..NODES)
-        .map(|_| {
-            let temp = tempfile::tempdir().unwrap();
-            let data_dir = temp.path().join("node");
-            std::fs::create_dir_all(&data_dir).unwrap();
-            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-            let identity = PrivateIdentity::generate(&mut rand::rngs::OsRng);
-            let file = data_dir.join("identity");
-            std::fs::write(&file, identity.to_private_key().as_slice()).unwrap();
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-            Planned {
-                config: temp.path().join("mehrd.toml"),
-                _temp: temp,
-                data_dir,
-                id: identity.hash().0,
-            }
-        })
-        .collect()
-}
 
 /// Node `i`'s config: the devnet's links (`mehrd::devnet::topology`), short epochs, and the
 /// same genesis everywhere.
@@ -229,7 +198,7 @@ fn expected_mint(before: &Seen, after: &Seen) -> (u64, BTreeMap<[u8; 16], u128>)
 
 #[test]
 fn a_devnet_with_traffic_runs_epochs_that_mint_by_the_formula_and_survive_kill_9() {
-    let nodes = plan();
+    let nodes = plan(NODES);
     let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
     for (i, node) in nodes.iter().enumerate() {
         std::fs::write(&node.config, config(&nodes, &ports, i)).unwrap();

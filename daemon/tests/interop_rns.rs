@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{TestDaemon, eventually, free_port};
+use common::{TestDaemon, eventually, free_port, tcp_client, tcp_server};
 use futures::StreamExt;
 use mehr_sdk::{Client, proto as pb};
 
@@ -83,18 +83,6 @@ impl Drop for Rnsd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn tcp_server(port: u16) -> String {
-    format!(
-        "[[interfaces]]\ntype = \"tcp_server\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {port}\n"
-    )
-}
-
-fn tcp_client(port: u16) -> String {
-    format!(
-        "[[interfaces]]\ntype = \"tcp_client\"\ntarget_host = \"127.0.0.1\"\ntarget_port = {port}\n"
-    )
 }
 
 /// Starts `rns_peer.py` with `args`.

@@ -6,9 +6,11 @@
 
 mod common;
 
-use std::{os::unix::fs::PermissionsExt, path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use common::{TestDaemon, eventually, free_port, free_udp_port};
+use common::{
+    Planned, TestDaemon, eventually, free_port, free_udp_port, plan, tcp_client, tcp_server,
+};
 use futures::StreamExt;
 use mehr_sdk::{
     Client, InvokeOptions, Placement, SettleResult, Settlement,
@@ -35,36 +37,6 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A node whose identity is known before it starts, so every node's config can list the
 /// same genesis allocation.
-struct Planned {
-    _temp: tempfile::TempDir,
-    data_dir: PathBuf,
-    config: PathBuf,
-    id: [u8; 16],
-    identity: PrivateIdentity,
-}
-
-fn plan(n: usize) -> Vec<Planned> {
-    (0..n)
-        .map(|_| {
-            let temp = tempfile::tempdir().unwrap();
-            let data_dir = temp.path().join("node");
-            std::fs::create_dir_all(&data_dir).unwrap();
-            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-            let identity = PrivateIdentity::generate(&mut rand::rngs::OsRng);
-            let file = data_dir.join("identity");
-            std::fs::write(&file, identity.to_private_key().as_slice()).unwrap();
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-            Planned {
-                config: temp.path().join("mehrd.toml"),
-                _temp: temp,
-                data_dir,
-                id: identity.hash().0,
-                identity,
-            }
-        })
-        .collect()
-}
-
 fn ledger_toml(nodes: &[Planned]) -> String {
     let mut toml = "[ledger]\ngossip_interval_secs = 1\nretry_millis = 500\n".to_string();
     for node in nodes {
@@ -74,18 +46,6 @@ fn ledger_toml(nodes: &[Planned]) -> String {
         ));
     }
     toml
-}
-
-fn tcp_server(port: u16) -> String {
-    format!(
-        "[[interfaces]]\ntype = \"tcp_server\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {port}\n"
-    )
-}
-
-fn tcp_client(port: u16) -> String {
-    format!(
-        "[[interfaces]]\ntype = \"tcp_client\"\ntarget_host = \"127.0.0.1\"\ntarget_port = {port}\n"
-    )
 }
 
 /// A simulated link at 1 Mbit/s: the partition test is about the ledger, not about how long

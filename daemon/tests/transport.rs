@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{TestDaemon, eventually, free_port, free_udp_port};
+use common::{TestDaemon, eventually, free_port, free_udp_port, tcp_client, tcp_server};
 use futures::StreamExt;
 use mehr_sdk::{Client, proto as pb};
 
@@ -21,18 +21,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn tcp_server(port: u16) -> String {
-    format!(
-        "[[interfaces]]\ntype = \"tcp_server\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {port}\n"
-    )
-}
-
-fn tcp_client(port: u16) -> String {
-    format!(
-        "[[interfaces]]\ntype = \"tcp_client\"\ntarget_host = \"127.0.0.1\"\ntarget_port = {port}\n"
-    )
 }
 
 /// Waits until `client` has a path to `destination`.

@@ -18,7 +18,7 @@ before(async () => {
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   receiver = await SpanReceiver.start();
   process.env.OTEL_BSP_SCHEDULE_DELAY = '100'; // the daemon exports its spans quickly
-  daemon = await Daemon.start(workdir(), 'traced', `[telemetry]\notlp_endpoint = "${receiver.endpoint}"\n`);
+  daemon = await Daemon.start(workdir(), 'traced', `[telemetry]\notlp_endpoint = "${receiver.endpoint}"\n# every trace the node starts is recorded (the default samples one in ten)\nsample_ratio = 1.0\n`);
   delete process.env.OTEL_BSP_SCHEDULE_DELAY;
 });
 after(async () => {

@@ -24,7 +24,9 @@ def traced_daemon(tmp_path):
     daemon = Daemon(
         mehrd_binary(),
         tmp_path / "node",
-        config=f'[telemetry]\notlp_endpoint = "{receiver.endpoint}"\n',
+        config=f'[telemetry]\notlp_endpoint = "{receiver.endpoint}"\n'
+        # every trace the node starts is recorded (the default samples one in ten)
+        'sample_ratio = 1.0\n',
         env={"OTEL_BSP_SCHEDULE_DELAY": "100"},
     )
     try:

@@ -233,3 +233,54 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A node prepared before it starts: a data dir holding a fresh identity, and where its config
+/// goes (both in a temp dir removed when this is dropped).
+pub struct Planned {
+    pub _temp: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    /// The node id (the identity's hash).
+    pub id: [u8; 16],
+    pub identity: mehr_transport::identity::PrivateIdentity,
+}
+
+/// `n` nodes, each with its own fresh identity written where `mehrd` reads it (0600, in a
+/// 0700 data dir, as the daemon insists).
+pub fn plan(n: usize) -> Vec<Planned> {
+    use std::os::unix::fs::PermissionsExt;
+    (0..n)
+        .map(|_| {
+            let temp = tempfile::tempdir().unwrap();
+            let data_dir = temp.path().join("node");
+            std::fs::create_dir_all(&data_dir).unwrap();
+            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            let identity =
+                mehr_transport::identity::PrivateIdentity::generate(&mut rand::rngs::OsRng);
+            let file = data_dir.join("identity");
+            std::fs::write(&file, identity.to_private_key().as_slice()).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            Planned {
+                config: temp.path().join("mehrd.toml"),
+                _temp: temp,
+                data_dir,
+                id: identity.hash().0,
+                identity,
+            }
+        })
+        .collect()
+}
+
+/// A TCP server interface on loopback `port`, as config TOML.
+pub fn tcp_server(port: u16) -> String {
+    format!(
+        "[[interfaces]]\ntype = \"tcp_server\"\nlisten_ip = \"127.0.0.1\"\nlisten_port = {port}\n"
+    )
+}
+
+/// A TCP client interface to loopback `port`, as config TOML.
+pub fn tcp_client(port: u16) -> String {
+    format!(
+        "[[interfaces]]\ntype = \"tcp_client\"\ntarget_host = \"127.0.0.1\"\ntarget_port = {port}\n"
+    )
+}
