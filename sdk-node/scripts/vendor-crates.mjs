@@ -1,7 +1,7 @@
 // Makes the npm tarball build without a Mehr checkout (the package's `prepack` script).
 //
 // The addon's crate is a member of the Mehr Cargo workspace: it inherits the workspace's
-// dependency versions and reaches mehr-sdk, mehr-proto and mehr-storage by path. `cargo package`
+// dependency versions and reaches mehr-sdk, mehr-proto, mehr-storage (and through it mehr-transport, mehr-wire) by path. `cargo package`
 // turns each of those crates into what crates.io would get: a standalone manifest with the
 // workspace's inheritance resolved, and only the files the crate needs. This script unpacks
 // them into `vendor/<crate>/` and writes `vendor/mehr-node/`, a one-crate workspace whose
@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(dirname(fileURLToPath(import.meta.url)));
 const vendor = join(here, 'vendor');
 /** The workspace crates the addon needs, in dependency order. */
-const CRATES = ['mehr-proto', 'mehr-storage', 'mehr-sdk'];
+const CRATES = ['mehr-wire', 'mehr-transport', 'mehr-proto', 'mehr-storage', 'mehr-sdk'];
 
 rmSync(vendor, { recursive: true, force: true });
 if (process.argv.includes('--clean')) process.exit(0);
