@@ -386,10 +386,14 @@ fn a_devnet_with_traffic_runs_epochs_that_mint_by_the_formula_and_survive_kill_9
     rt.block_on(async {
         // One ledger everywhere once the traffic stopped and its last records were folded,
         // the victim included.
-        let last = eventually("one snapshot everywhere", WAIT, || async {
+        // Epochs go on every 3 s, so the nodes are read at once (one after another, a loaded
+        // machine can straddle an activation every time) and for up to two minutes.
+        let last = eventually("one snapshot everywhere", 4 * WAIT, || async {
+            let summaries =
+                futures::future::join_all(clients.iter().map(|c| c.ledger_summary())).await;
             let mut all = Vec::new();
-            for c in &clients {
-                let s = c.ledger_summary().await.ok()?;
+            for s in summaries {
+                let s = s.ok()?;
                 if s.burned_unfolded_umhr != 0 {
                     return None;
                 }

@@ -9,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Planned, TestDaemon, eventually, free_port, free_udp_port, plan, tcp_client, tcp_server,
+    Planned, TestDaemon, channel_with, eventually, free_port, free_udp_port, plan, tcp_client,
+    tcp_server, wait_neighbour,
 };
 use futures::StreamExt;
 use mehr_sdk::{
@@ -88,19 +89,6 @@ fn restart(node: &Planned) -> TestDaemon {
     TestDaemon::start_in(&node.data_dir, &["--config", node.config.to_str().unwrap()])
 }
 
-async fn wait_neighbour(client: &Client, id: &[u8; 16]) {
-    eventually("a Mehr neighbour", WAIT, || async {
-        client
-            .neighbours()
-            .await
-            .ok()?
-            .into_iter()
-            .any(|n| n.node_id.as_ref() == id)
-            .then_some(())
-    })
-    .await;
-}
-
 async fn wait_path(client: &Client, destination: &[u8]) {
     eventually("a path", WAIT, || async {
         client
@@ -112,15 +100,6 @@ async fn wait_path(client: &Client, destination: &[u8]) {
             .then_some(())
     })
     .await;
-}
-
-async fn channel_with(client: &Client, peer: &[u8; 16]) -> Option<pb::Channel> {
-    client
-        .channels()
-        .await
-        .ok()?
-        .into_iter()
-        .find(|c| c.peer.as_ref() == peer && c.phase() == pb::ChannelPhase::Open)
 }
 
 fn json(output: std::process::Output) -> Value {

@@ -10,7 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Planned, TestDaemon, eventually, free_port, free_udp_port, plan, tcp_client, tcp_server,
+    Planned, TestDaemon, channel_with, eventually, free_port, free_udp_port, plan, tcp_client,
+    tcp_server, wait_neighbour,
 };
 use mehr_sdk::{
     Client, InvokeOptions, Placement, proto as pb,
@@ -61,28 +62,6 @@ fn restart(node: &Planned) -> TestDaemon {
             "mehrd::ledger=debug,info",
         ],
     )
-}
-
-async fn wait_neighbour(client: &Client, id: &[u8; 16]) {
-    eventually("a Mehr neighbour", WAIT, || async {
-        client
-            .neighbours()
-            .await
-            .ok()?
-            .into_iter()
-            .any(|n| n.node_id.as_ref() == id)
-            .then_some(())
-    })
-    .await;
-}
-
-async fn channel_with(client: &Client, peer: &[u8; 16]) -> Option<pb::Channel> {
-    client
-        .channels()
-        .await
-        .ok()?
-        .into_iter()
-        .find(|c| c.peer.as_ref() == peer && c.phase() == pb::ChannelPhase::Open)
 }
 
 async fn serve_upper(client: &Client) -> ServeHandle {

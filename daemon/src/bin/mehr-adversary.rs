@@ -144,6 +144,23 @@ fn sybil_announces(target: &str, count: u64) -> anyhow::Result<()> {
 /// Reads frames until an announce of a `mehr.node` destination arrives.
 fn node_announce(stream: &mut TcpStream) -> anyhow::Result<Announce> {
     stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    first_packet(stream, "no mehr.node announce heard", |packet| {
+        if packet.packet_type != PacketType::Announce {
+            return None;
+        }
+        Announce::from_packet(packet)
+            .ok()
+            .filter(|announce| announce.name_hash == DestinationName::mehr_node().name_hash())
+    })
+}
+
+/// Reads frames from `stream` for up to 20 s and returns what `pick` makes of the first
+/// packet it accepts.
+fn first_packet<T>(
+    stream: &mut TcpStream,
+    missing: &str,
+    mut pick: impl FnMut(&Packet) -> Option<T>,
+) -> anyhow::Result<T> {
     let mut decoder = hdlc::Decoder::new(1 << 16);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut buf = [0u8; 4096];
@@ -159,17 +176,12 @@ fn node_announce(stream: &mut TcpStream) -> anyhow::Result<Announce> {
             let Ok(packet) = Packet::parse(&frame) else {
                 continue;
             };
-            if packet.packet_type != PacketType::Announce {
-                continue;
-            }
-            if let Ok(announce) = Announce::from_packet(&packet)
-                && announce.name_hash == DestinationName::mehr_node().name_hash()
-            {
-                return Ok(announce);
+            if let Some(found) = pick(&packet) {
+                return Ok(found);
             }
         }
     }
-    anyhow::bail!("no mehr.node announce heard within 20 s")
+    anyhow::bail!("{missing} within 20 s")
 }
 
 fn link_requests(target: &str, count: u64) -> anyhow::Result<()> {
@@ -295,31 +307,14 @@ fn establish_link(stream: &mut TcpStream, start: Instant) -> anyhow::Result<Link
         &mut OsRng,
     );
     stream.write_all(&hdlc::encode(&request.encode()))?;
-    let mut decoder = hdlc::Decoder::new(1 << 16);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => anyhow::bail!("the node closed the connection"),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
-            Err(e) => return Err(e.into()),
-        };
-        for frame in decoder.decode(&buf[..n]) {
-            let Ok(packet) = Packet::parse(&frame) else {
-                continue;
-            };
-            if packet.packet_type != PacketType::Proof {
-                continue;
-            }
-            if let Ok(rtt) = link.handle_proof(&packet, now_ts(start), &mut OsRng) {
-                stream.write_all(&hdlc::encode(&rtt.encode()))?;
-                return Ok(link);
-            }
+    let rtt = first_packet(stream, "the node did not prove the link", |packet| {
+        if packet.packet_type != PacketType::Proof {
+            return None;
         }
-    }
-    anyhow::bail!("the node did not prove the link within 20 s")
+        link.handle_proof(packet, now_ts(start), &mut OsRng).ok()
+    })?;
+    stream.write_all(&hdlc::encode(&rtt.encode()))?;
+    Ok(link)
 }
 
 fn segment_bombs(target: &str, count: u64) -> anyhow::Result<()> {

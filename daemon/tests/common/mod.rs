@@ -284,3 +284,28 @@ pub fn tcp_client(port: u16) -> String {
         "[[interfaces]]\ntype = \"tcp_client\"\ntarget_host = \"127.0.0.1\"\ntarget_port = {port}\n"
     )
 }
+
+/// Waits (up to 30 s) until `client`'s node has `id` as a Mehr neighbour.
+pub async fn wait_neighbour(client: &Client, id: &[u8; 16]) {
+    eventually("a Mehr neighbour", Duration::from_secs(30), || async {
+        client
+            .neighbours()
+            .await
+            .ok()?
+            .into_iter()
+            .any(|n| n.node_id.as_ref() == id)
+            .then_some(())
+    })
+    .await;
+}
+
+/// `client`'s open channel with `peer`, if it has one.
+pub async fn channel_with(client: &Client, peer: &[u8; 16]) -> Option<mehr_sdk::proto::Channel> {
+    use mehr_sdk::proto::ChannelPhase;
+    client
+        .channels()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|c| c.peer.as_ref() == peer && c.phase() == ChannelPhase::Open)
+}
