@@ -782,3 +782,102 @@ fn messaging_errors_are_clear() {
         assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
     });
 }
+
+/// A relay killed with `kill -9` and restarted: its neighbours forgot every path through it
+/// with the connection, and the far destination does not announce again (its own link never
+/// dropped; announces here are minutes apart). A sender that still knows the destination's
+/// identity asks for a path again instead of broadcasting to neighbours that drop what is not
+/// theirs, the restarted relay asks for the paths its forwarding needs, and the message goes
+/// through within seconds. A — B — C — D, B restarted, D listening.
+#[test]
+fn traffic_crosses_a_relay_restarted_after_kill_9_without_new_announces() {
+    let (b_port, c_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let b_config = dir.path().join("b.toml");
+    std::fs::write(
+        &b_config,
+        format!(
+            "[transport]\nannounce_interval_secs = 3600\n{}",
+            tcp_server(b_port)
+        ),
+    )
+    .unwrap();
+    let b_dir = dir.path().join("b");
+    let mut b = TestDaemon::start_in(&b_dir, &["--config", b_config.to_str().unwrap()]);
+    let slow = "[transport]\nannounce_interval_secs = 3600\n";
+    let a = TestDaemon::start_with_config(&format!("{slow}{}", tcp_client(b_port)));
+    let _c = TestDaemon::start_with_config(&format!(
+        "{slow}{}{}",
+        tcp_client(b_port),
+        tcp_server(c_port)
+    ));
+    let d = TestDaemon::start_with_config(&format!("{slow}{}", tcp_client(c_port)));
+    let rt = runtime();
+    let (a_client, d_client) =
+        rt.block_on(async { (a.client().await.unwrap(), d.client().await.unwrap()) });
+    let mut inbox = rt.block_on(d_client.listen("far.inbox", true)).unwrap();
+    let send = |text: &'static [u8]| {
+        let a = a_client.clone();
+        let to = inbox.destination.clone();
+        async move {
+            a.send(&to, text.to_vec(), Duration::from_secs(5))
+                .await
+                .ok()
+                .filter(|r| r.delivered)
+        }
+    };
+    rt.block_on(async {
+        path_to(&a_client, &inbox.destination).await;
+        eventually("a message across B and C", Duration::from_secs(30), || {
+            send(b"before")
+        })
+        .await;
+    });
+
+    b.stop_with(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(5));
+    b = TestDaemon::start_in(&b_dir, &["--config", b_config.to_str().unwrap()]);
+    rt.block_on(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while send(b"after").await.is_none() {
+            if std::time::Instant::now() > deadline {
+                let mut report = String::new();
+                for (name, daemon) in [("A", &a), ("B", &b), ("C", &_c), ("D", &d)] {
+                    let client = daemon.client().await.unwrap();
+                    let stats = client.transport_stats().await.unwrap();
+                    let paths = client.paths(false).await.unwrap();
+                    report.push_str(&format!(
+                        "{name}: paths {} to_inbox {:?} lost {} drops {:?}\n",
+                        paths.len(),
+                        paths
+                            .iter()
+                            .find(|p| p.destination == inbox.destination)
+                            .map(|p| p.hops),
+                        stats.lost_path_requests,
+                        stats
+                            .drops
+                            .iter()
+                            .map(|d| (d.reason.clone(), d.count))
+                            .collect::<Vec<_>>()
+                    ));
+                    let log = daemon.stderr();
+                    for line in log.lines().rev().take(8) {
+                        report.push_str(&format!("   {line}\n"));
+                    }
+                }
+                panic!("no message across the restarted relay\n{report}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(message) = inbox.messages.next().await {
+                if message.unwrap().payload.as_ref() == b"after" {
+                    return;
+                }
+            }
+            panic!("the inbox closed");
+        })
+        .await
+        .expect("D received the message sent after the restart");
+    });
+    drop(b);
+}

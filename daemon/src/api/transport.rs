@@ -209,6 +209,7 @@ impl TransportService for TransportApi {
             packets_forwarded: counters.forwarded,
             packets_delivered: counters.delivered,
             announces_rebroadcast: counters.announces_rebroadcast,
+            lost_path_requests: counters.lost_path_requests,
             part_drops: self
                 .part_drops
                 .snapshot()

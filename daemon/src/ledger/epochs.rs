@@ -233,6 +233,8 @@ impl LedgerCore {
         self.epochs.counters.proposed += 1;
         tracing::debug!(
             epoch = summary.epoch,
+            rank = proposer_rank(&electorate, summary.epoch, &self.me),
+            electorate = electorate.len(),
             folded = proposal.records.len(),
             minted = %summary.minted_total,
             "proposing an epoch"
@@ -271,6 +273,12 @@ impl LedgerCore {
                     .adopted_ms
                     .saturating_add(self.config.epoch_ms / 2)
         {
+            tracing::debug!(
+                epoch = summary.epoch,
+                own_epoch = self.epoch(),
+                same_base = proposal.base_root == self.ledger.snapshot().root(),
+                "an epoch proposal is stale here"
+            );
             self.epochs.counters.stale += 1;
             self.drops.count("ledger.epoch_stale");
             return;
@@ -293,6 +301,12 @@ impl LedgerCore {
             .acked
             .is_some_and(|(epoch, best)| epoch == next && best < rank)
         {
+            tracing::debug!(
+                epoch = summary.epoch,
+                rank,
+                acknowledged = self.epochs.acked.map(|(_, best)| best),
+                "an epoch proposal ranks below one acknowledged here"
+            );
             self.epochs.counters.stale += 1;
             self.drops.count("ledger.epoch_stale");
             return;
@@ -332,6 +346,12 @@ impl LedgerCore {
                 let _ = self.record_settlement(r.record, r.identity_a, r.identity_b);
             }
         }
+        tracing::debug!(
+            epoch = summary.epoch,
+            proposer = %hex::encode(&proposer.0[..4]),
+            rank,
+            "epoch proposal acknowledged"
+        );
         self.epochs.acked = Some((next, rank));
         self.epochs.counters.acked += 1;
         let ack = EpochAck::sign(&summary, self.me, &self.key);
@@ -359,6 +379,12 @@ impl LedgerCore {
         match own.tally.add(&ack, sender.signing_key()) {
             Ok(()) => {
                 own.acks.insert(ack.node, (sender, ack));
+                tracing::debug!(
+                    epoch = ack.epoch,
+                    acks = own.acks.len(),
+                    needed = own.tally.threshold(),
+                    "epoch ACK counted"
+                );
             }
             Err(e) => {
                 tracing::debug!(error = %e, "epoch ACK refused");
@@ -420,6 +446,14 @@ impl LedgerCore {
         let vouched = signers.iter().filter(|id| mine.contains(id)).count();
         let jump_ok = vouched * 3 >= mine.len().max(1);
         if !tally.is_activated() || !(sequential || jump_ok) {
+            tracing::debug!(
+                epoch = summary.epoch,
+                own_epoch = self.epoch(),
+                activated = tally.is_activated(),
+                sequential,
+                vouched,
+                "an epoch activation is refused"
+            );
             self.epochs.counters.refused += 1;
             self.drops.count("ledger.epoch_refused");
             return;

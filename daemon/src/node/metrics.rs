@@ -298,6 +298,12 @@ async fn collect_transport(transport: &TransportHandle, m: &mut Metrics) {
             c.announces_rebroadcast,
         );
         m.counter(
+            "mehr_router_lost_path_requests",
+            "Path requests sent for traffic in transport that had no path here",
+            None,
+            c.lost_path_requests,
+        );
+        m.counter(
             "mehr_transport_control_rejected",
             "Mehr control messages refused (malformed, unknown sender, bad signature)",
             None,

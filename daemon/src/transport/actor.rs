@@ -393,6 +393,12 @@ impl Actor {
     fn router_config(spec: &InterfaceSpec) -> InterfaceConfig {
         let mut config = InterfaceConfig::new(spec.effective_bitrate());
         config.mode = spec.mode.into();
+        // A TCP connection (each accepted one is an interface of its own) and a simulated
+        // wire have one peer; UDP and serial may be shared media.
+        config.point_to_point = matches!(
+            spec.kind,
+            InterfaceType::TcpServer | InterfaceType::TcpClient | InterfaceType::Sim
+        );
         if let Some(cap) = spec.announce_cap {
             config.announce_cap = cap / 100.0;
         }

@@ -261,7 +261,10 @@ impl Messaging {
                 max: self.max_message,
             }));
         }
-        if router.known_destination(&destination).is_none() {
+        // An unknown identity, or a known one without a path — the interface its path used
+        // went away (a neighbour restarted), or the path expired — is asked for. Sending
+        // without a path would broadcast to the neighbours, which drop what is not theirs.
+        if router.known_destination(&destination).is_none() || router.path(&destination).is_none() {
             let waiting = self.awaiting_path.entry(destination).or_default();
             if waiting.is_empty() {
                 let _ = router.request_path(&destination);

@@ -316,6 +316,36 @@ impl Router {
         }
     }
 
+    /// Asks the network again for the path to `destination`, which traffic in transport
+    /// through this node needed and this node does not have: its table was emptied by a
+    /// restart (or the path expired) while its neighbours still route through it. Without
+    /// this their packets are dropped here until the destination's next announce, which may
+    /// be hours away; with it a neighbour that holds the path answers from its table (as for
+    /// any path request) and the next packet goes through. One request per destination while
+    /// its discovery is open, within a token bucket.
+    pub(super) fn rediscover(&mut self, destination: DestinationHash, now: Timestamp) {
+        if !self.config.transport_enabled
+            || self.discoveries.contains_key(&destination)
+            || !self.lost_path_requests.take(now)
+        {
+            return;
+        }
+        self.discoveries.insert(
+            destination,
+            Discovery {
+                requesting: Vec::new(),
+                deadline: now.saturating_add(PATH_DISCOVERY_TIMEOUT),
+            },
+        );
+        let request = PathRequest::new(destination, Some(self.transport_id), &mut *self.rng);
+        self.path_request_tags.insert(request.unique_key());
+        let frame = request.to_packet().encode();
+        for id in self.interface_ids() {
+            self.transmit(id, frame.clone(), Priority::Control);
+        }
+        self.counters.lost_path_requests += 1;
+    }
+
     pub(super) fn run_pending_announces(&mut self, now: Timestamp) {
         for destination in self.pending_announces.keys() {
             let Some(entry) = self.pending_announces.get_mut(&destination) else {
@@ -423,10 +453,9 @@ impl Router {
         if let Some(id) = attached {
             return self.transmit(id, frame, Priority::Announce);
         }
-        let from_mode = self
-            .paths
-            .get(&packet.destination)
-            .and_then(|p| self.interfaces.get(&p.interface))
+        let from = self.paths.get(&packet.destination).map(|p| p.interface);
+        let from_mode = from
+            .and_then(|id| self.interfaces.get(&id))
             .map(|i| i.config.mode);
         if !local && from_mode.is_none() {
             return;
@@ -438,7 +467,9 @@ impl Router {
         let mut send = Vec::new();
         let mut full = 0;
         for (id, state) in self.interfaces.iter_mut() {
-            if !announce_allowed(state.config.mode, from_mode, local) {
+            if !announce_allowed(state.config.mode, from_mode, local)
+                || (!local && state.config.point_to_point && from == Some(*id))
+            {
                 continue;
             }
             if packet.hops == 0 {

@@ -113,6 +113,9 @@ pub struct Counters {
     pub delivered: u64,
     /// Announces rebroadcast.
     pub announces_rebroadcast: u64,
+    /// Path requests sent for destinations that traffic in transport here had no path to
+    /// (a restarted relay finding its neighbours' flows again).
+    pub lost_path_requests: u64,
     dropped: [u64; DropReason::ALL.len()],
 }
 

@@ -29,6 +29,7 @@ impl Router {
                 return false;
             }
             self.drop_packet(DropReason::NoPath, Some(interface));
+            self.rediscover(packet.destination, now);
             return true;
         };
         path.last_used = now;

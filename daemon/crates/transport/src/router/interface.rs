@@ -60,6 +60,12 @@ pub struct InterfaceConfig {
     pub hw_mtu: Option<u32>,
     /// Share of the bitrate rebroadcast announces may use (Reticulum: 0.02).
     pub announce_cap: f64,
+    /// One peer at the other end (a TCP connection, a simulated wire), as opposed to a shared
+    /// medium (UDP broadcast, a radio). An announce is not rebroadcast back onto the
+    /// point-to-point interface it arrived on: the peer sent it, and if that peer restarted
+    /// meanwhile the echo would hand it a path through this node back to itself — a loop
+    /// until the destination announces again.
+    pub point_to_point: bool,
 }
 
 impl InterfaceConfig {
@@ -70,6 +76,7 @@ impl InterfaceConfig {
             mode: InterfaceMode::Full,
             hw_mtu: None,
             announce_cap: 0.02,
+            point_to_point: false,
         }
     }
 

@@ -71,6 +71,12 @@ const PATH_REQUEST_GRACE: Duration = Duration::from_millis(400);
 const PATH_REQUEST_ROAMING_GRACE: Duration = Duration::from_millis(1_500);
 /// How long a path request searched for on other interfaces is remembered.
 const PATH_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Path requests a relay sends of its own for traffic it had to drop for want of a path
+/// (see `Router::rediscover`), per second and in a burst: enough for a restarted relay to
+/// find the paths of its busy flows within seconds, too few for traffic to unknown
+/// destinations to turn the relay into a path-request amplifier.
+const LOST_PATH_REQUESTS_PER_SECOND: f64 = 4.0;
+const LOST_PATH_REQUEST_BURST: u32 = 32;
 /// Per-hop allowance for proofs (link request proofs and delivery proofs).
 const PER_HOP_TIMEOUT: Duration = Duration::from_secs(6);
 /// Interval between table culls.
@@ -622,6 +628,8 @@ pub struct Router {
     packet_hashes: RecentSet<PacketHash>,
     path_request_tags: RecentSet<Vec<u8>>,
     discoveries: BoundedMap<DestinationHash, Discovery>,
+    /// Admits `Router::rediscover`'s own path requests.
+    lost_path_requests: rate::TokenBucket,
     receipts: BoundedMap<DestinationHash, Receipt>,
     actions: VecDeque<Action>,
     counters: Counters,
@@ -668,6 +676,10 @@ impl Router {
             packet_hashes: RecentSet::new(config.packet_hash_capacity),
             path_request_tags: RecentSet::new(config.path_request_tag_capacity),
             discoveries: BoundedMap::new(config.max_path_discoveries),
+            lost_path_requests: rate::TokenBucket::new(
+                LOST_PATH_REQUESTS_PER_SECOND,
+                LOST_PATH_REQUEST_BURST,
+            ),
             receipts: BoundedMap::new(config.max_receipts),
             actions: VecDeque::new(),
             counters: Counters::default(),

@@ -339,6 +339,76 @@ fn data_is_forwarded_and_proofs_return_through_the_reverse_table() {
 }
 
 #[test]
+fn a_relay_that_lost_its_paths_asks_for_them_when_traffic_needs_one() {
+    let (mut net, dest) = chain_with_announced_destination(true);
+    // B restarts: the same identity with an empty path table, while C still routes through
+    // it (the next announce of A's destination may be hours away).
+    net.nodes[1] = router(101, true);
+    for id in [InterfaceId(0), InterfaceId(1)] {
+        net.nodes[1].add_interface(id, InterfaceConfig::new(10_000_000));
+    }
+    let now = net.now;
+    net.nodes[2].send(&dest, b"lost", now).unwrap();
+    net.flush();
+    assert!(net.delivered[0].is_empty());
+    assert_eq!(net.nodes[1].counters().dropped(DropReason::NoPath), 1);
+    assert_eq!(net.nodes[1].counters().lost_path_requests, 1);
+    // A answers the path request; the next packet goes through.
+    net.run(Duration::from_secs(1));
+    assert!(net.nodes[1].path(&dest).is_some());
+    let now = net.now;
+    net.nodes[2].send(&dest, b"found", now).unwrap();
+    net.flush();
+    assert_eq!(net.delivered[0], vec![(dest, b"found".to_vec())]);
+
+    // Traffic to destinations nobody knows costs at most the bucket's burst in requests.
+    let mut relay = router(101, true);
+    relay.add_interface(InterfaceId(0), InterfaceConfig::new(10_000_000));
+    for i in 0..200u32 {
+        let mut unknown = [0u8; 16];
+        unknown[..4].copy_from_slice(&i.to_le_bytes());
+        relay.rediscover(DestinationHash(unknown), now);
+    }
+    assert_eq!(relay.counters().lost_path_requests, 32);
+}
+
+#[test]
+fn announces_are_not_echoed_back_onto_the_point_to_point_interface_they_came_from() {
+    let p2p = InterfaceConfig {
+        point_to_point: true,
+        ..InterfaceConfig::new(10_000_000)
+    };
+    // A — B — C, all transport nodes, C a leaf.
+    let mut net = Net::new(&[true, true, true]);
+    net.wire_with(0, 1, p2p.clone());
+    net.wire_with(1, 2, p2p);
+    let dest = net.serve(0, 1, false);
+    let now = net.now;
+    net.nodes[0].announce(&dest, now).unwrap();
+    net.run(Duration::from_secs(15));
+    assert!(net.nodes[2].path(&dest).is_some());
+    let echoed = |frames: &[(InterfaceId, Vec<u8>)]| {
+        frames.iter().any(|(_, frame)| {
+            Packet::parse(frame)
+                .is_ok_and(|p| p.packet_type == PacketType::Announce && p.destination == dest)
+        })
+    };
+    assert!(
+        !echoed(&net.frames[2]),
+        "C never sends A's announce back to B"
+    );
+
+    // On a shared medium the same leaf rebroadcasts (Reticulum's behaviour).
+    let (mut shared, dest) = chain_with_announced_destination(false);
+    shared.nodes[2] = router(102, true);
+    shared.nodes[2].add_interface(InterfaceId(0), InterfaceConfig::new(10_000_000));
+    let now = shared.now;
+    shared.nodes[0].announce(&dest, now).unwrap();
+    shared.run(Duration::from_secs(15));
+    assert!(echoed(&shared.frames[2]));
+}
+
+#[test]
 fn unproved_packets_time_out() {
     let (mut net, dest) = chain_with_announced_destination(false);
     let now = net.now;
