@@ -2,7 +2,8 @@
 //! with the sender (tickets, the 2% burn), trusted neighbours relayed free, payments that
 //! survive `kill -9`, partitions whose ledgers converge after healing, forged messages
 //! counted, marketplace agreements paid through the channel with the provider (a neighbour or
-//! a node two hops away), and what verified storage earns paid the same way.
+//! a node two hops away), what verified storage earns paid the same way, and a unilateral
+//! close on an old state that loses its dispute and releases its escrow.
 
 mod common;
 
@@ -39,7 +40,12 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A node whose identity is known before it starts, so every node's config can list the
 /// same genesis allocation.
 fn ledger_toml(nodes: &[Planned]) -> String {
-    let mut toml = "[ledger]\ngossip_interval_secs = 1\nretry_millis = 500\n".to_string();
+    ledger_toml_with(nodes, "")
+}
+
+/// [`ledger_toml`] with more `[ledger]` keys (TOML lines).
+fn ledger_toml_with(nodes: &[Planned], keys: &str) -> String {
+    let mut toml = format!("[ledger]\ngossip_interval_secs = 1\nretry_millis = 500\n{keys}");
     for node in nodes {
         toml.push_str(&format!(
             "[[ledger.genesis]]\nnode = \"{}\"\namount_umhr = {GENESIS}\n",
@@ -1049,4 +1055,120 @@ fn verified_storage_is_paid_through_the_channel_with_each_provider() {
             );
         }
     });
+}
+
+/// Two daemons: B comes back from a backup that predates its last payment and closes the
+/// channel alone on that old state (allowed once three cooperative settlements failed); A
+/// answers the dispute with the newer co-signed state, both close on it when the window ends,
+/// and the epochs that follow fold the close and release the escrow on both sides. Rounds of
+/// 10 ms make the 2880-round dispute window 29 s.
+#[test]
+fn a_unilateral_close_on_an_old_state_loses_its_dispute_and_the_escrow_is_released() {
+    let nodes = plan(2);
+    let port = free_port();
+    let genesis = ledger_toml_with(
+        &nodes,
+        "round_millis = 10\nepoch_secs = 3\ncheckpoint_interval_secs = 3600\n",
+    );
+    let a = start(&nodes[0], &format!("{}{genesis}", tcp_server(port)));
+    let mut b = start(&nodes[1], &format!("{}{genesis}", tcp_client(port)));
+    let (a_id, b_id) = (nodes[0].id, nodes[1].id);
+    let rt = runtime();
+    let ac = rt.block_on(a.client()).unwrap();
+    let channel_id = rt.block_on(async {
+        wait_neighbour(&ac, &b_id).await;
+        let channel = ac.open_channel(&b_id, DEPOSIT, 0, WAIT).await.unwrap();
+        ac.pay(&b_id, 5_000, WAIT).await.unwrap();
+        channel.channel_id.to_vec()
+    });
+    let channel = |client: Client| {
+        let id = channel_id.clone();
+        async move {
+            client
+                .channels()
+                .await
+                .ok()?
+                .into_iter()
+                .find(|c| c.channel_id.as_ref() == id.as_slice())
+        }
+    };
+
+    // B's backup at seq 1 (taken stopped, as an operator copies a data dir)…
+    b.stop_with(Signal::SIGTERM, Duration::from_secs(15));
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(&nodes[1].data_dir, backup.path());
+    b = restart(&nodes[1]);
+    rt.block_on(async {
+        let bc = b.client().await.unwrap();
+        wait_neighbour(&ac, &b_id).await;
+        wait_neighbour(&bc, &a_id).await;
+        assert_eq!(ac.pay(&b_id, 6_000, WAIT).await.unwrap().seq, 2);
+    });
+    // …from which it comes back, having forgotten seq 2.
+    b.stop_with(Signal::SIGTERM, Duration::from_secs(15));
+    std::fs::remove_dir_all(&nodes[1].data_dir).unwrap();
+    copy_dir(backup.path(), &nodes[1].data_dir);
+    b = restart(&nodes[1]);
+    let bc = rt.block_on(b.client()).unwrap();
+    rt.block_on(async {
+        wait_neighbour(&bc, &a_id).await;
+        assert_eq!(channel(bc.clone()).await.unwrap().seq, 1);
+
+        // Not alone before three cooperative settlements failed; A refuses the old state.
+        let early = bc
+            .settle_channel(&channel_id, Settlement::Unilateral, WAIT)
+            .await
+            .unwrap_err();
+        assert_eq!(early.code(), Some(tonic::Code::FailedPrecondition), "{early}");
+        for attempt in 0..3 {
+            let refused = bc
+                .settle_channel(&channel_id, Settlement::Checkpoint, Duration::from_secs(5))
+                .await;
+            assert!(refused.is_err(), "attempt {attempt}: {refused:?}");
+        }
+        let filed = bc
+            .settle_channel(&channel_id, Settlement::Unilateral, WAIT)
+            .await
+            .unwrap();
+        assert!(matches!(filed, SettleResult::Disputing { .. }), "{filed:?}");
+
+        // A answers with seq 2; when the window ends both sides close on it.
+        eventually("both closed on seq 2", Duration::from_secs(90), || async {
+            let (mine, theirs) = (channel(ac.clone()).await?, channel(bc.clone()).await?);
+            let closed = |c: &pb::Channel| {
+                c.phase() == pb::ChannelPhase::Closed && c.recorded_seq == Some(2)
+            };
+            (closed(&mine) && closed(&theirs)).then_some(())
+        })
+        .await;
+        // Epochs fold the close, then release its escrow: the old state lost.
+        eventually("the escrow released", Duration::from_secs(60), || async {
+            let (a, b) = (ac.balance().await.ok()?, bc.balance().await.ok()?);
+            (a.escrowed_umhr == 0 && b.escrowed_umhr == 0 && a.free_umhr == a.settled_umhr)
+                .then_some((a, b))
+        })
+        .await;
+        let a = ac.balance().await.unwrap();
+        assert_eq!(a.settled_umhr, (GENESIS - 11_000) as i64, "A paid both payments");
+        let b = bc.balance().await.unwrap();
+        let received = mehr_ledger::burn::net_of(11_000);
+        assert!(
+            b.settled_umhr >= (GENESIS + received) as i64,
+            "B holds both payments (and what their service minted): {b:?}"
+        );
+    });
+}
+
+/// Copies a directory tree (a stopped node's data dir).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }

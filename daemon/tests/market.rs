@@ -1091,3 +1091,63 @@ fn devnet_runs_a_mesh_until_interrupted() {
         );
     }
 }
+
+/// A drained provider takes no new mesh work either: a job on an agreement it already holds is
+/// refused with the reason, a new agreement is declined as busy, and both work again once the
+/// drain ends. (The API side of a drain is tested in tests/operations.rs.)
+#[test]
+fn a_drained_provider_refuses_new_jobs_and_agreements_from_the_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 2, &[(0, 1)], |_| 0, |_| String::new());
+    let rt = runtime();
+    rt.block_on(async {
+        let provider = nodes[0].client().await;
+        let consumer = nodes[1].client().await;
+        let upper = handler_fn(|call, _out| async move {
+            Ok::<Vec<u8>, HandlerError>(call.input.to_ascii_uppercase())
+        });
+        let _served = provider
+            .serve(
+                vec![
+                    FunctionSpec::new("shout").price_per_invocation_umhr(2),
+                    FunctionSpec::new("whisper").price_per_invocation_umhr(2),
+                ],
+                upper,
+            )
+            .await
+            .unwrap();
+        let on_mesh = InvokeOptions::default().placement(Placement::Mesh);
+        let invoke = |function: &'static str| {
+            let consumer = consumer.clone();
+            let options = on_mesh.clone();
+            async move {
+                consumer
+                    .invoke_with(function, b"hi".to_vec(), options)
+                    .await
+            }
+        };
+        // One advert carries both functions: once `shout` is found, so is `whisper`.
+        eventually("shout served over the mesh", Duration::from_secs(60), || async {
+            invoke("shout").await.ok()
+        })
+        .await;
+
+        let drained = nodes[0].daemon.cli(&["drain"]);
+        assert!(drained.status.success(), "{drained:?}");
+        let refused = invoke("shout").await.unwrap_err();
+        assert!(refused.to_string().contains("provider draining"), "{refused}");
+        let declined = invoke("whisper").await.unwrap_err();
+        assert!(declined.to_string().contains("rejected"), "{declined}");
+        let stats = provider.transport_stats().await.unwrap();
+        let drained_count = stats
+            .part_drops
+            .iter()
+            .find(|d| d.reason == "market.drained")
+            .map_or(0, |d| d.count);
+        assert!(drained_count >= 2, "{:?}", stats.part_drops);
+
+        assert!(nodes[0].daemon.cli(&["drain", "--resume"]).status.success());
+        assert_eq!(invoke("shout").await.unwrap().output.as_ref(), b"HI");
+        assert_eq!(invoke("whisper").await.unwrap().output.as_ref(), b"HI");
+    });
+}

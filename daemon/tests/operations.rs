@@ -1,5 +1,6 @@
-//! Operations over real daemons: scoped tokens over TCP, drain and admin shutdown, and
-//! `mehr fleet status` across a five-node devnet with one node killed.
+//! Operations over real daemons: scoped tokens over TCP, drain and admin shutdown, the
+//! plaintext health listener, and `mehr fleet status` across a five-node devnet with one node
+//! killed.
 
 mod common;
 
@@ -220,4 +221,64 @@ fn fleet_status_marks_a_killed_node_unreachable_within_the_timeout() {
     assert_eq!(merged["n0"]["ok"], true);
     assert_eq!(merged["n0"]["output"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(merged["n2"]["ok"], false);
+}
+
+/// `api.health_listen`: `grpc.health.v1` alone, in plaintext and without a token, as the
+/// kubelet's `grpc:` probes call it; readiness follows a drain while liveness does not.
+#[test]
+fn the_plaintext_health_listener_serves_health_alone_and_follows_a_drain() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+
+    let port = common::free_port();
+    let daemon =
+        TestDaemon::start_with_config(&format!("[api]\nhealth_listen = \"127.0.0.1:{port}\"\n"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let health = HealthClient::new(channel.clone());
+        let status = |service: &str| {
+            let mut health = health.clone();
+            let service = service.to_string();
+            async move {
+                health
+                    .check(HealthCheckRequest { service })
+                    .await
+                    .map(|r| r.into_inner().status())
+            }
+        };
+        assert_eq!(status("").await.unwrap(), ServingStatus::Serving);
+        assert_eq!(status("readiness").await.unwrap(), ServingStatus::Serving);
+        assert_eq!(
+            status("mehr.v1.NodeService").await.unwrap(),
+            ServingStatus::Serving
+        );
+        let unknown = status("no.such.Service").await.unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown}");
+
+        // Nothing but health here: the node's own API is not reachable without its token.
+        let mut node = mehr_sdk::proto::node_service_client::NodeServiceClient::new(channel);
+        let refused = node
+            .get_info(mehr_sdk::proto::GetInfoRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused}");
+
+        assert!(daemon.cli(&["drain"]).status.success());
+        common::eventually("readiness NOT_SERVING", Duration::from_secs(10), || async {
+            (status("readiness").await.ok()? == ServingStatus::NotServing).then_some(())
+        })
+        .await;
+        assert_eq!(status("").await.unwrap(), ServingStatus::Serving);
+        assert!(daemon.cli(&["drain", "--resume"]).status.success());
+        common::eventually("ready again", Duration::from_secs(10), || async {
+            (status("readiness").await.ok()? == ServingStatus::Serving).then_some(())
+        })
+        .await;
+    });
 }

@@ -717,3 +717,56 @@ fn providers_drop_shards_when_the_agreement_ends() {
         }
     });
 }
+
+/// ReplicateObject's `request_id`: a retry with the key answers with the first placement (even
+/// when it races the first call), a call without it or with another key finds the object
+/// placed, and an oversized key is refused.
+#[test]
+fn a_replication_retried_with_its_request_id_answers_with_the_first_placement() {
+    let mesh = Mesh::start(3, false);
+    runtime().block_on(async {
+        let (consumer, providers) = clients(&mesh).await;
+        let ids = connect(&consumer, &providers).await;
+        let id = put(&consumer, &pattern(50_000, 3)).await;
+        let options = ReplicateOptions::on(ids.clone()).with_code(2, 1);
+        let first = consumer
+            .replicate(&id, options.clone().with_request_id("place-1"))
+            .await
+            .unwrap();
+        // The retry names other providers' order and code: the first call's placement stands.
+        let mut reversed = ids.clone();
+        reversed.reverse();
+        let retried = consumer
+            .replicate(
+                &id,
+                ReplicateOptions::on(reversed)
+                    .with_code(1, 2)
+                    .with_request_id("place-1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(retried, first);
+        for other in [options.clone(), options.clone().with_request_id("place-2")] {
+            let placed = consumer.replicate(&id, other).await.unwrap_err();
+            assert_eq!(placed.code(), Some(tonic::Code::AlreadyExists), "{placed}");
+        }
+        let oversized = consumer
+            .replicate(&id, options.clone().with_request_id(vec![7u8; 65]))
+            .await
+            .unwrap_err();
+        assert_eq!(oversized.code(), Some(tonic::Code::InvalidArgument), "{oversized}");
+        assert!(oversized.to_string().contains("request_id"), "{oversized}");
+
+        // Two calls with one key at once (a retry sent while the first still runs): both
+        // answer with the one placement recorded.
+        let other = put(&consumer, &pattern(40_000, 4)).await;
+        let keyed = options.clone().with_request_id("place-3");
+        let (a, b) = futures::future::join(
+            consumer.replicate(&other, keyed.clone()),
+            consumer.replicate(&other, keyed),
+        )
+        .await;
+        assert_eq!(a.unwrap(), b.unwrap());
+        assert_eq!(consumer.status(&other).await.unwrap().placement.unwrap().shards.len(), 3);
+    });
+}

@@ -471,7 +471,9 @@ macro_rules! client_methods {
             /// `data_shards` + `parity_shards` (defaults: the node's `storage.data_shards` and
             /// `storage.parity_shards`), one shard per provider. `providers` (node ids, hex or
             /// bytes; extras are spares for repair) may be omitted: the marketplace finds them.
-            #[pyo3(signature = (object_id, providers = None, *, data_shards = None, parity_shards = None, duration = None, price_umhr = 0))]
+            /// `request_id` (1–64 bytes or characters) is the call's idempotency key: a retry
+            /// with it answers with the placement the first call made.
+            #[pyo3(signature = (object_id, providers = None, *, data_shards = None, parity_shards = None, duration = None, price_umhr = 0, request_id = None))]
             #[allow(clippy::too_many_arguments)]
             fn replicate<'py>(
                 &self,
@@ -482,6 +484,7 @@ macro_rules! client_methods {
                 parity_shards: Option<u8>,
                 duration: Option<f64>,
                 price_umhr: u64,
+                request_id: Option<RequestId>,
             ) -> PyResult<$ret> {
                 let client = self.inner.get($what)?.clone();
                 let id = parse_object_id(py, object_id)?;
@@ -498,6 +501,7 @@ macro_rules! client_methods {
                     parity_shards,
                     duration_secs: seconds(py, duration, "duration")?.map(|d| d.as_secs().max(1)),
                     price_per_byte_day_umhr: price_umhr,
+                    request_id: request_id.map(|id| id.as_bytes().to_vec()).unwrap_or_default(),
                 };
                 $run(py, async move { Ok::<_, Failure>(client.replicate(&id, options).await?) })
             }

@@ -492,6 +492,9 @@ pub struct ReplicateOptions {
     pub duration_secs: Option<u64>,
     /// The price agreed with the providers, μMHR per byte per day.
     pub price_per_byte_day_umhr: u64,
+    /// Idempotency key (1–64 bytes; empty: none): a retry with the same key answers with the
+    /// placement the first call made instead of failing because the object is placed.
+    pub request_id: Vec<u8>,
 }
 
 impl ReplicateOptions {
@@ -507,6 +510,12 @@ impl ReplicateOptions {
     pub fn with_code(mut self, data_shards: u8, parity_shards: u8) -> Self {
         self.data_shards = Some(data_shards);
         self.parity_shards = Some(parity_shards);
+        self
+    }
+
+    /// With an idempotency key (see [`ReplicateOptions::request_id`]).
+    pub fn with_request_id(mut self, request_id: impl Into<Vec<u8>>) -> Self {
+        self.request_id = request_id.into();
         self
     }
 }
@@ -705,6 +714,7 @@ impl Client {
                 parity_shards: options.parity_shards.map_or(0, u32::from),
                 duration_secs: options.duration_secs.unwrap_or(0),
                 price_per_byte_day_umhr: options.price_per_byte_day_umhr,
+                request_id: options.request_id.into(),
             })
             .await?
             .into_inner();

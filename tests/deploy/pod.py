@@ -9,8 +9,9 @@ exercised against the real image without a cluster (none can be had here):
 - env values, fieldRefs (metadata.name, metadata.namespace, status.podIP) and $(VAR) references;
 - runAsUser/runAsGroup/fsGroup, readOnlyRootFilesystem, dropped capabilities, no privilege
   escalation; command and args over the image's entrypoint;
-- init containers run to completion in order, then the container starts and its exec probes run
-  as the kubelet would (startup until it passes, then readiness and liveness);
+- init containers run to completion in order, then the container starts and its probes run
+  as the kubelet would (startup until it passes, then readiness and liveness; an exec probe in
+  the container, a grpc probe in plaintext at the pod's IP, which the host routes to);
 - the headless Service's DNS name <pod>.<serviceName> as a network alias on a podman network.
 
 Podman's own `kube play` (4.3) cannot do this: it panics on a Secret volume without `optional`,
@@ -24,6 +25,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from podman import podman, wait_until
 
@@ -178,19 +182,38 @@ class Pod:
         self.run_probe("livenessProbe")
 
     def run_probe(self, kind: str) -> None:
-        """Runs the exec probe as the kubelet would: every periodSeconds until it passes, at most
+        """Runs the probe as the kubelet would: every periodSeconds until it passes, at most
         failureThreshold times (capped at 120 s here)."""
         probe = self.main[kind]
         period = probe.get("periodSeconds", 10)
         tries = min(probe.get("failureThreshold", 3), max(1, 120 // period))
         for attempt in range(tries):
-            done = podman("exec", self.container, *probe["exec"]["command"], check=False,
-                          timeout=probe.get("timeoutSeconds", 1) + 5)
-            if done.returncode == 0:
+            passed, detail = self.probe_once(kind)
+            if passed:
                 return
             if attempt + 1 < tries:
                 time.sleep(min(period, 2))
-        raise AssertionError(f"{self.name}: {kind} failed {tries} times: {done.stdout}{done.stderr}")
+        raise AssertionError(f"{self.name}: {kind} failed {tries} times: {detail}")
+
+    def probe_once(self, kind: str) -> tuple[bool, str]:
+        """One try of the probe: an exec probe runs its command in the container; a grpc probe
+        calls grpc.health.v1 Check in plaintext at the pod's IP and port, as the kubelet does,
+        and passes only on SERVING."""
+        probe = self.main[kind]
+        timeout = probe.get("timeoutSeconds", 1)
+        if "exec" in probe:
+            done = podman("exec", self.container, *probe["exec"]["command"], check=False,
+                          timeout=timeout + 5)
+            return done.returncode == 0, done.stdout + done.stderr
+        action = probe["grpc"]
+        request = health_pb2.HealthCheckRequest(service=action.get("service", ""))
+        try:
+            with grpc.insecure_channel(f"{self.ip}:{action['port']}") as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=timeout)
+        except grpc.RpcError as e:
+            return False, f"{e.code().name}: {e.details()}"
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        return status == "SERVING", status
 
     def exec(self, *command: str) -> str:
         return podman("exec", self.container, *command).stdout

@@ -2,7 +2,8 @@
 against the Kubernetes API schemas (every field known, every type right) for the oldest and the
 newest versions they target, checked to fit together and to set only settings mehrd knows, and
 run as pods with podman (pod.py) against the real image: the init script, Secret token, security
-context and probes work, and a second pod joins the first over the headless Service's name."""
+context and probes (native gRPC health, readiness apart from liveness) work, and a second pod
+joins the first over the headless Service's name."""
 
 import json
 import os
@@ -111,7 +112,7 @@ def test_objects_fit_together(objects):
     # Services: the headless one is the StatefulSet's, publishes not-ready pods, and every
     # targetPort is a named port of the container.
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"mesh-tcp": 4242, "api": 7440}
+    assert ports == {"mesh-tcp": 4242, "api": 7440, "health": 7441}
     mesh = services[sts["spec"]["serviceName"]]
     assert mesh["spec"]["clusterIP"] == "None" and mesh["spec"]["publishNotReadyAddresses"]
     assert {p["port"] for p in mesh["spec"]["ports"]} >= {4242}
@@ -142,9 +143,13 @@ def test_objects_fit_together(objects):
         assert own["allowPrivilegeEscalation"] is False and own["readOnlyRootFilesystem"]
         assert own["capabilities"]["drop"] == ["ALL"]
 
-    # Probes: startup, readiness, liveness all present; readiness reacts sooner than liveness.
+    # Probes: native gRPC health on the plaintext health listener; liveness asks for "",
+    # readiness for "readiness"; readiness reacts sooner than liveness.
+    health_port = re.search(r'health_listen = "0\.0\.0\.0:(\d+)"', config["data"]["mehrd.toml"]).group(1)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["exec"]["command"][0] == "/usr/local/bin/mehr"
+        assert container[probe]["grpc"]["port"] == int(health_port) == ports["health"]
+    assert container["livenessProbe"]["grpc"].get("service", "") == ""
+    assert container["readinessProbe"]["grpc"]["service"] == "readiness"
     assert container["readinessProbe"]["periodSeconds"] < container["livenessProbe"]["periodSeconds"]
     # The pod outlives mehrd's drain.
     grace = re.search(r"shutdown_grace_secs = (\d+)", config["data"]["mehrd.toml"]).group(1)
@@ -179,6 +184,7 @@ def test_config_and_env_are_mehrd_settings(objects, binaries, tmp_path):
     effective = tomllib.loads(done.stdout)
     assert effective["data_dir"] == "/var/lib/mehr/node"
     assert effective["api"]["listen"] == ["0.0.0.0:7440"]
+    assert effective["api"]["health_listen"] == "0.0.0.0:7441"
     assert "mehrd-0.mehrd-mesh.mehr.svc" in effective["api"]["tls_extra_names"]
     assert "10.1.2.3" in effective["api"]["tls_extra_names"]
     assert [i["type"] for i in effective["interfaces"]] == ["tcp_server"]
@@ -234,6 +240,15 @@ def test_pods_run_as_the_statefulset_says(objects, image, binaries, token, tmp_p
             capture_output=True, text=True, timeout=30, check=True, env={**os.environ, "MEHR_TOKEN": token},
         )
         node_id = json.loads(info.stdout)["node_id"]
+
+        # Drained, the pod fails its readiness probe (it would leave the Service's endpoints)
+        # and still passes liveness (it is not restarted); resumed, it is ready again.
+        first.exec("mehr", "drain")
+        wait_until("readiness NOT_SERVING while drained",
+                   lambda: not first.probe_once("readinessProbe")[0] or None)
+        assert first.probe_once("livenessProbe")[0]
+        first.exec("mehr", "drain", "--resume")
+        wait_until("ready again", lambda: first.probe_once("readinessProbe")[0] or None)
 
         # A rolling restart: SIGTERM drains, then the pod comes back on its volume as the same node.
         assert first.stop() == 0

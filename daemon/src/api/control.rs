@@ -5,14 +5,14 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::seams::drops::PartDrops;
+use crate::seams::{drain::Drain, drops::PartDrops};
 use tokio_util::sync::CancellationToken;
 
 /// Live settings' bounds (the same as the configuration's).
@@ -24,7 +24,7 @@ pub const MAX_CONCURRENT_RANGE: std::ops::RangeInclusive<usize> = 1..=100_000;
 
 /// Node-wide API switches.
 pub struct ApiControl {
-    draining: AtomicBool,
+    drain: Drain,
     request_timeout_ms: AtomicU64,
     max_concurrent: AtomicUsize,
     permits: Arc<Semaphore>,
@@ -39,7 +39,7 @@ impl ApiControl {
     /// Switches with the configured settings, not draining.
     pub fn new(request_timeout: Duration, max_concurrent: usize) -> Arc<Self> {
         Arc::new(ApiControl {
-            draining: AtomicBool::new(false),
+            drain: Drain::default(),
             request_timeout_ms: AtomicU64::new(request_timeout.as_millis() as u64),
             max_concurrent: AtomicUsize::new(max_concurrent),
             permits: Arc::new(Semaphore::new(max_concurrent)),
@@ -53,12 +53,17 @@ impl ApiControl {
 
     /// True while the node takes no new work.
     pub fn draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.drain.is_on()
     }
 
     /// Starts or ends a drain.
     pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
+        self.drain.set(draining);
+    }
+
+    /// The drain switch, for the parts that take work from peers.
+    pub fn drain(&self) -> Drain {
+        self.drain.clone()
     }
 
     /// The server deadline of unary calls.

@@ -62,19 +62,6 @@ fn timeout<T>(request: &Request<T>, ms: u32) -> Duration {
     CallDeadline::cap(request, wait)
 }
 
-/// An idempotency key: empty for none, else 1–64 bytes.
-fn request_id(bytes: &[u8]) -> Result<Option<&[u8]>, Status> {
-    use crate::ledger::requests::MAX_REQUEST_ID_LEN;
-    match bytes.len() {
-        0 => Ok(None),
-        n if n > MAX_REQUEST_ID_LEN => Err(invalid_field(
-            "request_id",
-            format!("request_id is {n} bytes, at most {MAX_REQUEST_ID_LEN}"),
-        )),
-        _ => Ok(Some(bytes)),
-    }
-}
-
 fn positive(field: &str, amount: u64) -> Result<u64, Status> {
     if amount == 0 {
         Err(invalid_field(field, format!("{field} must be above zero")))
@@ -191,7 +178,7 @@ impl LedgerService for LedgerApi {
         let wait = timeout(&request, request.get_ref().timeout_ms);
         let request = request.into_inner();
         let peer = node("peer", &request.peer)?;
-        let request_id = request_id(&request.request_id)?;
+        let request_id = super::request_id::parse(&request.request_id)?;
         let channel = self
             .ledger
             .open_channel(
@@ -215,7 +202,7 @@ impl LedgerService for LedgerApi {
         let request = request.into_inner();
         let peer = node("peer", &request.peer)?;
         let amount = positive("amount_umhr", request.amount_umhr)?;
-        let request_id = request_id(&request.request_id)?;
+        let request_id = super::request_id::parse(&request.request_id)?;
         let channel = self.ledger.pay(peer, amount, request_id, wait).await?;
         Ok(Response::new(pb::PayResponse {
             channel: Some(channel_to_proto(&channel)),

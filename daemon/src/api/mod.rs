@@ -19,6 +19,7 @@ pub mod messaging;
 pub mod node;
 mod overload;
 mod paging;
+mod request_id;
 pub mod scopes;
 pub mod status;
 pub mod storage;
@@ -87,6 +88,11 @@ const MAX_FRAME_BYTES: u32 = 4 * 1024 * 1024;
 const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
+/// Calls (and HTTP/2 streams) one connection to the health listener may have at once.
+const HEALTH_CALLS_PER_CONNECTION: usize = 4;
+/// How long a health Check may take before it is answered DEADLINE_EXCEEDED.
+const HEALTH_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -125,6 +131,9 @@ enum Incoming {
 /// picks a free port) are known to GetInfo.
 pub struct Listeners {
     bound: Vec<BoundListener>,
+    /// The plaintext `grpc.health.v1`-only listener (`api.health_listen`).
+    health: Option<TcpIncoming>,
+    health_address: Option<SocketAddr>,
     socket_path: Option<PathBuf>,
     endpoints: Vec<Endpoint>,
 }
@@ -191,11 +200,35 @@ impl Listeners {
                 requires_token: true,
             });
         }
+        let (health, health_address) = match config
+            .health_listen_addr()
+            .map_err(|e| ApiError::Bind {
+                address: config.health_listen.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+            })? {
+            Some(addr) => {
+                let bind_err = |source| ApiError::Bind {
+                    address: addr.to_string(),
+                    source,
+                };
+                let incoming = TcpIncoming::bind(addr).map_err(bind_err)?;
+                let local = incoming.local_addr().map_err(bind_err)?;
+                (Some(incoming), Some(local))
+            }
+            None => (None, None),
+        };
         Ok(Listeners {
             bound,
+            health,
+            health_address,
             socket_path: unix_path,
             endpoints,
         })
+    }
+
+    /// Where `grpc.health.v1` alone is served in plaintext, when `api.health_listen` is set.
+    pub fn health_address(&self) -> Option<SocketAddr> {
+        self.health_address
     }
 
     /// Where the API will be served.
@@ -297,7 +330,7 @@ pub async fn serve(
     let health_watch = tokio::spawn(board.watch(health_inputs, health.clone()));
 
     let mut builder = RoutesBuilder::default();
-    builder.add_service(health_service);
+    builder.add_service(health_service.clone());
     // Both reflection versions: grpcurl and older tools still ask v1alpha.
     builder.add_service(reflection().build_v1()?);
     builder.add_service(reflection().build_v1alpha()?);
@@ -336,6 +369,20 @@ pub async fn serve(
             ),
             Incoming::Tcp(tcp) => tokio::spawn(router.serve_with_incoming_shutdown(tcp, stop)),
         });
+    }
+    if let Some(incoming) = listeners.health {
+        // Health alone, without token or TLS (probes speak neither): a few calls at a time
+        // per connection and a short timeout, so a flood here costs little and reaches
+        // nothing else.
+        let router = Server::builder()
+            .concurrency_limit_per_connection(HEALTH_CALLS_PER_CONNECTION)
+            .timeout(HEALTH_CALL_TIMEOUT)
+            .max_concurrent_streams(Some(HEALTH_CALLS_PER_CONNECTION as u32))
+            .add_service(health_service);
+        let stop = shutdown.clone().cancelled_owned();
+        servers.push(tokio::spawn(
+            router.serve_with_incoming_shutdown(incoming, stop),
+        ));
     }
     Ok(RunningApi {
         health,

@@ -540,6 +540,16 @@ impl StorageService for StorageApi {
     ) -> Result<Response<pb::ReplicateObjectResponse>, Status> {
         let request = request.into_inner();
         let id = parse_id(&request.id)?;
+        let request_id = super::request_id::parse(&request.request_id)?
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        // A retry of a call that placed the object answers at once, before any discovery.
+        if let Some(view) = self.remote.placed_by_request(&id, &request_id)? {
+            return Ok(Response::new(pb::ReplicateObjectResponse {
+                object: Some(info_to_proto(&view.info)),
+                placement: Some(placement_to_proto(&view)),
+            }));
+        }
         let mut providers = Vec::with_capacity(request.providers.len());
         for (i, provider) in request.providers.iter().enumerate() {
             let bytes = <[u8; 16]>::try_from(provider.as_ref()).map_err(|_| {
@@ -581,6 +591,7 @@ impl StorageService for StorageApi {
             parity_shards: shards("parity_shards", request.parity_shards)?,
             duration_secs: (request.duration_secs > 0).then_some(request.duration_secs),
             price_per_byte_day_umhr: request.price_per_byte_day_umhr,
+            request_id,
         };
         let view = self.remote.replicate(id, options).await?;
         Ok(Response::new(pb::ReplicateObjectResponse {

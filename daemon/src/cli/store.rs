@@ -86,6 +86,10 @@ pub enum StoreCommand {
         /// Agreed price, μMHR per byte per day.
         #[arg(long, default_value_t = 0)]
         price: u64,
+        /// Idempotency key (1–64 characters): run again with the same key after a failure or
+        /// a lost answer and get the placement the first run made.
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Challenge every shard of a placed object now and print the results.
     Challenge {
@@ -154,6 +158,7 @@ pub(super) async fn run(
             parity_shards,
             duration,
             price,
+            request_id,
         } => {
             let id = parse_id(&id)?;
             let options = ReplicateOptions {
@@ -165,6 +170,7 @@ pub(super) async fn run(
                 parity_shards,
                 duration_secs: duration.map(|d| d.as_secs()),
                 price_per_byte_day_umhr: price,
+                request_id: request_id.map(String::into_bytes).unwrap_or_default(),
             };
             let placement = client.replicate(&id, options).await?;
             if out.json {

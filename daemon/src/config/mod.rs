@@ -74,15 +74,7 @@ pub struct MetricsConfig {
 impl MetricsConfig {
     /// The address to serve on, or `None` when the endpoint is off.
     pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        if self.listen.trim().is_empty() {
-            return Ok(None);
-        }
-        self.listen.trim().parse().map(Some).map_err(|e| {
-            ConfigError::Invalid(format!(
-                "metrics.listen `{}` is not a host:port address: {e}",
-                self.listen
-            ))
-        })
+        parse_listen("metrics.listen", &self.listen)
     }
 }
 
@@ -236,6 +228,30 @@ pub struct ApiConfig {
     pub max_concurrent_streams: usize,
     /// How long a graceful shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: u64,
+    /// `host:port` of a plaintext listener that serves `grpc.health.v1` and nothing else,
+    /// without a token: what Kubernetes' `grpc:` probes and load balancers can call (they
+    /// speak neither TLS nor bearer tokens). Empty (the default) turns it off. It tells only
+    /// whether the node and its parts serve, never anything secret.
+    pub health_listen: String,
+}
+
+impl ApiConfig {
+    /// The health listener's address, or `None` when it is off.
+    pub fn health_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        parse_listen("api.health_listen", &self.health_listen)
+    }
+}
+
+/// Parses an optional `host:port` setting: empty means off.
+fn parse_listen(setting: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    value.trim().parse().map(Some).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "{setting} `{value}` is not a host:port address: {e}"
+        ))
+    })
 }
 
 /// When TCP listeners use TLS.
@@ -628,6 +644,7 @@ impl Config {
                 // The same as `api::control::DEFAULT_MAX_STREAMS` (config sits below the API).
                 max_concurrent_streams: 256,
                 shutdown_grace_secs: 4,
+                health_listen: String::new(),
             },
             log: LogConfig {
                 level: "info".into(),
@@ -810,6 +827,7 @@ impl Config {
             ));
         }
         self.metrics.listen_addr()?;
+        self.api.health_listen_addr()?;
         if let Some(endpoint) = self.telemetry.endpoint()
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {

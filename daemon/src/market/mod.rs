@@ -450,6 +450,9 @@ pub struct MarketParts<'a> {
     pub shutdown: CancellationToken,
     /// Drops by reason, shared with the node's other parts (GetStats).
     pub drops: crate::seams::drops::PartDrops,
+    /// On while the node is drained: agreement requests are declined as busy and jobs are
+    /// refused, as the API refuses new calls.
+    pub drain: crate::seams::drain::Drain,
 }
 
 /// The market part. Cheap to clone.
@@ -560,6 +563,7 @@ impl Market {
             payments: parts.payments.clone(),
             config: config.market.clone(),
             relay_cover: parts.relay_cover,
+            drain: parts.drain,
         };
         let mut state = State::load(key, signing, deps, settings, capabilities, now_ms())?;
         let deliveries = parts.transport.delivery_reports(DELIVERY_QUEUE).await?;

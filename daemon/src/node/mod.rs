@@ -117,6 +117,9 @@ impl Node {
             &config.api,
             &data_dir.path().join(mehr_sdk::layout::SOCKET_FILE),
         )?;
+        if let Some(address) = listeners.health_address() {
+            tracing::info!(%address, "serving grpc.health.v1 alone, in plaintext, without a token");
+        }
         let tls = if listeners.needs_tls() {
             let material = api::tls::load_or_generate(data_dir.path(), &config.api.tls_extra_names)
                 .map_err(ApiError::from)?;
@@ -231,6 +234,7 @@ impl Node {
                     storage_terms,
                     shutdown: shutdown.child_token(),
                     drops: part_drops.clone(),
+                    drain: control.drain(),
                 })
                 .await?,
             )

@@ -10,6 +10,7 @@
 //! This module is a leaf like `config`, `events` and `store`: it imports no part. The rule is
 //! written in docs/ARCHITECTURE.md ("Layers") and checked by `daemon/tests/layers.rs`.
 
+pub mod drain;
 pub mod drops;
 pub mod functions;
 pub mod payments;

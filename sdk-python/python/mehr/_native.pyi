@@ -487,9 +487,10 @@ class Client:
     def replicate(
         self, object_id: Union[str, bytes], providers: Optional[Sequence[Union[str, bytes]]] = None, *,
         data_shards: Optional[int] = None, parity_shards: Optional[int] = None, duration: Optional[float] = None,
-        price_umhr: int = 0,
+        price_umhr: int = 0, request_id: Optional[Union[str, bytes]] = None,
     ) -> Placement:
-        """Places a stored object on providers, erasure coded (none given: the marketplace finds them)."""
+        """Places a stored object on providers, erasure coded (none given: the marketplace finds them).
+        A retry with the same `request_id` answers with the placement the first call made."""
     def challenge(self, object_id: Union[str, bytes], *, timeout: Optional[float] = None) -> List[ChallengeResult]:
         """Challenges every shard now. With `timeout` (seconds) a provider still silent then is
         reported as not passed but not counted against its health."""
@@ -575,7 +576,7 @@ class AsyncClient:
     def replicate(
         self, object_id: Union[str, bytes], providers: Optional[Sequence[Union[str, bytes]]] = None, *,
         data_shards: Optional[int] = None, parity_shards: Optional[int] = None, duration: Optional[float] = None,
-        price_umhr: int = 0,
+        price_umhr: int = 0, request_id: Optional[Union[str, bytes]] = None,
     ) -> Awaitable[Placement]: ...
     def challenge(
         self, object_id: Union[str, bytes], *, timeout: Optional[float] = None

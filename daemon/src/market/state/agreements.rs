@@ -348,6 +348,11 @@ impl State {
 
     /// What this node charges for `capability` under `cap`, or why it declines.
     pub(super) fn decide(&self, request: &Request) -> Result<CostStructure, RejectReason> {
+        if self.deps.drain.is_on() {
+            // Drained: no new agreements, whatever is asked (the API refuses its calls too).
+            self.drops.count("market.drained");
+            return Err(RejectReason::Busy);
+        }
         let active = self
             .agreements
             .values()

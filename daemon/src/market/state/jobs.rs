@@ -155,8 +155,16 @@ impl State {
             return Err(JobRefusal::Refused(None));
         }
         let agreement = &entry.agreement;
-        let refusal =
-            if agreement.role() != Role::Provider || agreement.state() != AgreementState::Active {
+        let refusal = if self.deps.drain.is_on() {
+            self.drops.count("market.drained");
+            Some(
+                "provider draining: this node takes no new jobs until its operator resumes it; \
+                 ask another provider"
+                    .to_string(),
+            )
+        } else if agreement.role() != Role::Provider
+            || agreement.state() != AgreementState::Active
+        {
                 Some(format!("agreement is {:?}, not active", agreement.state()))
             } else if agreement.request().body().capability
                 != Capability::Compute(ComputeTarget::Function(FunctionId::of(&body.function)))

@@ -104,6 +104,8 @@ pub(super) struct Deps {
     pub(super) config: MarketConfig,
     /// The relays this node pays under a relay agreement (see [`crate::seams::payments::RelayCover`]).
     pub(super) relay_cover: tokio::sync::watch::Sender<BTreeSet<NodeId>>,
+    /// The node's drain switch: no new agreements or jobs while it is on.
+    pub(super) drain: crate::seams::drain::Drain,
 }
 
 /// Counters of what arrived and what was refused.
@@ -140,7 +142,7 @@ pub struct Counters {
     /// Jobs run for consumers.
     pub jobs_served: u64,
     /// Jobs refused (unknown agreement, bad signature, wrong function, input too large,
-    /// unpaid dues over the credit).
+    /// unpaid dues over the credit, drained).
     pub jobs_refused: u64,
     /// Of those, jobs refused because the consumer's unpaid dues exceeded its credit.
     pub jobs_refused_unpaid: u64,

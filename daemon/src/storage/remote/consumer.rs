@@ -42,6 +42,9 @@ pub struct ReplicateOptions {
     pub duration_secs: Option<u64>,
     /// The price agreed with the providers, μMHR per byte per day.
     pub price_per_byte_day_umhr: u64,
+    /// The caller's idempotency key (empty: none): a repeated call with it answers with the
+    /// placement the first one made.
+    pub request_id: Vec<u8>,
 }
 
 /// Shards by health and challenges by result, for the metrics endpoint.
@@ -261,6 +264,23 @@ impl RemoteStorage {
         counts
     }
 
+    /// The placement of object `id` when a call with `request_id` made it; `None` when the
+    /// object is not placed; ALREADY_EXISTS when it was placed otherwise (another key, or
+    /// none).
+    pub fn placed_by_request(
+        &self,
+        id: &ObjectId,
+        request_id: &[u8],
+    ) -> Result<Option<PlacementView>, RemoteError> {
+        match self.load(id)? {
+            None => Ok(None),
+            Some(record) if !request_id.is_empty() && record.request_id == request_id => {
+                self.placement(id).map(Some)
+            }
+            Some(_) => Err(RemoteError::AlreadyPlaced(*id)),
+        }
+    }
+
     /// Where object `id` is placed and how its shards are doing.
     pub fn placement(&self, id: &ObjectId) -> Result<PlacementView, RemoteError> {
         let record = self.load(id)?.ok_or(RemoteError::NotPlaced(*id))?;
@@ -371,8 +391,8 @@ impl RemoteStorage {
                 got: providers.len(),
             });
         }
-        if self.load(&id)?.is_some() {
-            return Err(RemoteError::AlreadyPlaced(id));
+        if let Some(placed) = self.placed_by_request(&id, &options.request_id)? {
+            return Ok(placed);
         }
         let info = self.shared.objects.stat(&id)?;
         let expires_unix_s = unix_ms_now() / 1000
@@ -475,11 +495,14 @@ impl RemoteStorage {
                 .map(|(provider, _)| Placement::new(provider.0, now))
                 .collect(),
             spares: spares.iter().map(|s| s.0).collect(),
+            request_id: options.request_id.clone(),
         };
         {
             let _records = self.shared.records.lock().await;
-            if self.load(&id)?.is_some() {
-                return Err(RemoteError::AlreadyPlaced(id));
+            // A concurrent call placed it meanwhile: the first one's placement stands (the
+            // shards sent here have the same roots, so nothing is deleted).
+            if let Some(placed) = self.placed_by_request(&id, &options.request_id)? {
+                return Ok(placed);
             }
             self.save(&id, &record)?;
         }

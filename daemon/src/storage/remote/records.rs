@@ -18,7 +18,9 @@ pub const REMOTE_OBJECTS: Table<[u8; 32], RemoteRecord> = Table::new(CF_STORAGE_
 /// Shards this node holds for consumers.
 pub const HELD_SHARDS: Table<Vec<u8>, HeldShard> = Table::new(CF_STORAGE_HELD_SHARDS);
 
-const RECORD_VERSION: u8 = 1;
+/// Version 2 added [`RemoteRecord::request_id`]; version 1 records still read (without one).
+const RECORD_VERSION: u8 = 2;
+const RECORD_VERSION_1: u8 = 1;
 
 /// The key of a held shard: its root, then its consumer (so every holder of one root sorts
 /// together).
@@ -46,6 +48,36 @@ pub struct RemoteRecord {
     pub placements: Vec<Placement>,
     /// Providers given for repairs, not holding a shard of this object.
     pub spares: Vec<[u8; 16]>,
+    /// The caller's idempotency key of the ReplicateObject call that placed it (empty: none):
+    /// a retry with the same key answers with this placement instead of ALREADY_EXISTS.
+    pub request_id: Vec<u8>,
+}
+
+/// A version 1 record: [`RemoteRecord`] before it had a request id.
+#[derive(Deserialize)]
+struct RemoteRecordV1 {
+    manifest: Vec<u8>,
+    name: String,
+    created_unix_ms: u64,
+    expires_unix_s: u64,
+    price_per_byte_day_umhr: u64,
+    placements: Vec<Placement>,
+    spares: Vec<[u8; 16]>,
+}
+
+impl From<RemoteRecordV1> for RemoteRecord {
+    fn from(v1: RemoteRecordV1) -> Self {
+        RemoteRecord {
+            manifest: v1.manifest,
+            name: v1.name,
+            created_unix_ms: v1.created_unix_ms,
+            expires_unix_s: v1.expires_unix_s,
+            price_per_byte_day_umhr: v1.price_per_byte_day_umhr,
+            placements: v1.placements,
+            spares: v1.spares,
+            request_id: Vec::new(),
+        }
+    }
 }
 
 /// Where one shard is and how its challenges went.
@@ -100,6 +132,9 @@ impl Value for RemoteRecord {
     fn decode_value(bytes: &[u8]) -> Result<Self, CodecError> {
         match bytes.split_first() {
             Some((&RECORD_VERSION, rest)) => postcard::from_bytes(rest)
+                .map_err(|e| CodecError::new("remote object record", e.to_string())),
+            Some((&RECORD_VERSION_1, rest)) => postcard::from_bytes::<RemoteRecordV1>(rest)
+                .map(RemoteRecord::from)
                 .map_err(|e| CodecError::new("remote object record", e.to_string())),
             Some((version, _)) => Err(CodecError::new(
                 "remote object record",
@@ -168,13 +203,41 @@ mod tests {
             price_per_byte_day_umhr: 7,
             placements: vec![Placement::new([9; 16], 10)],
             spares: vec![[8; 16]],
+            request_id: b"retry-me".to_vec(),
         };
         assert_eq!(
             RemoteRecord::decode_value(&record.encode_value()).unwrap(),
             record
         );
+        // A record written before request ids (version 1) reads without one.
+        #[derive(Serialize)]
+        struct V1<'a> {
+            manifest: &'a [u8],
+            name: &'a str,
+            created_unix_ms: u64,
+            expires_unix_s: u64,
+            price_per_byte_day_umhr: u64,
+            placements: &'a [Placement],
+            spares: &'a [[u8; 16]],
+        }
+        let mut v1 = vec![RECORD_VERSION_1];
+        v1.extend(
+            postcard::to_allocvec(&V1 {
+                manifest: &record.manifest,
+                name: &record.name,
+                created_unix_ms: 5,
+                expires_unix_s: 6,
+                price_per_byte_day_umhr: 7,
+                placements: &record.placements,
+                spares: &record.spares,
+            })
+            .unwrap(),
+        );
+        let old = RemoteRecord::decode_value(&v1).unwrap();
+        assert!(old.request_id.is_empty());
+        assert_eq!(old.placements, record.placements);
         assert!(RemoteRecord::decode_value(&[]).is_err());
-        assert!(RemoteRecord::decode_value(&[2, 0]).is_err());
+        assert!(RemoteRecord::decode_value(&[3, 0]).is_err());
         let held = HeldShard {
             length: 1,
             expires_unix_s: 2,
