@@ -1119,7 +1119,11 @@ fn a_unilateral_close_on_an_old_state_loses_its_dispute_and_the_escrow_is_releas
             .settle_channel(&channel_id, Settlement::Unilateral, WAIT)
             .await
             .unwrap_err();
-        assert_eq!(early.code(), Some(tonic::Code::FailedPrecondition), "{early}");
+        assert_eq!(
+            early.code(),
+            Some(tonic::Code::FailedPrecondition),
+            "{early}"
+        );
         for attempt in 0..3 {
             let refused = bc
                 .settle_channel(&channel_id, Settlement::Checkpoint, Duration::from_secs(5))
@@ -1149,7 +1153,11 @@ fn a_unilateral_close_on_an_old_state_loses_its_dispute_and_the_escrow_is_releas
         })
         .await;
         let a = ac.balance().await.unwrap();
-        assert_eq!(a.settled_umhr, (GENESIS - 11_000) as i64, "A paid both payments");
+        assert_eq!(
+            a.settled_umhr,
+            (GENESIS - 11_000) as i64,
+            "A paid both payments"
+        );
         let b = bc.balance().await.unwrap();
         let received = mehr_ledger::burn::net_of(11_000);
         assert!(

@@ -1127,15 +1127,20 @@ fn a_drained_provider_refuses_new_jobs_and_agreements_from_the_mesh() {
             }
         };
         // One advert carries both functions: once `shout` is found, so is `whisper`.
-        eventually("shout served over the mesh", Duration::from_secs(60), || async {
-            invoke("shout").await.ok()
-        })
+        eventually(
+            "shout served over the mesh",
+            Duration::from_secs(60),
+            || async { invoke("shout").await.ok() },
+        )
         .await;
 
         let drained = nodes[0].daemon.cli(&["drain"]);
         assert!(drained.status.success(), "{drained:?}");
         let refused = invoke("shout").await.unwrap_err();
-        assert!(refused.to_string().contains("provider draining"), "{refused}");
+        assert!(
+            refused.to_string().contains("provider draining"),
+            "{refused}"
+        );
         let declined = invoke("whisper").await.unwrap_err();
         assert!(declined.to_string().contains("rejected"), "{declined}");
         let stats = provider.transport_stats().await.unwrap();

@@ -754,7 +754,11 @@ fn a_replication_retried_with_its_request_id_answers_with_the_first_placement() 
             .replicate(&id, options.clone().with_request_id(vec![7u8; 65]))
             .await
             .unwrap_err();
-        assert_eq!(oversized.code(), Some(tonic::Code::InvalidArgument), "{oversized}");
+        assert_eq!(
+            oversized.code(),
+            Some(tonic::Code::InvalidArgument),
+            "{oversized}"
+        );
         assert!(oversized.to_string().contains("request_id"), "{oversized}");
 
         // Two calls with one key at once (a retry sent while the first still runs): both
@@ -767,6 +771,16 @@ fn a_replication_retried_with_its_request_id_answers_with_the_first_placement() 
         )
         .await;
         assert_eq!(a.unwrap(), b.unwrap());
-        assert_eq!(consumer.status(&other).await.unwrap().placement.unwrap().shards.len(), 3);
+        assert_eq!(
+            consumer
+                .status(&other)
+                .await
+                .unwrap()
+                .placement
+                .unwrap()
+                .shards
+                .len(),
+            3
+        );
     });
 }

@@ -200,23 +200,22 @@ impl Listeners {
                 requires_token: true,
             });
         }
-        let (health, health_address) = match config
-            .health_listen_addr()
-            .map_err(|e| ApiError::Bind {
+        let (health, health_address) =
+            match config.health_listen_addr().map_err(|e| ApiError::Bind {
                 address: config.health_listen.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
             })? {
-            Some(addr) => {
-                let bind_err = |source| ApiError::Bind {
-                    address: addr.to_string(),
-                    source,
-                };
-                let incoming = TcpIncoming::bind(addr).map_err(bind_err)?;
-                let local = incoming.local_addr().map_err(bind_err)?;
-                (Some(incoming), Some(local))
-            }
-            None => (None, None),
-        };
+                Some(addr) => {
+                    let bind_err = |source| ApiError::Bind {
+                        address: addr.to_string(),
+                        source,
+                    };
+                    let incoming = TcpIncoming::bind(addr).map_err(bind_err)?;
+                    let local = incoming.local_addr().map_err(bind_err)?;
+                    (Some(incoming), Some(local))
+                }
+                None => (None, None),
+            };
         Ok(Listeners {
             bound,
             health,

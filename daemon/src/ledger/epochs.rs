@@ -61,8 +61,13 @@ pub(crate) struct EpochState {
     pub(super) adopted_ms: u64,
     /// This node's proposal for the next epoch, while it collects ACKs.
     own: Option<OwnProposal>,
-    /// The best-ranked proposer this node ACKed for the next epoch: (epoch, rank).
-    acked: Option<(u64, usize)>,
+    /// The best-ranked proposer this node ACKed for the next epoch.
+    acked: Option<Acked>,
+    /// Proposers of the next epoch this node gave up on (an ACK to them held for a whole
+    /// epoch without an activation): (epoch, worst rank given up). Their proposals are
+    /// refused for the rest of that epoch's round, so a proposer that keeps proposing but
+    /// cannot gather its quorum (it hears no ACKs) cannot hold the others back again.
+    passed_over: Option<(u64, usize)>,
     /// The activation of the adopted epoch (to forward and to catch others up).
     pub(super) activation: Option<EpochActivation>,
     /// Snapshots adopted lately, oldest first: records folded into one that is
@@ -86,6 +91,24 @@ pub(crate) struct EpochCounters {
     /// Proposals whose rebuilt snapshot differs from the signed summary, bad signatures,
     /// proposers or ACKs from outside the electorate.
     pub(crate) refused: u64,
+}
+
+/// An acknowledgement that holds this node to a proposer: while it holds, the node neither
+/// proposes nor ACKs a worse-ranked proposer for that epoch, so one proposal can gather its
+/// quorum. It holds for one epoch length from the first ACK to that proposer: a proposer that
+/// died after being acknowledged must not stall the network until it comes back.
+#[derive(Clone, Copy, Debug)]
+struct Acked {
+    epoch: u64,
+    rank: usize,
+    since_ms: u64,
+}
+
+impl Acked {
+    /// Whether it still keeps this node from a proposer of `rank` for `epoch` at `now_ms`.
+    fn holds_against(&self, epoch: u64, rank: usize, now_ms: u64, epoch_ms: u64) -> bool {
+        self.epoch == epoch && self.rank < rank && now_ms < self.since_ms.saturating_add(epoch_ms)
+    }
 }
 
 struct OwnProposal {
@@ -176,6 +199,23 @@ impl LedgerCore {
                 return;
             }
         }
+        if let Some(held) = self.epochs.acked
+            && held.epoch == next
+            && now.unix_ms >= held.since_ms.saturating_add(self.config.epoch_ms)
+        {
+            tracing::debug!(
+                epoch = next,
+                rank = held.rank,
+                "an acknowledged proposer is passed over"
+            );
+            let worst = self
+                .epochs
+                .passed_over
+                .filter(|(epoch, _)| *epoch == next)
+                .map_or(held.rank, |(_, worst)| worst.max(held.rank));
+            self.epochs.passed_over = Some((next, worst));
+            self.epochs.acked = None;
+        }
         let electorate = electorate(self.ledger.snapshot());
         let Some(rank) = proposer_rank(&electorate, next, &self.me) else {
             return;
@@ -191,7 +231,7 @@ impl LedgerCore {
         if self
             .epochs
             .acked
-            .is_some_and(|(epoch, best)| epoch == next && best < rank)
+            .is_some_and(|a| a.holds_against(next, rank, now.unix_ms, self.config.epoch_ms))
         {
             // A better-ranked proposer's proposal is out; wait for its activation.
             return;
@@ -298,13 +338,27 @@ impl LedgerCore {
         let rank = rank.unwrap_or(usize::MAX);
         if self
             .epochs
+            .passed_over
+            .is_some_and(|(epoch, worst)| epoch == next && rank <= worst)
+        {
+            tracing::debug!(
+                epoch = next,
+                rank,
+                "an epoch proposal from a proposer passed over"
+            );
+            self.epochs.counters.stale += 1;
+            self.drops.count("ledger.epoch_stale");
+            return;
+        }
+        if self
+            .epochs
             .acked
-            .is_some_and(|(epoch, best)| epoch == next && best < rank)
+            .is_some_and(|a| a.holds_against(next, rank, now.unix_ms, self.config.epoch_ms))
         {
             tracing::debug!(
                 epoch = summary.epoch,
                 rank,
-                acknowledged = self.epochs.acked.map(|(_, best)| best),
+                acknowledged = self.epochs.acked.map(|a| a.rank),
                 "an epoch proposal ranks below one acknowledged here"
             );
             self.epochs.counters.stale += 1;
@@ -352,7 +406,16 @@ impl LedgerCore {
             rank,
             "epoch proposal acknowledged"
         );
-        self.epochs.acked = Some((next, rank));
+        // The hold runs from the first ACK to this proposer for this epoch.
+        let since_ms = match self.epochs.acked {
+            Some(a) if a.epoch == next && a.rank == rank => a.since_ms,
+            _ => now.unix_ms,
+        };
+        self.epochs.acked = Some(Acked {
+            epoch: next,
+            rank,
+            since_ms,
+        });
         self.epochs.counters.acked += 1;
         let ack = EpochAck::sign(&summary, self.me, &self.key);
         self.send(

@@ -1314,3 +1314,42 @@ fn payment_keys_survive_a_crash_and_none_expires_right_after_a_start() {
     net.settle();
     assert_eq!(net.view(0, id).paid, 2_000);
 }
+
+#[test]
+fn a_proposer_that_dies_once_acknowledged_holds_the_epoch_back_for_one_epoch_only() {
+    let mut net = Net::new(5);
+    for i in 0..4 {
+        net.link(i, i + 1);
+    }
+    // Genesis: nobody settled yet, so every funded node votes; the best-ranked one proposes
+    // epoch 1 first.
+    let mut electorate = net.genesis.clone();
+    electorate.sort();
+    let proposer = (0..5)
+        .find(|i| super::epochs::proposer_rank(&electorate, 1, &net.nodes[*i].id()) == Some(0))
+        .unwrap();
+    net.advance(0);
+    net.advance(EPOCH_MS);
+    net.flush();
+    net.deliver();
+    // The others ACKed it; it dies before their ACKs arrive.
+    net.crash(proposer);
+    net.settle();
+    assert!(
+        (0..5)
+            .filter(|i| *i != proposer)
+            .all(|i| net.nodes[i].core().summary().epoch == 0)
+    );
+
+    // One epoch later they pass over it: the next proposer gathers the four ACKs.
+    net.run_epoch();
+    let roots: Vec<_> = (0..5)
+        .filter(|i| *i != proposer)
+        .map(|i| {
+            let s = net.nodes[i].core().summary();
+            (s.epoch, s.snapshot_root)
+        })
+        .collect();
+    assert!(roots.iter().all(|(epoch, _)| *epoch == 1), "{roots:?}");
+    assert!(roots.windows(2).all(|w| w[0] == w[1]));
+}

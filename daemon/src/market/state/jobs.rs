@@ -162,30 +162,29 @@ impl State {
                  ask another provider"
                     .to_string(),
             )
-        } else if agreement.role() != Role::Provider
-            || agreement.state() != AgreementState::Active
+        } else if agreement.role() != Role::Provider || agreement.state() != AgreementState::Active
         {
-                Some(format!("agreement is {:?}, not active", agreement.state()))
-            } else if agreement.request().body().capability
-                != Capability::Compute(ComputeTarget::Function(FunctionId::of(&body.function)))
-            {
-                Some(format!(
-                    "the agreement is not for function `{}`",
-                    body.function
-                ))
-            } else {
-                match agreement.cost() {
-                    Some(CostStructure::PerInvocation { max_input, .. })
-                        if body.input.len() as u64 > u64::from(max_input) =>
-                    {
-                        Some(format!(
-                            "input is {} bytes, the agreement allows {max_input}",
-                            body.input.len()
-                        ))
-                    }
-                    _ => None,
+            Some(format!("agreement is {:?}, not active", agreement.state()))
+        } else if agreement.request().body().capability
+            != Capability::Compute(ComputeTarget::Function(FunctionId::of(&body.function)))
+        {
+            Some(format!(
+                "the agreement is not for function `{}`",
+                body.function
+            ))
+        } else {
+            match agreement.cost() {
+                Some(CostStructure::PerInvocation { max_input, .. })
+                    if body.input.len() as u64 > u64::from(max_input) =>
+                {
+                    Some(format!(
+                        "input is {} bytes, the agreement allows {max_input}",
+                        body.input.len()
+                    ))
                 }
-            };
+                _ => None,
+            }
+        };
         if let Some(reason) = refusal {
             self.counters.jobs_refused += 1;
             return Err(JobRefusal::Refused(Some(failed(reason))));

@@ -1,7 +1,7 @@
 //! The consumer's side: placing an object on providers, reading it back, challenging the
 //! shards, repairing lost ones, and deleting the placement.
 
-use std::{collections::HashSet, ops::ControlFlow, time::Duration};
+use std::{collections::HashSet, ops::ControlFlow, sync::Arc, time::Duration};
 
 use futures::future::join_all;
 use mehr_storage::{
@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::{
-    RemoteError, RemoteStorage, blocking,
+    RemoteError, RemoteStorage, Shared, blocking,
     fetch::Gatherer,
     lock,
     records::{Placement, REMOTE_OBJECTS, RemoteRecord},
@@ -365,6 +365,7 @@ impl RemoteStorage {
         id: ObjectId,
         options: ReplicateOptions,
     ) -> Result<PlacementView, RemoteError> {
+        let _turn = ReplicationTurn::take(&self.shared, id).await;
         let settings = self.shared.settings;
         let defaults = settings.default_params;
         let params = ErasureParams::new(
@@ -1202,5 +1203,39 @@ fn placed_info(id: ObjectId, manifest: &ErasureManifest, record: &RemoteRecord) 
         chunk_count: mehr_storage::chunk_count(manifest.length()),
         created_unix_ms: record.created_unix_ms,
         name: record.name.clone(),
+    }
+}
+
+/// This call's turn to replicate an object: held for the whole replication, so calls for one
+/// object run one after another (see `Shared::replicating`). The object's entry goes when the
+/// last call waiting for it is done.
+struct ReplicationTurn {
+    shared: Arc<Shared>,
+    id: ObjectId,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl ReplicationTurn {
+    async fn take(shared: &Arc<Shared>, id: ObjectId) -> Self {
+        let gate = lock(&shared.replicating).entry(id).or_default().clone();
+        let guard = gate.clone().lock_owned().await;
+        ReplicationTurn {
+            shared: shared.clone(),
+            id,
+            gate,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for ReplicationTurn {
+    fn drop(&mut self) {
+        self.guard = None;
+        let mut replicating = lock(&self.shared.replicating);
+        // Held by the map and by this turn alone: nobody else waits.
+        if Arc::strong_count(&self.gate) == 2 {
+            replicating.remove(&self.id);
+        }
     }
 }

@@ -165,6 +165,10 @@ struct Shared {
     repairing: Mutex<std::collections::HashSet<(ObjectId, u8)>>,
     /// Shards whose earnings are being paid: a later challenge round leaves them to it.
     paying: Mutex<std::collections::HashSet<(ObjectId, u8)>>,
+    /// Objects being replicated, each with the lock its replications take in turn: a second
+    /// call (a retry racing the first) waits, then finds the object placed, instead of
+    /// uploading the same shards to the same providers at the same time.
+    replicating: Mutex<HashMap<ObjectId, Arc<tokio::sync::Mutex<()>>>>,
     /// Provider side: chunk-set uploads in progress.
     uploads: Mutex<provider::Uploads>,
     /// Pays what passed challenges earned; `None` keeps it owed.
@@ -219,6 +223,7 @@ impl RemoteStorage {
                 records: tokio::sync::Mutex::new(()),
                 repairing: Mutex::new(std::collections::HashSet::new()),
                 paying: Mutex::new(std::collections::HashSet::new()),
+                replicating: Mutex::new(HashMap::new()),
                 uploads: Mutex::new(provider::Uploads::default()),
                 payer: parts.payer,
                 terms: parts.terms,

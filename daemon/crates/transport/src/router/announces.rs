@@ -287,7 +287,11 @@ impl Router {
             self.pending_announces.insert(destination, response);
             return;
         }
-        if !mode.discovers_paths() {
+        // Reticulum searches for unknown paths only for requests from gateway-like
+        // interfaces. A relay also searches for its full-mode neighbours within the lost-path
+        // bucket: after it restarted (or a neighbour dropped its paths with the connection)
+        // nothing else would find a destination whose announce is hours away.
+        if !mode.discovers_paths() && !self.lost_path_requests.take(now) {
             return;
         }
         if let Some(existing) = self.discoveries.get_mut(&destination) {

@@ -502,6 +502,15 @@ fn unknown_paths_are_searched_for_from_gateway_interfaces() {
     net.nodes[2].request_path(&dest).unwrap();
     net.run(Duration::from_secs(2));
     assert_eq!(net.nodes[2].path(&dest).map(|p| p.hops), Some(2));
+
+    // Through a full-mode interface too, within the relay's lost-path bucket.
+    let mut net = Net::new(&[false, true, false]);
+    net.wire(0, 1);
+    net.wire(1, 2);
+    let dest = net.serve(0, 1, false);
+    net.nodes[2].request_path(&dest).unwrap();
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.nodes[2].path(&dest).map(|p| p.hops), Some(2));
 }
 
 #[test]
